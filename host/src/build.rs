@@ -1,0 +1,162 @@
+//! Building a Rust policy crate into a policy component.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::policy::{PolicyError, PolicyInfo, check};
+
+/// The Rust target policies are built for: no WASI, so no capabilities.
+pub const TARGET: &str = "wasm32-unknown-unknown";
+
+/// Why a policy crate could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// `cargo` could not be run.
+    #[error("cannot run cargo: {0}; is Rust installed (https://rustup.rs)?")]
+    Cargo(#[source] std::io::Error),
+    /// `cargo build` failed (its output went to stderr).
+    #[error(
+        "cargo build of {dir} failed (see cargo's output above); if it says it can't find crate `core`/`std`, run: rustup target add {TARGET}"
+    )]
+    CargoFailed {
+        /// The crate folder.
+        dir: String,
+    },
+    /// The folder is not a policy crate.
+    #[error("{0}")]
+    NotAPolicyCrate(String),
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// wit-component refused the module.
+    #[error("cannot turn {path} into a component: {message}")]
+    Componentize {
+        /// The core module.
+        path: String,
+        /// wit-component's complaint.
+        message: String,
+    },
+    /// The component is built but is not a valid policy.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+/// Turns a core module built with `switchyard-guest` (it embeds the world's
+/// type information) into a component.
+pub fn componentize(core: &[u8], what: &str) -> Result<Vec<u8>, BuildError> {
+    wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(core)
+        .and_then(|mut e| e.encode())
+        .map_err(|e| BuildError::Componentize {
+            path: what.to_owned(),
+            message: format!("{e:#}"),
+        })
+}
+
+/// A built policy.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// Where the component was written.
+    pub path: PathBuf,
+    /// Its digest, imports and exports.
+    pub info: PolicyInfo,
+}
+
+/// Builds the policy crate in `crate_dir` for [`TARGET`] in release mode,
+/// componentizes it, checks its interface, and writes it to `out` (default:
+/// `<target-dir>/wasm32-unknown-unknown/release/<crate>.component.wasm`).
+/// Cargo's progress goes to stderr.
+pub fn build_policy(crate_dir: &Path, out: Option<&Path>) -> Result<Built, BuildError> {
+    let manifest = crate_dir.join("Cargo.toml");
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| BuildError::Io { path, source }
+    };
+    let manifest = manifest.canonicalize().map_err(|e| {
+        BuildError::NotAPolicyCrate(format!(
+            "{} has no Cargo.toml ({e}); pass the folder of a Rust policy crate",
+            crate_dir.display()
+        ))
+    })?;
+    let (name, target_dir) = crate_metadata(&manifest)?;
+
+    let status = Command::new(cargo())
+        .args(["build", "--release", "--target", TARGET, "--manifest-path"])
+        .arg(&manifest)
+        .stdout(Stdio::null())
+        .status()
+        .map_err(BuildError::Cargo)?;
+    if !status.success() {
+        return Err(BuildError::CargoFailed {
+            dir: crate_dir.display().to_string(),
+        });
+    }
+
+    let release = target_dir.join(TARGET).join("release");
+    let core_path = release.join(format!("{}.wasm", name.replace('-', "_")));
+    let core = std::fs::read(&core_path).map_err(io(&core_path))?;
+    let component = componentize(&core, &core_path.display().to_string())?;
+    let out = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| release.join(format!("{name}.component.wasm")));
+    let info = check(&component, &out.display().to_string())?;
+    std::fs::write(&out, &component).map_err(io(&out))?;
+    Ok(Built { path: out, info })
+}
+
+fn cargo() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// The package name of `manifest` and its target directory.
+fn crate_metadata(manifest: &Path) -> Result<(String, PathBuf), BuildError> {
+    let output = Command::new(cargo())
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--manifest-path",
+        ])
+        .arg(manifest)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(BuildError::Cargo)?;
+    let bad = |why: String| BuildError::NotAPolicyCrate(format!("{}: {why}", manifest.display()));
+    if !output.status.success() {
+        return Err(bad("cargo metadata failed (see above)".into()));
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&output.stdout).map_err(|e| bad(format!("cargo metadata: {e}")))?;
+    let package = meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["manifest_path"].as_str().map(Path::new) == Some(manifest))
+        .ok_or_else(|| {
+            bad("is a workspace manifest, not a policy crate; pass the crate's folder".into())
+        })?;
+    let is_cdylib = package["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|t| {
+            t["crate_types"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c == "cdylib"))
+        });
+    if !is_cdylib {
+        return Err(bad(
+            "is not a cdylib; a policy crate needs `[lib] crate-type = [\"cdylib\"]`".into(),
+        ));
+    }
+    let name = package["name"].as_str().unwrap_or_default().to_owned();
+    let target_dir = PathBuf::from(meta["target_directory"].as_str().unwrap_or("target"));
+    Ok((name, target_dir))
+}

@@ -1,0 +1,649 @@
+//! A loaded, verified policy and its evaluation on a reused instance.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use wasmparser::{Parser, Payload};
+use wasmtime::component::Component;
+use wasmtime::{ResourceLimiter, Store, Trap};
+
+use crate::bindings::{
+    ALLOWED_IMPORTS, HostImports, REQUIRED_EXPORTS, RequestImports, Router, RouterPre,
+    TypesImports, WORLD, WitDecision, WitTraffic,
+};
+use crate::decision::{Decision, Traffic};
+use crate::engine::Engine;
+use crate::request::Request;
+use crate::route::{Route, valid_qualifier};
+
+/// A policy's sha256 digest, shown as `sha256:<hex>`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Digest(Sha256::digest(bytes).into())
+    }
+
+    /// Lower-case hex, without the `sha256:` prefix.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The first 12 hex digits, for log lines.
+    pub fn short(&self) -> String {
+        format!("sha256:{}", &self.hex()[..12])
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Why bytes are not a usable policy.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// Not WebAssembly at all.
+    #[error(
+        "{what} is not a WebAssembly file (it does not start with \\0asm); build a policy with `switchyard policy build <crate-dir>`"
+    )]
+    NotWasm {
+        /// What was read (a path or a digest).
+        what: String,
+    },
+    /// A core module, not a component.
+    #[error(
+        "{what} is a core WebAssembly module, not a component; turn it into a component with `switchyard policy build <crate-dir>` (which runs wit-component)"
+    )]
+    CoreModule {
+        /// What was read.
+        what: String,
+    },
+    /// Malformed or rejected by the compiler.
+    #[error("policy {digest} is not a valid component: {message}")]
+    Invalid {
+        /// The blob's digest.
+        digest: Digest,
+        /// The parser's or compiler's complaint.
+        message: String,
+    },
+    /// Imports something beyond the `switchyard:policy` interfaces.
+    #[error(
+        "policy {digest} imports `{import}`; policies may import only {allowed} (no WASI: no files, network, environment or clock)",
+        allowed = ALLOWED_IMPORTS.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
+    )]
+    ForbiddenImport {
+        /// The blob's digest.
+        digest: Digest,
+        /// The offending import's name.
+        import: String,
+    },
+    /// Does not implement the `router` world.
+    #[error(
+        "policy {digest} does not implement world `{WORLD}`: {detail}; it exports [{exports}]",
+        exports = exports.join(", ")
+    )]
+    WrongWorld {
+        /// The blob's digest.
+        digest: Digest,
+        /// What is wrong.
+        detail: String,
+        /// What it exports instead.
+        exports: Vec<String>,
+    },
+}
+
+/// Why an evaluation failed. Each is answered by the fail-safe decision.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvalError {
+    /// Ran past the evaluation budget.
+    #[error("policy exceeded its {budget_us} µs evaluation budget")]
+    Budget {
+        /// The budget, in microseconds.
+        budget_us: u64,
+    },
+    /// Tried to grow memory past the cap.
+    #[error("policy exceeded its memory limit of {limit} bytes")]
+    Memory {
+        /// The cap in bytes.
+        limit: usize,
+    },
+    /// Trapped (a panic, `unreachable`, out-of-bounds access, ...).
+    #[error("policy trapped: {0}")]
+    Trap(String),
+    /// Could not be instantiated (e.g. the instance pool is full).
+    #[error("policy could not be instantiated: {0}")]
+    Instantiate(String),
+    /// Returned a decision the host cannot use.
+    #[error("policy returned an unusable decision: {0}")]
+    BadDecision(String),
+}
+
+impl EvalError {
+    /// A short label for metrics: `budget`, `memory`, `trap`, `instantiate`,
+    /// `bad-decision`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EvalError::Budget { .. } => "budget",
+            EvalError::Memory { .. } => "memory",
+            EvalError::Trap(_) => "trap",
+            EvalError::Instantiate(_) => "instantiate",
+            EvalError::BadDecision(_) => "bad-decision",
+        }
+    }
+}
+
+/// What `policy inspect` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyInfo {
+    /// `sha256:<hex>` of the component bytes.
+    pub digest: Digest,
+    /// Size in bytes.
+    pub size: usize,
+    /// Top-level import names (instances and functions; type imports grant
+    /// nothing and are left out).
+    pub imports: Vec<String>,
+    /// Top-level export names.
+    pub exports: Vec<String>,
+}
+
+/// Reads a component's top-level imports and exports without compiling it,
+/// so a forbidden policy is refused before any code generation.
+pub fn inspect(bytes: &[u8], what: &str) -> Result<PolicyInfo, PolicyError> {
+    let digest = Digest::of(bytes);
+    if !bytes.starts_with(b"\0asm") {
+        return Err(PolicyError::NotWasm { what: what.into() });
+    }
+    if Parser::is_core_wasm(bytes) {
+        return Err(PolicyError::CoreModule { what: what.into() });
+    }
+    let invalid = |e: wasmparser::BinaryReaderError| PolicyError::Invalid {
+        digest,
+        message: e.to_string(),
+    };
+    let (mut imports, mut exports) = (Vec::new(), Vec::new());
+    // Nested modules and components have imports of their own; only the
+    // outermost ones are the component's interface.
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.map_err(invalid)? {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(s) if depth == 0 => {
+                for i in s {
+                    let i = i.map_err(invalid)?;
+                    // Type imports (e.g. `route-config` from the world's
+                    // `use`) grant nothing; only instances and functions do.
+                    if !matches!(i.ty, wasmparser::ComponentTypeRef::Type(_)) {
+                        imports.push(i.name.name.to_string());
+                    }
+                }
+            }
+            Payload::ComponentExportSection(s) if depth == 0 => {
+                for e in s {
+                    exports.push(e.map_err(invalid)?.name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(PolicyInfo {
+        digest,
+        size: bytes.len(),
+        imports,
+        exports,
+    })
+}
+
+/// Reads a component's interface and checks it: only the allowed imports,
+/// the world's exports. Does not compile it.
+pub fn check(bytes: &[u8], what: &str) -> Result<PolicyInfo, PolicyError> {
+    let info = inspect(bytes, what)?;
+    check_interface(&info)?;
+    Ok(info)
+}
+
+/// Checks a policy's interface: only allowed imports, the world's exports.
+fn check_interface(info: &PolicyInfo) -> Result<(), PolicyError> {
+    if let Some(bad) = info
+        .imports
+        .iter()
+        .find(|i| !ALLOWED_IMPORTS.contains(&i.as_str()))
+    {
+        return Err(PolicyError::ForbiddenImport {
+            digest: info.digest,
+            import: bad.clone(),
+        });
+    }
+    let missing: Vec<&str> = REQUIRED_EXPORTS
+        .iter()
+        .copied()
+        .filter(|e| !info.exports.iter().any(|x| x == e))
+        .collect();
+    if !missing.is_empty() {
+        return Err(PolicyError::WrongWorld {
+            digest: info.digest,
+            detail: format!("missing export(s) {}", missing.join(", ")),
+            exports: info.exports.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// A verified, compiled policy, ready to be instantiated. Cheap to share.
+pub struct Policy {
+    engine: Engine,
+    info: PolicyInfo,
+    pre: RouterPre<HostState>,
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy").field("info", &self.info).finish()
+    }
+}
+
+impl Policy {
+    /// Verifies and compiles a policy component. `what` names the source in
+    /// errors (a path, or the store key).
+    pub fn new(engine: &Engine, bytes: &[u8], what: &str) -> Result<Arc<Self>, PolicyError> {
+        let info = check(bytes, what)?;
+        let component =
+            Component::new(engine.wasmtime(), bytes).map_err(|e| PolicyError::Invalid {
+                digest: info.digest,
+                message: format!("{e:#}"),
+            })?;
+        Self::from_component(engine, info, component)
+    }
+
+    /// Builds a policy from a component compiled earlier (e.g. deserialized
+    /// from a precompiled cache) and the info of its original bytes.
+    pub fn from_component(
+        engine: &Engine,
+        info: PolicyInfo,
+        component: Component,
+    ) -> Result<Arc<Self>, PolicyError> {
+        check_interface(&info)?;
+        let wrong_world = |e: wasmtime::Error| PolicyError::WrongWorld {
+            digest: info.digest,
+            detail: format!("{e:#}"),
+            exports: info.exports.clone(),
+        };
+        let pre = engine
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
+        let pre = RouterPre::new(pre).map_err(wrong_world)?;
+        Ok(Arc::new(Policy {
+            engine: engine.clone(),
+            info,
+            pre,
+        }))
+    }
+
+    /// Digest, size, imports and exports.
+    pub fn info(&self) -> &PolicyInfo {
+        &self.info
+    }
+
+    /// The digest.
+    pub fn digest(&self) -> Digest {
+        self.info.digest
+    }
+
+    /// The compiled component (e.g. to serialize into a precompiled cache).
+    pub fn component(&self) -> &Component {
+        self.pre.instance_pre().component()
+    }
+
+    /// A new evaluator: one reusable instance of this policy, for one worker
+    /// at a time.
+    pub fn evaluator(self: &Arc<Self>) -> Evaluator {
+        Evaluator {
+            policy: self.clone(),
+            instance: None,
+        }
+    }
+}
+
+/// The per-instance host state: the request being decided and the limiter.
+pub struct HostState {
+    request: Option<Arc<Request>>,
+    memory_limit: usize,
+    memory_denied: bool,
+    digest: Digest,
+}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.memory_denied = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl TypesImports for HostState {}
+
+impl RequestImports for HostState {
+    fn method(&mut self) -> String {
+        self.request
+            .as_ref()
+            .map(|r| r.method.clone())
+            .unwrap_or_default()
+    }
+
+    fn path(&mut self) -> String {
+        self.request
+            .as_ref()
+            .map(|r| r.path.clone())
+            .unwrap_or_default()
+    }
+
+    fn header(&mut self, name: String) -> Option<String> {
+        self.request.as_ref()?.header(&name).map(str::to_owned)
+    }
+
+    fn headers(&mut self) -> Vec<(String, String)> {
+        self.request
+            .as_ref()
+            .map(|r| r.headers().to_vec())
+            .unwrap_or_default()
+    }
+}
+
+impl HostImports for HostState {
+    fn bucket(&mut self, key: String, salt: String) -> u32 {
+        bucket(&key, &salt)
+    }
+
+    fn log(&mut self, message: String) {
+        let mut message = message;
+        if message.len() > 1024 {
+            let mut cut = 1024;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        tracing::debug!(target: "switchyard::policy", policy = %self.digest.short(), "{message}");
+    }
+}
+
+/// The sticky bucket of `key` in `[0, 10000)`: FNV-1a 64 over
+/// `salt ++ [0xff] ++ key`, then murmur3's fmix64, modulo 10000. The algorithm
+/// is part of the contract (documented in `wit/policy.wit`).
+pub fn bucket(key: &str, salt: &str) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: u8| {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    };
+    salt.bytes().for_each(&mut eat);
+    eat(0xff);
+    key.bytes().for_each(&mut eat);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    (h % 10_000) as u32
+}
+
+struct Instance {
+    store: Store<HostState>,
+    router: Router,
+    calls: u64,
+    configured: Option<u64>,
+}
+
+/// One warm instance of a policy, reused across evaluations (policies are
+/// pure) and replaced after a trap or after `recycle_after` calls. Not shared
+/// between threads: keep one per worker.
+pub struct Evaluator {
+    policy: Arc<Policy>,
+    instance: Option<Instance>,
+}
+
+impl Evaluator {
+    /// The policy this evaluator runs.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// Evaluates `req` against `route`. On any failure the instance is
+    /// discarded and the error returned; see [`Evaluator::decide`] for the
+    /// fail-safe.
+    pub fn evaluate(&mut self, req: &Arc<Request>, route: &Route) -> Result<Decision, EvalError> {
+        let engine = self.policy.engine.config().clone();
+        if self
+            .instance
+            .as_ref()
+            .is_some_and(|i| i.calls >= engine.recycle_after)
+        {
+            self.instance = None;
+        }
+        let inst = match &mut self.instance {
+            Some(inst) => inst,
+            slot @ None => slot.insert(self.policy.instantiate()?),
+        };
+        inst.calls += 1;
+        inst.store.data_mut().request = Some(req.clone());
+        let ticks = engine.deadline_ticks();
+        let result = (|| {
+            if inst.configured != Some(route.id()) {
+                inst.store.set_epoch_deadline(ticks);
+                inst.router
+                    .call_configure(&mut inst.store, &route.to_wit())?;
+                inst.configured = Some(route.id());
+            }
+            inst.store.set_epoch_deadline(ticks);
+            inst.router.call_evaluate(&mut inst.store)
+        })();
+        inst.store.data_mut().request = None;
+        match result {
+            Ok(d) => convert(d, route),
+            Err(e) => {
+                let err = if inst.store.data().memory_denied {
+                    EvalError::Memory {
+                        limit: engine.memory_limit,
+                    }
+                } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                    EvalError::Budget {
+                        budget_us: engine.budget.as_micros() as u64,
+                    }
+                } else {
+                    EvalError::Trap(format!("{e:#}"))
+                };
+                self.instance = None;
+                Err(err)
+            }
+        }
+    }
+
+    /// Evaluates, and answers any failure with the fail-safe decision
+    /// (stable, production, reason `fail-safe: <why>`), logging it.
+    pub fn decide(&mut self, req: &Arc<Request>, route: &Route) -> (Decision, Option<EvalError>) {
+        match self.evaluate(req, route) {
+            Ok(d) => (d, None),
+            Err(e) => {
+                tracing::warn!(
+                    function = route.function(),
+                    policy = %self.policy.digest().short(),
+                    error = %e,
+                    "policy failed; fail-safe decision applied"
+                );
+                (fail_safe(route, &e.to_string()), Some(e))
+            }
+        }
+    }
+}
+
+impl Policy {
+    fn instantiate(&self) -> Result<Instance, EvalError> {
+        let engine = self.engine.config();
+        let mut store = Store::new(
+            self.engine.wasmtime(),
+            HostState {
+                request: None,
+                memory_limit: engine.memory_limit,
+                memory_denied: false,
+                digest: self.info.digest,
+            },
+        );
+        store.limiter(|s| s as &mut dyn ResourceLimiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(engine.deadline_ticks());
+        let router = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| EvalError::Instantiate(format!("{e:#}")))?;
+        Ok(Instance {
+            store,
+            router,
+            calls: 0,
+            configured: None,
+        })
+    }
+}
+
+/// The decision when a policy fails: stable, production traffic.
+pub fn fail_safe(route: &Route, why: &str) -> Decision {
+    let target = route.config().stable().to_owned();
+    let context = route
+        .config()
+        .context
+        .get(&target)
+        .cloned()
+        .unwrap_or_default();
+    Decision {
+        target,
+        traffic: Traffic::Production,
+        mirror: None,
+        context,
+        reason: format!("fail-safe: {why}"),
+    }
+}
+
+/// Most context entries a policy may return.
+const MAX_CONTEXT: usize = 64;
+/// Longest reason kept (longer ones are cut).
+const MAX_REASON: usize = 1024;
+
+fn convert(d: WitDecision, route: &Route) -> Result<Decision, EvalError> {
+    if !valid_qualifier(&d.target) {
+        return Err(EvalError::BadDecision(format!(
+            "target {:?} is not a valid qualifier",
+            d.target
+        )));
+    }
+    if let Some(m) = &d.mirror
+        && !valid_qualifier(m)
+    {
+        return Err(EvalError::BadDecision(format!(
+            "mirror {m:?} is not a valid qualifier"
+        )));
+    }
+    if d.context.len() > MAX_CONTEXT {
+        return Err(EvalError::BadDecision(format!(
+            "{} context entries (at most {MAX_CONTEXT})",
+            d.context.len()
+        )));
+    }
+    let mut context: BTreeMap<String, String> = d.context.into_iter().collect();
+    if let Some(configured) = route.config().context.get(&d.target) {
+        context.extend(configured.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    let mut reason = d.reason;
+    if reason.len() > MAX_REASON {
+        let mut cut = MAX_REASON;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+    }
+    Ok(Decision {
+        target: d.target,
+        traffic: match d.traffic {
+            WitTraffic::Production => Traffic::Production,
+            WitTraffic::Synthetic => Traffic::Synthetic,
+        },
+        mirror: d.mirror,
+        context,
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_is_stable_and_in_range() {
+        // Pinned values: changing the algorithm moves users between versions.
+        assert_eq!(
+            bucket("user-8472917", "orders"),
+            bucket("user-8472917", "orders")
+        );
+        assert_ne!(bucket("ab", "c"), bucket("a", "bc"));
+        for i in 0..1000 {
+            assert!(bucket(&format!("u{i}"), "s") < 10_000);
+        }
+    }
+
+    #[test]
+    fn digest_formats() {
+        let d = Digest::of(b"");
+        assert_eq!(
+            d.to_string(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(d.short(), "sha256:e3b0c44298fc");
+    }
+
+    #[test]
+    fn inspect_rejects_non_wasm_and_core_modules() {
+        assert!(matches!(
+            inspect(b"hello", "x"),
+            Err(PolicyError::NotWasm { .. })
+        ));
+        let core = b"\0asm\x01\0\0\0";
+        assert!(matches!(
+            inspect(core, "x"),
+            Err(PolicyError::CoreModule { .. })
+        ));
+    }
+}

@@ -1,8 +1,7 @@
 //! The one wasmtime `Engine` of a process, configured for policies: pooling
-//! allocator, epoch-based evaluation budget, memory cap, and no capabilities.
+//! allocator, fuel-metered evaluation budget, memory cap, and no capabilities.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, OptLevel, PoolingAllocationConfig};
@@ -13,12 +12,14 @@ use crate::policy::HostState;
 /// Limits and sizing of the policy engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
-    /// Wall-clock budget of one `evaluate` (or `configure`) call. Enforced by
-    /// epoch interruption: a call is stopped after at least `budget` and at
-    /// most `budget + epoch_tick`.
-    pub budget: Duration,
-    /// Granularity of the budget: how often the epoch ticker thread wakes.
-    pub epoch_tick: Duration,
+    /// Per-call budget (`evaluate` or `configure`) in fuel units, about one
+    /// per WebAssembly instruction; `None` disables metering. Fuel, not a
+    /// wall-clock deadline, so a policy's verdict does not depend on how
+    /// busy the machine is: a thread descheduled mid-call would otherwise
+    /// blow a 1 ms deadline and flip the decision to the fail-safe. The
+    /// default, [`DEFAULT_FUEL`], runs out after about 1 ms of a tight loop
+    /// on the reference machine (see BENCHMARKS.md).
+    pub fuel: Option<u64>,
     /// Linear-memory cap per policy instance, in bytes.
     pub memory_limit: usize,
     /// A warm instance is replaced by a fresh one after this many evaluations
@@ -28,24 +29,18 @@ pub struct EngineConfig {
     pub max_instances: u32,
 }
 
+/// Default fuel per call: about 1 ms of a tight loop on the reference
+/// machine (measured by `cargo bench --bench decision -- sandbox/exhaust`).
+pub const DEFAULT_FUEL: u64 = 2_000_000;
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            budget: Duration::from_millis(1),
-            epoch_tick: Duration::from_micros(500),
+            fuel: Some(DEFAULT_FUEL),
             memory_limit: 16 << 20,
             recycle_after: 10_000,
             max_instances: 1_000,
         }
-    }
-}
-
-impl EngineConfig {
-    /// Epoch ticks an evaluation may last: enough that a call never stops
-    /// before `budget` even when a tick lands right after it starts.
-    pub(crate) fn deadline_ticks(&self) -> u64 {
-        let tick = self.epoch_tick.as_nanos().max(1);
-        (self.budget.as_nanos().div_ceil(tick) as u64).max(1) + 1
     }
 }
 
@@ -72,19 +67,20 @@ impl Engine {
         Self::with_config(EngineConfig::default())
     }
 
-    /// An engine with the given limits. Starts a background thread that
-    /// advances the epoch every `epoch_tick`; it ends with the engine.
+    /// An engine with the given limits.
     pub fn with_config(config: EngineConfig) -> Result<Self, EngineError> {
-        if config.budget.is_zero() || config.epoch_tick.is_zero() {
+        if config.fuel == Some(0) {
             return Err(EngineError(
-                "budget and epoch tick must be above zero".into(),
+                "a fuel budget of 0 cannot run anything; use None for no budget".into(),
             ));
         }
         let mut pool = PoolingAllocationConfig::default();
+        // A componentized Rust policy is a main module plus a small shim: two
+        // core instances and two tables, but one linear memory.
         pool.total_component_instances(config.max_instances)
-            .total_core_instances(config.max_instances.saturating_mul(2))
+            .total_core_instances(config.max_instances.saturating_mul(4))
             .total_memories(config.max_instances)
-            .total_tables(config.max_instances)
+            .total_tables(config.max_instances.saturating_mul(4))
             .max_memory_size(config.memory_limit)
             .max_memories_per_component(2)
             .max_tables_per_component(2)
@@ -92,7 +88,7 @@ impl Engine {
 
         let mut wt = Config::new();
         wt.wasm_component_model(true)
-            .epoch_interruption(true)
+            .consume_fuel(config.fuel.is_some())
             .cranelift_opt_level(OptLevel::Speed)
             // Measured no faster for policies this small (see BENCHMARKS.md);
             // off keeps instantiation free of memfd bookkeeping.
@@ -104,19 +100,6 @@ impl Engine {
         let mut linker = Linker::new(&wasmtime);
         Router::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| EngineError(format!("{e:#}")))?;
-
-        let weak = wasmtime.weak();
-        let tick = config.epoch_tick;
-        std::thread::Builder::new()
-            .name("switchyard-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(tick);
-                }
-            })
-            .map_err(|e| EngineError(format!("cannot start the epoch thread: {e}")))?;
 
         Ok(Engine {
             inner: Arc::new(EngineInner {
@@ -146,23 +129,5 @@ impl std::fmt::Debug for Engine {
         f.debug_struct("Engine")
             .field("config", &self.inner.config)
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deadline_covers_the_budget() {
-        let c = EngineConfig::default();
-        // 1 ms budget, 0.5 ms ticks: 2 ticks of budget + 1 of slack.
-        assert_eq!(c.deadline_ticks(), 3);
-        let c = EngineConfig {
-            budget: Duration::from_micros(100),
-            epoch_tick: Duration::from_millis(1),
-            ..c
-        };
-        assert_eq!(c.deadline_ticks(), 2);
     }
 }

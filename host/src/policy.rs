@@ -114,11 +114,11 @@ pub enum PolicyError {
 /// Why an evaluation failed. Each is answered by the fail-safe decision.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EvalError {
-    /// Ran past the evaluation budget.
-    #[error("policy exceeded its {budget_us} µs evaluation budget")]
+    /// Ran out of fuel: the evaluation budget.
+    #[error("policy exceeded its evaluation budget of {fuel} fuel (one unit per instruction)")]
     Budget {
-        /// The budget, in microseconds.
-        budget_us: u64,
+        /// The budget, in fuel units.
+        fuel: u64,
     },
     /// Tried to grow memory past the cap.
     #[error("policy exceeded its memory limit of {limit} bytes")]
@@ -462,15 +462,14 @@ impl Evaluator {
         };
         inst.calls += 1;
         inst.store.data_mut().request = Some(req.clone());
-        let ticks = engine.deadline_ticks();
         let result = (|| {
             if inst.configured != Some(route.id()) {
-                inst.store.set_epoch_deadline(ticks);
+                refuel(&mut inst.store, engine.fuel)?;
                 inst.router
                     .call_configure(&mut inst.store, &route.to_wit())?;
                 inst.configured = Some(route.id());
             }
-            inst.store.set_epoch_deadline(ticks);
+            refuel(&mut inst.store, engine.fuel)?;
             inst.router.call_evaluate(&mut inst.store)
         })();
         inst.store.data_mut().request = None;
@@ -481,9 +480,9 @@ impl Evaluator {
                     EvalError::Memory {
                         limit: engine.memory_limit,
                     }
-                } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                } else if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
                     EvalError::Budget {
-                        budget_us: engine.budget.as_micros() as u64,
+                        fuel: engine.fuel.unwrap_or_default(),
                     }
                 } else {
                     EvalError::Trap(format!("{e:#}"))
@@ -525,8 +524,7 @@ impl Policy {
             },
         );
         store.limiter(|s| s as &mut dyn ResourceLimiter);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(engine.deadline_ticks());
+        refuel(&mut store, engine.fuel).map_err(|e| EvalError::Instantiate(format!("{e:#}")))?;
         let router = self
             .pre
             .instantiate(&mut store)
@@ -537,6 +535,14 @@ impl Policy {
             calls: 0,
             configured: None,
         })
+    }
+}
+
+/// Gives a call its full budget (fuel does not carry over between calls).
+fn refuel(store: &mut Store<HostState>, fuel: Option<u64>) -> wasmtime::Result<()> {
+    match fuel {
+        Some(f) => store.set_fuel(f),
+        None => Ok(()),
     }
 }
 

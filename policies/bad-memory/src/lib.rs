@@ -11,7 +11,11 @@ impl Policy for Hog {
     fn evaluate(&self, _: &Request, _: &Config) -> Decision {
         let mut chunks: Vec<Vec<u8>> = Vec::new();
         loop {
-            chunks.push(std::hint::black_box(vec![1u8; 1 << 20]));
+            // Reserve without touching: memory grows at once, with no time
+            // spent writing it, so the memory cap (not the budget) stops us.
+            let mut chunk = Vec::<u8>::with_capacity(1 << 20);
+            chunk.push(1);
+            chunks.push(std::hint::black_box(chunk));
         }
     }
 }

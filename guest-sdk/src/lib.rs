@@ -159,6 +159,13 @@ impl Request {
         })
     }
 
+    /// The sticky bucket (see [`bucket`]) of header `name`'s value, `None`
+    /// when the header is absent. Faster than `bucket(&req.header(name)?, salt)`:
+    /// one host call, and the value is never copied into the policy.
+    pub fn header_bucket(&self, name: &str, salt: &str) -> Option<u32> {
+        request::header_bucket(name, salt)
+    }
+
     /// All headers, names lower-cased. Copies every header: prefer
     /// [`Request::header`].
     pub fn headers(&self) -> Vec<(String, String)> {
@@ -269,7 +276,7 @@ pub trait Policy: Sized + 'static {
 
 /// Exports a [`Policy`] type as the component's `router` world.
 ///
-/// ```ignore
+/// ```text
 /// switchyard_guest::export_policy!(MyPolicy);
 /// ```
 #[macro_export]
@@ -303,6 +310,12 @@ pub mod __private {
     // SAFETY: a component instance is single-threaded; the host never calls
     // into one instance from two threads at once.
     unsafe impl<P> Sync for State<P> {}
+
+    impl<P: Policy> Default for State<P> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
 
     impl<P: Policy> State<P> {
         pub const fn new() -> Self {

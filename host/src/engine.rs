@@ -10,7 +10,7 @@ use crate::bindings::Router;
 use crate::policy::HostState;
 
 /// Limits and sizing of the policy engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineConfig {
     /// Per-call budget (`evaluate` or `configure`) in fuel units, about one
     /// per WebAssembly instruction; `None` disables metering. Fuel, not a
@@ -27,11 +27,15 @@ pub struct EngineConfig {
     pub recycle_after: u64,
     /// Policy instances the pooling allocator can hold at once, process-wide.
     pub max_instances: u32,
+    /// Initialise instance memory copy-on-write from a memory image instead
+    /// of copying data segments. On: a fresh instance of `sticky-canary`
+    /// measured 15 % faster with it (BENCHMARKS.md, group `instantiate`).
+    pub copy_on_write: bool,
 }
 
 /// Default fuel per call: about 1 ms of a tight loop on the reference
 /// machine (measured by `cargo bench --bench decision -- sandbox/exhaust`).
-pub const DEFAULT_FUEL: u64 = 2_000_000;
+pub const DEFAULT_FUEL: u64 = 10_000_000;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -40,6 +44,7 @@ impl Default for EngineConfig {
             memory_limit: 16 << 20,
             recycle_after: 10_000,
             max_instances: 1_000,
+            copy_on_write: true,
         }
     }
 }
@@ -90,9 +95,7 @@ impl Engine {
         wt.wasm_component_model(true)
             .consume_fuel(config.fuel.is_some())
             .cranelift_opt_level(OptLevel::Speed)
-            // Measured no faster for policies this small (see BENCHMARKS.md);
-            // off keeps instantiation free of memfd bookkeeping.
-            .memory_init_cow(false)
+            .memory_init_cow(config.copy_on_write)
             .max_wasm_stack(512 << 10)
             .allocation_strategy(pool);
         let wasmtime = wasmtime::Engine::new(&wt).map_err(|e| EngineError(format!("{e:#}")))?;

@@ -377,6 +377,11 @@ impl RequestImports for HostState {
         self.request.as_ref()?.header(&name).map(str::to_owned)
     }
 
+    fn header_bucket(&mut self, name: String, salt: String) -> Option<u32> {
+        let value = self.request.as_ref()?.header(&name)?;
+        Some(bucket(value, &salt))
+    }
+
     fn headers(&mut self) -> Vec<(String, String)> {
         self.request
             .as_ref()
@@ -448,7 +453,7 @@ impl Evaluator {
     /// discarded and the error returned; see [`Evaluator::decide`] for the
     /// fail-safe.
     pub fn evaluate(&mut self, req: &Arc<Request>, route: &Route) -> Result<Decision, EvalError> {
-        let engine = self.policy.engine.config().clone();
+        let engine = *self.policy.engine.config();
         if self
             .instance
             .as_ref()

@@ -1,6 +1,6 @@
 //! Component builds of the policies in `policies/`, for host tests and benches.
 //!
-//! ```ignore
+//! ```text
 //! let bytes = std::fs::read(switchyard_test_artifacts::SYNTHETIC_HEADER)?;
 //! ```
 #![deny(missing_docs)]

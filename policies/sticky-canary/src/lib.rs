@@ -2,9 +2,10 @@
 //! the candidate, keyed by the header named in `sticky-header` (default
 //! `x-user-id`). A user is in the canary when the host's `bucket(key, salt)`
 //! is below the percentage in basis points, so the same key always gets the
-//! same target and raising the percentage never moves a user out. The salt is
+//! same target and raising the percentage never moves a user out.
+//! (`header_bucket` is the host's `bucket` of the header's value.) The salt is
 //! flag `sticky-salt`, default the function name. No key: stable.
-use switchyard_guest::{Config, Decision, Policy, Request, bucket, export_policy};
+use switchyard_guest::{Config, Decision, Policy, Request, export_policy};
 
 struct StickyCanary {
     /// Canary share in basis points (0..=10000); `Err` holds why the flag is bad.
@@ -37,10 +38,10 @@ impl Policy for StickyCanary {
             Ok(t) => *t,
             Err(why) => return Decision::stable(cfg).reason(why),
         };
-        let Some(key) = req.header(&self.header) else {
+        let Some(bucket) = req.header_bucket(&self.header, &self.salt) else {
             return Decision::stable(cfg).reason("no sticky key");
         };
-        if bucket(&key, &self.salt) < threshold {
+        if bucket < threshold {
             Decision::role(cfg, "candidate").reason("in canary")
         } else {
             Decision::stable(cfg).reason("not in canary")

@@ -12,7 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::build::build_policy;
 use crate::cases::CaseFile;
 use crate::policy::{Policy, inspect};
-use crate::{Engine, Request, RequestJson, Route, RouteConfig};
+use crate::store::{self, ConfigStore, StoredRoute};
+use crate::{Engine, Mode, Request, RequestJson, Route, RouteConfig};
 
 /// Switchyard: route requests to function versions with WebAssembly policies.
 ///
@@ -41,10 +42,83 @@ enum Command {
     Policy(PolicyCommand),
     /// Decide requests with a policy and a route config; prints decision JSON.
     ///
+    /// The policy and route config come from files (--policy, --config) or
+    /// from a config store (--store: the function's current version).
     /// One request from the flags, or many from --requests (one request JSON
     /// a line, one decision a line, all on one warm instance). Request JSON:
     /// {"function":"orders","method":"GET","path":"/x","headers":{"name":"value"}}
     Decide(DecideArgs),
+    /// Publish a policy and a route config for a function: uploads the policy
+    /// blob if its digest is new (and the fixture cases, if given), then writes
+    /// a new route-config version. Prints {"function","version","policy"}.
+    Publish(PublishArgs),
+    /// Set a function's mode: writes a new route-config version with only the
+    /// mode changed.
+    Mode {
+        #[command(flatten)]
+        store: StoreArg,
+        /// The function.
+        function: String,
+        /// The new mode.
+        #[arg(value_parser = ["production", "synthetic"])]
+        mode: String,
+    },
+    /// Roll a function back: writes a new version whose content equals
+    /// version N (default: the version before the current one). Live hosts
+    /// pick it up within one poll interval.
+    Rollback {
+        #[command(flatten)]
+        store: StoreArg,
+        /// The function.
+        function: String,
+        /// The version to restore.
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// Current version, mode, versions, policy digest and change time of one
+    /// function, or of every function in the store.
+    Status {
+        #[command(flatten)]
+        store: StoreArg,
+        /// The function (default: all).
+        function: Option<String>,
+    },
+    /// Every route-config version of a function, oldest first.
+    History {
+        #[command(flatten)]
+        store: StoreArg,
+        /// The function.
+        function: String,
+    },
+}
+
+/// Where route configs and policies live.
+#[derive(Debug, Args)]
+struct StoreArg {
+    /// The config store: dir:<path> (a local folder) or ssm:<prefix> (AWS SSM
+    /// Parameter Store, e.g. ssm:/switchyard; the usual AWS environment
+    /// applies: AWS_REGION, AWS_ENDPOINT_URL, credentials).
+    #[arg(long, env = "SWITCHYARD_STORE")]
+    store: String,
+}
+
+#[derive(Debug, Args)]
+struct PublishArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// The function.
+    #[arg(long)]
+    function: String,
+    /// The policy component.
+    #[arg(long)]
+    policy: PathBuf,
+    /// The route config JSON file (its "policy" field is set for you).
+    #[arg(long)]
+    config: PathBuf,
+    /// Fixture cases the policy must pass: checked now, and by every host
+    /// before the version goes live.
+    #[arg(long)]
+    cases: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,12 +151,16 @@ enum PolicyCommand {
 #[derive(Debug, Args)]
 struct DecideArgs {
     /// The policy component.
-    #[arg(long)]
-    policy: PathBuf,
+    #[arg(long, required_unless_present = "store", conflicts_with = "store")]
+    policy: Option<PathBuf>,
     /// The route config JSON file:
     /// {"mode":"synthetic","versions":{"stable":"7","candidate":"8"},"flags":{},"context":{}}
-    #[arg(long)]
-    config: PathBuf,
+    #[arg(long, required_unless_present = "store", conflicts_with = "store")]
+    config: Option<PathBuf>,
+    /// Read the function's current policy and route config from this store
+    /// instead (dir:<path> or ssm:<prefix>); needs --function.
+    #[arg(long, requires = "function")]
+    store: Option<String>,
     /// The function the request is for (requests in --requests may name their own).
     #[arg(long)]
     function: Option<String>,
@@ -183,7 +261,184 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             })
         }
         Command::Decide(args) => decide(args).map(|()| ExitCode::SUCCESS),
+        Command::Publish(args) => publish(args).map(|()| ExitCode::SUCCESS),
+        Command::Mode {
+            store,
+            function,
+            mode,
+        } => block_on(async {
+            let store = store::open(&store.store).await?;
+            let mut current = latest(&*store, &function).await?;
+            current.config.mode = if mode == "synthetic" {
+                Mode::Synthetic
+            } else {
+                Mode::Production
+            };
+            let version = store.put_route(&function, &current.config).await?;
+            print_json(&serde_json::json!({"function": function, "version": version, "mode": mode}))
+        }),
+        Command::Rollback {
+            store,
+            function,
+            to,
+        } => block_on(async {
+            let store = store::open(&store.store).await?;
+            let history = store.history(&function).await?;
+            let Some(current) = history.last() else {
+                bail!(
+                    "{function} has no route config in {}; publish one first",
+                    store.uri()
+                );
+            };
+            let target = match to {
+                Some(n) => history.iter().find(|r| r.version == n).with_context(|| {
+                    format!(
+                        "{function} has no version {n}; versions: {}",
+                        history
+                            .iter()
+                            .map(|r| r.version.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?,
+                None => history.iter().rev().nth(1).with_context(|| {
+                    format!(
+                        "{function} has only version {}; nothing to roll back to",
+                        current.version
+                    )
+                })?,
+            };
+            let version = store.put_route(&function, &target.config).await?;
+            eprintln!(
+                "{function}: version {version} restores version {} (was {})",
+                target.version, current.version
+            );
+            print_json(
+                &serde_json::json!({"function": function, "version": version, "restored": target.version}),
+            )
+        }),
+        Command::Status { store, function } => block_on(async {
+            let store = store::open(&store.store).await?;
+            let functions = match function {
+                Some(f) => vec![f],
+                None => store.functions().await?,
+            };
+            let latest = store.latest(&functions).await?;
+            let mut out = Vec::new();
+            for (f, r) in functions.iter().zip(latest) {
+                match r {
+                    Some(r) => out.push(summary(&r)),
+                    None => bail!("{f} has no route config in {}", store.uri()),
+                }
+            }
+            print_json(&serde_json::Value::Array(out))
+        }),
+        Command::History { store, function } => block_on(async {
+            let store = store::open(&store.store).await?;
+            let history = store.history(&function).await?;
+            if history.is_empty() {
+                bail!("{function} has no route config in {}", store.uri());
+            }
+            print_json(&serde_json::Value::Array(
+                history.iter().map(summary).collect(),
+            ))
+        }),
     }
+}
+
+fn block_on<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<std::process::ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(f)
+        .map(|()| std::process::ExitCode::SUCCESS)
+}
+
+fn print_json(v: &serde_json::Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn summary(r: &StoredRoute) -> serde_json::Value {
+    serde_json::json!({
+        "function": r.function,
+        "version": r.version,
+        "mode": r.config.mode,
+        "versions": r.config.versions,
+        "policy": r.config.policy,
+        "cases": r.config.cases,
+        "modified": r.modified,
+    })
+}
+
+async fn latest(store: &dyn ConfigStore, function: &str) -> Result<StoredRoute> {
+    store
+        .latest(&[function.to_owned()])
+        .await?
+        .pop()
+        .flatten()
+        .with_context(|| {
+            format!(
+                "{function} has no route config in {}; publish one first",
+                store.uri()
+            )
+        })
+}
+
+fn publish(args: PublishArgs) -> Result<()> {
+    let engine = Engine::new()?;
+    let bytes = read_policy(&args.policy)?;
+    let policy = Policy::new(&engine, &bytes, &args.policy.display().to_string())
+        .context("refusing to publish")?;
+    let mut config = load_config(&args.config)?;
+    let cases = match &args.cases {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read cases file {}", path.display()))?;
+            let mut file =
+                CaseFile::from_json(&text).with_context(|| format!("in {}", path.display()))?;
+            file.config.get_or_insert_with(|| config.clone());
+            file.function.get_or_insert_with(|| args.function.clone());
+            let results = file.run(&policy)?;
+            let failed: Vec<_> = results.iter().filter(|r| !r.passed()).collect();
+            if !failed.is_empty() {
+                for r in &failed {
+                    eprintln!("FAIL  {}: {}", r.name, r.mismatches.join("; "));
+                }
+                bail!(
+                    "refusing to publish: {} of {} fixture cases failed (run `switchyard policy test` for details)",
+                    failed.len(),
+                    results.len()
+                );
+            }
+            eprintln!("fixture cases: {} passed", results.len());
+            Some(serde_json::to_vec(&file)?)
+        }
+    };
+    block_on(async {
+        let store = store::open(&args.store.store).await?;
+        let digest = policy.digest();
+        if store.has_blob(&digest).await? {
+            eprintln!("policy {digest} already in {}", store.uri());
+        } else {
+            store
+                .put_blob(&bytes, &|done, total| {
+                    eprintln!("uploading policy {}: chunk {done}/{total}", digest.short())
+                })
+                .await?;
+        }
+        if let Some(cases) = &cases {
+            config.cases = Some(store.put_blob(cases, &|_, _| {}).await?);
+        }
+        config.policy = Some(digest);
+        let version = store.put_route(&args.function, &config).await?;
+        print_json(
+            &serde_json::json!({"function": args.function, "version": version, "policy": digest}),
+        )
+    })?;
+    Ok(())
 }
 
 fn read_policy(path: &Path) -> Result<Vec<u8>> {
@@ -218,8 +473,29 @@ fn parse_header(raw: &str) -> Result<(String, String)> {
 
 fn decide(args: DecideArgs) -> Result<()> {
     let engine = Engine::new()?;
-    let policy = load_policy(&engine, &args.policy)?;
-    let config = load_config(&args.config)?;
+    let (policy, config) = match (&args.store, &args.policy, &args.config) {
+        (Some(uri), _, _) => {
+            let function = args.function.clone().unwrap_or_default();
+            let (bytes, stored, what) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(async {
+                    let store = store::open(uri).await?;
+                    let stored = latest(&*store, &function).await?;
+                    let digest = stored.config.policy.with_context(|| {
+                        format!(
+                            "{function} version {} names no policy; publish one",
+                            stored.version
+                        )
+                    })?;
+                    let bytes = store.get_blob(&digest).await?;
+                    anyhow::Ok((bytes, stored, format!("{}/{digest}", store.uri())))
+                })?;
+            (Policy::new(&engine, &bytes, &what)?, stored.config)
+        }
+        (None, Some(policy), Some(config)) => (load_policy(&engine, policy)?, load_config(config)?),
+        _ => bail!("pass --policy and --config, or --store"),
+    };
     let mut evaluator = policy.evaluator();
     // One Route per function, so the instance is configured once per function.
     let mut routes: HashMap<String, Route> = HashMap::new();

@@ -36,6 +36,8 @@ pub mod engine;
 pub mod policy;
 pub mod request;
 pub mod route;
+pub mod store;
+pub mod watch;
 
 pub use decision::{Decision, Traffic};
 pub use engine::{Engine, EngineConfig, EngineError};

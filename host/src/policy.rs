@@ -52,6 +52,29 @@ impl fmt::Debug for Digest {
     }
 }
 
+impl std::str::FromStr for Digest {
+    type Err = String;
+
+    /// Parses `sha256:<64 lower-case hex digits>`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a digest; expected sha256:<64 hex digits>");
+        let hex = s.strip_prefix("sha256:").ok_or_else(bad)?;
+        if hex.len() != 64 || hex.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(hex, &mut out).map_err(|_| bad())?;
+        Ok(Digest(out))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl Serialize for Digest {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
@@ -152,7 +175,7 @@ impl EvalError {
 }
 
 /// What `policy inspect` reports.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PolicyInfo {
     /// `sha256:<hex>` of the component bytes.
     pub digest: Digest,
@@ -309,9 +332,35 @@ impl Policy {
         self.info.digest
     }
 
-    /// The compiled component (e.g. to serialize into a precompiled cache).
+    /// The compiled component.
     pub fn component(&self) -> &Component {
         self.pre.instance_pre().component()
+    }
+
+    /// The compiled machine code, for a precompiled cache.
+    pub fn serialize(&self) -> Result<Vec<u8>, String> {
+        self.component().serialize().map_err(|e| format!("{e:#}"))
+    }
+
+    /// Loads a policy precompiled by [`Policy::serialize`] from `path`, with
+    /// the info of its original bytes. Only for files this host wrote: the
+    /// machine code is trusted, not re-verified. wasmtime refuses files from
+    /// another version or configuration, and that is an error here.
+    pub fn from_precompiled_file(
+        engine: &Engine,
+        info: PolicyInfo,
+        path: &std::path::Path,
+    ) -> Result<Arc<Self>, PolicyError> {
+        // SAFETY: the cache directory is the host's own; its files were
+        // written by `serialize` on a host of this configuration.
+        let component =
+            unsafe { Component::deserialize_file(engine.wasmtime(), path) }.map_err(|e| {
+                PolicyError::Invalid {
+                    digest: info.digest,
+                    message: format!("precompiled {}: {e:#}", path.display()),
+                }
+            })?;
+        Self::from_component(engine, info, component)
     }
 
     /// A new evaluator: one reusable instance of this policy, for one worker

@@ -35,6 +35,14 @@ pub struct RouteConfig {
     /// Qualifier -> key/values the host hands to that version.
     #[serde(default)]
     pub context: BTreeMap<String, BTreeMap<String, String>>,
+    /// The policy deciding for this function, `sha256:<hex>` (set by
+    /// `switchyard publish`; required by the config store, not by `decide`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::Digest>,
+    /// Fixture cases the policy must pass before it goes live, `sha256:<hex>`
+    /// of a cases file in the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cases: Option<crate::policy::Digest>,
 }
 
 /// A route config that is not usable.

@@ -2,6 +2,8 @@
 //! policy components built by `switchyard-test-artifacts`, and route helpers.
 #![allow(dead_code)]
 
+pub mod aws;
+
 use std::sync::{Arc, OnceLock};
 
 use switchyard::{Engine, Policy, Request, Route, RouteConfig};

@@ -1,0 +1,345 @@
+//! The `ssm` store: AWS SSM Parameter Store, through `aws-sdk-ssm` and the
+//! standard AWS configuration chain (`AWS_ENDPOINT_URL`, `AWS_REGION`,
+//! credentials).
+//!
+//! ```text
+//! /<prefix>/functions/<function>                     route config JSON; SSM versions it
+//! /<prefix>/policies/sha256-<hex>/manifest           {"size":..,"chunks":N,"encoding":"zlib+base64"}
+//! /<prefix>/policies/sha256-<hex>/0000 .. N-1        chunks of <= 4,096 characters
+//! ```
+//!
+//! The manifest is written after the chunks, so a blob with a manifest is
+//! complete. SSM's own limits are checked here, because the local emulator
+//! does not enforce them.
+
+use async_trait::async_trait;
+use aws_sdk_ssm::Client;
+use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ssm::primitives::{DateTime, DateTimeFormat};
+use aws_sdk_ssm::types::{ParameterTier, ParameterType};
+
+use super::blob::{self, Manifest};
+use super::{
+    ConfigStore, Result, StoreError, StoredRoute, check_function_name, decode_route, encode_route,
+};
+use crate::policy::Digest;
+use crate::route::RouteConfig;
+
+/// Names per `GetParameters` call: SSM's limit.
+pub const GET_PARAMETERS_MAX: usize = 10;
+
+/// A store in SSM Parameter Store under a prefix.
+#[derive(Debug, Clone)]
+pub struct SsmStore {
+    client: Client,
+    prefix: String,
+}
+
+impl SsmStore {
+    /// A store under `prefix` (e.g. `/switchyard`), configured from the
+    /// environment like any AWS SDK client.
+    pub async fn from_env(prefix: &str) -> Result<Self> {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await;
+        Self::new(Client::new(&config), prefix)
+    }
+
+    /// A store under `prefix` using `client`.
+    pub fn new(client: Client, prefix: &str) -> Result<Self> {
+        let trimmed = prefix.trim_end_matches('/');
+        let ok = trimmed.starts_with('/')
+            && trimmed.len() > 1
+            && trimmed[1..].split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            });
+        if !ok {
+            return Err(StoreError::BadUri(format!("ssm:{prefix}")));
+        }
+        Ok(SsmStore {
+            client,
+            prefix: trimmed.to_owned(),
+        })
+    }
+
+    fn route_name(&self, function: &str) -> Result<String> {
+        check_function_name(function)?;
+        Ok(format!("{}/functions/{function}", self.prefix))
+    }
+
+    fn blob_dir(&self, digest: &Digest) -> String {
+        format!("{}/policies/sha256-{}", self.prefix, digest.hex())
+    }
+
+    fn err<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+        &self,
+        e: SdkError<E>,
+    ) -> StoreError {
+        let code = e.code().unwrap_or_default().to_owned();
+        let message = match e.message() {
+            Some(m) => format!("{code}: {m}"),
+            None => format!(
+                "{}",
+                aws_smithy_types::error::display::DisplayErrorContext(&e)
+            ),
+        };
+        if code.contains("Throttling") || code == "TooManyUpdates" {
+            StoreError::Throttled {
+                store: self.uri(),
+                message,
+            }
+        } else {
+            StoreError::Unavailable {
+                store: self.uri(),
+                message,
+            }
+        }
+    }
+
+    /// `GetParameters` for any number of names, 10 a call. Missing names are
+    /// absent from the map.
+    async fn get_many(
+        &self,
+        names: &[String],
+    ) -> Result<std::collections::HashMap<String, (String, u64, Option<String>)>> {
+        let mut found = std::collections::HashMap::new();
+        for batch in names.chunks(GET_PARAMETERS_MAX) {
+            let out = self
+                .client
+                .get_parameters()
+                .set_names(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(|e| self.err(e))?;
+            for p in out.parameters() {
+                if let (Some(name), Some(value)) = (p.name(), p.value()) {
+                    found.insert(
+                        name.to_owned(),
+                        (
+                            value.to_owned(),
+                            p.version() as u64,
+                            p.last_modified_date().and_then(fmt_date),
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn put(&self, name: &str, value: &str, overwrite: bool) -> Result<u64> {
+        let out = self
+            .client
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(ParameterType::String)
+            .tier(ParameterTier::Standard)
+            .overwrite(overwrite)
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(out.version() as u64)
+    }
+
+    async fn manifest(&self, digest: &Digest) -> Result<Option<Manifest>> {
+        let name = format!("{}/manifest", self.blob_dir(digest));
+        let found = self.get_many(std::slice::from_ref(&name)).await?;
+        match found.get(&name) {
+            None => Ok(None),
+            Some((text, _, _)) => {
+                serde_json::from_str(text)
+                    .map(Some)
+                    .map_err(|e| StoreError::Corrupt {
+                        what: format!("manifest of policy blob {digest}"),
+                        why: e.to_string(),
+                    })
+            }
+        }
+    }
+}
+
+fn fmt_date(d: &DateTime) -> Option<String> {
+    d.fmt(DateTimeFormat::DateTime).ok()
+}
+
+#[async_trait]
+impl ConfigStore for SsmStore {
+    fn uri(&self) -> String {
+        format!("ssm:{}", self.prefix)
+    }
+
+    async fn latest(&self, functions: &[String]) -> Result<Vec<Option<StoredRoute>>> {
+        let names = functions
+            .iter()
+            .map(|f| self.route_name(f))
+            .collect::<Result<Vec<_>>>()?;
+        let found = self.get_many(&names).await?;
+        functions
+            .iter()
+            .zip(&names)
+            .map(|(function, name)| match found.get(name) {
+                None => Ok(None),
+                Some((text, version, modified)) => Ok(Some(StoredRoute {
+                    function: function.clone(),
+                    version: *version,
+                    modified: modified.clone(),
+                    config: decode_route(function, *version, text)?,
+                })),
+            })
+            .collect()
+    }
+
+    async fn version(&self, function: &str, version: u64) -> Result<StoredRoute> {
+        let name = self.route_name(function)?;
+        let out = self
+            .client
+            .get_parameter()
+            .name(format!("{name}:{version}"))
+            .send()
+            .await;
+        let p = match out {
+            Ok(out) => out.parameter,
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some("ParameterNotFound" | "ParameterVersionNotFound")
+                ) =>
+            {
+                None
+            }
+            Err(e) => return Err(self.err(e)),
+        };
+        let Some(p) = p else {
+            return Err(StoreError::NotFound(format!(
+                "route config of {function} version {version}"
+            )));
+        };
+        Ok(StoredRoute {
+            function: function.to_owned(),
+            version,
+            modified: p.last_modified_date().and_then(fmt_date),
+            config: decode_route(function, version, p.value().unwrap_or_default())?,
+        })
+    }
+
+    async fn history(&self, function: &str) -> Result<Vec<StoredRoute>> {
+        let name = self.route_name(function)?;
+        let mut routes = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .client
+                .get_parameter_history()
+                .name(&name)
+                .set_next_token(token)
+                .send()
+                .await;
+            let out = match out {
+                Ok(out) => out,
+                Err(e) if e.code() == Some("ParameterNotFound") => return Ok(Vec::new()),
+                Err(e) => return Err(self.err(e)),
+            };
+            for p in out.parameters() {
+                let version = p.version() as u64;
+                routes.push(StoredRoute {
+                    function: function.to_owned(),
+                    version,
+                    modified: p.last_modified_date().and_then(fmt_date),
+                    config: decode_route(function, version, p.value().unwrap_or_default())?,
+                });
+            }
+            token = out.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        routes.sort_by_key(|r| r.version);
+        Ok(routes)
+    }
+
+    async fn functions(&self) -> Result<Vec<String>> {
+        let path = format!("{}/functions", self.prefix);
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .client
+                .get_parameters_by_path()
+                .path(&path)
+                .recursive(false)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| self.err(e))?;
+            for p in out.parameters() {
+                if let Some(name) = p.name().and_then(|n| n.rsplit('/').next()) {
+                    names.push(name.to_owned());
+                }
+            }
+            token = out.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    async fn put_route(&self, function: &str, config: &RouteConfig) -> Result<u64> {
+        let text = encode_route(function, config)?;
+        let name = self.route_name(function)?;
+        self.put(&name, &text, true).await
+    }
+
+    async fn has_blob(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.manifest(digest).await?.is_some())
+    }
+
+    async fn get_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let manifest = self
+            .manifest(digest)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("policy blob {digest}")))?;
+        if manifest.chunks > blob::MAX_BLOB_BYTES / 1024 {
+            return Err(StoreError::Corrupt {
+                what: format!("manifest of policy blob {digest}"),
+                why: format!("{} chunks", manifest.chunks),
+            });
+        }
+        let dir = self.blob_dir(digest);
+        let names: Vec<String> = (0..manifest.chunks)
+            .map(|i| format!("{dir}/{i:04}"))
+            .collect();
+        let mut found = self.get_many(&names).await?;
+        let chunks: Vec<String> = names
+            .iter()
+            .map_while(|n| found.remove(n).map(|(v, _, _)| v))
+            .collect();
+        blob::decode(digest, &manifest, &chunks)
+    }
+
+    async fn put_blob(
+        &self,
+        bytes: &[u8],
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Digest> {
+        let digest = Digest::of(bytes);
+        if self.has_blob(&digest).await? {
+            return Ok(digest);
+        }
+        let (manifest, chunks) = blob::encode(bytes)?;
+        let dir = self.blob_dir(&digest);
+        for (i, chunk) in chunks.iter().enumerate() {
+            self.put(&format!("{dir}/{i:04}"), chunk, true).await?;
+            progress(i + 1, chunks.len());
+        }
+        let manifest = serde_json::to_string(&manifest).expect("manifest serializes");
+        self.put(&format!("{dir}/manifest"), &manifest, true)
+            .await?;
+        Ok(digest)
+    }
+}

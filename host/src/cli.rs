@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -12,7 +13,9 @@ use clap::{Args, Parser, Subcommand};
 use crate::build::build_policy;
 use crate::cases::CaseFile;
 use crate::policy::{Policy, inspect};
+use crate::proxy::{Proxy, ProxyConfig};
 use crate::store::{self, ConfigStore, StoredRoute};
+use crate::watch::{WatchConfig, Watcher};
 use crate::{Engine, Mode, Request, RequestJson, Route, RouteConfig};
 
 /// Switchyard: route requests to function versions with WebAssembly policies.
@@ -83,6 +86,13 @@ enum Command {
         /// The function (default: all).
         function: Option<String>,
     },
+    /// Run the proxy: route /{function}/... to the version each function's
+    /// policy chooses, hot-swapping policies as the store changes.
+    ///
+    /// Also serves POST /v1/decide (decision JSON for a request JSON),
+    /// GET /healthz and GET /metrics (Prometheus). Stops gracefully on
+    /// SIGINT/SIGTERM, letting in-flight requests finish.
+    Serve(ServeArgs),
     /// Every route-config version of a function, oldest first.
     History {
         #[command(flatten)]
@@ -100,6 +110,47 @@ struct StoreArg {
     /// applies: AWS_REGION, AWS_ENDPOINT_URL, credentials).
     #[arg(long, env = "SWITCHYARD_STORE")]
     store: String,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// How often to poll the store for new route configs (e.g. 10s, 500ms, 1m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    poll_interval: Duration,
+    /// Keep compiled policies and the last known good configs here, so a
+    /// restart is fast and works while the store is unreachable.
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Functions to serve (repeat); default: every function in the store.
+    #[arg(long = "function")]
+    functions: Vec<String>,
+    /// Largest request body, in bytes (413 above).
+    #[arg(long, default_value_t = 6 << 20)]
+    max_body: usize,
+    /// How long an upstream may take (504 after).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    upstream_timeout: Duration,
+}
+
+/// Parses `250ms`, `10s`, `2m`.
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (n, unit) = raw.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a duration like 500ms, 10s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{raw:?}: unknown unit {unit:?}; use ms, s or m")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -333,6 +384,7 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             }
             print_json(&serde_json::Value::Array(out))
         }),
+        Command::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
         Command::History { store, function } => block_on(async {
             let store = store::open(&store.store).await?;
             let history = store.history(&function).await?;
@@ -384,6 +436,85 @@ async fn latest(store: &dyn ConfigStore, function: &str) -> Result<StoredRoute> 
                 store.uri()
             )
         })
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let store = store::open(&args.store.store).await?;
+        let engine = Engine::new()?;
+        let watcher = Arc::new(Watcher::new(
+            store.clone(),
+            engine,
+            WatchConfig {
+                functions: args.functions.clone(),
+                interval: args.poll_interval,
+                cache_dir: args.cache_dir.clone(),
+                ..Default::default()
+            },
+        ));
+        let restored = watcher.restore_from_cache();
+        if !restored.is_empty() {
+            eprintln!("restored from cache: {}", restored.join(", "));
+        }
+        match watcher.poll().await {
+            Ok(outcomes) => {
+                for (f, o) in outcomes {
+                    eprintln!("{f}: {}", serde_json::to_string(&o)?);
+                }
+            }
+            Err(e) => {
+                eprintln!("warning: first poll failed ({e}); serving what the cache had, retrying")
+            }
+        }
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        let proxy = Proxy::new(
+            watcher.policies(),
+            ProxyConfig {
+                max_body: args.max_body,
+                upstream_timeout: args.upstream_timeout,
+                expected_functions: args.functions.clone(),
+                ..Default::default()
+            },
+        );
+        let poller = watcher.clone().spawn();
+        eprintln!(
+            "switchyard serving {} on http://{addr} (store {}, polling every {:?})",
+            watcher.policies().functions().join(", "),
+            store.uri(),
+            args.poll_interval
+        );
+        println!(
+            "{}",
+            serde_json::json!({"listening": format!("http://{addr}")})
+        );
+        crate::proxy::serve(listener, proxy, shutdown_signal()).await?;
+        poller.abort();
+        eprintln!("switchyard stopped");
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
 }
 
 fn publish(args: PublishArgs) -> Result<()> {

@@ -565,6 +565,51 @@ impl Evaluator {
     }
 }
 
+/// Warm evaluators of one policy, shared by concurrent request handlers:
+/// each call borrows an idle evaluator (or makes one) and returns it, so a
+/// busy host keeps about one warm instance per concurrent request.
+pub struct EvaluatorPool {
+    policy: Arc<Policy>,
+    idle: std::sync::Mutex<Vec<Evaluator>>,
+    max_idle: usize,
+}
+
+impl fmt::Debug for EvaluatorPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EvaluatorPool")
+            .field("policy", &self.policy.digest())
+            .finish()
+    }
+}
+
+impl EvaluatorPool {
+    /// A pool keeping at most `max_idle` warm evaluators.
+    pub fn new(policy: Arc<Policy>, max_idle: usize) -> Self {
+        EvaluatorPool {
+            policy,
+            idle: std::sync::Mutex::new(Vec::new()),
+            max_idle,
+        }
+    }
+
+    /// The pooled policy.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// [`Evaluator::decide`] on a pooled evaluator.
+    pub fn decide(&self, req: &Arc<Request>, route: &Route) -> (Decision, Option<EvalError>) {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut ev = idle.unwrap_or_else(|| self.policy.evaluator());
+        let out = ev.decide(req, route);
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(ev);
+        }
+        out
+    }
+}
+
 impl Policy {
     fn instantiate(&self) -> Result<Instance, EvalError> {
         let engine = self.engine.config();

@@ -43,6 +43,29 @@ pub struct RouteConfig {
     /// of a cases file in the store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cases: Option<crate::policy::Digest>,
+    /// Where the proxy sends the request once the policy has chosen a
+    /// qualifier. Required by `switchyard serve`, not by `decide`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatch: Option<Dispatch>,
+}
+
+/// How a function's versions are reached (the route config's `dispatch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Dispatch {
+    /// `{"type":"http","urls":{"7":"http://127.0.0.1:9001"}}`: forward to the
+    /// chosen qualifier's base URL (local development, Lambda function URLs).
+    Http {
+        /// Qualifier -> base URL.
+        urls: BTreeMap<String, String>,
+    },
+    /// `{"type":"lambda","function-name":"orders"}`: Lambda `Invoke` with the
+    /// qualifier.
+    Lambda {
+        /// The Lambda function's name or ARN.
+        #[serde(rename = "function-name")]
+        function_name: String,
+    },
 }
 
 /// A route config that is not usable.
@@ -105,11 +128,29 @@ impl RouteConfig {
                 "\"versions\" has no \"stable\" entry; add one (e.g. \"stable\": \"7\"): it is where requests go when a policy fails".into(),
             ));
         }
+        self.validate_dispatch()?;
         for (role, q) in &self.versions {
             if !valid_qualifier(q) {
                 return Err(RouteConfigError::Invalid(format!(
                     "version {role:?} has qualifier {q:?}; a qualifier is 1-{MAX_QUALIFIER_LEN} characters of A-Z a-z 0-9 $ _ -"
                 )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the dispatch block: every URL is an absolute http(s) URL.
+    fn validate_dispatch(&self) -> Result<(), RouteConfigError> {
+        if let Some(Dispatch::Http { urls }) = &self.dispatch {
+            for (q, url) in urls {
+                let ok = url.parse::<http::Uri>().is_ok_and(|u| {
+                    matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+                });
+                if !ok {
+                    return Err(RouteConfigError::Invalid(format!(
+                        "dispatch url for {q:?} is {url:?}; expected an absolute http:// or https:// URL"
+                    )));
+                }
             }
         }
         Ok(())

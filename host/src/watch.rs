@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::cases::CaseFile;
 use crate::engine::Engine;
-use crate::policy::{Digest, Policy, PolicyInfo};
+use crate::policy::{Digest, EvaluatorPool, Policy, PolicyInfo};
 use crate::route::Route;
 use crate::store::{ConfigStore, StoreError, StoredRoute};
 
@@ -29,6 +29,20 @@ pub struct Active {
     pub route: Route,
     /// The compiled policy.
     pub policy: Arc<Policy>,
+    /// Warm evaluators of the policy, for request handlers.
+    pub pool: EvaluatorPool,
+}
+
+impl Active {
+    fn new(stored: StoredRoute, route: Route, policy: Arc<Policy>) -> Self {
+        let pool = EvaluatorPool::new(policy.clone(), 64);
+        Active {
+            stored,
+            route,
+            policy,
+            pool,
+        }
+    }
 }
 
 /// The live policies, one per function, swapped atomically: a reader gets a
@@ -189,11 +203,7 @@ impl Watcher {
                     let digest = stored.config.policy?;
                     let policy = self.load_precompiled(&digest)?;
                     let route = Route::new(stored.function.clone(), stored.config.clone()).ok()?;
-                    Some(Active {
-                        stored,
-                        route,
-                        policy,
-                    })
+                    Some(Active::new(stored, route, policy))
                 });
             match loaded {
                 Some(active) => {
@@ -307,11 +317,7 @@ impl Watcher {
                 ));
             }
         }
-        Ok(Active {
-            stored,
-            route,
-            policy,
-        })
+        Ok(Active::new(stored, route, policy))
     }
 
     /// The compiled policy for `digest`: from memory, the disk cache, or

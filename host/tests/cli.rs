@@ -319,7 +319,7 @@ fn policy_test_passes_shipped_cases_and_reports_failures() {
         (
             art::SYNTHETIC_HEADER,
             "policies/synthetic-header/cases.json",
-            9,
+            11,
         ),
         (art::STICKY_CANARY, "policies/sticky-canary/cases.json", 12),
     ] {

@@ -1,0 +1,382 @@
+//! `switchyard serve`'s proxy over real sockets: loopback upstreams that
+//! answer with their version, a `dir` store, the watcher, and a real client.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use switchyard::proxy::{Proxy, ProxyConfig};
+use switchyard::store::{ConfigStore, dir::DirStore};
+use switchyard::watch::{WatchConfig, Watcher};
+use switchyard::{Mode, RouteConfig};
+use switchyard_test_artifacts as art;
+
+/// What an upstream saw: (version, traffic header, path+query, body).
+type Seen = Arc<Mutex<Vec<(String, String, String, String)>>>;
+
+/// An upstream "function version" on loopback: answers JSON naming its
+/// version, echoing the traffic tag and context headers; `delay` first.
+async fn upstream(version: &'static str, delay: Duration, seen: Seen) -> String {
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let seen = seen.clone();
+        async move {
+            tokio::time::sleep(delay).await;
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            let h = |n: &str| {
+                parts
+                    .headers
+                    .get(n)
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default()
+            };
+            let path = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            seen.lock().unwrap().push((
+                version.into(),
+                h("x-switchyard-traffic"),
+                path.clone(),
+                String::from_utf8_lossy(&body).into(),
+            ));
+            axum::Json(serde_json::json!({
+                "version": version,
+                "traffic": h("x-switchyard-traffic"),
+                "queue": h("x-switchyard-ctx-queue_url"),
+                "path": path,
+                "body": String::from_utf8_lossy(&body),
+            }))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+struct Rig {
+    base: String,
+    store: Arc<dyn ConfigStore>,
+    watcher: Arc<Watcher>,
+    seen: Seen,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
+    _tmp: tempfile::TempDir,
+}
+
+fn route(mode: &str, urls: &HashMap<&str, String>, extra: &str) -> RouteConfig {
+    RouteConfig::from_json(&format!(
+        r#"{{"mode":"{mode}","versions":{{"stable":"7","candidate":"8"}},
+            "context":{{"8":{{"QUEUE_URL":"q-candidate"}}}}{extra},
+            "dispatch":{{"type":"http","urls":{{"7":"{}","8":"{}"}}}}}}"#,
+        urls["7"], urls["8"]
+    ))
+    .unwrap()
+}
+
+async fn rig(extra: &str, slow: Duration, config: ProxyConfig) -> Rig {
+    let seen: Seen = Arc::default();
+    let urls = HashMap::from([
+        ("7", upstream("7", slow, seen.clone()).await),
+        ("8", upstream("8", Duration::ZERO, seen.clone()).await),
+    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ConfigStore> = Arc::new(DirStore::new(tmp.path()).unwrap());
+    let bytes = std::fs::read(art::SYNTHETIC_HEADER).unwrap();
+    let mut cfg = route("synthetic", &urls, extra);
+    cfg.policy = Some(store.put_blob(&bytes, &|_, _| {}).await.unwrap());
+    store.put_route("orders", &cfg).await.unwrap();
+    let watcher = Arc::new(Watcher::new(
+        store.clone(),
+        common::engine().clone(),
+        WatchConfig {
+            functions: vec!["orders".into()],
+            ..Default::default()
+        },
+    ));
+    watcher.poll().await.unwrap();
+    let proxy = Proxy::new(
+        watcher.policies(),
+        ProxyConfig {
+            expected_functions: vec!["orders".into()],
+            ..config
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(switchyard::proxy::serve(listener, proxy, async {
+        let _ = rx.await;
+    }));
+    Rig {
+        base,
+        store,
+        watcher,
+        seen,
+        shutdown: Some(tx),
+        served,
+        _tmp: tmp,
+    }
+}
+
+async fn call(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, HeaderMap, serde_json::Value) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (parts.status, parts.headers, json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_tags_and_hot_swaps() {
+    let r = rig("", Duration::ZERO, ProxyConfig::default()).await;
+    let (status, headers, body) = call(
+        "POST",
+        &format!("{}/orders/api/x?y=1", r.base),
+        &[("X-Switchyard-Synthetic", "true")],
+        "hello",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["version"], "8");
+    assert_eq!(body["traffic"], "synthetic");
+    assert_eq!(body["queue"], "q-candidate");
+    assert_eq!(body["path"], "/api/x?y=1");
+    assert_eq!(body["body"], "hello");
+    assert_eq!(headers["x-switchyard-target"], "8");
+    assert_eq!(headers["x-switchyard-traffic"], "synthetic");
+
+    let (_, headers, body) = call("GET", &format!("{}/orders/api/x", r.base), &[], "").await;
+    assert_eq!(
+        (body["version"].as_str(), body["traffic"].as_str()),
+        (Some("7"), Some("production"))
+    );
+    assert_eq!(headers["x-switchyard-target"], "7");
+    assert_eq!(
+        body["queue"], "",
+        "the candidate's context does not leak to stable"
+    );
+
+    // A client cannot forge the traffic tag: the proxy sets it.
+    let (_, _, body) = call(
+        "GET",
+        &format!("{}/orders/x", r.base),
+        &[("x-switchyard-traffic", "synthetic")],
+        "",
+    )
+    .await;
+    assert_eq!(body["traffic"], "production");
+
+    // Flip to production mode in the store: the next poll swaps it in.
+    let mut cfg = r.store.latest(&["orders".into()]).await.unwrap()[0]
+        .clone()
+        .unwrap()
+        .config;
+    cfg.mode = Mode::Production;
+    r.store.put_route("orders", &cfg).await.unwrap();
+    r.watcher.poll().await.unwrap();
+    let (_, _, body) = call(
+        "GET",
+        &format!("{}/orders/x", r.base),
+        &[("x-switchyard-synthetic", "1")],
+        "",
+    )
+    .await;
+    assert_eq!(body["version"], "7");
+
+    let (status, _, body) = call("GET", &format!("{}/metrics", r.base), &[], "").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, serde_json::Value::Null, "metrics are text, not JSON");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decide_api_health_and_errors() {
+    let r = rig(
+        "",
+        Duration::ZERO,
+        ProxyConfig {
+            max_body: 1024,
+            max_header_bytes: 2048,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (status, _, body) = call(
+        "POST",
+        &format!("{}/v1/decide", r.base),
+        &[],
+        r#"{"function":"orders","headers":{"x-switchyard-synthetic":"1"}}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (body["target"].as_str(), body["traffic"].as_str()),
+        (Some("8"), Some("synthetic"))
+    );
+
+    let (status, _, body) = call("POST", &format!("{}/v1/decide", r.base), &[], "{not json").await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid request JSON")
+    );
+
+    let (status, _, body) = call("GET", &format!("{}/nope/x", r.base), &[], "").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["functions"], serde_json::json!(["orders"]));
+
+    let (status, _, body) = call("GET", &format!("{}/healthz", r.base), &[], "").await;
+    assert_eq!(
+        (status, body["ready"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+
+    let (status, _, _) = call(
+        "POST",
+        &format!("{}/orders/x", r.base),
+        &[],
+        &"b".repeat(2000),
+    )
+    .await;
+    assert_eq!(status, 413);
+    let big = "h".repeat(3000);
+    let (status, _, _) = call(
+        "GET",
+        &format!("{}/orders/x", r.base),
+        &[("x-big", &big)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 431);
+    assert!(
+        r.seen.lock().unwrap().is_empty(),
+        "nothing rejected reached an upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_or_slow_is_a_clear_gateway_error() {
+    let r = rig(
+        "",
+        Duration::from_secs(3),
+        ProxyConfig {
+            upstream_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .await;
+    // Stable (7) is slow: 504.
+    let (status, _, body) = call("GET", &format!("{}/orders/x", r.base), &[], "").await;
+    assert_eq!(status, 504);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within"),
+        "{body}"
+    );
+    // Point the candidate at a closed port: 502.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cfg = r.store.latest(&["orders".into()]).await.unwrap()[0]
+        .clone()
+        .unwrap()
+        .config;
+    if let Some(switchyard::route::Dispatch::Http { urls }) = &mut cfg.dispatch {
+        urls.insert("8".into(), format!("http://127.0.0.1:{port}"));
+    }
+    r.store.put_route("orders", &cfg).await.unwrap();
+    r.watcher.poll().await.unwrap();
+    let (status, headers, body) = call(
+        "GET",
+        &format!("{}/orders/x", r.base),
+        &[("x-switchyard-synthetic", "1")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 502);
+    assert_eq!(headers["x-switchyard-target"], "8");
+    assert!(
+        body["error"].as_str().unwrap().contains("qualifier 8"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_copies_are_synthetic_and_do_not_change_the_response() {
+    let r = rig(
+        r#","flags":{"mirror-role":"candidate"}"#,
+        Duration::ZERO,
+        ProxyConfig::default(),
+    )
+    .await;
+    let (status, headers, body) = call("POST", &format!("{}/orders/pay", r.base), &[], "p").await;
+    assert_eq!(
+        (status, body["version"].as_str()),
+        (StatusCode::OK, Some("7"))
+    );
+    assert_eq!(headers["x-switchyard-traffic"], "production");
+    // The copy arrives asynchronously at the candidate, tagged synthetic.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = r.seen.lock().unwrap().clone();
+        if let Some(copy) = seen.iter().find(|s| s.0 == "8") {
+            assert_eq!(
+                (copy.1.as_str(), copy.2.as_str(), copy.3.as_str()),
+                ("synthetic", "/pay", "p")
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no mirror copy: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let mut r = rig("", Duration::from_millis(500), ProxyConfig::default()).await;
+    let url = format!("{}/orders/slow", r.base);
+    let in_flight = tokio::spawn(async move { call("GET", &url, &[], "").await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    r.shutdown.take().unwrap().send(()).unwrap();
+    let (status, _, body) = in_flight.await.unwrap();
+    assert_eq!(
+        (status, body["version"].as_str()),
+        (StatusCode::OK, Some("7"))
+    );
+    tokio::time::timeout(Duration::from_secs(5), &mut r.served)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

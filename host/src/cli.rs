@@ -456,6 +456,8 @@ fn serve(args: ServeArgs) -> Result<()> {
                 ..Default::default()
             },
         ));
+        // Before the first poll, so its swaps are counted in /metrics.
+        crate::proxy::metrics_handle();
         let restored = watcher.restore_from_cache();
         if !restored.is_empty() {
             eprintln!("restored from cache: {}", restored.join(", "));

@@ -84,8 +84,9 @@ impl Proxy {
     }
 }
 
-/// The process-wide Prometheus recorder (installed once).
-fn metrics_handle() -> PrometheusHandle {
+/// The process-wide Prometheus recorder, installed on first use. Call it
+/// before anything records (e.g. the watcher's first poll) so nothing is lost.
+pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
@@ -145,7 +146,7 @@ async fn render_metrics(State(p): State<Arc<Proxy>>) -> Response {
 }
 
 /// Decides with the function's live policy, recording the decision.
-fn decide(p: &Proxy, active: &Active, req: &Arc<Request>) -> Decision {
+fn decide(active: &Active, req: &Arc<Request>) -> Decision {
     let start = Instant::now();
     let (decision, failure) = active.pool.decide(req, &active.route);
     let nanos = start.elapsed().as_nanos() as u64;
@@ -155,7 +156,6 @@ fn decide(p: &Proxy, active: &Active, req: &Arc<Request>) -> Decision {
         metrics::counter!("switchyard_fail_safe_total", "function" => req.function.clone(), "kind" => e.kind())
             .increment(1);
     }
-    let _ = p;
     let policy = active.policy.digest().short();
     // Synthetic traffic logs under its own target, so it can be kept apart.
     match decision.traffic {
@@ -202,7 +202,7 @@ async fn decide_api(State(p): State<Arc<Proxy>>, body: Bytes) -> Response {
     let Some(active) = p.policies.get(&req.function) else {
         return unknown_function(&p, &req.function);
     };
-    let decision = decide(&p, &active, &req);
+    let decision = decide(&active, &req);
     axum::Json(decision).into_response()
 }
 
@@ -280,7 +280,7 @@ async fn forward_inner(
             )
         }),
     ));
-    let decision = decide(&p, &active, &policy_req);
+    let decision = decide(&active, &policy_req);
 
     let Some(Dispatch::Http { urls }) = &active.route.config().dispatch else {
         let msg = match &active.route.config().dispatch {
@@ -341,30 +341,22 @@ async fn forward_inner(
     };
     let sent =
         tokio::time::timeout(p.config.upstream_timeout, p.client.request(upstream_req)).await;
-    let status_label;
-    let response = match sent {
-        Err(_) => {
-            status_label = "504";
-            error(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "{function} qualifier {} did not answer within {:?}",
-                    decision.target, p.config.upstream_timeout
-                ),
-            )
-        }
-        Ok(Err(e)) => {
-            status_label = "502";
-            error(
-                StatusCode::BAD_GATEWAY,
-                format!(
-                    "{function} qualifier {} at {url} failed: {e}",
-                    decision.target
-                ),
-            )
-        }
+    let mut response = match sent {
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "{function} qualifier {} did not answer within {:?}",
+                decision.target, p.config.upstream_timeout
+            ),
+        ),
+        Ok(Err(e)) => error(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "{function} qualifier {} at {url} failed: {e}",
+                decision.target
+            ),
+        ),
         Ok(Ok(resp)) => {
-            status_label = "ok";
             let (mut parts, body) = resp.into_parts();
             for h in HOP_BY_HOP {
                 if *h != "content-length" {
@@ -374,14 +366,12 @@ async fn forward_inner(
             Response::from_parts(parts, Body::new(body.map_err(axum::Error::new)))
         }
     };
-    let mut response = response;
-    let status = response.status().as_u16().to_string();
     metrics::counter!(
         "switchyard_requests_total",
         "function" => function,
         "target" => decision.target.clone(),
         "traffic" => decision.traffic.as_str(),
-        "status" => if status_label == "ok" { status } else { status_label.to_owned() }
+        "status" => response.status().as_u16().to_string()
     )
     .increment(1);
     let h = response.headers_mut();

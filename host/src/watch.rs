@@ -224,8 +224,13 @@ impl Watcher {
     pub async fn poll(&self) -> Result<Vec<(String, Outcome)>, StoreError> {
         self.stats.polls.fetch_add(1, Ordering::Relaxed);
         let result = self.poll_inner().await;
-        if result.is_err() {
+        if let Err(e) = &result {
             self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+            let kind = match e {
+                StoreError::Throttled { .. } => "throttled",
+                _ => "unavailable",
+            };
+            metrics::counter!("switchyard_store_errors_total", "kind" => kind).increment(1);
         }
         result
     }
@@ -269,6 +274,10 @@ impl Watcher {
                 self.set.insert(&function, Arc::new(active));
                 self.refused.lock().expect("lock").remove(&function);
                 self.stats.swaps.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("switchyard_swaps_total", "function" => function.clone())
+                    .increment(1);
+                metrics::gauge!("switchyard_route_version", "function" => function.clone())
+                    .set(version as f64);
                 tracing::info!(%function, from = ?current, to = version, "policy swapped");
                 Outcome::Swapped {
                     from: current,
@@ -277,6 +286,8 @@ impl Watcher {
             }
             Err(reason) => {
                 self.stats.rejections.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("switchyard_rejected_versions_total", "function" => function.clone())
+                    .increment(1);
                 tracing::error!(%function, version, %reason, live = ?current, "new version refused; the live one keeps serving");
                 self.refused
                     .lock()

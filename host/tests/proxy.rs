@@ -206,9 +206,29 @@ async fn routes_tags_and_hot_swaps() {
     .await;
     assert_eq!(body["version"], "7");
 
-    let (status, _, body) = call("GET", &format!("{}/metrics", r.base), &[], "").await;
-    assert_eq!(status, 200);
-    assert_eq!(body, serde_json::Value::Null, "metrics are text, not JSON");
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let resp = client
+        .get(format!("{}/metrics", r.base).parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    for want in [
+        r#"switchyard_requests_total{function="orders",target="8",traffic="synthetic",status="200"}"#,
+        "switchyard_decision_seconds",
+        r#"switchyard_swaps_total{function="orders"}"#,
+        r#"switchyard_route_version{function="orders"}"#,
+    ] {
+        assert!(text.contains(want), "{want} missing from /metrics:\n{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

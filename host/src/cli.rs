@@ -234,9 +234,11 @@ pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // Decision lines and swaps are info; everything else warns.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,switchyard=info")),
         )
         .init();
     match run(cli) {

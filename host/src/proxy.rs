@@ -268,7 +268,15 @@ async fn forward_inner(
             );
         }
     };
-    let path = format!("/{rest}");
+    // Forward the path as the client sent it (still percent-encoded), not
+    // the decoded `rest`: decoding would turn `%2F` into a separator. The
+    // function exists, so its name is plain `[A-Za-z0-9_-]` and the raw
+    // path starts with `/{function}`.
+    let raw = parts.uri.path();
+    let path = match raw.get(function.len() + 1..) {
+        Some(p) if raw.starts_with(&format!("/{function}")) && !p.is_empty() => p.to_owned(),
+        _ => format!("/{rest}"),
+    };
     let policy_req = Arc::new(Request::new(
         function.clone(),
         parts.method.as_str(),

@@ -168,6 +168,18 @@ async fn routes_tags_and_hot_swaps() {
     assert_eq!(headers["x-switchyard-target"], "8");
     assert_eq!(headers["x-switchyard-traffic"], "synthetic");
 
+    let (_, _, body) = call(
+        "GET",
+        &format!("{}/orders/a%2Fb/c%20d?q=%26", r.base),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(
+        body["path"], "/a%2Fb/c%20d?q=%26",
+        "the path is forwarded as sent"
+    );
+
     let (_, headers, body) = call("GET", &format!("{}/orders/api/x", r.base), &[], "").await;
     assert_eq!(
         (body["version"].as_str(), body["traffic"].as_str()),

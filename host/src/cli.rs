@@ -329,7 +329,8 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             };
             let version = store.put_route(&function, &current.config).await?;
             print_json(&serde_json::json!({"function": function, "version": version, "mode": mode}))
-        }),
+        })
+        .map(|()| ExitCode::SUCCESS),
         Command::Rollback {
             store,
             function,
@@ -369,7 +370,8 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             print_json(
                 &serde_json::json!({"function": function, "version": version, "restored": target.version}),
             )
-        }),
+        })
+        .map(|()| ExitCode::SUCCESS),
         Command::Status { store, function } => block_on(async {
             let store = store::open(&store.store).await?;
             let functions = match function {
@@ -385,7 +387,8 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 }
             }
             print_json(&serde_json::Value::Array(out))
-        }),
+        })
+        .map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
         Command::History { store, function } => block_on(async {
             let store = store::open(&store.store).await?;
@@ -396,17 +399,18 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             print_json(&serde_json::Value::Array(
                 history.iter().map(summary).collect(),
             ))
-        }),
+        })
+        .map(|()| ExitCode::SUCCESS),
     }
 }
 
-fn block_on<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<std::process::ExitCode> {
+/// Runs one store operation on a single-threaded runtime.
+fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
         .block_on(f)
-        .map(|()| std::process::ExitCode::SUCCESS)
 }
 
 fn print_json(v: &serde_json::Value) -> Result<()> {
@@ -611,21 +615,18 @@ fn decide(args: DecideArgs) -> Result<()> {
     let (policy, config) = match (&args.store, &args.policy, &args.config) {
         (Some(uri), _, _) => {
             let function = args.function.clone().unwrap_or_default();
-            let (bytes, stored, what) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-                .block_on(async {
-                    let store = store::open(uri).await?;
-                    let stored = latest(&*store, &function).await?;
-                    let digest = stored.config.policy.with_context(|| {
-                        format!(
-                            "{function} version {} names no policy; publish one",
-                            stored.version
-                        )
-                    })?;
-                    let bytes = store.get_blob(&digest).await?;
-                    anyhow::Ok((bytes, stored, format!("{}/{digest}", store.uri())))
+            let (bytes, stored, what) = block_on(async {
+                let store = store::open(uri).await?;
+                let stored = latest(&*store, &function).await?;
+                let digest = stored.config.policy.with_context(|| {
+                    format!(
+                        "{function} version {} names no policy; publish one",
+                        stored.version
+                    )
                 })?;
+                let bytes = store.get_blob(&digest).await?;
+                anyhow::Ok((bytes, stored, format!("{}/{digest}", store.uri())))
+            })?;
             (Policy::new(&engine, &bytes, &what)?, stored.config)
         }
         (None, Some(policy), Some(config)) => (load_policy(&engine, policy)?, load_config(config)?),

@@ -1,7 +1,6 @@
 //! Shared by the benches: the reference request and route config, and the
 //! sticky-canary logic as plain Rust (the native floor).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use switchyard::{Decision, Request, RequestJson, Route, RouteConfig, Traffic, bucket};
@@ -64,12 +63,7 @@ impl NativeCanary {
             .get(role)
             .cloned()
             .unwrap_or_else(|| route.config().stable().to_owned());
-        let context: BTreeMap<String, String> = route
-            .config()
-            .context
-            .get(&target)
-            .cloned()
-            .unwrap_or_default();
+        let context = route.config().context_for(&target);
         Decision {
             target,
             traffic: Traffic::Production,

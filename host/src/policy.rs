@@ -648,12 +648,7 @@ fn refuel(store: &mut Store<HostState>, fuel: Option<u64>) -> wasmtime::Result<(
 /// The decision when a policy fails: stable, production traffic.
 pub fn fail_safe(route: &Route, why: &str) -> Decision {
     let target = route.config().stable().to_owned();
-    let context = route
-        .config()
-        .context
-        .get(&target)
-        .cloned()
-        .unwrap_or_default();
+    let context = route.config().context_for(&target);
     Decision {
         target,
         traffic: Traffic::Production,

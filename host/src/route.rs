@@ -156,6 +156,11 @@ impl RouteConfig {
         Ok(())
     }
 
+    /// The context configured for qualifier `target` (empty when none).
+    pub fn context_for(&self, target: &str) -> BTreeMap<String, String> {
+        self.context.get(target).cloned().unwrap_or_default()
+    }
+
     /// The `stable` qualifier.
     pub fn stable(&self) -> &str {
         self.versions

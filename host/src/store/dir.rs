@@ -50,20 +50,25 @@ impl DirStore {
         }
     }
 
+    /// The UTF-8 names in folder `dir`; none when it does not exist yet.
+    fn names_in(&self, dir: &Path) -> Result<Vec<String>> {
+        match std::fs::read_dir(dir) {
+            Ok(entries) => Ok(entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(self.io(dir, e)),
+        }
+    }
+
     /// Version numbers present for a function, ascending.
     fn versions(&self, function: &str) -> Result<Vec<u64>> {
         let dir = self.function_dir(function)?;
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(self.io(&dir, e)),
-        };
-        let mut versions: Vec<u64> = entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                name.strip_suffix(".json")?.parse().ok()
-            })
+        let mut versions: Vec<u64> = self
+            .names_in(&dir)?
+            .iter()
+            .filter_map(|name| name.strip_suffix(".json")?.parse().ok())
             .collect();
         versions.sort_unstable();
         Ok(versions)
@@ -146,15 +151,9 @@ impl ConfigStore for DirStore {
     }
 
     async fn functions(&self) -> Result<Vec<String>> {
-        let dir = self.root.join("functions");
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(self.io(&dir, e)),
-        };
-        let mut names: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().into_string().ok())
+        let mut names: Vec<String> = self
+            .names_in(&self.root.join("functions"))?
+            .into_iter()
             .filter(|n| check_function_name(n).is_ok())
             .filter(|n| self.versions(n).is_ok_and(|v| !v.is_empty()))
             .collect();

@@ -89,9 +89,17 @@ enum Command {
     /// Run the proxy: route /{function}/... to the version each function's
     /// policy chooses, hot-swapping policies as the store changes.
     ///
-    /// Also serves POST /v1/decide (decision JSON for a request JSON),
-    /// GET /healthz and GET /metrics (Prometheus). Stops gracefully on
-    /// SIGINT/SIGTERM, letting in-flight requests finish.
+    /// Each function's route config names its dispatch: {"type":"http",
+    /// "urls":{...}} forwards to the chosen qualifier's URL; {"type":
+    /// "lambda","function-name":"..."} invokes that Lambda function with the
+    /// chosen qualifier (AWS credentials and region from the environment,
+    /// like any AWS SDK; AWS_ENDPOINT_URL for an emulator).
+    ///
+    /// Also serves the Lambda Invoke API (POST /2015-03-31/functions/{name}/
+    /// invocations: point an AWS SDK's endpoint URL here), POST /v1/decide
+    /// (decision JSON for a request JSON), GET /healthz and GET /metrics
+    /// (Prometheus). HTTP/1.1 and HTTP/2 (prior knowledge). Stops gracefully
+    /// on SIGINT/SIGTERM, letting in-flight requests finish.
     Serve(ServeArgs),
     /// Every route-config version of a function, oldest first.
     History {
@@ -132,9 +140,17 @@ struct ServeArgs {
     /// Largest request body, in bytes (413 above).
     #[arg(long, default_value_t = 6 << 20)]
     max_body: usize,
-    /// How long an upstream may take (504 after).
+    /// How long an upstream (HTTP or Lambda) may take (504 after).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     upstream_timeout: Duration,
+    /// Largest total size of request header names and values, in bytes
+    /// (431 above).
+    #[arg(long, default_value_t = 32 << 10)]
+    max_header_bytes: usize,
+    /// Log one in N production decision lines (synthetic traffic is always
+    /// logged); 0 logs none. Metrics count every request regardless.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    decision_log_sample: u64,
 }
 
 /// Parses `250ms`, `10s`, `2m`.
@@ -487,6 +503,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             ProxyConfig {
                 max_body: args.max_body,
                 upstream_timeout: args.upstream_timeout,
+                max_header_bytes: args.max_header_bytes,
+                decision_log_sample: args.decision_log_sample,
                 expected_functions: args.functions.clone(),
                 ..Default::default()
             },

@@ -1,7 +1,7 @@
 //! Switchyard: a serverless service mesh. Routing policies are WebAssembly
 //! components (the `switchyard:policy` WIT contract in `wit/`); this crate
-//! loads them, evaluates them in a sandbox in microseconds, and (in later
-//! layers) dispatches to the chosen function version.
+//! loads them, evaluates them in a sandbox in microseconds, and dispatches
+//! to the chosen function version (HTTP upstreams or Lambda `Invoke`).
 //!
 //! Deciding a request with a policy:
 //!
@@ -33,6 +33,7 @@ pub mod cases;
 pub mod cli;
 pub mod decision;
 pub mod engine;
+pub mod lambda;
 pub mod policy;
 pub mod proxy;
 pub mod request;

@@ -4,12 +4,20 @@
 //! Routes (one listener):
 //! * `/{function}/{rest...}`: decided by the function's policy and forwarded
 //!   to the chosen version (the route config's `dispatch`).
+//! * `POST /2015-03-31/functions/{name}/invocations`: the Lambda Invoke API,
+//!   so unchanged AWS SDK clients pointed at the proxy are routed too.
 //! * `POST /v1/decide`: the decision for a request JSON, for any language.
 //! * `GET /healthz`: ready once every watched function has a policy.
 //! * `GET /metrics`: Prometheus text format.
 //!
+//! Dispatch follows the route config's `dispatch` block: `http` forwards to
+//! the chosen qualifier's URL, `lambda` invokes the function with the chosen
+//! qualifier (see [`crate::lambda`]). HTTP/1.1 and cleartext HTTP/2 (prior
+//! knowledge) are served on the same listener.
+//!
 //! The router is built by [`router`] so tests drive it without sockets.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -25,9 +33,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
 
 use crate::decision::{Decision, Traffic};
+use crate::lambda::{self, InvokeError};
 use crate::request::{Request, RequestJson};
 use crate::route::Dispatch;
 use crate::watch::{Active, PolicySet};
@@ -46,6 +55,12 @@ pub struct ProxyConfig {
     pub mirror_slots: usize,
     /// Functions that must have a policy for `/healthz` to say ready.
     pub expected_functions: Vec<String>,
+    /// Log one in this many production decision lines (synthetic ones are
+    /// always logged). 1 logs every decision; 0 logs none.
+    pub decision_log_sample: u64,
+    /// The Lambda client for `lambda` dispatch; by default one is made from
+    /// the environment (like any AWS SDK client) on first use.
+    pub lambda_client: Option<aws_sdk_lambda::Client>,
 }
 
 impl Default for ProxyConfig {
@@ -56,6 +71,8 @@ impl Default for ProxyConfig {
             upstream_timeout: Duration::from_secs(30),
             mirror_slots: 64,
             expected_functions: Vec::new(),
+            decision_log_sample: 1,
+            lambda_client: None,
         }
     }
 }
@@ -67,6 +84,8 @@ pub struct Proxy {
     client: Client<HttpConnector, Full<Bytes>>,
     mirror_slots: Arc<Semaphore>,
     metrics: PrometheusHandle,
+    lambda: OnceCell<aws_sdk_lambda::Client>,
+    decisions: AtomicU64,
 }
 
 impl Proxy {
@@ -77,10 +96,24 @@ impl Proxy {
         Arc::new(Proxy {
             policies,
             mirror_slots: Arc::new(Semaphore::new(config.mirror_slots)),
-            config,
             client: Client::builder(TokioExecutor::new()).build(connector),
             metrics: metrics_handle(),
+            lambda: OnceCell::new_with(config.lambda_client.clone()),
+            decisions: AtomicU64::new(0),
+            config,
         })
+    }
+
+    /// The Lambda client, made from the environment on first use.
+    async fn lambda_client(&self) -> &aws_sdk_lambda::Client {
+        self.lambda
+            .get_or_init(|| async {
+                let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .load()
+                    .await;
+                aws_sdk_lambda::Client::new(&config)
+            })
+            .await
     }
 }
 
@@ -106,6 +139,7 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
         .route("/v1/decide", post(decide_api))
+        .route("/2015-03-31/functions/{name}/invocations", post(invoke_api))
         .route("/{function}", any(forward_root))
         .route("/{function}/{*rest}", any(forward))
         .with_state(proxy)
@@ -146,7 +180,7 @@ async fn render_metrics(State(p): State<Arc<Proxy>>) -> Response {
 }
 
 /// Decides with the function's live policy, recording the decision.
-fn decide(active: &Active, req: &Arc<Request>) -> Decision {
+fn decide(p: &Proxy, active: &Active, req: &Arc<Request>) -> Decision {
     let start = Instant::now();
     let (decision, failure) = active.pool.decide(req, &active.route);
     let nanos = start.elapsed().as_nanos() as u64;
@@ -157,6 +191,12 @@ fn decide(active: &Active, req: &Arc<Request>) -> Decision {
             .increment(1);
     }
     let policy = active.policy.digest().short();
+    let sample = p.config.decision_log_sample;
+    let logged = decision.traffic == Traffic::Synthetic
+        || sampled(p.decisions.fetch_add(1, Ordering::Relaxed), sample);
+    if !logged {
+        return decision;
+    }
     // Synthetic traffic logs under its own target, so it can be kept apart.
     match decision.traffic {
         Traffic::Production => tracing::info!(
@@ -173,6 +213,11 @@ fn decide(active: &Active, req: &Arc<Request>) -> Decision {
     decision
 }
 
+/// Whether the `seq`-th production decision is logged at one in `sample`.
+fn sampled(seq: u64, sample: u64) -> bool {
+    sample > 0 && seq.is_multiple_of(sample)
+}
+
 fn unknown_function(p: &Proxy, function: &str) -> Response {
     let known = p.policies.functions();
     let body = json!({
@@ -181,6 +226,38 @@ fn unknown_function(p: &Proxy, function: &str) -> Response {
         "functions": known,
     });
     (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}
+
+/// 431 when the request's headers are over the limit.
+fn check_headers(p: &Proxy, headers: &HeaderMap) -> Option<Response> {
+    let bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if bytes > p.config.max_header_bytes {
+        return Some(error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "request headers are {bytes} bytes; the limit is {}",
+                p.config.max_header_bytes
+            ),
+        ));
+    }
+    None
+}
+
+/// The body, or `None` when it is over the limit (or the client broke off).
+async fn read_body(p: &Proxy, body: Body) -> Option<Bytes> {
+    axum::body::to_bytes(body, p.config.max_body).await.ok()
+}
+
+fn header_pairs(headers: &HeaderMap) -> impl Iterator<Item = (String, String)> + '_ {
+    headers.iter().map(|(k, v)| {
+        (
+            k.as_str().to_owned(),
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        )
+    })
 }
 
 async fn decide_api(State(p): State<Arc<Proxy>>, body: Bytes) -> Response {
@@ -202,7 +279,7 @@ async fn decide_api(State(p): State<Arc<Proxy>>, body: Bytes) -> Response {
     let Some(active) = p.policies.get(&req.function) else {
         return unknown_function(&p, &req.function);
     };
-    let decision = decide(&active, &req);
+    let decision = decide(&p, &active, &req);
     axum::Json(decision).into_response()
 }
 
@@ -241,32 +318,18 @@ async fn forward_inner(
     rest: String,
     req: AxumRequest,
 ) -> Response {
-    let header_bytes: usize = req
-        .headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len())
-        .sum();
-    if header_bytes > p.config.max_header_bytes {
-        return error(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            format!(
-                "request headers are {header_bytes} bytes; the limit is {}",
-                p.config.max_header_bytes
-            ),
-        );
+    if let Some(r) = check_headers(&p, req.headers()) {
+        return r;
     }
     let Some(active) = p.policies.get(&function) else {
         return unknown_function(&p, &function);
     };
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, p.config.max_body).await {
-        Ok(b) => b,
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body over the limit of {} bytes", p.config.max_body),
-            );
-        }
+    let Some(body) = read_body(&p, body).await else {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body over the limit of {} bytes", p.config.max_body),
+        );
     };
     // Forward the path as the client sent it (still percent-encoded), not
     // the decoded `rest`: decoding would turn `%2F` into a separator. The
@@ -281,34 +344,100 @@ async fn forward_inner(
         function.clone(),
         parts.method.as_str(),
         path.clone(),
-        parts.headers.iter().map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        }),
+        header_pairs(&parts.headers),
     ));
-    let decision = decide(&active, &policy_req);
-
-    let Some(Dispatch::Http { urls }) = &active.route.config().dispatch else {
-        let msg = match &active.route.config().dispatch {
-            Some(Dispatch::Lambda { .. }) => {
-                "lambda dispatch is not supported by this build yet; use an http dispatch"
+    let decision = decide(&p, &active, &policy_req);
+    let query = parts.uri.query().unwrap_or("");
+    let response = match &active.route.config().dispatch {
+        Some(Dispatch::Http { urls }) => {
+            let path_query = if query.is_empty() {
+                path
+            } else {
+                format!("{path}?{query}")
+            };
+            let send = HttpSend {
+                method: &parts.method,
+                path_query: &path_query,
+                headers: &parts.headers,
+                body,
+            };
+            forward_http(&p, &function, urls, send, &decision).await
+        }
+        Some(Dispatch::Lambda { function_name }) => {
+            let event = |traffic| {
+                let mut headers = outgoing_headers(&parts.headers, &decision, traffic);
+                if let Some(host) = parts.headers.get(http::header::HOST) {
+                    headers.insert(http::header::HOST, host.clone());
+                }
+                let event = lambda::http_api_event(&parts.method, &path, query, &headers, &body);
+                Bytes::from(event.to_string())
+            };
+            if let Some(mirror) = &decision.mirror {
+                mirror_lambda(
+                    &p,
+                    &function,
+                    function_name,
+                    mirror,
+                    event(Traffic::Synthetic),
+                    tags(&decision, Traffic::Synthetic),
+                )
+                .await;
             }
-            _ => {
-                "the route config has no \"dispatch\" block; add {\"type\":\"http\",\"urls\":{...}}"
-            }
-        };
-        return error(StatusCode::BAD_GATEWAY, format!("{function}: {msg}"));
+            let payload = event(decision.traffic);
+            forward_lambda(&p, function_name, payload, &decision).await
+        }
+        None => error(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "{function}: the route config has no \"dispatch\" block; add {{\"type\":\"http\",\"urls\":{{...}}}} or {{\"type\":\"lambda\",\"function-name\":\"...\"}}"
+            ),
+        ),
     };
-    let query = parts
-        .uri
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
+    finish(response, function, &decision)
+}
+
+/// Counts the request and tells the caller where it went.
+fn finish(mut response: Response, function: String, decision: &Decision) -> Response {
+    metrics::counter!(
+        "switchyard_requests_total",
+        "function" => function,
+        "target" => decision.target.clone(),
+        "traffic" => decision.traffic.as_str(),
+        "status" => response.status().as_u16().to_string()
+    )
+    .increment(1);
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&decision.target) {
+        h.insert("x-switchyard-target", v);
+    }
+    h.insert(
+        "x-switchyard-traffic",
+        HeaderValue::from_static(decision.traffic.as_str()),
+    );
+    response
+}
+
+/// A request to send to an HTTP upstream.
+struct HttpSend<'a> {
+    method: &'a Method,
+    /// Path and query, appended to the qualifier's base URL.
+    path_query: &'a str,
+    headers: &'a HeaderMap,
+    body: Bytes,
+}
+
+/// `http` dispatch: the request to the chosen qualifier's URL, a copy to
+/// the mirror's.
+async fn forward_http(
+    p: &Proxy,
+    function: &str,
+    urls: &std::collections::BTreeMap<String, String>,
+    send: HttpSend<'_>,
+    decision: &Decision,
+) -> Response {
     let upstream = |qualifier: &str| -> Option<String> {
         urls.get(qualifier)
-            .map(|base| format!("{}{path}{query}", base.trim_end_matches('/')))
+            .map(|base| format!("{}{}", base.trim_end_matches('/'), send.path_query))
     };
     let Some(url) = upstream(&decision.target) else {
         return error(
@@ -319,37 +448,44 @@ async fn forward_inner(
             ),
         );
     };
-
     if let Some(mirror) = &decision.mirror
         && let Some(url) = upstream(mirror)
+        && let Ok(req) = build_request(
+            send.method,
+            &url,
+            send.headers,
+            decision,
+            Traffic::Synthetic,
+            send.body.clone(),
+        )
     {
-        mirror_copy(
-            &p,
-            &function,
-            mirror,
-            url,
-            &parts.method,
-            &parts.headers,
-            &decision,
-            body.clone(),
-        );
+        let client = p.client.clone();
+        let timeout = p.config.upstream_timeout;
+        spawn_mirror(p, function, mirror, async move {
+            match tokio::time::timeout(timeout, client.request(req)).await {
+                Ok(Ok(resp)) => {
+                    // Drain the body so the connection can be reused.
+                    let status = resp.status().as_u16().to_string();
+                    let _ = resp.into_body().collect().await;
+                    status
+                }
+                Ok(Err(_)) => "error".to_owned(),
+                Err(_) => "timeout".to_owned(),
+            }
+        });
     }
-
-    let upstream_req = build_request(
-        &parts.method,
+    let req = match build_request(
+        send.method,
         &url,
-        &parts.headers,
-        &decision,
+        send.headers,
+        decision,
         decision.traffic,
-        body,
-    );
-    let upstream_req = match upstream_req {
+        send.body,
+    ) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_GATEWAY, format!("{function}: {e}")),
     };
-    let sent =
-        tokio::time::timeout(p.config.upstream_timeout, p.client.request(upstream_req)).await;
-    let mut response = match sent {
+    match tokio::time::timeout(p.config.upstream_timeout, p.client.request(req)).await {
         Err(_) => error(
             StatusCode::GATEWAY_TIMEOUT,
             format!(
@@ -373,24 +509,45 @@ async fn forward_inner(
             }
             Response::from_parts(parts, Body::new(body.map_err(axum::Error::new)))
         }
-    };
-    metrics::counter!(
-        "switchyard_requests_total",
-        "function" => function,
-        "target" => decision.target.clone(),
-        "traffic" => decision.traffic.as_str(),
-        "status" => response.status().as_u16().to_string()
-    )
-    .increment(1);
-    let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&decision.target) {
-        h.insert("x-switchyard-target", v);
     }
-    h.insert(
-        "x-switchyard-traffic",
-        HeaderValue::from_static(decision.traffic.as_str()),
-    );
-    response
+}
+
+/// The traffic tag and the decision's context, as header names and values:
+/// what the target receives as headers and in the client context `custom`.
+fn tags(decision: &Decision, traffic: Traffic) -> Vec<(String, String)> {
+    std::iter::once((
+        "x-switchyard-traffic".to_owned(),
+        traffic.as_str().to_owned(),
+    ))
+    .chain(decision.context.iter().map(|(k, v)| {
+        (
+            format!("x-switchyard-ctx-{}", k.to_ascii_lowercase()),
+            v.clone(),
+        )
+    }))
+    .collect()
+}
+
+/// The client's headers minus hop-by-hop ones and any forged tags, plus
+/// the proxy's tags.
+fn outgoing_headers(headers: &HeaderMap, decision: &Decision, traffic: Traffic) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(headers.len() + 1 + decision.context.len());
+    for (k, v) in headers {
+        let name = k.as_str();
+        if HOP_BY_HOP.contains(&name)
+            || name.starts_with("x-switchyard-ctx-")
+            || name == "x-switchyard-traffic"
+        {
+            continue;
+        }
+        out.append(k.clone(), v.clone());
+    }
+    for (k, v) in tags(decision, traffic) {
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+            out.insert(n, v);
+        }
+    }
+    out
 }
 
 fn build_request(
@@ -409,69 +566,328 @@ fn build_request(
         .uri(uri)
         .body(Full::new(body))
         .map_err(|e| e.to_string())?;
-    let h = req.headers_mut();
-    for (k, v) in headers {
-        let name = k.as_str();
-        if HOP_BY_HOP.contains(&name)
-            || name.starts_with("x-switchyard-ctx-")
-            || name == "x-switchyard-traffic"
-        {
-            continue;
-        }
-        h.append(k.clone(), v.clone());
-    }
-    h.insert(
-        "x-switchyard-traffic",
-        HeaderValue::from_static(traffic.as_str()),
-    );
-    for (k, v) in &decision.context {
-        let name = format!("x-switchyard-ctx-{}", k.to_ascii_lowercase());
-        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::from_str(v)) {
-            h.insert(n, v);
-        }
-    }
+    *req.headers_mut() = outgoing_headers(headers, decision, traffic);
     Ok(req)
 }
 
-/// Sends a copy to the mirror qualifier in the background, tagged synthetic.
-/// Bounded: without a free slot the copy is dropped and counted.
-#[allow(clippy::too_many_arguments)]
-fn mirror_copy(
+/// Runs a mirror copy in the background. Bounded: without a free slot the
+/// copy is dropped and counted. `send` resolves to the status label.
+fn spawn_mirror(
     p: &Proxy,
     function: &str,
     qualifier: &str,
-    url: String,
-    method: &Method,
-    headers: &HeaderMap,
-    decision: &Decision,
-    body: Bytes,
+    send: impl std::future::Future<Output = String> + Send + 'static,
 ) {
     let Ok(permit) = p.mirror_slots.clone().try_acquire_owned() else {
         metrics::counter!("switchyard_mirror_dropped_total", "function" => function.to_owned())
             .increment(1);
         return;
     };
-    let Ok(req) = build_request(method, &url, headers, decision, Traffic::Synthetic, body) else {
-        return;
-    };
-    let client = p.client.clone();
-    let timeout = p.config.upstream_timeout;
     let (function, qualifier) = (function.to_owned(), qualifier.to_owned());
     tokio::spawn(async move {
         let _permit = permit;
-        let outcome = match tokio::time::timeout(timeout, client.request(req)).await {
-            Ok(Ok(resp)) => {
-                // Drain the body so the connection can be reused.
-                let status = resp.status().as_u16().to_string();
-                let _ = resp.into_body().collect().await;
-                status
-            }
-            Ok(Err(_)) => "error".to_owned(),
-            Err(_) => "timeout".to_owned(),
-        };
+        let outcome = send.await;
         metrics::counter!("switchyard_mirror_total", "function" => function, "target" => qualifier, "status" => outcome)
             .increment(1);
     });
+}
+
+/// A mirror copy to a Lambda qualifier: an asynchronous (`Event`) invoke,
+/// tagged synthetic.
+async fn mirror_lambda(
+    p: &Proxy,
+    function: &str,
+    lambda_name: &str,
+    qualifier: &str,
+    payload: Bytes,
+    tags: Vec<(String, String)>,
+) {
+    let client = p.lambda_client().await.clone();
+    let timeout = p.config.upstream_timeout;
+    let (name, q) = (lambda_name.to_owned(), qualifier.to_owned());
+    spawn_mirror(p, function, qualifier, async move {
+        let ctx = lambda::client_context(None, &tags);
+        let call = lambda::invoke(&client, &name, &q, payload, Some(ctx), Some("Event"), None);
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(out)) => out.status.to_string(),
+            Ok(Err(_)) => "error".to_owned(),
+            Err(_) => "timeout".to_owned(),
+        }
+    });
+}
+
+/// A JSON gateway error naming the Lambda function and qualifier.
+fn lambda_gateway_error(
+    status: StatusCode,
+    lambda_name: &str,
+    qualifier: &str,
+    error_type: &str,
+    message: String,
+) -> Response {
+    let body = json!({
+        "error": message,
+        "status": status.as_u16(),
+        "function": lambda_name,
+        "qualifier": qualifier,
+        "error-type": error_type,
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+/// `lambda` dispatch from the HTTP front end: the event to the chosen
+/// qualifier, its proxy response back as HTTP.
+async fn forward_lambda(
+    p: &Proxy,
+    lambda_name: &str,
+    payload: Bytes,
+    decision: &Decision,
+) -> Response {
+    let q = decision.target.as_str();
+    let ctx = lambda::client_context(None, &tags(decision, decision.traffic));
+    let client = p.lambda_client().await;
+    let call = lambda::invoke(client, lambda_name, q, payload, Some(ctx), None, None);
+    let gateway =
+        |status, ty: &str, msg: String| lambda_gateway_error(status, lambda_name, q, ty, msg);
+    match tokio::time::timeout(p.config.upstream_timeout, call).await {
+        Err(_) => gateway(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Timeout",
+            format!(
+                "Lambda {lambda_name} qualifier {q} did not answer within {:?}",
+                p.config.upstream_timeout
+            ),
+        ),
+        Ok(Err(InvokeError::Service { code, message, .. })) => gateway(
+            StatusCode::BAD_GATEWAY,
+            &code,
+            format!("Lambda {lambda_name} qualifier {q} was not invoked: {code}: {message}"),
+        ),
+        Ok(Err(e @ InvokeError::Unreachable(_))) => gateway(
+            StatusCode::BAD_GATEWAY,
+            "Unreachable",
+            format!("Lambda {lambda_name} qualifier {q}: {e}"),
+        ),
+        Ok(Ok(out)) => {
+            if let Some(kind) = &out.function_error {
+                let detail = lambda::error_summary(&out.payload)
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default();
+                return gateway(
+                    StatusCode::BAD_GATEWAY,
+                    kind,
+                    format!("Lambda {lambda_name} qualifier {q} failed ({kind}){detail}"),
+                );
+            }
+            match lambda::proxy_response(&out.payload) {
+                Ok((status, headers, body)) => (status, headers, body).into_response(),
+                Err(e) => gateway(
+                    StatusCode::BAD_GATEWAY,
+                    "InvalidResponse",
+                    format!("Lambda {lambda_name} qualifier {q}: {e}"),
+                ),
+            }
+        }
+    }
+}
+
+/// An error the way Lambda's API answers, so AWS SDKs raise the right
+/// exception (`x-amzn-ErrorType` names it).
+fn lambda_api_error(status: StatusCode, code: &str, message: String) -> Response {
+    let mut response = (
+        status,
+        axum::Json(json!({"Type": "User", "message": message})),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(code) {
+        response.headers_mut().insert("x-amzn-errortype", v);
+    }
+    response
+}
+
+/// The watched function an Invoke names: by its own name, or by the Lambda
+/// function its `lambda` dispatch invokes.
+fn resolve_invoked(p: &Proxy, name: &str) -> Option<(String, Arc<Active>)> {
+    if let Some(active) = p.policies.get(name) {
+        return Some((name.to_owned(), active));
+    }
+    p.policies.functions().into_iter().find_map(|f| {
+        let active = p.policies.get(&f)?;
+        match &active.route.config().dispatch {
+            Some(Dispatch::Lambda { function_name })
+                if lambda::split_function_name(function_name).0 == name =>
+            {
+                Some((f, active))
+            }
+            _ => None,
+        }
+    })
+}
+
+/// The Lambda Invoke API front end: the policy sees the caller's headers
+/// and its client context's `custom` fields as headers (plus
+/// `x-amz-qualifier` when the caller named one), and the chosen qualifier
+/// is invoked with the payload unchanged.
+async fn invoke_api(
+    State(p): State<Arc<Proxy>>,
+    Path(name): Path<String>,
+    req: AxumRequest,
+) -> Response {
+    if let Some(r) = check_headers(&p, req.headers()) {
+        return r;
+    }
+    let (lambda_name, mut requested) = lambda::split_function_name(&name);
+    let query_qualifier = req.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "Qualifier")
+            .map(|(_, v)| v.into_owned())
+    });
+    if query_qualifier.is_some() {
+        requested = query_qualifier.as_deref();
+    }
+    let Some((function, active)) = resolve_invoked(&p, lambda_name) else {
+        return lambda_api_error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            format!(
+                "Function not found: {lambda_name} is not routed by this switchyard (routed: {})",
+                p.policies.functions().join(", ")
+            ),
+        );
+    };
+    let (parts, body) = req.into_parts();
+    let Some(payload) = read_body(&p, body).await else {
+        return lambda_api_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLargeException",
+            format!(
+                "request payload over the limit of {} bytes",
+                p.config.max_body
+            ),
+        );
+    };
+
+    let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok());
+    let caller_context = header("x-amz-client-context");
+    let mut seen: Vec<(String, String)> = header_pairs(&parts.headers).collect();
+    if let Some(ctx) = caller_context {
+        seen.extend(lambda::custom_fields(ctx));
+    }
+    if let Some(q) = requested {
+        seen.push(("x-amz-qualifier".to_owned(), q.to_owned()));
+    }
+    let policy_req = Arc::new(Request::new(
+        function.clone(),
+        "POST",
+        parts.uri.path(),
+        seen,
+    ));
+    let decision = decide(&p, &active, &policy_req);
+    let response = match &active.route.config().dispatch {
+        Some(Dispatch::Lambda { function_name }) => {
+            if let Some(mirror) = &decision.mirror {
+                mirror_lambda(
+                    &p,
+                    &function,
+                    function_name,
+                    mirror,
+                    payload.clone(),
+                    tags(&decision, Traffic::Synthetic),
+                )
+                .await;
+            }
+            invoke_through(
+                &p,
+                function_name,
+                payload,
+                caller_context,
+                &parts.headers,
+                &decision,
+            )
+            .await
+        }
+        Some(Dispatch::Http { urls }) => {
+            let send = HttpSend {
+                method: &Method::POST,
+                path_query: "/",
+                headers: &parts.headers,
+                body: payload,
+            };
+            forward_http(&p, &function, urls, send, &decision).await
+        }
+        None => lambda_api_error(
+            StatusCode::BAD_GATEWAY,
+            "ServiceException",
+            format!("{function}: the route config has no \"dispatch\" block"),
+        ),
+    };
+    finish(response, function, &decision)
+}
+
+/// Invokes the chosen qualifier for an Invoke API caller and answers the
+/// way Lambda does.
+async fn invoke_through(
+    p: &Proxy,
+    lambda_name: &str,
+    payload: Bytes,
+    caller_context: Option<&str>,
+    headers: &HeaderMap,
+    decision: &Decision,
+) -> Response {
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let ctx = lambda::client_context(caller_context, &tags(decision, decision.traffic));
+    let client = p.lambda_client().await;
+    let call = lambda::invoke(
+        client,
+        lambda_name,
+        &decision.target,
+        payload,
+        Some(ctx),
+        header("x-amz-invocation-type"),
+        header("x-amz-log-type"),
+    );
+    match tokio::time::timeout(p.config.upstream_timeout, call).await {
+        Err(_) => lambda_api_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "ServiceException",
+            format!(
+                "{lambda_name}:{} did not answer within {:?}",
+                decision.target, p.config.upstream_timeout
+            ),
+        ),
+        Ok(Err(InvokeError::Service {
+            status,
+            code,
+            message,
+        })) => lambda_api_error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            &code,
+            message,
+        ),
+        Ok(Err(e @ InvokeError::Unreachable(_))) => lambda_api_error(
+            StatusCode::BAD_GATEWAY,
+            "ServiceException",
+            format!("{lambda_name}:{}: {e}", decision.target),
+        ),
+        Ok(Ok(out)) => {
+            let status = StatusCode::from_u16(out.status).unwrap_or(StatusCode::OK);
+            let mut response = (status, out.payload).into_response();
+            let h = response.headers_mut();
+            h.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            for (name, value) in [
+                ("x-amz-function-error", &out.function_error),
+                ("x-amz-executed-version", &out.executed_version),
+                ("x-amz-log-result", &out.log_result),
+            ] {
+                if let Some(v) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+                    h.insert(name, v);
+                }
+            }
+            response
+        }
+    }
 }
 
 /// Serves `router(proxy)` on `listener` until `shutdown` resolves; in-flight
@@ -484,4 +900,18 @@ pub async fn serve(
     axum::serve(listener, router(proxy))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decision_log_sampling() {
+        let logged = |sample| (0..1000).filter(|&i| sampled(i, sample)).count();
+        assert_eq!(logged(1), 1000);
+        assert_eq!(logged(10), 100);
+        assert_eq!(logged(0), 0);
+        assert!(sampled(0, 7), "the first decision is always logged");
+    }
 }

@@ -89,10 +89,15 @@ async fn rig(extra: &str, slow: Duration, config: ProxyConfig) -> Rig {
         ("7", upstream("7", slow, seen.clone()).await),
         ("8", upstream("8", Duration::ZERO, seen.clone()).await),
     ]);
+    rig_route(route("synthetic", &urls, extra), seen, config).await
+}
+
+/// The proxy serving `orders` with route config `cfg` and the
+/// `synthetic-header` policy, from a `dir` store.
+async fn rig_route(mut cfg: RouteConfig, seen: Seen, config: ProxyConfig) -> Rig {
     let tmp = tempfile::tempdir().unwrap();
     let store: Arc<dyn ConfigStore> = Arc::new(DirStore::new(tmp.path()).unwrap());
     let bytes = std::fs::read(art::SYNTHETIC_HEADER).unwrap();
-    let mut cfg = route("synthetic", &urls, extra);
     cfg.policy = Some(store.put_blob(&bytes, &|_, _| {}).await.unwrap());
     store.put_route("orders", &cfg).await.unwrap();
     let watcher = Arc::new(Watcher::new(
@@ -411,4 +416,284 @@ async fn shutdown_lets_in_flight_requests_finish() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_prior_knowledge_is_served() {
+    let r = rig("", Duration::ZERO, ProxyConfig::default()).await;
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let req = http::Request::get(format!("{}/orders/h2", r.base))
+        .header("x-switchyard-synthetic", "true")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-switchyard-target"], "8");
+}
+
+// ---- Lambda dispatch and the Invoke API front end, against moto's Lambda ----
+
+/// Runs `host/tests/support/moto_lambda.py` (boto3) and parses its JSON.
+fn moto_lambda(args: &[&str]) -> serde_json::Value {
+    let script = common::repo_root().join("host/tests/support/moto_lambda.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "moto_lambda.py {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A Lambda function in moto with two published versions; its name is
+/// unique to this test run. Returns (name, versions).
+fn lambda_function(region: &str, tag: &str) -> (String, Vec<String>) {
+    let endpoint = common::aws::endpoint();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!("sy-{tag}-{}-{nanos}", std::process::id());
+    let out = moto_lambda(&["setup", endpoint, region, &name]);
+    let versions = serde_json::from_value(out["versions"].clone()).unwrap();
+    (name, versions)
+}
+
+fn lambda_route(name: &str, versions: &[String]) -> RouteConfig {
+    RouteConfig::from_json(&format!(
+        r#"{{"mode":"synthetic","versions":{{"stable":"{}","candidate":"{}"}},
+            "context":{{"{}":{{"QUEUE_URL":"q-candidate"}}}},
+            "dispatch":{{"type":"lambda","function-name":"{name}"}}}}"#,
+        versions[0], versions[1], versions[1]
+    ))
+    .unwrap()
+}
+
+/// Each Invoke moto saw for `name`: qualifier, client context, type.
+fn lambda_calls(name: &str) -> Vec<serde_json::Value> {
+    let out = moto_lambda(&["calls", common::aws::endpoint(), name]);
+    out.as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lambda_dispatch_invokes_the_chosen_qualifier() {
+    // Its own region: moto's canned-result queue is per region.
+    let region = "eu-west-1";
+    let (name, versions) = lambda_function(region, "http");
+    let (stable, candidate) = (versions[0].as_str(), versions[1].as_str());
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region))
+        .load()
+        .await;
+    let r = rig_route(
+        lambda_route(&name, &versions),
+        Seen::default(),
+        ProxyConfig {
+            lambda_client: Some(aws_sdk_lambda::Client::new(&sdk)),
+            ..Default::default()
+        },
+    )
+    .await;
+
+    // moto without Docker echoes the event: the body is what the function got.
+    let (status, headers, event) = call(
+        "POST",
+        &format!("{}/orders/api/x?y=1&y=2", r.base),
+        &[("x-switchyard-synthetic", "true"), ("cookie", "a=1")],
+        "hello",
+    )
+    .await;
+    assert_eq!(status, 200, "{event}");
+    assert_eq!(headers["x-switchyard-target"], candidate);
+    assert_eq!(headers["x-switchyard-traffic"], "synthetic");
+    assert_eq!(event["version"], "2.0");
+    assert_eq!(event["rawPath"], "/api/x");
+    assert_eq!(event["rawQueryString"], "y=1&y=2");
+    assert_eq!(event["queryStringParameters"]["y"], "1,2");
+    assert_eq!(event["requestContext"]["http"]["method"], "POST");
+    assert_eq!(event["headers"]["x-switchyard-traffic"], "synthetic");
+    assert_eq!(
+        event["headers"]["x-switchyard-ctx-queue_url"],
+        "q-candidate"
+    );
+    assert_eq!(event["cookies"][0], "a=1");
+    assert_eq!(event["body"], "hello");
+
+    let (status, headers, event) = call(
+        "GET",
+        &format!("{}/orders/plain", r.base),
+        &[("x-switchyard-traffic", "synthetic")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-switchyard-target"], stable);
+    assert_eq!(
+        event["headers"]["x-switchyard-traffic"], "production",
+        "a client cannot forge the tag"
+    );
+    assert!(event["headers"].get("x-switchyard-ctx-queue_url").is_none());
+
+    // The recorder shows the qualifiers invoked and the tag in the client context.
+    let calls = lambda_calls(&name);
+    let seen: Vec<_> = calls
+        .iter()
+        .map(|c| {
+            (
+                c["qualifier"].as_str().unwrap_or(""),
+                c["client_context"]["custom"]["x-switchyard-traffic"]
+                    .as_str()
+                    .unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![(candidate, "synthetic"), (stable, "production")],
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls[0]["client_context"]["custom"]["x-switchyard-ctx-queue_url"],
+        "q-candidate"
+    );
+
+    // A proxy response is mapped back to HTTP: status, headers, base64 body.
+    let endpoint = common::aws::endpoint();
+    let canned = serde_json::json!([
+        r#"{"statusCode":201,"headers":{"x-made":"yes"},"cookies":["s=1"],"body":"AAEC","isBase64Encoded":true}"#,
+        "this is not JSON",
+    ]);
+    moto_lambda(&["respond", endpoint, region, &canned.to_string()]);
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let resp = client
+        .get(format!("{}/orders/made", r.base).parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(resp.headers()["x-made"], "yes");
+    assert_eq!(resp.headers()["set-cookie"], "s=1");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], &[0u8, 1, 2]);
+    let (status, _, body) = call("GET", &format!("{}/orders/bad", r.base), &[], "").await;
+    assert_eq!(status, 502);
+    assert_eq!(body["function"], name.as_str());
+    assert_eq!(body["qualifier"], stable);
+    assert_eq!(body["error-type"], "InvalidResponse");
+
+    // A mirror copy is an asynchronous (Event) invoke of the mirror
+    // qualifier, tagged synthetic; the client gets the primary's answer.
+    let mut cfg = lambda_route(&name, &versions);
+    cfg.flags.insert("mirror-role".into(), "candidate".into());
+    cfg.policy = r.store.latest(&["orders".into()]).await.unwrap()[0]
+        .clone()
+        .unwrap()
+        .config
+        .policy;
+    r.store.put_route("orders", &cfg).await.unwrap();
+    r.watcher.poll().await.unwrap();
+    let (status, headers, _) = call("GET", &format!("{}/orders/m", r.base), &[], "").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-switchyard-target"], stable);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let calls = lambda_calls(&name);
+        if let Some(copy) = calls.iter().find(|c| c["invocation_type"] == "Event") {
+            assert_eq!(copy["qualifier"], candidate);
+            assert_eq!(
+                copy["client_context"]["custom"]["x-switchyard-traffic"],
+                "synthetic"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no mirror: {calls:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lambda_unreachable_is_a_clear_gateway_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_lambda::config::Credentials::for_tests())
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .load()
+        .await;
+    let r = rig_route(
+        lambda_route("orders-fn", &["1".into(), "2".into()]),
+        Seen::default(),
+        ProxyConfig {
+            lambda_client: Some(aws_sdk_lambda::Client::new(&sdk)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (status, headers, body) = call("GET", &format!("{}/orders/x", r.base), &[], "").await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(headers["x-switchyard-target"], "1");
+    assert_eq!(body["function"], "orders-fn");
+    assert_eq!(body["error-type"], "Unreachable");
+    assert!(
+        body["error"].as_str().unwrap().contains("qualifier 1"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoke_api_front_end_routes_boto3_clients() {
+    let (name, versions) = lambda_function("us-east-1", "invoke");
+    let (stable, candidate) = (versions[0].as_str(), versions[1].as_str());
+    let r = rig_route(
+        lambda_route(&name, &versions),
+        Seen::default(),
+        ProxyConfig::default(),
+    )
+    .await;
+
+    // A synthetic caller: the tag rides in the client context's `custom`.
+    let out = moto_lambda(&[
+        "invoke",
+        &r.base,
+        &name,
+        r#"{"order":1}"#,
+        r#"{"x-switchyard-synthetic":"true","user":"qa-bot"}"#,
+    ]);
+    assert_eq!(out["status"], 200, "{out}");
+    assert_eq!(
+        out["payload"], r#"{"order":1}"#,
+        "the payload is passed unchanged"
+    );
+    // Without a context, by the logical name: production, to stable.
+    let out = moto_lambda(&["invoke", &r.base, "orders", r#"{"order":2}"#]);
+    assert_eq!(out["status"], 200, "{out}");
+
+    let calls = lambda_calls(&name);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0]["qualifier"], candidate);
+    let custom = &calls[0]["client_context"]["custom"];
+    assert_eq!(custom["x-switchyard-traffic"], "synthetic");
+    assert_eq!(custom["x-switchyard-ctx-queue_url"], "q-candidate");
+    assert_eq!(custom["user"], "qa-bot", "the caller's context is kept");
+    assert_eq!(calls[1]["qualifier"], stable);
+    assert_eq!(
+        calls[1]["client_context"]["custom"]["x-switchyard-traffic"],
+        "production"
+    );
+
+    // A function the proxy does not route: the SDK's own exception.
+    let out = moto_lambda(&["invoke", &r.base, "nope", "{}"]);
+    assert_eq!(out["error"], "ResourceNotFoundException", "{out}");
+    assert!(out["message"].as_str().unwrap().contains("nope"), "{out}");
 }

@@ -1,4 +1,4 @@
-//! A local AWS API emulator (moto in server mode) for store tests. `.ci/run`
+//! A local AWS API emulator (moto in server mode) for store and Lambda tests. `.ci/run`
 //! starts one and sets `AWS_ENDPOINT_URL`; without it, the first test that
 //! needs it starts `python3 -m moto.server` on a free loopback port, watched
 //! so it exits with the test process.
@@ -43,7 +43,8 @@ pub fn start_moto() -> (String, u32) {
     let parent = std::process::id();
     // The watchdog shell kills moto once this test process is gone.
     let script = format!(
-        "python3 -m moto.server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+        "MOTO_RECORDER_FILEPATH=\"${{TMPDIR:-/tmp}}/switchyard-moto-recording.{port}\" \
+         python3 -m moto.server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
          while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill $m 2>/dev/null"
     );
     // Never waited for: the watchdog outlives this call by design and ends

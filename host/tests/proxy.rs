@@ -94,17 +94,22 @@ async fn rig(extra: &str, slow: Duration, config: ProxyConfig) -> Rig {
 
 /// The proxy serving `orders` with route config `cfg` and the
 /// `synthetic-header` policy, from a `dir` store.
-async fn rig_route(mut cfg: RouteConfig, seen: Seen, config: ProxyConfig) -> Rig {
+async fn rig_route(cfg: RouteConfig, seen: Seen, config: ProxyConfig) -> Rig {
+    rig_named("orders", cfg, seen, config).await
+}
+
+/// The proxy serving `function` with route config `cfg`.
+async fn rig_named(function: &str, mut cfg: RouteConfig, seen: Seen, config: ProxyConfig) -> Rig {
     let tmp = tempfile::tempdir().unwrap();
     let store: Arc<dyn ConfigStore> = Arc::new(DirStore::new(tmp.path()).unwrap());
     let bytes = std::fs::read(art::SYNTHETIC_HEADER).unwrap();
     cfg.policy = Some(store.put_blob(&bytes, &|_, _| {}).await.unwrap());
-    store.put_route("orders", &cfg).await.unwrap();
+    store.put_route(function, &cfg).await.unwrap();
     let watcher = Arc::new(Watcher::new(
         store.clone(),
         common::engine().clone(),
         WatchConfig {
-            functions: vec!["orders".into()],
+            functions: vec![function.into()],
             ..Default::default()
         },
     ));
@@ -112,7 +117,7 @@ async fn rig_route(mut cfg: RouteConfig, seen: Seen, config: ProxyConfig) -> Rig
     let proxy = Proxy::new(
         watcher.policies(),
         ProxyConfig {
-            expected_functions: vec!["orders".into()],
+            expected_functions: vec![function.into()],
             ..config
         },
     );
@@ -696,4 +701,71 @@ async fn invoke_api_front_end_routes_boto3_clients() {
     let out = moto_lambda(&["invoke", &r.base, "nope", "{}"]);
     assert_eq!(out["error"], "ResourceNotFoundException", "{out}");
     assert!(out["message"].as_str().unwrap().contains("nope"), "{out}");
+}
+
+/// The value of the Prometheus sample `series` (exact labels) in `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_every_request() {
+    // A function of its own: the recorder is shared by every test here.
+    let seen: Seen = Arc::default();
+    let urls = HashMap::from([
+        ("7", upstream("7", Duration::ZERO, seen.clone()).await),
+        ("8", upstream("8", Duration::ZERO, seen.clone()).await),
+    ]);
+    let cfg = route("synthetic", &urls, "");
+    let r = rig_named("metered", cfg, seen, ProxyConfig::default()).await;
+    for i in 0..7 {
+        let synthetic: &[(&str, &str)] = if i < 4 {
+            &[("x-switchyard-synthetic", "true")]
+        } else {
+            &[]
+        };
+        let (status, _, _) = call("GET", &format!("{}/metered/n{i}", r.base), synthetic, "").await;
+        assert_eq!(status, 200);
+    }
+    let (_, _, _) = call(
+        "POST",
+        &format!("{}/v1/decide", r.base),
+        &[],
+        r#"{"function":"metered"}"#,
+    )
+    .await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let resp = client
+        .get(format!("{}/metrics", r.base).parse().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    let requests = |target: &str, traffic: &str| {
+        sample(
+            &text,
+            &format!(
+                r#"switchyard_requests_total{{function="metered",target="{target}",traffic="{traffic}",status="200"}}"#
+            ),
+        )
+    };
+    assert_eq!(requests("8", "synthetic"), Some(4.0), "{text}");
+    assert_eq!(requests("7", "production"), Some(3.0), "{text}");
+    // Every decision is timed, the decide API's included.
+    assert_eq!(
+        sample(
+            &text,
+            r#"switchyard_decision_seconds_count{function="metered"}"#
+        ),
+        Some(8.0),
+        "{text}"
+    );
 }

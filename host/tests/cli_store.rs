@@ -203,3 +203,89 @@ fn store_errors_are_clear() {
     let o = run(&store, &["mode", "orders", "sideways"]);
     assert_eq!(o.status.code(), Some(2), "clap rejects an unknown mode");
 }
+
+/// Kills the child process when dropped, so a failing test leaves no server.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `curl -s` `args`; stdout as text (empty when curl fails).
+fn curl(args: &[&str]) -> String {
+    let o = Command::new("curl")
+        .arg("-s")
+        .args(args)
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn a_running_proxy_sees_a_mode_flip_within_one_poll() {
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = format!("dir:{}", tmp.path().join("store").display());
+    let route = repo_root().join("policies/synthetic-header/route.json");
+    ok_json(
+        &store,
+        &[
+            "publish",
+            "--function",
+            "orders",
+            "--policy",
+            art::SYNTHETIC_HEADER,
+            "--config",
+            &route.display().to_string(),
+        ],
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let poll = Duration::from_millis(500);
+    let _serve = Killed(
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--store", &store, "--listen", &listen])
+            .args(["--poll-interval", "500ms"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://{listen}");
+    let decide = || {
+        let out = curl(&[
+            "-X",
+            "POST",
+            &format!("{base}/v1/decide"),
+            "-d",
+            r#"{"function":"orders","headers":{"x-switchyard-synthetic":"true"}}"#,
+        ]);
+        serde_json::from_str::<serde_json::Value>(&out)
+            .map(|d| d["target"].as_str().unwrap_or("").to_owned())
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while decide() != "8" {
+        assert!(Instant::now() < deadline, "the proxy did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ok_json(&store, &["mode", "orders", "production"]);
+    let flipped = Instant::now();
+    while decide() != "7" {
+        // One poll interval plus its jitter and the swap itself, with
+        // room for a loaded CI machine.
+        assert!(
+            flipped.elapsed() < poll * 6,
+            "still routing to the candidate {:?} after the flip",
+            flipped.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}

@@ -9,12 +9,20 @@
 //!   fuel budget (what "1 ms" means in fuel).
 //! * `instantiate`: `wasm_fresh` with copy-on-write memory initialisation
 //!   off (the default) and on.
+//! * `swap`: `compile` (component bytes to a ready policy: verified and
+//!   compiled), `deserialize` (the same from the precompiled cache file),
+//!   `swap` (end to end: a new route version in a `dir` store naming another
+//!   policy, polled, the policy deserialized from the cache, checked and
+//!   live; the store write before each poll is not timed).
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use switchyard::{Engine, EngineConfig, Policy};
+use switchyard::store::{ConfigStore, dir::DirStore};
+use switchyard::watch::{Outcome, WatchConfig, Watcher};
+use switchyard::{Engine, EngineConfig, Policy, RouteConfig};
 use switchyard_benches::{NativeCanary, bench_request, bench_route};
 
 fn decision(c: &mut Criterion) {
@@ -106,5 +114,85 @@ fn instantiate(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decision, sandbox, instantiate);
+fn swap(c: &mut Criterion) {
+    let engine = Engine::new().unwrap();
+    let canary = std::fs::read(switchyard_test_artifacts::STICKY_CANARY).unwrap();
+    let header = std::fs::read(switchyard_test_artifacts::SYNTHETIC_HEADER).unwrap();
+    let tmp = std::env::temp_dir().join(format!("switchyard-bench-swap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+
+    let mut g = c.benchmark_group("swap");
+    g.sample_size(20);
+    g.bench_function("compile", |b| {
+        b.iter(|| Policy::new(&engine, black_box(&canary), "sticky-canary").unwrap())
+    });
+    let policy = Policy::new(&engine, &canary, "sticky-canary").unwrap();
+    let cwasm = tmp.join("sticky-canary.cwasm");
+    std::fs::write(&cwasm, policy.serialize().unwrap()).unwrap();
+    g.sample_size(100);
+    g.bench_function("deserialize", |b| {
+        b.iter(|| Policy::from_precompiled_file(&engine, policy.info().clone(), &cwasm).unwrap())
+    });
+
+    // End to end through the watcher. Two policies alternate and the
+    // in-memory cache holds one, so every swap loads from the disk cache.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store: Arc<dyn ConfigStore> = Arc::new(DirStore::new(tmp.join("store")).unwrap());
+    let watcher = Watcher::new(
+        store.clone(),
+        engine.clone(),
+        WatchConfig {
+            functions: vec!["orders".into()],
+            cache_dir: Some(tmp.join("cache")),
+            lru_capacity: 1,
+            ..Default::default()
+        },
+    );
+    let base = RouteConfig::from_json(switchyard_benches::BENCH_ROUTE_CONFIG).unwrap();
+    let digests = rt.block_on(async {
+        let mut digests = Vec::new();
+        for bytes in [&canary, &header] {
+            let digest = store.put_blob(bytes, &|_, _| {}).await.unwrap();
+            let mut cfg = base.clone();
+            cfg.policy = Some(digest);
+            // Compile each once, filling the precompiled cache.
+            store.put_route("orders", &cfg).await.unwrap();
+            watcher.poll().await.unwrap();
+            digests.push(digest);
+        }
+        digests
+    });
+    let versions = tmp.join("store/functions/orders");
+    let mut turn = 0usize;
+    g.bench_function("swap", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                turn += 1;
+                let mut cfg = base.clone();
+                cfg.policy = Some(digests[turn % 2]);
+                let version = rt.block_on(store.put_route("orders", &cfg)).unwrap();
+                // Keep the history short (untimed): this measures a swap, not
+                // listing a growing folder.
+                let _ = std::fs::remove_file(versions.join(format!("{}.json", version - 1)));
+                let start = Instant::now();
+                let outcome = rt.block_on(watcher.poll()).unwrap();
+                total += start.elapsed();
+                assert!(
+                    matches!(outcome[0].1, Outcome::Swapped { .. }),
+                    "{outcome:?}"
+                );
+            }
+            total
+        })
+    });
+    g.finish();
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+criterion_group!(benches, decision, sandbox, instantiate, swap);
 criterion_main!(benches);

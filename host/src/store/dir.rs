@@ -98,14 +98,10 @@ impl DirStore {
     }
 }
 
-/// Formats a time as RFC 3339 UTC, seconds precision.
-pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+/// UTC calendar parts of a Unix time: (year, month 1-12, day, hour,
+/// minute, second), by Howard Hinnant's civil-from-days algorithm.
+pub(crate) fn utc_parts(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil-from-days (Howard Hinnant's algorithm).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -115,12 +111,17 @@ pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Formats a time as RFC 3339 UTC, seconds precision.
+pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (y, m, d, hh, mm, ss) = utc_parts(secs);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
 
 #[async_trait]

@@ -3,7 +3,11 @@
 //! Groups:
 //! * `decision`: `native` (the same logic in plain Rust: the floor),
 //!   `wasm_warm` (reused instance), `wasm_fresh` (new pooled instance per
-//!   evaluation, configured, then evaluated).
+//!   evaluation, configured, then evaluated), and the peers `regorus_engine`
+//!   (the same decision in Rego, regorus's interpreter, `bucket` as an
+//!   extension) and `regorus_rvm` (regorus's Rego VM, `bucket` precomputed
+//!   in the input); building their input from the request is
+//!   `regorus_input`, timed apart.
 //! * `sandbox`: `wasm_warm` with the fuel budget (`fuel`) and without
 //!   (`unmetered`); `exhaust`: how long `bad-loop` takes to burn the default
 //!   fuel budget (what "1 ms" means in fuel).
@@ -23,7 +27,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use switchyard::store::{ConfigStore, dir::DirStore};
 use switchyard::watch::{Outcome, WatchConfig, Watcher};
 use switchyard::{Engine, EngineConfig, Policy, RouteConfig};
-use switchyard_benches::{NativeCanary, bench_request, bench_route};
+use switchyard_benches::{
+    NativeCanary, REGO_ENTRY_POINT, bench_request, bench_route, rego_decision, rego_engine,
+    rego_input, rego_rvm_program,
+};
 
 fn decision(c: &mut Criterion) {
     let engine = Engine::new().unwrap();
@@ -54,6 +61,40 @@ fn decision(c: &mut Criterion) {
                 .evaluate(black_box(&req), &route)
                 .unwrap()
         })
+    });
+
+    // The peers, checked to agree first.
+    let want = (
+        expected.target.clone(),
+        expected.traffic.as_str().to_owned(),
+        expected.reason.clone(),
+    );
+    let mut rego = rego_engine();
+    let input = rego_input(&req, &route, false);
+    rego.set_input(input.clone());
+    assert_eq!(
+        rego_decision(&rego.eval_rule(REGO_ENTRY_POINT.into()).unwrap()),
+        want
+    );
+    let mut vm = regorus::rvm::vm::RegoVM::new();
+    vm.load_program(rego_rvm_program());
+    let rvm_input = rego_input(&req, &route, true);
+    vm.set_input(rvm_input.clone());
+    assert_eq!(rego_decision(&vm.execute().unwrap()), want);
+    g.bench_function("regorus_engine", |b| {
+        b.iter(|| {
+            rego.set_input(black_box(input.clone()));
+            rego.eval_rule(REGO_ENTRY_POINT.into()).unwrap()
+        })
+    });
+    g.bench_function("regorus_rvm", |b| {
+        b.iter(|| {
+            vm.set_input(black_box(rvm_input.clone()));
+            vm.execute().unwrap()
+        })
+    });
+    g.bench_function("regorus_input", |b| {
+        b.iter(|| rego_input(black_box(&req), &route, false))
     });
     g.finish();
 }

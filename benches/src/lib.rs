@@ -73,3 +73,83 @@ impl NativeCanary {
         }
     }
 }
+
+/// `sticky-canary` in Rego (`data/sticky-canary.rego`), for the regorus
+/// peers.
+pub const STICKY_CANARY_REGO: &str = include_str!("../data/sticky-canary.rego");
+/// The rule both regorus engines evaluate.
+pub const REGO_ENTRY_POINT: &str = "data.switchyard.decision";
+
+/// The regorus input for a request and route: `function`, lower-cased
+/// `headers`, `flags` and `versions`; with `bucket` precomputed by the host
+/// when `with_bucket` (the RVM cannot call the host).
+pub fn rego_input(req: &Request, route: &Route, with_bucket: bool) -> regorus::Value {
+    let headers: serde_json::Map<String, serde_json::Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    let cfg = route.config();
+    let mut input = serde_json::json!({
+        "function": route.function(),
+        "headers": headers,
+        "flags": cfg.flags,
+        "versions": cfg.versions,
+    });
+    if with_bucket {
+        let native = NativeCanary::configure(route);
+        if let Some(key) = req.header(&native.header) {
+            input["bucket"] = bucket(key, &native.salt).into();
+        }
+    }
+    serde_json::from_value(input).expect("a JSON value is a regorus value")
+}
+
+/// The regorus interpreter loaded with the Rego policy and the host's
+/// `bucket` as the extension `sy_bucket`.
+pub fn rego_engine() -> regorus::Engine {
+    let mut engine = regorus::Engine::new();
+    engine
+        .add_policy("sticky-canary.rego".into(), STICKY_CANARY_REGO.into())
+        .expect("policy parses");
+    engine
+        .add_extension(
+            "sy_bucket".into(),
+            2,
+            Box::new(|args: Vec<regorus::Value>| {
+                let key = args[0].as_string()?;
+                let salt = args[1].as_string()?;
+                Ok(regorus::Value::from(u64::from(bucket(key, salt))))
+            }),
+        )
+        .expect("extension registers");
+    engine
+}
+
+/// The Rego policy compiled for regorus's RVM (bucket from the input).
+pub fn rego_rvm_program() -> std::sync::Arc<regorus::rvm::program::Program> {
+    let source = STICKY_CANARY_REGO.replace("bkt := sy_bucket(key, salt)", "bkt := input.bucket");
+    let mut engine = regorus::Engine::new();
+    engine
+        .add_policy("sticky-canary.rego".into(), source)
+        .expect("policy parses");
+    let entry: regorus::Rc<str> = REGO_ENTRY_POINT.into();
+    let compiled = engine
+        .compile_with_entrypoint(&entry)
+        .expect("policy compiles");
+    regorus::languages::rego::compiler::Compiler::compile_from_policy(
+        &compiled,
+        &[REGO_ENTRY_POINT],
+    )
+    .expect("RVM program compiles")
+}
+
+/// `(target, traffic, reason)` of a regorus decision value.
+pub fn rego_decision(v: &regorus::Value) -> (String, String, String) {
+    let field = |k: &str| {
+        v[k].as_string()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|_| panic!("decision has no string {k:?}: {v}"))
+    };
+    (field("target"), field("traffic"), field("reason"))
+}

@@ -147,10 +147,15 @@ struct ServeArgs {
     /// (431 above).
     #[arg(long, default_value_t = 32 << 10)]
     max_header_bytes: usize,
-    /// Log one in N production decision lines (synthetic traffic is always
-    /// logged); 0 logs none. Metrics count every request regardless.
+    /// Log one in N decision lines; 0 logs none. Metrics count every
+    /// request regardless.
     #[arg(long, default_value_t = 1, value_name = "N")]
     decision_log_sample: u64,
+    /// Do not run policies: send every request to its function's stable
+    /// version as production traffic. A kill switch, and the baseline for
+    /// measuring what the policies cost (see BENCHMARKS.md).
+    #[arg(long)]
+    bypass_policies: bool,
 }
 
 /// Parses `250ms`, `10s`, `2m`.
@@ -228,6 +233,10 @@ struct DecideArgs {
     /// instead (dir:<path> or ssm:<prefix>); needs --function.
     #[arg(long, requires = "function")]
     store: Option<String>,
+    /// With --store: keep the compiled policy here (as `serve --cache-dir`
+    /// does), so the next run deserializes it instead of compiling.
+    #[arg(long, requires = "store")]
+    cache_dir: Option<PathBuf>,
     /// The function the request is for (requests in --requests may name their own).
     #[arg(long)]
     function: Option<String>,
@@ -505,6 +514,7 @@ fn serve(args: ServeArgs) -> Result<()> {
                 upstream_timeout: args.upstream_timeout,
                 max_header_bytes: args.max_header_bytes,
                 decision_log_sample: args.decision_log_sample,
+                bypass_policies: args.bypass_policies,
                 expected_functions: args.functions.clone(),
                 ..Default::default()
             },
@@ -633,7 +643,7 @@ fn decide(args: DecideArgs) -> Result<()> {
     let (policy, config) = match (&args.store, &args.policy, &args.config) {
         (Some(uri), _, _) => {
             let function = args.function.clone().unwrap_or_default();
-            let (bytes, stored, what) = block_on(async {
+            let (policy, stored) = block_on(async {
                 let store = store::open(uri).await?;
                 let stored = latest(&*store, &function).await?;
                 let digest = stored.config.policy.with_context(|| {
@@ -642,10 +652,21 @@ fn decide(args: DecideArgs) -> Result<()> {
                         stored.version
                     )
                 })?;
-                let bytes = store.get_blob(&digest).await?;
-                anyhow::Ok((bytes, stored, format!("{}/{digest}", store.uri())))
+                // The watcher's loader: the precompiled cache when given,
+                // else the blob, verified and compiled.
+                let watcher = Watcher::new(
+                    store,
+                    engine.clone(),
+                    WatchConfig {
+                        functions: vec![function.clone()],
+                        cache_dir: args.cache_dir.clone(),
+                        ..Default::default()
+                    },
+                );
+                let policy = watcher.compile(&digest).await.map_err(anyhow::Error::msg)?;
+                anyhow::Ok((policy, stored))
             })?;
-            (Policy::new(&engine, &bytes, &what)?, stored.config)
+            (policy, stored.config)
         }
         (None, Some(policy), Some(config)) => (load_policy(&engine, policy)?, load_config(config)?),
         _ => bail!("pass --policy and --config, or --store"),

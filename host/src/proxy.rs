@@ -55,9 +55,13 @@ pub struct ProxyConfig {
     pub mirror_slots: usize,
     /// Functions that must have a policy for `/healthz` to say ready.
     pub expected_functions: Vec<String>,
-    /// Log one in this many production decision lines (synthetic ones are
-    /// always logged). 1 logs every decision; 0 logs none.
+    /// Log one in this many decision lines. 1 logs every decision; 0 logs
+    /// none. (Metrics count every request regardless.)
     pub decision_log_sample: u64,
+    /// Skip the policies: every request goes to its function's `stable`
+    /// version as production traffic (an operator's kill switch, and the
+    /// baseline that isolates a policy's cost under load).
+    pub bypass_policies: bool,
     /// The Lambda client for `lambda` dispatch; by default one is made from
     /// the environment (like any AWS SDK client) on first use.
     pub lambda_client: Option<aws_sdk_lambda::Client>,
@@ -72,6 +76,7 @@ impl Default for ProxyConfig {
             mirror_slots: 64,
             expected_functions: Vec::new(),
             decision_log_sample: 1,
+            bypass_policies: false,
             lambda_client: None,
         }
     }
@@ -181,6 +186,11 @@ async fn render_metrics(State(p): State<Arc<Proxy>>) -> Response {
 
 /// Decides with the function's live policy, recording the decision.
 fn decide(p: &Proxy, active: &Active, req: &Arc<Request>) -> Decision {
+    if p.config.bypass_policies {
+        let mut decision = crate::fail_safe(&active.route, "");
+        decision.reason = "policies bypassed (serve --bypass-policies)".to_owned();
+        return decision;
+    }
     let start = Instant::now();
     let (decision, failure) = active.pool.decide(req, &active.route);
     let nanos = start.elapsed().as_nanos() as u64;
@@ -192,8 +202,7 @@ fn decide(p: &Proxy, active: &Active, req: &Arc<Request>) -> Decision {
     }
     let policy = active.policy.digest().short();
     let sample = p.config.decision_log_sample;
-    let logged = decision.traffic == Traffic::Synthetic
-        || sampled(p.decisions.fetch_add(1, Ordering::Relaxed), sample);
+    let logged = sampled(p.decisions.fetch_add(1, Ordering::Relaxed), sample);
     if !logged {
         return decision;
     }
@@ -213,7 +222,7 @@ fn decide(p: &Proxy, active: &Active, req: &Arc<Request>) -> Decision {
     decision
 }
 
-/// Whether the `seq`-th production decision is logged at one in `sample`.
+/// Whether the `seq`-th decision is logged at one in `sample`.
 fn sampled(seq: u64, sample: u64) -> bool {
     sample > 0 && seq.is_multiple_of(sample)
 }

@@ -769,3 +769,26 @@ async fn metrics_count_every_request() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bypass_sends_everything_to_stable_as_production() {
+    let r = rig(
+        "",
+        Duration::ZERO,
+        ProxyConfig {
+            bypass_policies: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (status, headers, body) = call(
+        "GET",
+        &format!("{}/orders/x", r.base),
+        &[("x-switchyard-synthetic", "true")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-switchyard-target"], "7");
+    assert_eq!(body["traffic"], "production");
+}

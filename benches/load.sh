@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# Switchyard under load, on loopback, in one run (see BENCHMARKS.md):
+#
+#   bash benches/load.sh compare    # req/s and p50/p99: direct, switchyard (policy),
+#                                   # switchyard (--bypass-policies), nginx (map on the header)
+#   bash benches/load.sh soak       # 60 s of load while the mode flips every 5 s and a new
+#                                   # policy version is published every 15 s
+#   bash benches/load.sh footprint  # RSS with 1 and 100 functions, per warm instance,
+#                                   # and process start to first decision (cold/warm cache)
+#   bash benches/load.sh all
+#
+# Installs wrk, nginx-light and hyperfine from Debian when missing (needs root or sudo),
+# builds the release CLI and the synthetic-header policy. Knobs: LOAD_DURATION (10s),
+# LOAD_CONNECTIONS (32), LOAD_THREADS (1), SOAK_SECONDS (60). Results are printed as
+# Markdown tables and kept in target/load/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-compare}
+duration=${LOAD_DURATION:-10s}
+conns=${LOAD_CONNECTIONS:-32}
+threads=${LOAD_THREADS:-1}
+soak_seconds=${SOAK_SECONDS:-60}
+out=target/load
+mkdir -p "$out"
+work=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-load.XXXXXX")
+pids=()
+cleanup() {
+  kill "${pids[@]}" 2>/dev/null || true
+  [ -f "$work/up/nginx.pid" ] && kill "$(cat "$work/up/nginx.pid")" 2>/dev/null || true
+  [ -f "$work/peer/nginx.pid" ] && kill "$(cat "$work/peer/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+log() { echo "== $*" >&2; }
+
+need() { # need <command> <debian package>
+  command -v "$1" >/dev/null 2>&1 && return
+  log "installing $2 (Debian)"
+  local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get install -y -q "$2" >/dev/null 2>&1 || {
+    $sudo apt-get update -q >/dev/null 2>&1
+    $sudo apt-get install -y -q "$2" >/dev/null
+  }
+}
+need wrk wrk
+need hyperfine hyperfine
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need nginx nginx-light
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+wait_ready() { for _ in $(seq 1 400); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return; sleep 0.05; done; echo "switchyard on $1 never got ready" >&2; exit 1; }
+
+log "building the release CLI (first time: compiles wasmtime, minutes)"
+rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
+cargo build -q --release -p switchyard --bin switchyard
+S=$PWD/target/release/switchyard
+wasm=$($S policy build policies/synthetic-header -o "$out/synthetic-header.wasm" | tail -n 1)
+
+# A copy of a component with a custom section appended: the same policy,
+# another digest (a "new version" for the soak, one policy per function for
+# the footprint).
+variant() { # variant <src> <dst> <tag>
+  python3 - "$1" "$2" "$3" <<'EOF'
+import sys
+def leb(n):
+    out = b""
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out += bytes([b | (0x80 if n else 0)])
+        if not n:
+            return out
+src, dst, tag = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+name = b"switchyard-variant"
+body = leb(len(name)) + name + tag
+open(dst, "wb").write(open(src, "rb").read() + b"\x00" + leb(len(body)) + body)
+EOF
+}
+
+# Two stand-in function versions: one nginx worker answering fixed JSON.
+p7=$(free_port); p8=$(free_port)
+mkdir -p "$work/up/logs"
+cat > "$work/up/nginx.conf" <<EOF
+worker_processes 1;
+pid $work/up/nginx.pid;
+error_log $work/up/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/up/body; proxy_temp_path $work/up/proxy;
+  fastcgi_temp_path $work/up/fcgi; uwsgi_temp_path $work/up/uwsgi; scgi_temp_path $work/up/scgi;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$p7; location / { default_type application/json; return 200 '{"version":"7"}'; } }
+  server { listen 127.0.0.1:$p8; location / { default_type application/json; return 200 '{"version":"8"}'; } }
+}
+EOF
+"$NGINX" -p "$work/up" -c "$work/up/nginx.conf" -e "$work/up/error.log"
+wait_port "$p7"; wait_port "$p8"
+
+route_json() { # route_json <mode>
+  cat <<EOF
+{"mode":"$1","versions":{"stable":"7","candidate":"8"},
+ "flags":{"synthetic-header":"x-switchyard-synthetic"},
+ "dispatch":{"type":"http","urls":{"7":"http://127.0.0.1:$p7","8":"http://127.0.0.1:$p8"}}}
+EOF
+}
+store="dir:$work/store"
+route_json synthetic > "$work/route.json"
+$S publish --store "$store" --function orders --policy "$wasm" --config "$work/route.json" >/dev/null 2>&1
+
+serve() { # serve <port> [flags...]: starts switchyard serve in the background
+  local port=$1; shift
+  $S serve --store "$store" --listen "127.0.0.1:$port" --decision-log-sample 0 "$@" >/dev/null 2>"$work/serve-$port.log" &
+  pids+=($!)
+  wait_ready "$port"
+}
+
+# wrk once; prints "rps p50_ms p99_ms requests errors".
+run_wrk() { # run_wrk <url> <duration>
+  local raw
+  raw=$(wrk -t"$threads" -c"$conns" -d"$2" --latency -H 'x-switchyard-synthetic: true' "$1")
+  echo "$raw" > "$out/wrk-last.txt"
+  python3 - "$raw" <<'EOF'
+import re, sys
+raw = sys.argv[1]
+def ms(v):
+    n, unit = re.match(r"([\d.]+)(\w+)", v).groups()
+    return float(n) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", raw).group(1))
+p = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", raw, re.M))
+reqs = int(re.search(r"(\d+) requests in", raw).group(1))
+errs = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", raw))
+m = re.search(r"Non-2xx or 3xx responses: (\d+)", raw)
+errs += int(m.group(1)) if m else 0
+print(f"{rps:.0f} {ms(p['50']):.3f} {ms(p['99']):.3f} {reqs} {errs}")
+EOF
+}
+
+compare() {
+  log "compare: wrk -t$threads -c$conns -d$duration --latency, header x-switchyard-synthetic: true"
+  local ps pb pn
+  ps=$(free_port); pb=$(free_port); pn=$(free_port)
+  mkdir -p "$work/peer"
+  cat > "$work/peer/nginx.conf" <<EOF
+worker_processes 2;
+pid $work/peer/nginx.pid;
+error_log $work/peer/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/peer/body; proxy_temp_path $work/peer/proxy;
+  fastcgi_temp_path $work/peer/fcgi; uwsgi_temp_path $work/peer/uwsgi; scgi_temp_path $work/peer/scgi;
+  keepalive_requests 1000000;
+  upstream v7 { server 127.0.0.1:$p7; keepalive 64; }
+  upstream v8 { server 127.0.0.1:$p8; keepalive 64; }
+  map \$http_x_switchyard_synthetic \$version { default v7; "true" v8; "1" v8; }
+  map \$version \$traffic { default production; v8 synthetic; }
+  server {
+    listen 127.0.0.1:$pn;
+    location / {
+      proxy_pass http://\$version;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header x-switchyard-traffic \$traffic;
+    }
+  }
+}
+EOF
+  "$NGINX" -p "$work/peer" -c "$work/peer/nginx.conf" -e "$work/peer/error.log"
+  wait_port "$pn"
+  serve "$ps"
+  serve "$pb" --bypass-policies
+  # Warm every path, then measure each alone.
+  for u in "http://127.0.0.1:$p8/x" "http://127.0.0.1:$ps/orders/x" "http://127.0.0.1:$pb/orders/x" "http://127.0.0.1:$pn/x"; do
+    run_wrk "$u" 2s >/dev/null
+  done
+  local direct policy bypass nginx
+  direct=$(run_wrk "http://127.0.0.1:$p8/x" "$duration")
+  policy=$(run_wrk "http://127.0.0.1:$ps/orders/x" "$duration")
+  bypass=$(run_wrk "http://127.0.0.1:$pb/orders/x" "$duration")
+  nginx=$(run_wrk "http://127.0.0.1:$pn/x" "$duration")
+  python3 - "$direct" "$policy" "$bypass" "$nginx" "$conns" "$duration" <<'EOF' | tee "$out/compare.md"
+import sys
+names = ["direct to the upstream", "switchyard serve, synthetic-header policy",
+         "switchyard serve --bypass-policies", "nginx, map on the header"]
+rows = [list(map(float, a.split())) for a in sys.argv[1:5]]
+policy, bypass, nginx = rows[1][0], rows[2][0], rows[3][0]
+print(f"| path ({sys.argv[5]} connections, {sys.argv[6]}) | req/s | p50 ms | p99 ms | errors |")
+print("|---|---:|---:|---:|---:|")
+for n, r in zip(names, rows):
+    print(f"| {n} | {r[0]:.0f} | {r[1]:.3f} | {r[2]:.3f} | {r[4]:.0f} |")
+print()
+print(f"policy / bypass throughput: {policy / bypass:.3f} (goal >= 0.95)")
+print(f"policy / nginx throughput: {policy / nginx:.3f} (goal >= 1.0)")
+EOF
+}
+
+soak() {
+  log "soak: ${soak_seconds}s of wrk in 1 s windows; mode flip every 5 s, new policy version every 15 s"
+  local ps; ps=$(free_port)
+  variant "$wasm" "$work/v1.wasm" soak-1
+  serve "$ps" --poll-interval 1s
+  (
+    t=0; n=0
+    while [ "$t" -lt "$soak_seconds" ]; do
+      sleep 5; t=$((t + 5))
+      if [ $((t % 15)) = 0 ]; then
+        n=$((n + 1))
+        if [ $((n % 2)) = 1 ]; then p="$work/v1.wasm"; else p="$wasm"; fi
+        $S publish --store "$store" --function orders --policy "$p" --config "$work/route.json" >/dev/null 2>&1
+        echo "$t publish" >> "$work/events"
+      else
+        if [ $((t / 5 % 2)) = 1 ]; then m=production; else m=synthetic; fi
+        $S mode --store "$store" orders "$m" >/dev/null 2>&1
+        echo "$t mode $m" >> "$work/events"
+      fi
+    done
+  ) & pids+=($!)
+  swaps() { curl -s "http://127.0.0.1:$ps/metrics" | awk '/^switchyard_swaps_total\{function="orders"\}/ {print $2}'; }
+  : > "$work/windows"
+  local before after i
+  for i in $(seq 1 "$soak_seconds"); do
+    before=$(swaps)
+    r=$(run_wrk "http://127.0.0.1:$ps/orders/x" 1s)
+    after=$(swaps)
+    echo "$r ${before:-0} ${after:-0}" >> "$work/windows"
+  done
+  python3 - "$work/windows" "$soak_seconds" <<'EOF' | tee "$out/soak.md"
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+total = sum(int(r[3]) for r in rows)
+errors = sum(int(r[4]) for r in rows)
+swapped = [float(r[2]) for r in rows if float(r[6]) > float(r[5])]
+calm = [float(r[2]) for r in rows if float(r[6]) <= float(r[5])]
+def cell(xs): return f"{statistics.median(xs):.3f} / {max(xs):.3f}" if xs else "n/a"
+print(f"| soak ({sys.argv[2]} x 1 s windows) | value |")
+print("|---|---:|")
+print(f"| requests | {total} |")
+print(f"| errors (socket + non-2xx) | {errors} |")
+print(f"| windows with a swap | {len(swapped)} |")
+print(f"| p99 ms in windows with a swap (median / worst) | {cell(swapped)} |")
+print(f"| p99 ms in windows without (median / worst) | {cell(calm)} |")
+EOF
+}
+
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+footprint() {
+  log "footprint: 100 functions, each its own policy (same code, distinct digests)"
+  local fstore="dir:$work/fstore" i f
+  for i in $(seq -w 1 100); do
+    variant "$wasm" "$work/p$i.wasm" "f$i"
+    $S publish --store "$fstore" --function "f$i" --policy "$work/p$i.wasm" --config "$work/route.json" >/dev/null 2>&1
+  done
+  local p1 p100 pid1 pid100 rss1 rss100_loaded rss100_warm
+  p1=$(free_port); p100=$(free_port)
+  $S serve --store "$fstore" --listen "127.0.0.1:$p1" --function f001 --decision-log-sample 0 >/dev/null 2>&1 & pid1=$!; pids+=($pid1)
+  wait_ready "$p1"
+  curl -s -o /dev/null "http://127.0.0.1:$p1/f001/x"
+  rss1=$(rss_kib "$pid1")
+  $S serve --store "$fstore" --listen "127.0.0.1:$p100" --decision-log-sample 0 >/dev/null 2>&1 & pid100=$!; pids+=($pid100)
+  for _ in $(seq 1 600); do
+    [ "$(curl -s "http://127.0.0.1:$p100/healthz" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["functions"]))' 2>/dev/null)" = 100 ] && break
+    sleep 0.1
+  done
+  rss100_loaded=$(rss_kib "$pid100")
+  for i in $(seq -w 1 100); do curl -s -o /dev/null "http://127.0.0.1:$p100/f$i/x"; done
+  rss100_warm=$(rss_kib "$pid100")
+
+  log "start to first decision: switchyard decide --store ... (hyperfine)"
+  local dec="$S decide --store $fstore --function f001 -H 'x-switchyard-synthetic: true'"
+  $S decide --store "$fstore" --function f001 --cache-dir "$work/warm" >/dev/null
+  hyperfine -N --warmup 3 --runs 30 --export-json "$out/start.json" \
+    -n "process floor (switchyard --version)" "$S --version" \
+    -n "first decision, precompiled cache" "$dec --cache-dir $work/warm" \
+    -n "first decision, no cache (compile)" "$dec" >/dev/null 2>&1
+  python3 - "$rss1" "$rss100_loaded" "$rss100_warm" "$out/start.json" <<'EOF' | tee "$out/footprint.md"
+import json, sys
+rss1, loaded, warm = (int(x) for x in sys.argv[1:4])
+print("| footprint | value |")
+print("|---|---:|")
+print(f"| RSS, 1 function, warm | {rss1 / 1024:.1f} MiB |")
+print(f"| RSS, 100 functions loaded | {loaded / 1024:.1f} MiB |")
+print(f"| RSS, 100 functions, one warm instance each | {warm / 1024:.1f} MiB (goal <= 64) |")
+print(f"| per warm instance ((warm - loaded) / 100) | {(warm - loaded) / 100:.0f} KiB (goal <= 128) |")
+print(f"| per loaded policy ((loaded - 1 fn) / 99) | {(loaded - rss1) / 99:.0f} KiB |")
+print()
+print("| process start to first decision (hyperfine, 30 runs) | median ms | min ms | max ms |")
+print("|---|---:|---:|---:|")
+for r in json.load(open(sys.argv[4]))["results"]:
+    print(f"| {r['command']} | {r['median'] * 1000:.2f} | {r['min'] * 1000:.2f} | {r['max'] * 1000:.2f} |")
+EOF
+}
+
+{
+  echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%Y-%m-%dT%H:%MZ)"
+} | tee "$out/machine.txt" >&2
+case "$what" in
+  compare) compare ;;
+  soak) soak ;;
+  footprint) footprint ;;
+  all) compare; soak; footprint ;;
+  *) echo "usage: bash benches/load.sh [compare|soak|footprint|all]" >&2; exit 2 ;;
+esac

@@ -11,7 +11,9 @@
 #
 # Installs wrk, nginx-light and hyperfine from Debian when missing (needs root or sudo),
 # builds the release CLI and the synthetic-header policy. Knobs: LOAD_DURATION (10s),
-# LOAD_CONNECTIONS (32), LOAD_THREADS (1), SOAK_SECONDS (60). Results are printed as
+# LOAD_CONNECTIONS (32), LOAD_THREADS (1), LOAD_ROUNDS (3; the four paths take turns each
+# round and medians are reported, because this VM drifts by tens of percent between
+# minutes), SOAK_SECONDS (60). Results are printed as
 # Markdown tables and kept in target/load/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +22,7 @@ duration=${LOAD_DURATION:-10s}
 conns=${LOAD_CONNECTIONS:-32}
 threads=${LOAD_THREADS:-1}
 soak_seconds=${SOAK_SECONDS:-60}
+rounds=${LOAD_ROUNDS:-3}
 out=target/load
 mkdir -p "$out"
 work=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-load.XXXXXX")
@@ -175,24 +178,34 @@ EOF
   for u in "http://127.0.0.1:$p8/x" "http://127.0.0.1:$ps/orders/x" "http://127.0.0.1:$pb/orders/x" "http://127.0.0.1:$pn/x"; do
     run_wrk "$u" 2s >/dev/null
   done
-  local direct policy bypass nginx
-  direct=$(run_wrk "http://127.0.0.1:$p8/x" "$duration")
-  policy=$(run_wrk "http://127.0.0.1:$ps/orders/x" "$duration")
-  bypass=$(run_wrk "http://127.0.0.1:$pb/orders/x" "$duration")
-  nginx=$(run_wrk "http://127.0.0.1:$pn/x" "$duration")
-  python3 - "$direct" "$policy" "$bypass" "$nginx" "$conns" "$duration" <<'EOF' | tee "$out/compare.md"
-import sys
-names = ["direct to the upstream", "switchyard serve, synthetic-header policy",
-         "switchyard serve --bypass-policies", "nginx, map on the header"]
-rows = [list(map(float, a.split())) for a in sys.argv[1:5]]
-policy, bypass, nginx = rows[1][0], rows[2][0], rows[3][0]
-print(f"| path ({sys.argv[5]} connections, {sys.argv[6]}) | req/s | p50 ms | p99 ms | errors |")
-print("|---|---:|---:|---:|---:|")
-for n, r in zip(names, rows):
-    print(f"| {n} | {r[0]:.0f} | {r[1]:.3f} | {r[2]:.3f} | {r[4]:.0f} |")
+  : > "$work/compare"
+  local round
+  for round in $(seq 1 "$rounds"); do
+    log "round $round of $rounds"
+    for u in "direct http://127.0.0.1:$p8/x" "policy http://127.0.0.1:$ps/orders/x" \
+             "bypass http://127.0.0.1:$pb/orders/x" "nginx http://127.0.0.1:$pn/x"; do
+      echo "$round ${u%% *} $(run_wrk "${u#* }" "$duration")" >> "$work/compare"
+    done
+  done
+  cp "$work/compare" "$out/compare.txt"
+  python3 - "$work/compare" "$conns" "$duration" "$rounds" <<'EOF' | tee "$out/compare.md"
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+names = {"direct": "direct to the upstream", "policy": "switchyard serve, synthetic-header policy",
+         "bypass": "switchyard serve --bypass-policies", "nginx": "nginx, map on the header"}
+by = {k: [r for r in rows if r[1] == k] for k in names}
+med = lambda k, i: statistics.median(float(r[i]) for r in by[k])
+print(f"| path ({sys.argv[2]} connections, {sys.argv[3]} x {sys.argv[4]} rounds) | req/s (median) | req/s per round | p50 ms | p99 ms | errors |")
+print("|---|---:|---|---:|---:|---:|")
+for k, n in names.items():
+    per = ", ".join(f"{float(r[2]):.0f}" for r in by[k])
+    errs = sum(int(r[6]) for r in by[k])
+    print(f"| {n} | {med(k, 2):.0f} | {per} | {med(k, 3):.3f} | {med(k, 4):.3f} | {errs} |")
 print()
-print(f"policy / bypass throughput: {policy / bypass:.3f} (goal >= 0.95)")
-print(f"policy / nginx throughput: {policy / nginx:.3f} (goal >= 1.0)")
+ratio = lambda a, b: [float(x[2]) / float(y[2]) for x, y in zip(by[a], by[b])]
+fmt = lambda xs: ", ".join(f"{x:.3f}" for x in xs)
+print(f"policy / bypass throughput: median {statistics.median(ratio('policy', 'bypass')):.3f} (rounds: {fmt(ratio('policy', 'bypass'))}; goal >= 0.95)")
+print(f"policy / nginx throughput: median {statistics.median(ratio('policy', 'nginx')):.3f} (rounds: {fmt(ratio('policy', 'nginx'))}; goal >= 1.0)")
 EOF
 }
 

@@ -152,6 +152,22 @@ fn instantiate(c: &mut Criterion) {
             })
         });
     }
+    for keep in [64usize << 10, 1 << 20, 2 << 20] {
+        let engine = Engine::with_config(EngineConfig {
+            keep_resident: keep,
+            ..Default::default()
+        })
+        .unwrap();
+        let policy = Policy::new(&engine, &bytes, "sticky-canary").unwrap();
+        g.bench_function(format!("wasm_fresh/keep_{}k", keep >> 10), |b| {
+            b.iter(|| {
+                policy
+                    .evaluator()
+                    .evaluate(black_box(&req), &route)
+                    .unwrap()
+            })
+        });
+    }
     g.finish();
 }
 

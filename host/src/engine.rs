@@ -31,6 +31,11 @@ pub struct EngineConfig {
     /// of copying data segments. On: a fresh instance of `sticky-canary`
     /// measured 15 % faster with it (BENCHMARKS.md, group `instantiate`).
     pub copy_on_write: bool,
+    /// Bytes at the start of each pooled linear memory that are zeroed with
+    /// `memset` and kept resident when an instance is dropped, instead of
+    /// being handed back to the kernel (`madvise`) and faulted in again by
+    /// the next instance. 0 hands everything back.
+    pub keep_resident: usize,
 }
 
 /// Default fuel per call: about 1 ms of a tight loop on the reference
@@ -45,6 +50,7 @@ impl Default for EngineConfig {
             recycle_after: 10_000,
             max_instances: 1_000,
             copy_on_write: true,
+            keep_resident: 0,
         }
     }
 }
@@ -89,7 +95,8 @@ impl Engine {
             .max_memory_size(config.memory_limit)
             .max_memories_per_component(2)
             .max_tables_per_component(2)
-            .max_core_instances_per_component(4);
+            .max_core_instances_per_component(4)
+            .linear_memory_keep_resident(config.keep_resident);
 
         let mut wt = Config::new();
         wt.wasm_component_model(true)

@@ -130,6 +130,17 @@ pub fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new().build_recorder();
             let handle = recorder.handle();
+            // Histograms keep every sample until upkeep folds them in: without
+            // it, memory grows with each request while nobody scrapes.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("switchyard-metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                });
             // Another recorder may already be installed (an embedding
             // application's): then ours only renders what it records.
             let _ = metrics::set_global_recorder(recorder);
@@ -200,12 +211,12 @@ fn decide(p: &Proxy, active: &Active, req: &Arc<Request>) -> Decision {
         metrics::counter!("switchyard_fail_safe_total", "function" => req.function.clone(), "kind" => e.kind())
             .increment(1);
     }
-    let policy = active.policy.digest().short();
     let sample = p.config.decision_log_sample;
     let logged = sampled(p.decisions.fetch_add(1, Ordering::Relaxed), sample);
     if !logged {
         return decision;
     }
+    let policy = active.policy.digest().short();
     // Synthetic traffic logs under its own target, so it can be kept apart.
     match decision.traffic {
         Traffic::Production => tracing::info!(

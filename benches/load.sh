@@ -58,7 +58,7 @@ wait_ready() { for _ in $(seq 1 400); do curl -sf "http://127.0.0.1:$1/healthz" 
 log "building the release CLI (first time: compiles wasmtime, minutes)"
 rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
 cargo build -q --release -p switchyard --bin switchyard
-S=$PWD/target/release/switchyard
+S=${CARGO_TARGET_DIR:-$PWD/target}/release/switchyard
 wasm=$($S policy build policies/synthetic-header -o "$out/synthetic-header.wasm" | tail -n 1)
 
 # A copy of a component with a custom section appended: the same policy,

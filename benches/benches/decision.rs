@@ -152,7 +152,7 @@ fn instantiate(c: &mut Criterion) {
             })
         });
     }
-    for keep in [64usize << 10, 1 << 20, 2 << 20] {
+    for keep in [64usize << 10, 128 << 10, 256 << 10, 1 << 20] {
         let engine = Engine::with_config(EngineConfig {
             keep_resident: keep,
             ..Default::default()

@@ -49,7 +49,13 @@ fn main() {
     ])
     .arg("--manifest-path")
     .arg(policies.join("Cargo.toml"))
-    .env("CARGO_TARGET_DIR", &target_dir);
+    .env("CARGO_TARGET_DIR", &target_dir)
+    // As `switchyard policy build` does (host/src/build.rs, policy_rustflags):
+    // a 64 KiB shadow stack at the start of memory.
+    .env(
+        "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS",
+        "-C link-arg=-zstack-size=65536",
+    );
     // Settings meant for the host build must not leak into the wasm build
     // (clippy's wrapper, host rustflags, the profile of the outer build).
     for (key, _) in env::vars_os() {

@@ -68,6 +68,21 @@ pub struct Built {
     pub info: PolicyInfo,
 }
 
+/// Where cargo reads extra rustflags for the policy target.
+pub const POLICY_RUSTFLAGS_VAR: &str = "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS";
+
+/// Rustflags for policies: a 64 KiB shadow stack instead of rustc's 1 MiB
+/// default, so the pages a policy touches sit at the start of its memory
+/// (what `EngineConfig::keep_resident` keeps warm between instances; see
+/// BENCHMARKS.md). Flags the caller already set in the variable come first.
+pub fn policy_rustflags() -> String {
+    let own = "-C link-arg=-zstack-size=65536";
+    match std::env::var(POLICY_RUSTFLAGS_VAR) {
+        Ok(v) if !v.trim().is_empty() => format!("{v} {own}"),
+        _ => own.to_owned(),
+    }
+}
+
 /// Builds the policy crate in `crate_dir` for [`TARGET`] in release mode,
 /// componentizes it, checks its interface, and writes it to `out` (default:
 /// `<target-dir>/wasm32-unknown-unknown/release/<crate>.component.wasm`).
@@ -89,6 +104,7 @@ pub fn build_policy(crate_dir: &Path, out: Option<&Path>) -> Result<Built, Build
     let status = Command::new(cargo())
         .args(["build", "--release", "--target", TARGET, "--manifest-path"])
         .arg(&manifest)
+        .env(POLICY_RUSTFLAGS_VAR, policy_rustflags())
         .stdout(Stdio::null())
         .status()
         .map_err(BuildError::Cargo)?;

@@ -34,7 +34,10 @@ pub struct EngineConfig {
     /// Bytes at the start of each pooled linear memory that are zeroed with
     /// `memset` and kept resident when an instance is dropped, instead of
     /// being handed back to the kernel (`madvise`) and faulted in again by
-    /// the next instance. 0 hands everything back.
+    /// the next instance. 0 hands everything back. With policies built by
+    /// `switchyard policy build` (64 KiB stack first), 256 KiB made a fresh
+    /// instance 28 % faster but keeps that much resident per pool slot ever
+    /// used, hence off by default (BENCHMARKS.md, fresh instances).
     pub keep_resident: usize,
 }
 

@@ -22,7 +22,7 @@ done
 
 rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-unknown-unknown
 echo "== building the switchyard CLI (the first build compiles wasmtime: minutes)" >&2
-cargo build -q -p switchyard
+cargo build -q --workspace  # the whole workspace: shares the test build's artifacts
 S=target/debug/switchyard
 store=dir:target/demo-store
 rm -rf target/demo-store

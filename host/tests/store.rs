@@ -402,6 +402,29 @@ async fn unreachable_ssm() -> SsmStore {
     SsmStore::new(aws_sdk_ssm::Client::new(&config), "/down").unwrap()
 }
 
+/// More functions and versions than SSM returns in one page (10 names per
+/// `GetParametersByPath`, 50 versions per `GetParameterHistory`).
+async fn listings_span_pages<B: Backend>() {
+    let (store, _b) = B::fresh().await;
+    let mut want: Vec<String> = (0..23).map(|i| format!("fn-{i:02}")).collect();
+    for f in &want {
+        store.put_route(f, &config("production")).await.unwrap();
+    }
+    for _ in 1..55 {
+        store
+            .put_route("fn-00", &config("synthetic"))
+            .await
+            .unwrap();
+    }
+    want.sort();
+    assert_eq!(store.functions().await.unwrap(), want);
+    let history = store.history("fn-00").await.unwrap();
+    assert_eq!(
+        history.iter().map(|r| r.version).collect::<Vec<_>>(),
+        (1..=55).collect::<Vec<u64>>()
+    );
+}
+
 macro_rules! suite {
     ($module:ident, $backend:ident: $($test:ident),* $(,)?) => {
         mod $module {
@@ -417,10 +440,10 @@ macro_rules! suite {
 
 suite!(dir, Dir: routes_versions_and_history, blobs_round_trip_and_are_verified, bad_values_are_refused,
        watcher_swaps_and_keeps_last_known_good, failing_fixture_cases_keep_a_version_out,
-       cache_serves_when_the_store_is_down);
+       cache_serves_when_the_store_is_down, listings_span_pages);
 suite!(ssm, Ssm: routes_versions_and_history, blobs_round_trip_and_are_verified, bad_values_are_refused,
        watcher_swaps_and_keeps_last_known_good, failing_fixture_cases_keep_a_version_out,
-       cache_serves_when_the_store_is_down);
+       cache_serves_when_the_store_is_down, listings_span_pages);
 
 #[tokio::test]
 async fn ssm_blobs_are_chunked_within_the_standard_tier_limit() {

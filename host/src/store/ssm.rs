@@ -229,16 +229,14 @@ impl ConfigStore for SsmStore {
     async fn history(&self, function: &str) -> Result<Vec<StoredRoute>> {
         let name = self.route_name(function)?;
         let mut routes = Vec::new();
-        let mut token = None;
-        loop {
-            let out = self
-                .client
-                .get_parameter_history()
-                .name(&name)
-                .set_next_token(token)
-                .send()
-                .await;
-            let out = match out {
+        let mut pages = self
+            .client
+            .get_parameter_history()
+            .name(&name)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let out = match page {
                 Ok(out) => out,
                 Err(e) if e.code() == Some("ParameterNotFound") => return Ok(Vec::new()),
                 Err(e) => return Err(self.err(e)),
@@ -252,10 +250,6 @@ impl ConfigStore for SsmStore {
                     config: decode_route(function, version, p.value().unwrap_or_default())?,
                 });
             }
-            token = out.next_token().map(str::to_owned);
-            if token.is_none() {
-                break;
-            }
         }
         routes.sort_by_key(|r| r.version);
         Ok(routes)
@@ -264,25 +258,19 @@ impl ConfigStore for SsmStore {
     async fn functions(&self) -> Result<Vec<String>> {
         let path = format!("{}/functions", self.prefix);
         let mut names = Vec::new();
-        let mut token = None;
-        loop {
-            let out = self
-                .client
-                .get_parameters_by_path()
-                .path(&path)
-                .recursive(false)
-                .set_next_token(token)
-                .send()
-                .await
-                .map_err(|e| self.err(e))?;
+        let mut pages = self
+            .client
+            .get_parameters_by_path()
+            .path(&path)
+            .recursive(false)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let out = page.map_err(|e| self.err(e))?;
             for p in out.parameters() {
                 if let Some(name) = p.name().and_then(|n| n.rsplit('/').next()) {
                     names.push(name.to_owned());
                 }
-            }
-            token = out.next_token().map(str::to_owned);
-            if token.is_none() {
-                break;
             }
         }
         names.sort();

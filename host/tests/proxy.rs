@@ -792,3 +792,71 @@ async fn bypass_sends_everything_to_stable_as_production() {
     assert_eq!(headers["x-switchyard-target"], "7");
     assert_eq!(body["traffic"], "production");
 }
+
+/// A loopback endpoint answering every Invoke the way Lambda reports a
+/// function that raised (moto's Lambda without Docker never does): 200,
+/// `X-Amz-Function-Error: Unhandled`, the runtime's error payload.
+async fn failing_lambda_endpoint() -> String {
+    let app = axum::Router::new().fallback(|| async {
+        (
+            [
+                ("x-amz-function-error", "Unhandled"),
+                ("x-amz-executed-version", "2"),
+                ("content-type", "application/json"),
+            ],
+            r#"{"errorType":"KeyError","errorMessage":"'id'","stackTrace":[]}"#,
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_errors_are_named_gateway_errors() {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_lambda::config::Credentials::for_tests())
+        .endpoint_url(failing_lambda_endpoint().await)
+        .load()
+        .await;
+    let r = rig_route(
+        lambda_route("orders-fn", &["1".into(), "2".into()]),
+        Seen::default(),
+        ProxyConfig {
+            lambda_client: Some(aws_sdk_lambda::Client::new(&sdk)),
+            ..Default::default()
+        },
+    )
+    .await;
+    // HTTP front end: a 502 naming the function, qualifier and error.
+    let (status, headers, body) = call(
+        "GET",
+        &format!("{}/orders/x", r.base),
+        &[("x-switchyard-synthetic", "true")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(headers["x-switchyard-target"], "2");
+    assert_eq!(body["function"], "orders-fn");
+    assert_eq!(body["qualifier"], "2");
+    assert_eq!(body["error-type"], "Unhandled");
+    assert!(
+        body["error"].as_str().unwrap().contains("KeyError: 'id'"),
+        "{body}"
+    );
+    // Invoke API front end: answered as Lambda does, so SDKs see FunctionError.
+    let (status, headers, body) = call(
+        "POST",
+        &format!("{}/2015-03-31/functions/orders-fn/invocations", r.base),
+        &[],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-amz-function-error"], "Unhandled");
+    assert_eq!(headers["x-amz-executed-version"], "2");
+    assert_eq!(body["errorType"], "KeyError");
+}

@@ -399,7 +399,7 @@ async fn forward_inner(
                     function_name,
                     mirror,
                     event(Traffic::Synthetic),
-                    tags(&decision, Traffic::Synthetic),
+                    &decision,
                 )
                 .await;
             }
@@ -620,8 +620,9 @@ async fn mirror_lambda(
     lambda_name: &str,
     qualifier: &str,
     payload: Bytes,
-    tags: Vec<(String, String)>,
+    decision: &Decision,
 ) {
+    let tags = tags(decision, Traffic::Synthetic);
     let client = p.lambda_client().await.clone();
     let timeout = p.config.upstream_timeout;
     let (name, q) = (lambda_name.to_owned(), qualifier.to_owned());
@@ -811,7 +812,7 @@ async fn invoke_api(
                     function_name,
                     mirror,
                     payload.clone(),
-                    tags(&decision, Traffic::Synthetic),
+                    &decision,
                 )
                 .await;
             }

@@ -471,6 +471,15 @@ fn lambda_function(region: &str, tag: &str) -> (String, Vec<String>) {
     (name, versions)
 }
 
+/// The proxy serving `cfg` with a Lambda client made from `sdk`.
+async fn lambda_rig(cfg: RouteConfig, sdk: &aws_config::SdkConfig) -> Rig {
+    let config = ProxyConfig {
+        lambda_client: Some(aws_sdk_lambda::Client::new(sdk)),
+        ..Default::default()
+    };
+    rig_route(cfg, Seen::default(), config).await
+}
+
 fn lambda_route(name: &str, versions: &[String]) -> RouteConfig {
     RouteConfig::from_json(&format!(
         r#"{{"mode":"synthetic","versions":{{"stable":"{}","candidate":"{}"}},
@@ -497,15 +506,7 @@ async fn lambda_dispatch_invokes_the_chosen_qualifier() {
         .region(aws_config::Region::new(region))
         .load()
         .await;
-    let r = rig_route(
-        lambda_route(&name, &versions),
-        Seen::default(),
-        ProxyConfig {
-            lambda_client: Some(aws_sdk_lambda::Client::new(&sdk)),
-            ..Default::default()
-        },
-    )
-    .await;
+    let r = lambda_rig(lambda_route(&name, &versions), &sdk).await;
 
     // moto without Docker echoes the event: the body is what the function got.
     let (status, headers, event) = call(
@@ -636,15 +637,7 @@ async fn lambda_unreachable_is_a_clear_gateway_error() {
         .retry_config(aws_config::retry::RetryConfig::disabled())
         .load()
         .await;
-    let r = rig_route(
-        lambda_route("orders-fn", &["1".into(), "2".into()]),
-        Seen::default(),
-        ProxyConfig {
-            lambda_client: Some(aws_sdk_lambda::Client::new(&sdk)),
-            ..Default::default()
-        },
-    )
-    .await;
+    let r = lambda_rig(lambda_route("orders-fn", &["1".into(), "2".into()]), &sdk).await;
     let (status, headers, body) = call("GET", &format!("{}/orders/x", r.base), &[], "").await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(headers["x-switchyard-target"], "1");
@@ -821,15 +814,7 @@ async fn function_errors_are_named_gateway_errors() {
         .endpoint_url(failing_lambda_endpoint().await)
         .load()
         .await;
-    let r = rig_route(
-        lambda_route("orders-fn", &["1".into(), "2".into()]),
-        Seen::default(),
-        ProxyConfig {
-            lambda_client: Some(aws_sdk_lambda::Client::new(&sdk)),
-            ..Default::default()
-        },
-    )
-    .await;
+    let r = lambda_rig(lambda_route("orders-fn", &["1".into(), "2".into()]), &sdk).await;
     // HTTP front end: a 502 naming the function, qualifier and error.
     let (status, headers, body) = call(
         "GET",

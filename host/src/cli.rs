@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::build::build_policy;
 use crate::cases::CaseFile;
 use crate::policy::{Policy, inspect};
 use crate::proxy::{Proxy, ProxyConfig};
@@ -195,14 +194,23 @@ struct PublishArgs {
 
 #[derive(Debug, Subcommand)]
 enum PolicyCommand {
-    /// Build a Rust policy crate into a component (wasm32-unknown-unknown +
-    /// wit-component). Prints the component's path as the last line of stdout.
+    /// Build a policy folder into a component; the language comes from the
+    /// folder: Rust (Cargo.toml: cargo for wasm32-unknown-unknown, then
+    /// wit-component), Python (policy.py: componentize-py --stub-wasi) or
+    /// JavaScript (policy.js: jco componentize with WASI disabled).
+    /// Python and JavaScript builds go to <folder>/target/<folder>.component.wasm.
+    /// Prints the component's path as the last line of stdout.
     Build {
-        /// Folder of the policy crate (its Cargo.toml has crate-type cdylib).
+        /// The policy folder.
+        #[arg(value_name = "POLICY_DIR")]
         crate_dir: PathBuf,
         /// Where to write the component.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// JavaScript engine: quickjs (componentize-qjs; small, fast to
+        /// build and call) or spidermonkey (componentize-js).
+        #[arg(long, value_name = "ENGINE", default_value = "quickjs", value_parser = ["quickjs", "spidermonkey"])]
+        js_backend: String,
     },
     /// Print a component's digest, size, imports and exports as JSON; exits
     /// non-zero (with the reason on stderr) when it is not a valid policy.
@@ -278,8 +286,16 @@ pub fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<std::process::ExitCode> {
     use std::process::ExitCode;
     match cli.command {
-        Command::Policy(PolicyCommand::Build { crate_dir, output }) => {
-            let built = build_policy(&crate_dir, output.as_deref())?;
+        Command::Policy(PolicyCommand::Build {
+            crate_dir,
+            output,
+            js_backend,
+        }) => {
+            let js = match js_backend.as_str() {
+                "spidermonkey" => crate::build::JsBackend::SpiderMonkey,
+                _ => crate::build::JsBackend::QuickJs,
+            };
+            let built = crate::build::build(&crate_dir, output.as_deref(), js)?;
             eprintln!(
                 "built {} ({} bytes, {})",
                 built.path.display(),

@@ -20,8 +20,13 @@ pub struct EngineConfig {
     /// default, [`DEFAULT_FUEL`], runs out after about 1 ms of a tight loop
     /// on the reference machine (see BENCHMARKS.md).
     pub fuel: Option<u64>,
-    /// Linear-memory cap per policy instance, in bytes.
+    /// How far a policy instance may grow its linear memory beyond what it
+    /// starts with, in bytes. A cap on growth rather than on size, so one
+    /// rule fits a 1 MiB Rust policy and a Python policy whose interpreter
+    /// image starts at tens of MiB: each gets the same headroom for work.
     pub memory_limit: usize,
+    /// Hard cap on one linear memory, initial image included, in bytes.
+    pub max_memory_size: usize,
     /// A warm instance is replaced by a fresh one after this many evaluations
     /// (and always after a trap), so state a policy keeps cannot grow forever.
     pub recycle_after: u64,
@@ -50,6 +55,7 @@ impl Default for EngineConfig {
         EngineConfig {
             fuel: Some(DEFAULT_FUEL),
             memory_limit: 16 << 20,
+            max_memory_size: 256 << 20,
             recycle_after: 10_000,
             max_instances: 1_000,
             copy_on_write: true,
@@ -57,6 +63,14 @@ impl Default for EngineConfig {
         }
     }
 }
+
+/// Core module instances one policy component may create (an interpreter
+/// linked from shared libraries needs dozens).
+pub const MAX_CORE_INSTANCES_PER_POLICY: u32 = 64;
+/// Linear memories one policy component may define.
+pub const MAX_MEMORIES_PER_POLICY: u32 = 4;
+/// Tables one policy component may define.
+pub const MAX_TABLES_PER_POLICY: u32 = 16;
 
 /// The engine all policies of a process share. Cheap to clone.
 #[derive(Clone)]
@@ -88,17 +102,26 @@ impl Engine {
                 "a fuel budget of 0 cannot run anything; use None for no budget".into(),
             ));
         }
+        if config.memory_limit > config.max_memory_size {
+            return Err(EngineError(format!(
+                "memory_limit ({}) is above max_memory_size ({})",
+                config.memory_limit, config.max_memory_size
+            )));
+        }
         let mut pool = PoolingAllocationConfig::default();
         // A componentized Rust policy is a main module plus a small shim: two
-        // core instances and two tables, but one linear memory.
+        // core instances and two tables, one linear memory. Python and
+        // JavaScript policies link an interpreter from many modules (a
+        // componentize-py build has 38 core instances), so the per-component
+        // caps are wide; the totals are budgets across all live instances.
         pool.total_component_instances(config.max_instances)
-            .total_core_instances(config.max_instances.saturating_mul(4))
-            .total_memories(config.max_instances)
+            .total_core_instances(config.max_instances.saturating_mul(8))
+            .total_memories(config.max_instances.saturating_mul(2))
             .total_tables(config.max_instances.saturating_mul(4))
-            .max_memory_size(config.memory_limit)
-            .max_memories_per_component(2)
-            .max_tables_per_component(2)
-            .max_core_instances_per_component(4)
+            .max_memory_size(config.max_memory_size)
+            .max_memories_per_component(MAX_MEMORIES_PER_POLICY)
+            .max_tables_per_component(MAX_TABLES_PER_POLICY)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_POLICY)
             .linear_memory_keep_resident(config.keep_resident);
 
         let mut wt = Config::new();

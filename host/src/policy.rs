@@ -143,8 +143,8 @@ pub enum EvalError {
         /// The budget, in fuel units.
         fuel: u64,
     },
-    /// Tried to grow memory past the cap.
-    #[error("policy exceeded its memory limit of {limit} bytes")]
+    /// Tried to grow its memory by more than the limit.
+    #[error("policy grew its memory by more than its limit of {limit} bytes")]
     Memory {
         /// The cap in bytes.
         limit: usize,
@@ -377,6 +377,8 @@ impl Policy {
 pub struct HostState {
     request: Option<Arc<Request>>,
     memory_limit: usize,
+    /// Bytes all memories of the instance grew by since instantiation.
+    memory_grown: usize,
     memory_denied: bool,
     digest: Digest,
 }
@@ -384,13 +386,21 @@ pub struct HostState {
 impl ResourceLimiter for HostState {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_limit {
-            self.memory_denied = true;
-            return Ok(false);
+        // A memory's first allocation (its initial image) is bounded by the
+        // pool's max_memory_size; growth after that counts against the limit.
+        if current > 0 {
+            let grown = self
+                .memory_grown
+                .saturating_add(desired.saturating_sub(current));
+            if grown > self.memory_limit {
+                self.memory_denied = true;
+                return Ok(false);
+            }
+            self.memory_grown = grown;
         }
         Ok(true)
     }
@@ -539,7 +549,7 @@ impl Evaluator {
                         fuel: engine.fuel.unwrap_or_default(),
                     }
                 } else {
-                    EvalError::Trap(format!("{e:#}"))
+                    EvalError::Trap(trap_summary(&e))
                 };
                 self.instance = None;
                 Err(err)
@@ -618,6 +628,7 @@ impl Policy {
             HostState {
                 request: None,
                 memory_limit: engine.memory_limit,
+                memory_grown: 0,
                 memory_denied: false,
                 digest: self.info.digest,
             },
@@ -634,6 +645,27 @@ impl Policy {
             calls: 0,
             configured: None,
         })
+    }
+}
+
+/// One line for a trap: what happened and the innermost named function, e.g.
+/// "wasm trap: wasm `unreachable` instruction executed (in
+/// libc.so!wall_clock_now)" for a Python policy reading the clock. (The full
+/// backtrace is many lines and ends up in decision reasons and logs.)
+fn trap_summary(e: &wasmtime::Error) -> String {
+    let what = match e.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{}", e.root_cause()),
+    };
+    let frame = e.downcast_ref::<wasmtime::WasmBacktrace>().and_then(|bt| {
+        bt.frames().iter().find_map(|f| {
+            f.func_name()
+                .map(|n| format!("{}!{n}", f.module().name().unwrap_or("<module>")))
+        })
+    });
+    match frame {
+        Some(frame) => format!("{what} (in {frame})"),
+        None => what,
     }
 }
 

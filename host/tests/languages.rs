@@ -1,0 +1,318 @@
+//! One contract, three languages: the Python and JavaScript ports of the
+//! policies in `policies/` are built with `switchyard policy build`'s code,
+//! pass the Rust policies' fixture cases unchanged, and decide exactly as the
+//! Rust builds do over generated requests and route configs. Policies that
+//! reach for files, sockets, the environment or the clock fail cleanly.
+//!
+//! Needs componentize-py and jco (`.ci/run` installs both; see the README).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use common::*;
+use switchyard::build::{self, Language};
+use switchyard::cases::CaseFile;
+use switchyard::{Decision, Policy, Request, Route, RouteConfig};
+
+/// The policies ported to every language.
+const PORTED: [&str; 2] = ["synthetic-header", "sticky-canary"];
+
+fn policy_dir(lang: Language, name: &str) -> PathBuf {
+    let root = repo_root().join("policies");
+    match lang {
+        Language::Rust => root.join(name),
+        Language::Python => root.join("python").join(name),
+        Language::JavaScript => root.join("js").join(name),
+    }
+}
+
+/// Builds (once per test process) and loads a policy. Builds run one at a
+/// time: each tool uses every core.
+fn built(lang: Language, name: &str) -> Arc<Policy> {
+    type Built = Vec<((Language, String), Arc<Policy>)>;
+    static CACHE: OnceLock<Mutex<Built>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = cache.iter().find(|(k, _)| k == &(lang, name.to_owned())) {
+        return p.clone();
+    }
+    let policy = load_built(&policy_dir(lang, name), lang, name);
+    cache.push(((lang, name.to_owned()), policy.clone()));
+    policy
+}
+
+fn load_built(dir: &Path, lang: Language, name: &str) -> Arc<Policy> {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("languages")
+        .join(format!("{lang:?}-{name}.component.wasm"));
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let built = build::build(dir, Some(&out), build::JsBackend::default())
+        .unwrap_or_else(|e| panic!("building the {lang:?} {name} policy: {e}"));
+    let imports: Vec<&str> = built.info.imports.iter().map(String::as_str).collect();
+    assert!(
+        imports.iter().all(|i| i.starts_with("switchyard:policy/")),
+        "{lang:?} {name} imports {imports:?}"
+    );
+    let bytes = std::fs::read(&built.path).unwrap();
+    Policy::new(engine(), &bytes, &built.path.display().to_string()).expect("policy loads")
+}
+
+#[test]
+fn ports_pass_the_rust_fixture_cases() {
+    for name in PORTED {
+        let cases =
+            std::fs::read_to_string(policy_dir(Language::Rust, name).join("cases.json")).unwrap();
+        let cases = CaseFile::from_json(&cases).unwrap();
+        for lang in [Language::Python, Language::JavaScript] {
+            let results = cases.run(&built(lang, name)).expect("cases run");
+            let failed: Vec<_> = results.iter().filter(|r| !r.passed()).collect();
+            assert!(
+                failed.is_empty(),
+                "{lang:?} {name}: {failed:#?} of {} cases failed",
+                results.len()
+            );
+            assert!(results.len() >= 5, "{name} has few cases");
+        }
+    }
+}
+
+/// splitmix64: a small deterministic generator, so a failure reproduces.
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e3779b97f4a7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[self.below(from.len())]
+    }
+    /// Printable ASCII, as HTTP header values are.
+    fn text(&mut self, max: usize) -> String {
+        let len = self.below(max + 1);
+        (0..len)
+            .map(|_| (b' ' + self.below(95) as u8) as char)
+            .collect()
+    }
+}
+
+const TRUTHY: &[&str] = &[
+    "true", "TRUE", "tRuE", "1", " 1 ", "\ttrue", "true ", "0", "yes", "false", "", "truee", "11",
+];
+const PERCENTS: &[&str] = &[
+    "0", "10", "50", "100", "12.5", "0.01", "99.995", "0.005", "33.333", " 7 ", "1e1", "5.", ".5",
+    "+5", "-0", "abc", "150", "-1", "", "nan", "inf", "0x10", "1_0", "100.0001", "\"q\"", "a\\b",
+    "\t3", "1 2", "1e400",
+];
+const ROLES: &[&str] = &["stable", "candidate", "canary", "shadow"];
+const QUALIFIERS: &[&str] = &["1", "7", "8", "42", "live", "$LATEST", "blue"];
+const HEADERS: &[&str] = &[
+    "x-switchyard-synthetic",
+    "X-Switchyard-Synthetic",
+    "x-qa",
+    "X-QA",
+    "x-user-id",
+    "X-User-Id",
+    "x-tenant",
+    "accept",
+];
+
+/// A route config, and a sticky key whose bucket sits exactly on the
+/// config's canary threshold when the generator chose to test that edge.
+fn gen_config(g: &mut Gen, function: &str) -> (RouteConfig, String) {
+    let mut versions = serde_json::Map::new();
+    versions.insert("stable".into(), g.pick(QUALIFIERS).into());
+    for role in &ROLES[1..] {
+        if g.chance(60) {
+            versions.insert((*role).into(), g.pick(QUALIFIERS).into());
+        }
+    }
+    let mut flags = serde_json::Map::new();
+    let candidates = [
+        (
+            "synthetic-header",
+            g.pick(&["x-qa", "X-QA", "x-switchyard-synthetic"])
+                .to_owned(),
+        ),
+        ("mirror-role", g.pick(ROLES).to_owned()),
+        ("canary-percent", g.pick(PERCENTS).to_owned()),
+        (
+            "sticky-header",
+            g.pick(&["x-tenant", "X-Tenant", "x-user-id"]).to_owned(),
+        ),
+        ("sticky-salt", g.text(6)),
+    ];
+    for (name, value) in candidates {
+        if g.chance(40) {
+            flags.insert(name.into(), value.into());
+        }
+    }
+    if g.chance(70) && !flags.contains_key("canary-percent") {
+        flags.insert("canary-percent".into(), g.pick(PERCENTS).into());
+    }
+    let edge_key = format!("edge-{}", g.below(1000));
+    if g.chance(30) {
+        // The percentage that puts edge_key's bucket exactly on the threshold.
+        let salt = flags
+            .get("sticky-salt")
+            .and_then(|v| v.as_str())
+            .unwrap_or(function);
+        let bucket = switchyard::policy::bucket(&edge_key, salt);
+        let percent = format!("{}.{:02}", bucket / 100, bucket % 100);
+        flags.insert("canary-percent".into(), percent.into());
+    }
+    let json = serde_json::json!({
+        "mode": if g.chance(70) { "synthetic" } else { "production" },
+        "versions": versions,
+        "flags": flags,
+    });
+    let config = RouteConfig::from_json(&json.to_string()).expect("generated config is valid");
+    (config, edge_key)
+}
+
+fn gen_request(g: &mut Gen, function: &str, edge_key: &str) -> Request {
+    let mut headers = Vec::new();
+    for _ in 0..g.below(5) {
+        let name = g.pick(HEADERS);
+        let value = if name.to_ascii_lowercase().contains("user")
+            || name.to_ascii_lowercase().contains("tenant")
+        {
+            if g.chance(30) {
+                edge_key.to_owned()
+            } else if g.chance(50) {
+                format!("user-{}", g.below(200))
+            } else {
+                g.text(12)
+            }
+        } else if g.chance(80) {
+            g.pick(TRUTHY).to_owned()
+        } else {
+            g.text(8)
+        };
+        headers.push((name.to_owned(), value));
+    }
+    let method = g.pick(&["GET", "POST", "DELETE"]);
+    Request::new(function, method, "/orders/1", headers)
+}
+
+/// What must match across languages: the whole decision.
+fn show(d: &Decision) -> String {
+    serde_json::to_string(d).unwrap()
+}
+
+#[test]
+fn languages_decide_identically_over_generated_requests() {
+    const REQUESTS: usize = 1_200;
+    for name in PORTED {
+        let langs = [Language::Rust, Language::Python, Language::JavaScript];
+        let mut evaluators: Vec<_> = langs.iter().map(|l| built(*l, name).evaluator()).collect();
+        let mut g = Gen(0x5eed ^ name.len() as u64);
+        let mut route = None::<Route>;
+        let mut edge_key = String::new();
+        let mut in_canary = 0;
+        for i in 0..REQUESTS {
+            // A new route config every 25 requests: `configure` runs again.
+            if i % 25 == 0 {
+                let function = g.pick(&["orders", "payments", "o"]);
+                let (config, key) = gen_config(&mut g, function);
+                route = Some(Route::new(function, config).unwrap());
+                edge_key = key;
+            }
+            let route = route.as_ref().unwrap();
+            let req = Arc::new(gen_request(&mut g, route.function(), &edge_key));
+            let decisions: Vec<_> = evaluators
+                .iter_mut()
+                .map(|ev| {
+                    let (d, err) = ev.decide(&req, route);
+                    assert!(err.is_none(), "{name} failed on {req:?}: {err:?}");
+                    show(&d)
+                })
+                .collect();
+            for (lang, d) in langs.iter().zip(&decisions).skip(1) {
+                assert_eq!(
+                    d,
+                    &decisions[0],
+                    "{name}: {lang:?} differs from Rust on request #{i} {req:?} with {:?}",
+                    route.config()
+                );
+            }
+            in_canary += decisions[0].contains("in canary") as usize;
+        }
+        if name == "sticky-canary" {
+            // The generator reaches both sides of the bucket comparison.
+            assert!(in_canary > 20, "only {in_canary} requests in a canary");
+        }
+    }
+}
+
+/// What a capability attempt may show: a failure, or nothing of the host's.
+fn leaked(what: &str, reason: &str) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    match what {
+        "file" => reason.contains("root:"),
+        "env" => std::env::vars()
+            .any(|(k, v)| v.len() > 3 && reason.contains(k.as_str()) && reason.contains(&v)),
+        // The leading digits of the current Unix time, in seconds or ms.
+        "clock" => [now, now - 1000]
+            .iter()
+            .any(|t| reason.contains(&t.to_string()[..7])),
+        "socket" => reason.contains("connected"),
+        _ => false,
+    }
+}
+
+#[test]
+fn policies_get_no_files_network_environment_or_clock() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let route = synthetic_route();
+    for lang in [Language::Python, Language::JavaScript] {
+        let policy = built(lang, "bad-capabilities");
+        let mut ev = policy.evaluator();
+        for what in ["file", "env", "clock", "random", "socket"] {
+            let req = Arc::new(Request::new(
+                "orders",
+                "GET",
+                "/",
+                [("x-try", what), ("x-port", port.as_str())],
+            ));
+            let (d, err) = ev.decide(&req, &route);
+            eprintln!(
+                "{lang:?} {what}: {:?} / {}",
+                err.as_ref().map(|e| e.to_string()),
+                d.reason
+            );
+            match err {
+                // Trapped: the fail-safe applies.
+                Some(_) => {
+                    assert_eq!(d.target, "7");
+                    assert!(d.reason.starts_with("fail-safe: "), "{}", d.reason);
+                }
+                None => assert!(
+                    !leaked(what, &d.reason),
+                    "{lang:?} policy got the host's {what}: {}",
+                    d.reason
+                ),
+            }
+        }
+    }
+    assert!(
+        listener.accept().is_err(),
+        "a policy opened a connection to the host"
+    );
+}

@@ -1,5 +1,6 @@
 //! One test suite, run against every `ConfigStore` backend: `dir` on a temp
-//! folder and `ssm` against moto's SSM API. Plus the watcher's hot swap and
+//! folder, `ssm` against moto's SSM API, and `ssm` with every blob in moto's
+//! S3 (`?blobs=s3://..&blob-threshold=0`). Plus the watcher's hot swap and
 //! last-known-good behaviour on both.
 
 mod common;
@@ -103,6 +104,59 @@ impl Backend for Ssm {
             .send()
             .await
             .unwrap();
+    }
+}
+
+/// SSM for routes and manifests, S3 for every blob.
+struct SsmS3 {
+    ssm: Ssm,
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+/// A fresh moto S3 bucket.
+async fn bucket() -> (aws_sdk_s3::Client, String) {
+    aws::endpoint();
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let s3 = switchyard::store::s3::client(&config);
+    let bucket = format!(
+        "sy-t{}-{}",
+        std::process::id(),
+        PREFIXES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    (s3, bucket)
+}
+
+#[async_trait::async_trait]
+impl Backend for SsmS3 {
+    async fn fresh() -> (Arc<dyn ConfigStore>, Self) {
+        let (_, ssm) = Ssm::fresh().await;
+        let (s3, bucket) = bucket().await;
+        let store = SsmStore::from_env(&format!(
+            "{}?blobs=s3://{bucket}/policies&blob-threshold=0",
+            ssm.prefix
+        ))
+        .await
+        .unwrap();
+        (Arc::new(store), SsmS3 { ssm, s3, bucket })
+    }
+
+    async fn corrupt_blob(&self, digest: &Digest) {
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(format!("policies/sha256-{}", digest.hex()))
+            .body(b"definitely not the policy you published".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+
+    async fn put_raw_route(&self, function: &str, text: &str) {
+        self.ssm.put_raw_route(function, text).await
     }
 }
 
@@ -444,6 +498,73 @@ suite!(dir, Dir: routes_versions_and_history, blobs_round_trip_and_are_verified,
 suite!(ssm, Ssm: routes_versions_and_history, blobs_round_trip_and_are_verified, bad_values_are_refused,
        watcher_swaps_and_keeps_last_known_good, failing_fixture_cases_keep_a_version_out,
        cache_serves_when_the_store_is_down, listings_span_pages);
+suite!(ssm_s3, SsmS3: routes_versions_and_history, blobs_round_trip_and_are_verified,
+       bad_values_are_refused, watcher_swaps_and_keeps_last_known_good,
+       failing_fixture_cases_keep_a_version_out, cache_serves_when_the_store_is_down);
+
+/// Bytes that are not a policy, of a given size, and not compressible.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x = 0x2545f4914f6cdd1du64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_blobs_go_to_s3_and_small_ones_stay_in_ssm() {
+    let (ssm_only, b) = Ssm::fresh().await;
+    // Past the inline limit, an SSM-only store says what to do.
+    let big = noise(switchyard::store::blob::MAX_INLINE_BLOB_BYTES + 1);
+    let err = ssm_only.put_blob(&big, &no_progress).await.unwrap_err();
+    assert!(err.to_string().contains("blobs=s3://"), "{err}");
+
+    // With a bucket and the default threshold: a Rust policy stays in SSM
+    // chunks, a blob above 256 KiB goes to S3, and its manifest says where.
+    let (s3, bucket) = bucket().await;
+    let store = SsmStore::from_env(&format!("{}?blobs=s3://{bucket}/p", b.prefix))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.uri(),
+        format!("ssm:{}?blobs=s3://{bucket}/p", b.prefix)
+    );
+    let small = std::fs::read(art::STICKY_CANARY).unwrap();
+    let small_digest = store.put_blob(&small, &no_progress).await.unwrap();
+    let large = noise(300 << 10);
+    let large_digest = store.put_blob(&large, &no_progress).await.unwrap();
+    let objects = s3.list_objects_v2().bucket(&bucket).send().await.unwrap();
+    let keys: Vec<&str> = objects.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, [format!("p/sha256-{}", large_digest.hex())]);
+
+    // A reader configured without the bucket follows the manifest.
+    let reader = SsmStore::from_env(&b.prefix).await.unwrap();
+    assert_eq!(reader.get_blob(&large_digest).await.unwrap(), large);
+    assert_eq!(reader.get_blob(&small_digest).await.unwrap(), small);
+
+    // The object gone behind the store's back: a clear not-found.
+    s3.delete_object()
+        .bucket(&bucket)
+        .key(format!("p/sha256-{}", large_digest.hex()))
+        .send()
+        .await
+        .unwrap();
+    let err = reader.get_blob(&large_digest).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    assert!(err.to_string().contains("s3://"), "{err}");
+
+    // Bad options are named.
+    for bad in ["?blobs=bkt", "?blob-threshold=lots", "?colour=blue"] {
+        let err = SsmStore::from_env(&format!("{}{bad}", b.prefix))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::BadUri(_)), "{bad}: {err}");
+    }
+}
 
 #[tokio::test]
 async fn ssm_blobs_are_chunked_within_the_standard_tier_limit() {

@@ -13,8 +13,13 @@ use crate::policy::Digest;
 /// Characters per chunk: SSM's standard-tier limit.
 pub const CHUNK_CHARS: usize = 4096;
 
-/// Largest policy accepted (uncompressed).
-pub const MAX_BLOB_BYTES: usize = 8 << 20;
+/// Largest policy accepted by any store (uncompressed). A Python policy,
+/// interpreter included, is about 18 MB.
+pub const MAX_BLOB_BYTES: usize = 64 << 20;
+
+/// Largest policy kept inline as SSM parameter chunks (uncompressed); larger
+/// ones need a blob bucket (`ssm:<prefix>?blobs=s3://<bucket>/<prefix>`).
+pub const MAX_INLINE_BLOB_BYTES: usize = 8 << 20;
 
 /// The manifest stored beside a blob's chunks; written last, so its presence
 /// means the blob is complete.
@@ -25,17 +30,23 @@ pub struct Manifest {
     pub size: usize,
     /// Number of chunks.
     pub chunks: usize,
-    /// Always `zlib+base64`.
+    /// `zlib+base64` for chunks; `raw` for a blob held elsewhere.
     pub encoding: String,
+    /// Where the blob is when it is not in chunks, e.g.
+    /// `s3://bucket/prefix/sha256-<hex>` (then `chunks` is 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
 }
 
 /// Splits a blob into chunks and their manifest.
 pub fn encode(bytes: &[u8]) -> Result<(Manifest, Vec<String>)> {
-    if bytes.len() > MAX_BLOB_BYTES {
+    if bytes.len() > MAX_INLINE_BLOB_BYTES {
         return Err(StoreError::TooLarge {
-            what: "policy blob".into(),
+            what: "policy blob, in bytes, for SSM parameters (give the store a bucket for \
+                   large policies: ssm:<prefix>?blobs=s3://<bucket>/<prefix>)"
+                .into(),
             len: bytes.len(),
-            limit: MAX_BLOB_BYTES,
+            limit: MAX_INLINE_BLOB_BYTES,
         });
     }
     let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
@@ -52,6 +63,7 @@ pub fn encode(bytes: &[u8]) -> Result<(Manifest, Vec<String>)> {
             size: bytes.len(),
             chunks: chunks.len(),
             encoding: "zlib+base64".into(),
+            location: None,
         },
         chunks,
     ))
@@ -79,9 +91,9 @@ pub fn decode(digest: &Digest, manifest: &Manifest, chunks: &[String]) -> Result
     let compressed = STANDARD
         .decode(chunks.concat())
         .map_err(|e| corrupt(format!("not base64: {e}")))?;
-    let mut bytes = Vec::with_capacity(manifest.size.min(MAX_BLOB_BYTES));
+    let mut bytes = Vec::with_capacity(manifest.size.min(MAX_INLINE_BLOB_BYTES));
     flate2::read::ZlibDecoder::new(&compressed[..])
-        .take(MAX_BLOB_BYTES as u64 + 1)
+        .take(MAX_INLINE_BLOB_BYTES as u64 + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| corrupt(format!("does not decompress: {e}")))?;
     verify(digest, bytes)

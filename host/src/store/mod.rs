@@ -19,6 +19,7 @@ use crate::route::{RouteConfig, RouteConfigError};
 
 pub mod blob;
 pub mod dir;
+pub mod s3;
 pub mod ssm;
 
 /// Longest route-config document: SSM's standard-tier value limit.
@@ -102,7 +103,7 @@ pub enum StoreError {
     InvalidName(String),
     /// The store URI is malformed.
     #[error(
-        "invalid store {0:?}: use dir:<path> (a local folder) or ssm:<prefix> (e.g. ssm:/switchyard)"
+        "invalid store {0:?}: use dir:<path> (a local folder) or ssm:<prefix> (e.g. ssm:/switchyard, or ssm:/switchyard?blobs=s3://<bucket>/<prefix> for large policies)"
     )]
     BadUri(String),
 }

@@ -9,7 +9,10 @@
 //! ```
 //!
 //! The manifest is written after the chunks, so a blob with a manifest is
-//! complete. SSM's own limits are checked here, because the local emulator
+//! complete. With a blob bucket (`ssm:/switchyard?blobs=s3://bucket/prefix`),
+//! blobs of at least `blob-threshold` bytes (default
+//! [`DEFAULT_BLOB_THRESHOLD`]; 0 sends all) go to S3 instead of chunks and
+//! the manifest names their location (see [`super::s3`]). SSM's own limits are checked here, because the local emulator
 //! does not enforce them.
 
 use async_trait::async_trait;
@@ -19,6 +22,7 @@ use aws_sdk_ssm::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_ssm::types::{ParameterTier, ParameterType};
 
 use super::blob::{self, Manifest};
+use super::s3::{self, BlobBucket};
 use super::{
     ConfigStore, Result, StoreError, StoredRoute, check_function_name, decode_route, encode_route,
 };
@@ -28,21 +32,55 @@ use crate::route::RouteConfig;
 /// Names per `GetParameters` call: SSM's limit.
 pub const GET_PARAMETERS_MAX: usize = 10;
 
+/// Blobs of at least this many bytes go to the blob bucket, when the store
+/// has one: Rust policies (tens of KB) stay in parameters, Python and
+/// JavaScript policies (megabytes) go to S3.
+pub const DEFAULT_BLOB_THRESHOLD: usize = 256 << 10;
+
 /// A store in SSM Parameter Store under a prefix.
 #[derive(Debug, Clone)]
 pub struct SsmStore {
     client: Client,
     prefix: String,
+    /// Reads blobs whose manifest names an S3 location.
+    s3: Option<aws_sdk_s3::Client>,
+    /// Where large blobs are written, and from what size.
+    blobs: Option<(BlobBucket, usize)>,
 }
 
 impl SsmStore {
-    /// A store under `prefix` (e.g. `/switchyard`), configured from the
-    /// environment like any AWS SDK client.
-    pub async fn from_env(prefix: &str) -> Result<Self> {
+    /// A store from the part of a store URI after `ssm:`: a prefix (e.g.
+    /// `/switchyard`), optionally followed by
+    /// `?blobs=s3://<bucket>[/<prefix>][&blob-threshold=<bytes>]`, configured
+    /// from the environment like any AWS SDK client.
+    pub async fn from_env(spec: &str) -> Result<Self> {
+        let (prefix, query) = spec.split_once('?').unwrap_or((spec, ""));
+        let mut bucket = None;
+        let mut threshold = DEFAULT_BLOB_THRESHOLD;
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match &*key {
+                "blobs" => bucket = Some(BlobBucket::parse(&value)?),
+                "blob-threshold" => {
+                    threshold = value.parse().map_err(|_| {
+                        StoreError::BadUri(format!(
+                            "ssm:{spec} (blob-threshold must be a number of bytes)"
+                        ))
+                    })?
+                }
+                _ => {
+                    return Err(StoreError::BadUri(format!(
+                        "ssm:{spec} (unknown option {key:?}; options: blobs, blob-threshold)"
+                    )));
+                }
+            }
+        }
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .load()
             .await;
-        Self::new(Client::new(&config), prefix)
+        let mut store = Self::new(Client::new(&config), prefix)?;
+        store.s3 = Some(s3::client(&config));
+        store.blobs = bucket.map(|b| (b, threshold));
+        Ok(store)
     }
 
     /// A store under `prefix` using `client`.
@@ -62,6 +100,8 @@ impl SsmStore {
         Ok(SsmStore {
             client,
             prefix: trimmed.to_owned(),
+            s3: None,
+            blobs: None,
         })
     }
 
@@ -169,7 +209,13 @@ fn fmt_date(d: &DateTime) -> Option<String> {
 #[async_trait]
 impl ConfigStore for SsmStore {
     fn uri(&self) -> String {
-        format!("ssm:{}", self.prefix)
+        match &self.blobs {
+            None => format!("ssm:{}", self.prefix),
+            Some((bucket, DEFAULT_BLOB_THRESHOLD)) => format!("ssm:{}?blobs={bucket}", self.prefix),
+            Some((bucket, t)) => {
+                format!("ssm:{}?blobs={bucket}&blob-threshold={t}", self.prefix)
+            }
+        }
     }
 
     async fn latest(&self, functions: &[String]) -> Result<Vec<Option<StoredRoute>>> {
@@ -292,7 +338,16 @@ impl ConfigStore for SsmStore {
             .manifest(digest)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("policy blob {digest}")))?;
-        if manifest.chunks > blob::MAX_BLOB_BYTES / 1024 {
+        if let Some(location) = &manifest.location {
+            let client = self.s3.as_ref().ok_or_else(|| StoreError::Unavailable {
+                store: self.uri(),
+                message: format!(
+                    "policy blob {digest} is at {location}, and this store has no S3 client"
+                ),
+            })?;
+            return s3::get(client, location, digest).await;
+        }
+        if manifest.chunks > blob::MAX_INLINE_BLOB_BYTES / 1024 {
             return Err(StoreError::Corrupt {
                 what: format!("manifest of policy blob {digest}"),
                 why: format!("{} chunks", manifest.chunks),
@@ -319,8 +374,32 @@ impl ConfigStore for SsmStore {
         if self.has_blob(&digest).await? {
             return Ok(digest);
         }
-        let (manifest, chunks) = blob::encode(bytes)?;
         let dir = self.blob_dir(&digest);
+        if let (Some((bucket, threshold)), Some(client)) = (&self.blobs, &self.s3)
+            && bytes.len() >= *threshold
+        {
+            if bytes.len() > blob::MAX_BLOB_BYTES {
+                return Err(StoreError::TooLarge {
+                    what: "policy blob, in bytes,".into(),
+                    len: bytes.len(),
+                    limit: blob::MAX_BLOB_BYTES,
+                });
+            }
+            progress(0, 1);
+            s3::put(client, bucket, &digest, bytes).await?;
+            let manifest = Manifest {
+                size: bytes.len(),
+                chunks: 0,
+                encoding: "raw".into(),
+                location: Some(bucket.url(&digest)),
+            };
+            let manifest = serde_json::to_string(&manifest).expect("manifest serializes");
+            self.put(&format!("{dir}/manifest"), &manifest, true)
+                .await?;
+            progress(1, 1);
+            return Ok(digest);
+        }
+        let (manifest, chunks) = blob::encode(bytes)?;
         for (i, chunk) in chunks.iter().enumerate() {
             self.put(&format!("{dir}/{i:04}"), chunk, true).await?;
             progress(i + 1, chunks.len());

@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::aws;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -43,10 +44,15 @@ fn built(lang: Language, name: &str) -> Arc<Policy> {
     policy
 }
 
-fn load_built(dir: &Path, lang: Language, name: &str) -> Arc<Policy> {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+/// Where [`built`] writes a component.
+fn built_path(lang: Language, name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("languages")
-        .join(format!("{lang:?}-{name}.component.wasm"));
+        .join(format!("{lang:?}-{name}.component.wasm"))
+}
+
+fn load_built(dir: &Path, lang: Language, name: &str) -> Arc<Policy> {
+    let out = built_path(lang, name);
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let built = build::build(dir, Some(&out), build::JsBackend::default())
         .unwrap_or_else(|e| panic!("building the {lang:?} {name} policy: {e}"));
@@ -314,5 +320,171 @@ fn policies_get_no_files_network_environment_or_clock() {
     assert!(
         listener.accept().is_err(),
         "a policy opened a connection to the host"
+    );
+}
+
+/// An upstream standing in for one function version: answers every request
+/// with `<version> <x-switchyard-traffic it received>`.
+fn upstream(version: &'static str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn);
+            let mut traffic = String::from("-");
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                if let Some((k, v)) = line.split_once(':')
+                    && k.eq_ignore_ascii_case("x-switchyard-traffic")
+                {
+                    traffic = v.trim().to_owned();
+                }
+                line.clear();
+            }
+            let body = format!("{version} {traffic}");
+            let _ = write!(
+                reader.get_mut(),
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+/// Kills the child process when dropped, so a failing test leaves no server.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The done-when of the languages work: a JavaScript policy published to
+/// SSM + S3 (moto) is served by `switchyard serve` and routes like its Rust
+/// twin, function by function, request by request.
+#[test]
+fn a_js_policy_published_to_ssm_and_s3_routes_like_its_rust_twin() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    built(Language::JavaScript, "synthetic-header");
+    aws::endpoint();
+    let id = format!("{}-{}", std::process::id(), line!());
+    let bucket = format!("sy-lang-{id}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s3 = rt.block_on(async {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await;
+        let s3 = switchyard::store::s3::client(&config);
+        s3.create_bucket().bucket(&bucket).send().await.unwrap();
+        s3
+    });
+    let prefix = format!("/lang{id}");
+    let publish_store = format!("ssm:{prefix}?blobs=s3://{bucket}/policies");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (v7, v8) = (upstream("7"), upstream("8"));
+    let route = tmp.path().join("route.json");
+    std::fs::write(
+        &route,
+        serde_json::json!({
+            "mode": "synthetic",
+            "versions": {"stable": "7", "candidate": "8"},
+            "dispatch": {"type": "http", "urls": {"7": v7, "8": v8}},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let rust = switchyard_test_artifacts::SYNTHETIC_HEADER.to_owned();
+    let js = built_path(Language::JavaScript, "synthetic-header");
+    let cases = policy_dir(Language::Rust, "synthetic-header").join("cases.json");
+    for (function, policy) in [("orders-rs", Path::new(&rust)), ("orders-js", &js)] {
+        let o = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["publish", "--store", &publish_store, "--function", function])
+            .arg("--policy")
+            .arg(policy)
+            .arg("--config")
+            .arg(&route)
+            .arg("--cases")
+            .arg(&cases)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    // The 1.6 MB JavaScript component went to S3; the Rust one stayed in SSM.
+    let keys: Vec<String> = rt.block_on(async {
+        let out = s3.list_objects_v2().bucket(&bucket).send().await.unwrap();
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect()
+    });
+    let js_digest = switchyard::Digest::of(&std::fs::read(&js).unwrap());
+    assert_eq!(keys, [format!("policies/sha256-{}", js_digest.hex())]);
+
+    // The proxy reads with a plain ssm: store; the manifests lead to S3.
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let _serve = Killed(
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args([
+                "serve",
+                "--store",
+                &format!("ssm:{prefix}"),
+                "--listen",
+                &listen,
+            ])
+            .arg("--cache-dir")
+            .arg(tmp.path().join("cache"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let get = |function: &str, header: Option<&str>| -> String {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", &format!("http://{listen}/{function}/orders/1")]);
+        if let Some(h) = header {
+            cmd.args(["-H", h]);
+        }
+        String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while get("orders-js", None) != "7 production" || get("orders-rs", None) != "7 production" {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not serve both functions"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let headers = [
+        None,
+        Some("x-switchyard-synthetic: true"),
+        Some("X-Switchyard-Synthetic: 1"),
+        Some("x-switchyard-synthetic: yes"),
+        Some("x-switchyard-synthetic:  TRUE "),
+    ];
+    let mut answers = Vec::new();
+    for h in headers {
+        let (js, rs) = (get("orders-js", h), get("orders-rs", h));
+        assert_eq!(js, rs, "with header {h:?}");
+        answers.push(js);
+    }
+    assert_eq!(
+        answers,
+        [
+            "7 production",
+            "8 synthetic",
+            "8 synthetic",
+            "7 production",
+            "8 synthetic"
+        ]
     );
 }

@@ -18,7 +18,8 @@ use switchyard::cases::CaseFile;
 use switchyard::{Decision, Policy, Request, Route, RouteConfig};
 
 /// The policies ported to every language.
-const PORTED: [&str; 2] = ["synthetic-header", "sticky-canary"];
+/// (`tenant-allowlist` is the example of docs/writing-a-policy.md.)
+const PORTED: [&str; 3] = ["synthetic-header", "sticky-canary", "tenant-allowlist"];
 
 fn policy_dir(lang: Language, name: &str) -> PathBuf {
     let root = repo_root().join("policies");
@@ -52,6 +53,16 @@ fn built_path(lang: Language, name: &str) -> PathBuf {
 }
 
 fn load_built(dir: &Path, lang: Language, name: &str) -> Arc<Policy> {
+    if lang == Language::Rust {
+        // Built with the test artifacts already.
+        let path = match name {
+            "synthetic-header" => switchyard_test_artifacts::SYNTHETIC_HEADER,
+            "sticky-canary" => switchyard_test_artifacts::STICKY_CANARY,
+            "tenant-allowlist" => switchyard_test_artifacts::TENANT_ALLOWLIST,
+            _ => panic!("no Rust artifact for {name}"),
+        };
+        return load(path);
+    }
     let out = built_path(lang, name);
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let built = build::build(dir, Some(&out), build::JsBackend::default())
@@ -131,6 +142,7 @@ const HEADERS: &[&str] = &[
     "x-user-id",
     "X-User-Id",
     "x-tenant",
+    "X-Tenant",
     "accept",
 ];
 
@@ -158,6 +170,11 @@ fn gen_config(g: &mut Gen, function: &str) -> (RouteConfig, String) {
             g.pick(&["x-tenant", "X-Tenant", "x-user-id"]).to_owned(),
         ),
         ("sticky-salt", g.text(6)),
+        (
+            "qa-tenants",
+            g.pick(&["acme", "acme,globex", " acme , initech ", ",,", "", "ACME"])
+                .to_owned(),
+        ),
     ];
     for (name, value) in candidates {
         if g.chance(40) {
@@ -196,6 +213,9 @@ fn gen_request(g: &mut Gen, function: &str, edge_key: &str) -> Request {
         {
             if g.chance(30) {
                 edge_key.to_owned()
+            } else if g.chance(30) {
+                g.pick(&["acme", "globex", "initech", "ACME", " acme"])
+                    .to_owned()
             } else if g.chance(50) {
                 format!("user-{}", g.below(200))
             } else {
@@ -487,4 +507,35 @@ fn a_js_policy_published_to_ssm_and_s3_routes_like_its_rust_twin() {
             "8 synthetic"
         ]
     );
+}
+
+/// docs/writing-a-policy.md shows the example's files; they must be the
+/// files CI builds and tests, byte for byte.
+#[test]
+fn the_writing_a_policy_guide_shows_the_tested_files() {
+    let doc = std::fs::read_to_string(repo_root().join("docs/writing-a-policy.md")).unwrap();
+    let mut shown = 0;
+    let mut lines = doc.lines();
+    while let Some(line) = lines.next() {
+        let Some(path) = line
+            .strip_prefix("<!-- file: ")
+            .and_then(|l| l.strip_suffix(" -->"))
+        else {
+            continue;
+        };
+        let fence = lines.next().unwrap_or_default();
+        assert!(
+            fence.starts_with("```"),
+            "{path}: no code block after the marker"
+        );
+        let body: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+        let file = std::fs::read_to_string(repo_root().join(path)).unwrap();
+        assert_eq!(
+            body.join("\n") + "\n",
+            file,
+            "the guide's {path} differs from the file"
+        );
+        shown += 1;
+    }
+    assert_eq!(shown, 5, "cases, Rust (2 files), JavaScript and Python");
 }

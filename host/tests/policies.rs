@@ -126,6 +126,13 @@ mod expect {
         // The distribution, stickiness and ramp properties are in sticky_canary.rs.
     }
 
+    pub fn tenant_allowlist(path: &str) {
+        let policy = load(path);
+        run_cases(&policy, "policies/tenant-allowlist/cases.json");
+        // Its JavaScript and Python twins are held to the same cases and
+        // decisions in languages.rs.
+    }
+
     fn run_cases(policy: &std::sync::Arc<Policy>, cases: &str) {
         let text = std::fs::read_to_string(repo_root().join(cases)).unwrap();
         let file = switchyard::cases::CaseFile::from_json(&text).unwrap();

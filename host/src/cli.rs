@@ -158,7 +158,7 @@ struct ServeArgs {
 }
 
 /// Parses `250ms`, `10s`, `2m`.
-fn parse_duration(raw: &str) -> Result<Duration, String> {
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
     let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
     let (n, unit) = raw.split_at(split);

@@ -34,6 +34,7 @@ pub mod cli;
 pub mod decision;
 pub mod engine;
 pub mod lambda;
+pub mod lambda_router;
 pub mod policy;
 pub mod proxy;
 pub mod request;

@@ -420,11 +420,21 @@ impl Watcher {
 
     /// Polls forever: every `interval` (±10 % jitter), backing off
     /// exponentially (up to 5 minutes) while the store fails or throttles.
+    /// A poll that takes longer than [`POLL_TIMEOUT`] (a store that accepts
+    /// connections and never answers) is abandoned and counts as a failure.
     pub fn spawn(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut backoff = self.config.interval;
             loop {
-                let wait = match self.poll().await {
+                let polled = tokio::time::timeout(POLL_TIMEOUT, self.poll())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::Unavailable {
+                            store: self.store.uri(),
+                            message: format!("no answer within {POLL_TIMEOUT:?}"),
+                        })
+                    });
+                let wait = match polled {
                     Ok(_) => {
                         backoff = self.config.interval;
                         self.config.interval
@@ -440,6 +450,10 @@ impl Watcher {
         })
     }
 }
+
+/// The longest a background poll may take, blob downloads and compiles of
+/// large (Python, JavaScript) policies included.
+pub const POLL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// `d` ± up to 10 %, so a fleet does not poll in lockstep.
 fn jitter(d: Duration) -> Duration {

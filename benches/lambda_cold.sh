@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Cold start of the router function (`switchyard-lambda`), as Lambda runs it: process start
+# to `ready` (init done) and to the first response, with an empty /tmp cache (the policy is
+# fetched and compiled) and with a warm one (the precompiled policy is deserialized; what a
+# restarted execution environment sees). The Runtime and Invoke APIs come from
+# `cargo lambda watch --only-lambda-apis` (pip install --no-deps cargo-lambda); the store is a
+# dir: store and the function versions are a local HTTP server, so only the router is timed.
+#
+#   bash benches/lambda_cold.sh            # COLD_RUNS=10 runs of each; medians in target/load/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${COLD_RUNS:-10}
+target_dir=${CARGO_TARGET_DIR:-target}
+out=target/load
+mkdir -p "$out"
+work=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-cold.XXXXXX")
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT INT TERM
+log() { echo "== $*" >&2; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 400); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+command -v cargo-lambda >/dev/null || python3 -m pip install --quiet --no-deps 'cargo-lambda==1.9.2'
+log "building the release CLI and router (first time: minutes)"
+rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
+cargo build -q --release -p switchyard --bin switchyard --bin switchyard-lambda
+sy="$target_dir/release/switchyard"
+router="$target_dir/release/switchyard-lambda"
+wasm=$("$sy" policy build policies/synthetic-header | tail -1)
+
+up=$(free_port)
+python3 -m http.server "$up" --bind 127.0.0.1 --directory "$work" >/dev/null 2>&1 &
+pids+=($!)
+cat > "$work/route.json" <<JSON
+{"mode":"synthetic","versions":{"stable":"7","candidate":"8"},
+ "dispatch":{"type":"http","urls":{"7":"http://127.0.0.1:$up","8":"http://127.0.0.1:$up"}}}
+JSON
+store="dir:$work/store"
+"$sy" publish --store "$store" --function orders --policy "$wasm" --config "$work/route.json" >/dev/null
+
+port=$(free_port)
+cargo lambda watch --only-lambda-apis -A 127.0.0.1 -P "$port" >/dev/null 2>&1 &
+pids+=($!)
+wait_port "$port"
+event='{"version":"2.0","rawPath":"/","rawQueryString":"","headers":{"x-switchyard-synthetic":"true"},"requestContext":{"http":{"method":"GET"}}}'
+
+one_run() { # one_run <cache dir> -> "<init_ms> <first_response_ms>"
+  AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$port/.rt/switchyard-lambda" \
+  AWS_LAMBDA_FUNCTION_NAME=switchyard-lambda AWS_LAMBDA_FUNCTION_VERSION=1 \
+  AWS_LAMBDA_FUNCTION_MEMORY_SIZE=512 SWITCHYARD_STORE="$store" SWITCHYARD_FUNCTION=orders \
+  SWITCHYARD_CACHE_DIR="$1" "$router" 2> "$work/router.log" &
+  local pid=$!
+  curl -sf --max-time 30 -d "$event" \
+    "http://127.0.0.1:$port/2015-03-31/functions/switchyard-lambda/invocations" >/dev/null
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  python3 - "$work/router.log" <<'PY'
+import json, sys
+ev = {}
+for line in open(sys.argv[1]):
+    try:
+        d = json.loads(line)
+    except ValueError:
+        continue
+    if isinstance(d, dict) and "event" in d:
+        ev[d["event"]] = d
+print(f'{ev["ready"]["init_ms"]:.1f} {ev["first-response"]["since_start_ms"]:.1f}')
+PY
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+: > "$work/cold"; : > "$work/warm"
+for i in $(seq 1 "$runs"); do
+  rm -rf "$work/cache"
+  one_run "$work/cache" >> "$work/cold"     # empty cache: fetch + compile
+  one_run "$work/cache" >> "$work/warm"     # the cache the cold run left
+done
+{
+  echo "| router function, $runs runs each | init (ms) | first response (ms) |"
+  echo "|---|---|---|"
+  echo "| empty /tmp cache (compile) | $(cut -d' ' -f1 "$work/cold" | median) | $(cut -d' ' -f2 "$work/cold" | median) |"
+  echo "| warm /tmp cache (deserialize) | $(cut -d' ' -f1 "$work/warm" | median) | $(cut -d' ' -f2 "$work/warm" | median) |"
+} | tee "$out/lambda_cold.md"

@@ -1,0 +1,267 @@
+//! The router function (`switchyard-lambda`) run as Lambda runs it: under
+//! `cargo lambda watch --only-lambda-apis` (PyPI `cargo-lambda`), which
+//! serves the Runtime API to our prebuilt binary and the Invoke API to
+//! callers, with the chosen versions invoked in moto's Lambda (its recorder
+//! shows the qualifier of every Invoke) and route configs in moto's SSM.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{aws, repo_root};
+use serde_json::{Value, json};
+
+/// Kills the child process when dropped, so a failing test leaves no server.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn moto_lambda(args: &[&str]) -> Value {
+    let script = repo_root().join("host/tests/support/moto_lambda.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "moto_lambda.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn switchyard(store: &str, args: &[&str]) {
+    let o = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env("SWITCHYARD_STORE", store)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// `cargo lambda watch` serving the Lambda APIs on a free port.
+fn watch() -> (Killed, u16) {
+    let port = free_port();
+    let child =
+        Command::new(std::env::var("CARGO_LAMBDA").unwrap_or_else(|_| "cargo-lambda".into()))
+            .args([
+                "lambda",
+                "watch",
+                "--only-lambda-apis",
+                "-A",
+                "127.0.0.1",
+                "-P",
+            ])
+            .arg(port.to_string())
+            .current_dir(repo_root())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cargo-lambda runs (pip install --no-deps cargo-lambda==1.9.2)");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "cargo lambda watch did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (Killed(child), port)
+}
+
+/// The router binary attached to the watch's Runtime API, with its own
+/// stderr captured to `log`.
+fn router(port: u16, env: &[(&str, String)], log: &std::path::Path) -> Killed {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard-lambda"));
+    cmd.env(
+        "AWS_LAMBDA_RUNTIME_API",
+        format!("http://127.0.0.1:{port}/.rt/switchyard-lambda"),
+    )
+    .env("AWS_LAMBDA_FUNCTION_NAME", "switchyard-lambda")
+    .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+    .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(log).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Killed(cmd.spawn().unwrap())
+}
+
+/// Invokes the router through the watch's Invoke API with an API Gateway
+/// HTTP API event; returns the router's response event.
+fn invoke(port: u16, headers: Value) -> Value {
+    let event = json!({
+        "version": "2.0",
+        "rawPath": "/orders/1",
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {"http": {"method": "GET"}},
+        "isBase64Encoded": false,
+    });
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "20",
+            "-X",
+            "POST",
+            "-d",
+            &event.to_string(),
+        ])
+        .arg(format!(
+            "http://127.0.0.1:{port}/2015-03-31/functions/switchyard-lambda/invocations"
+        ))
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "router answer {:?}: {e}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn qualifiers(name: &str) -> Vec<String> {
+    moto_lambda(&["calls", aws::endpoint(), name])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["qualifier"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+#[test]
+fn the_router_function_routes_by_header_and_mode_and_restarts_warm_from_tmp() {
+    let endpoint = aws::endpoint().to_owned();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!("sy-router-{}-{nanos}", std::process::id());
+    let versions: Vec<String> = serde_json::from_value(
+        moto_lambda(&["setup", &endpoint, "us-east-1", &name])["versions"].clone(),
+    )
+    .unwrap();
+    let (stable, candidate) = (versions[0].clone(), versions[1].clone());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let store = format!("ssm:/router{}", std::process::id());
+    let route = tmp.path().join("route.json");
+    std::fs::write(
+        &route,
+        json!({
+            "mode": "synthetic",
+            "versions": {"stable": stable, "candidate": candidate},
+            "dispatch": {"type": "lambda", "function-name": name},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let route = route.display().to_string();
+    switchyard(
+        &store,
+        &[
+            "publish",
+            "--function",
+            "orders",
+            "--policy",
+            switchyard_test_artifacts::SYNTHETIC_HEADER,
+            "--config",
+            &route,
+        ],
+    );
+
+    let (_watch, port) = watch();
+    let cache = tmp.path().join("tmp-cache");
+    let env = vec![
+        ("SWITCHYARD_STORE", store.clone()),
+        ("SWITCHYARD_FUNCTION", "orders".to_owned()),
+        ("SWITCHYARD_CACHE_DIR", cache.display().to_string()),
+        ("SWITCHYARD_POLL_INTERVAL", "300ms".to_owned()),
+        ("AWS_ENDPOINT_URL", endpoint.clone()),
+    ];
+    let log1 = tmp.path().join("router1.log");
+    let first = router(port, &env, &log1);
+
+    // Header routing: the tagged request reaches the candidate qualifier.
+    let r = invoke(port, json!({"x-switchyard-synthetic": "true"}));
+    assert_eq!(r["statusCode"], 200, "{r}");
+    assert_eq!(
+        r["headers"]["x-switchyard-target"],
+        candidate.as_str(),
+        "{r}"
+    );
+    assert_eq!(r["headers"]["x-switchyard-traffic"], "synthetic");
+    // moto echoes the event the function got: tagged synthetic.
+    let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["headers"]["x-switchyard-traffic"], "synthetic");
+    let r = invoke(port, json!({"accept": "*/*"}));
+    assert_eq!(r["headers"]["x-switchyard-target"], stable.as_str(), "{r}");
+    assert_eq!(qualifiers(&name), [candidate.clone(), stable.clone()]);
+
+    // Mode flip in the store: picked up by the background poll.
+    switchyard(&store, &["mode", "orders", "production"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = invoke(port, json!({"x-switchyard-synthetic": "true"}));
+        if r["headers"]["x-switchyard-target"] == stable.as_str() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the mode flip never reached the router: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(first);
+    let log = std::fs::read_to_string(&log1).unwrap();
+    assert!(log.contains(r#""event":"ready""#), "{log}");
+    assert!(log.contains(r#""event":"first-response""#), "{log}");
+
+    // A warm start whose store never answers (a listener that accepts and
+    // stays silent): the policy comes from the /tmp cache, and invocations
+    // are served while the poll hangs.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut env = env;
+    env.push((
+        "AWS_ENDPOINT_URL_SSM",
+        format!("http://{}", silent.local_addr().unwrap()),
+    ));
+    let log2 = tmp.path().join("router2.log");
+    let _second = router(port, &env, &log2);
+    let started = Instant::now();
+    let r = invoke(port, json!({"x-switchyard-synthetic": "true"}));
+    assert_eq!(r["statusCode"], 200, "{r}");
+    assert_eq!(
+        r["headers"]["x-switchyard-target"],
+        stable.as_str(),
+        "the cached (production-mode) route serves: {r}"
+    );
+    let log = std::fs::read_to_string(&log2).unwrap();
+    assert!(log.contains("restored-from-cache"), "{log}");
+    eprintln!(
+        "warm start with a silent store: first answer after {:?}",
+        started.elapsed()
+    );
+}

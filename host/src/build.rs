@@ -341,12 +341,13 @@ fn crate_metadata(manifest: &Path) -> Result<(String, PathBuf), BuildError> {
 /// How JavaScript policies are compiled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum JsBackend {
-    /// QuickJS through componentize-qjs: 1.6 MB components built in about
-    /// 2.5 s that start with 1.4 MiB of memory (the default; BENCHMARKS.md).
+    /// QuickJS through componentize-qjs: 1.7 MB components built in about
+    /// 2 s; a warm decision in about 9 µs (the default; BENCHMARKS.md).
     #[default]
     QuickJs,
     /// SpiderMonkey through componentize-js (`jco componentize`): 12.5 MB
-    /// components built in about 10 s that start with 9 MiB of memory.
+    /// components built in about 10 s; a warm decision in about 0.9 ms, and
+    /// its collector sometimes exceeds the default fuel budget.
     SpiderMonkey,
 }
 

@@ -377,6 +377,8 @@ impl Policy {
 pub struct HostState {
     request: Option<Arc<Request>>,
     memory_limit: usize,
+    /// Instantiation is over: memory allocated from here on is growth.
+    instantiated: bool,
     /// Bytes all memories of the instance grew by since instantiation.
     memory_grown: usize,
     memory_denied: bool,
@@ -390,9 +392,10 @@ impl ResourceLimiter for HostState {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        // A memory's first allocation (its initial image) is bounded by the
-        // pool's max_memory_size; growth after that counts against the limit.
-        if current > 0 {
+        // What instantiation allocates (the initial images) is bounded by
+        // the pool's max_memory_size; growth after it, of any memory (one
+        // declared with 0 pages included), counts against the limit.
+        if self.instantiated {
             let grown = self
                 .memory_grown
                 .saturating_add(desired.saturating_sub(current));
@@ -628,6 +631,7 @@ impl Policy {
             HostState {
                 request: None,
                 memory_limit: engine.memory_limit,
+                instantiated: false,
                 memory_grown: 0,
                 memory_denied: false,
                 digest: self.info.digest,
@@ -639,6 +643,7 @@ impl Policy {
             .pre
             .instantiate(&mut store)
             .map_err(|e| EvalError::Instantiate(format!("{e:#}")))?;
+        store.data_mut().instantiated = true;
         Ok(Instance {
             store,
             router,
@@ -754,6 +759,30 @@ mod tests {
         for i in 0..1000 {
             assert!(bucket(&format!("u{i}"), "s") < 10_000);
         }
+    }
+
+    #[test]
+    fn memory_growth_after_instantiation_counts_from_zero_pages_too() {
+        let mut s = HostState {
+            request: None,
+            memory_limit: 16 << 20,
+            instantiated: false,
+            memory_grown: 0,
+            memory_denied: false,
+            digest: Digest::of(b""),
+        };
+        // Initial images, however large (the pool caps them), and a 0-page memory.
+        assert!(s.memory_growing(0, 40 << 20, None).unwrap());
+        assert!(s.memory_growing(0, 0, None).unwrap());
+        s.instantiated = true;
+        // Growth of any memory counts, including from 0 pages.
+        assert!(s.memory_growing(0, 10 << 20, None).unwrap());
+        assert!(
+            s.memory_growing(40 << 20, (46 << 20) + 1, None)
+                .is_ok_and(|ok| !ok)
+        );
+        assert!(s.memory_denied);
+        assert!(s.memory_growing(40 << 20, 46 << 20, None).unwrap());
     }
 
     #[test]

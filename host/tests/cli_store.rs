@@ -5,7 +5,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{aws, repo_root};
+use common::{Killed, aws, repo_root};
 use switchyard_test_artifacts as art;
 
 fn run(store: &str, args: &[&str]) -> Output {
@@ -202,16 +202,6 @@ fn store_errors_are_clear() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("orders has no route config"));
     let o = run(&store, &["mode", "orders", "sideways"]);
     assert_eq!(o.status.code(), Some(2), "clap rejects an unknown mode");
-}
-
-/// Kills the child process when dropped, so a failing test leaves no server.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `curl -s` `args`; stdout as text (empty when curl fails).

@@ -8,7 +8,6 @@
 
 mod common;
 
-use common::aws;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -371,16 +370,6 @@ fn upstream(version: &'static str) -> String {
         }
     });
     url
-}
-
-/// Kills the child process when dropped, so a failing test leaves no server.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The done-when of the languages work: a JavaScript policy published to

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
+use common::moto_lambda;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -440,22 +441,6 @@ async fn http2_prior_knowledge_is_served() {
 }
 
 // ---- Lambda dispatch and the Invoke API front end, against moto's Lambda ----
-
-/// Runs `host/tests/support/moto_lambda.py` (boto3) and parses its JSON.
-fn moto_lambda(args: &[&str]) -> serde_json::Value {
-    let script = common::repo_root().join("host/tests/support/moto_lambda.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "moto_lambda.py {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 /// A Lambda function in moto with two published versions; its name is
 /// unique to this test run. Returns (name, versions).

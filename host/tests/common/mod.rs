@@ -48,3 +48,30 @@ pub fn request(headers: &[(&str, &str)]) -> Arc<Request> {
 pub fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
+
+/// Kills the child process when dropped, so a failing test leaves no server.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `host/tests/support/moto_lambda.py` (boto3 against moto's Lambda)
+/// and parses its JSON output.
+pub fn moto_lambda(args: &[&str]) -> serde_json::Value {
+    let script = repo_root().join("host/tests/support/moto_lambda.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "moto_lambda.py {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -93,15 +93,7 @@ impl RouterEnv {
             );
         }
         routes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-        let cache_dir = var("SWITCHYARD_CACHE_DIR")
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "/tmp/switchyard-cache".into())
-            .into();
-        let poll_interval = match var("SWITCHYARD_POLL_INTERVAL") {
-            Some(raw) => crate::cli::parse_duration(&raw)
-                .map_err(|e| format!("SWITCHYARD_POLL_INTERVAL: {e}"))?,
-            None => Duration::from_secs(10),
-        };
+        let (cache_dir, poll_interval) = cache_and_poll(&var)?;
         Ok(RouterEnv {
             store,
             function,
@@ -134,6 +126,24 @@ impl RouterEnv {
     }
 }
 
+/// `SWITCHYARD_CACHE_DIR` (default `/tmp/switchyard-cache`) and
+/// `SWITCHYARD_POLL_INTERVAL` (default 10 s), shared by the Lambda
+/// embeddings.
+pub(crate) fn cache_and_poll(
+    var: &impl Fn(&str) -> Option<String>,
+) -> Result<(PathBuf, Duration), String> {
+    let cache_dir = var("SWITCHYARD_CACHE_DIR")
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "/tmp/switchyard-cache".into())
+        .into();
+    let poll_interval = match var("SWITCHYARD_POLL_INTERVAL") {
+        Some(raw) => crate::cli::parse_duration(&raw)
+            .map_err(|e| format!("SWITCHYARD_POLL_INTERVAL: {e}"))?,
+        None => Duration::from_secs(10),
+    };
+    Ok((cache_dir, poll_interval))
+}
+
 /// A running router: the live policies and the proxy's routes.
 pub struct RouterFunction {
     env: RouterEnv,
@@ -155,50 +165,13 @@ impl RouterFunction {
     /// (a warm start, or a store that is down), polls once, and starts the
     /// background poller. Progress and problems go to stderr (CloudWatch).
     pub async fn init(env: RouterEnv) -> anyhow::Result<Self> {
-        let store = store::open(&env.store).await?;
-        let engine = Engine::with_config(engine::EngineConfig {
-            // One invocation at a time per execution environment.
-            max_instances: 100,
-            ..Default::default()
-        })?;
-        let watcher = Arc::new(Watcher::new(
-            store,
-            engine,
-            WatchConfig {
-                functions: env.functions(),
-                interval: env.poll_interval,
-                cache_dir: Some(env.cache_dir.clone()),
-                ..Default::default()
-            },
-        ));
-        let restored = watcher.restore_from_cache();
-        if !restored.is_empty() {
-            eprintln!(
-                "{}",
-                json!({"event": "restored-from-cache", "functions": restored})
-            );
-        }
-        // A warm start serves what the cache had at once and leaves the
-        // store to the background poller; a cold one waits for the store,
-        // within Lambda's 10 s init limit.
-        if restored.is_empty() {
-            match tokio::time::timeout(INIT_POLL_TIMEOUT, watcher.poll()).await {
-                Ok(Ok(outcomes)) => {
-                    for (f, o) in outcomes {
-                        eprintln!("{}", json!({"event": "poll", "function": f, "outcome": o}));
-                    }
-                }
-                Ok(Err(e)) => eprintln!(
-                    "{}",
-                    json!({"event": "poll-failed", "error": e.to_string()})
-                ),
-                Err(_) => eprintln!(
-                    "{}",
-                    json!({"event": "poll-failed",
-                           "error": format!("no answer from {} within {INIT_POLL_TIMEOUT:?}", env.store)})
-                ),
-            }
-        }
+        let (watcher, poller) = start_watcher(
+            &env.store,
+            env.functions(),
+            &env.cache_dir,
+            env.poll_interval,
+        )
+        .await?;
         let proxy = Proxy::new(
             watcher.policies(),
             ProxyConfig {
@@ -206,7 +179,6 @@ impl RouterFunction {
                 ..Default::default()
             },
         );
-        let poller = watcher.clone().spawn();
         Ok(RouterFunction {
             routes: crate::proxy::router(proxy),
             env,
@@ -240,6 +212,66 @@ impl RouterFunction {
             Err(never) => match never {},
         }
     }
+}
+
+/// Opens the store and the policies of `functions` the way a Lambda
+/// embedding needs them: restored from the precompiled cache in
+/// `cache_dir` first (a warm start, or a store that is down), else one
+/// poll of the store within [`INIT_POLL_TIMEOUT`]; then polled in the
+/// background, never in an invocation's path. Progress and problems go to
+/// stderr (CloudWatch) as JSON lines.
+pub async fn start_watcher(
+    store_uri: &str,
+    functions: Vec<String>,
+    cache_dir: &std::path::Path,
+    poll_interval: Duration,
+) -> anyhow::Result<(Arc<Watcher>, tokio::task::JoinHandle<()>)> {
+    let store = store::open(store_uri).await?;
+    let engine = Engine::with_config(engine::EngineConfig {
+        // One invocation at a time per execution environment.
+        max_instances: 100,
+        ..Default::default()
+    })?;
+    let watcher = Arc::new(Watcher::new(
+        store,
+        engine,
+        WatchConfig {
+            functions,
+            interval: poll_interval,
+            cache_dir: Some(cache_dir.to_owned()),
+            ..Default::default()
+        },
+    ));
+    let restored = watcher.restore_from_cache();
+    if !restored.is_empty() {
+        eprintln!(
+            "{}",
+            json!({"event": "restored-from-cache", "functions": restored})
+        );
+    }
+    // A warm start serves what the cache had at once and leaves the store
+    // to the background poller; a cold one waits for the store, within
+    // Lambda's 10 s init limit.
+    if restored.is_empty() {
+        match tokio::time::timeout(INIT_POLL_TIMEOUT, watcher.poll()).await {
+            Ok(Ok(outcomes)) => {
+                for (f, o) in outcomes {
+                    eprintln!("{}", json!({"event": "poll", "function": f, "outcome": o}));
+                }
+            }
+            Ok(Err(e)) => eprintln!(
+                "{}",
+                json!({"event": "poll-failed", "error": e.to_string()})
+            ),
+            Err(_) => eprintln!(
+                "{}",
+                json!({"event": "poll-failed",
+                       "error": format!("no answer from {store_uri} within {INIT_POLL_TIMEOUT:?}")})
+            ),
+        }
+    }
+    let poller = watcher.clone().spawn();
+    Ok((watcher, poller))
 }
 
 fn api_response(status: u16, body: &Value) -> Value {

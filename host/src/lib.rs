@@ -33,6 +33,7 @@ pub mod cases;
 pub mod cli;
 pub mod decision;
 pub mod engine;
+pub mod extension;
 pub mod lambda;
 pub mod lambda_router;
 pub mod policy;

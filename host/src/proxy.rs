@@ -65,6 +65,67 @@ pub struct ProxyConfig {
     /// The Lambda client for `lambda` dispatch; by default one is made from
     /// the environment (like any AWS SDK client) on first use.
     pub lambda_client: Option<aws_sdk_lambda::Client>,
+    /// The traffic class of the invocation this proxy serves calls for (the
+    /// mesh extension sets it from each incoming event). While it is
+    /// synthetic, every call is decided as a synthetic one and stays
+    /// synthetic whatever the policy returns: see [`InvocationTraffic`].
+    pub invocation_traffic: Option<Arc<InvocationTraffic>>,
+}
+
+/// The traffic class of the invocation in progress, shared between the
+/// code that sees each incoming event and the proxy that routes that
+/// invocation's outgoing calls (one invocation at a time, as in a Lambda
+/// execution environment).
+///
+/// While it is synthetic, a call's policy sees the request marked the way
+/// QA marks one (`x-switchyard-traffic: synthetic`, and `true` in the
+/// route's `synthetic-header` flag, default `x-switchyard-synthetic`), and
+/// the decision's traffic is synthetic even when the policy says otherwise:
+/// a synthetic request stays synthetic along a chain of functions.
+#[derive(Debug, Default)]
+pub struct InvocationTraffic(std::sync::atomic::AtomicBool);
+
+impl InvocationTraffic {
+    /// Sets the class of the invocation now in progress.
+    pub fn set(&self, traffic: Traffic) {
+        self.0
+            .store(traffic == Traffic::Synthetic, Ordering::Release);
+    }
+
+    /// The class of the invocation now in progress.
+    pub fn get(&self) -> Traffic {
+        if self.0.load(Ordering::Acquire) {
+            Traffic::Synthetic
+        } else {
+            Traffic::Production
+        }
+    }
+}
+
+/// The header QA's synthetic requests carry for `route` (its
+/// `synthetic-header` flag, by default `x-switchyard-synthetic`).
+fn synthetic_marker(route: &crate::Route) -> String {
+    route
+        .config()
+        .flags
+        .get("synthetic-header")
+        .map(|h| h.to_ascii_lowercase())
+        .unwrap_or_else(|| "x-switchyard-synthetic".to_owned())
+}
+
+/// `req` marked as a synthetic request: the markers first, so they win
+/// over anything the caller sent under the same names.
+fn marked_synthetic(req: &Request, route: &crate::Route) -> Request {
+    let markers = [
+        ("x-switchyard-traffic".to_owned(), "synthetic".to_owned()),
+        (synthetic_marker(route), "true".to_owned()),
+    ];
+    Request::new(
+        req.function.clone(),
+        req.method.clone(),
+        req.path.clone(),
+        markers.into_iter().chain(req.headers().iter().cloned()),
+    )
 }
 
 impl Default for ProxyConfig {
@@ -78,6 +139,7 @@ impl Default for ProxyConfig {
             decision_log_sample: 1,
             bypass_policies: false,
             lambda_client: None,
+            invocation_traffic: None,
         }
     }
 }
@@ -197,14 +259,33 @@ async fn render_metrics(State(p): State<Arc<Proxy>>) -> Response {
 
 /// Decides with the function's live policy, recording the decision.
 fn decide(p: &Proxy, active: &Active, req: &Arc<Request>) -> Decision {
+    let inherited = p
+        .config
+        .invocation_traffic
+        .as_ref()
+        .is_some_and(|t| t.get() == Traffic::Synthetic);
     if p.config.bypass_policies {
         let mut decision = crate::fail_safe(&active.route, "");
         decision.reason = "policies bypassed (serve --bypass-policies)".to_owned();
+        if inherited {
+            decision.traffic = Traffic::Synthetic;
+        }
         return decision;
     }
     let start = Instant::now();
-    let (decision, failure) = active.pool.decide(req, &active.route);
+    let (mut decision, failure) = if inherited {
+        let marked = Arc::new(marked_synthetic(req, &active.route));
+        active.pool.decide(&marked, &active.route)
+    } else {
+        active.pool.decide(req, &active.route)
+    };
     let nanos = start.elapsed().as_nanos() as u64;
+    if inherited && decision.traffic != Traffic::Synthetic {
+        decision.traffic = Traffic::Synthetic;
+        decision
+            .reason
+            .push_str("; synthetic: the calling invocation is synthetic");
+    }
     metrics::histogram!("switchyard_decision_seconds", "function" => req.function.clone())
         .record(nanos as f64 / 1e9);
     if let Some(e) = &failure {

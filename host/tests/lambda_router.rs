@@ -10,59 +10,10 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Killed, aws, moto_lambda, repo_root};
+use common::{
+    Killed, aws, cargo_lambda_watch, moto_lambda, repo_root, switchyard_cli as switchyard,
+};
 use serde_json::{Value, json};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn switchyard(store: &str, args: &[&str]) {
-    let o = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(args)
-        .env("SWITCHYARD_STORE", store)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// `cargo lambda watch` serving the Lambda APIs on a free port.
-fn watch() -> (Killed, u16) {
-    let port = free_port();
-    let child =
-        Command::new(std::env::var("CARGO_LAMBDA").unwrap_or_else(|_| "cargo-lambda".into()))
-            .args([
-                "lambda",
-                "watch",
-                "--only-lambda-apis",
-                "-A",
-                "127.0.0.1",
-                "-P",
-            ])
-            .arg(port.to_string())
-            .current_dir(repo_root())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cargo-lambda runs (pip install --no-deps cargo-lambda==1.9.2)");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "cargo lambda watch did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (Killed(child), port)
-}
 
 /// The router binary attached to the watch's Runtime API, with its own
 /// stderr captured to `log`.
@@ -167,7 +118,7 @@ fn the_router_function_routes_by_header_and_mode_and_restarts_warm_from_tmp() {
         ],
     );
 
-    let (_watch, port) = watch();
+    let (_watch, port) = cargo_lambda_watch(&repo_root());
     let cache = tmp.path().join("tmp-cache");
     let env = vec![
         ("SWITCHYARD_STORE", store.clone()),

@@ -92,14 +92,7 @@ fn err<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
     url: &str,
     e: SdkError<E>,
 ) -> StoreError {
-    let code = e.code().unwrap_or_default().to_owned();
-    let message = match e.message() {
-        Some(m) => format!("{code}: {m}"),
-        None => format!(
-            "{}",
-            aws_smithy_types::error::display::DisplayErrorContext(&e)
-        ),
-    };
+    let (code, message) = super::sdk_message(&e);
     match code.as_str() {
         "NoSuchKey" | "NotFound" => StoreError::NotFound(format!("policy blob {url}")),
         c if c.contains("Throttl") || c == "SlowDown" => StoreError::Throttled {

@@ -118,14 +118,7 @@ impl SsmStore {
         &self,
         e: SdkError<E>,
     ) -> StoreError {
-        let code = e.code().unwrap_or_default().to_owned();
-        let message = match e.message() {
-            Some(m) => format!("{code}: {m}"),
-            None => format!(
-                "{}",
-                aws_smithy_types::error::display::DisplayErrorContext(&e)
-            ),
-        };
+        let (code, message) = super::sdk_message(&e);
         if code.contains("Throttling") || code == "TooManyUpdates" {
             StoreError::Throttled {
                 store: self.uri(),

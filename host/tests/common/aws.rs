@@ -3,10 +3,9 @@
 //! needs it starts `python3 -m moto.server` on a free loopback port, watched
 //! so it exits with the test process.
 
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The emulator's endpoint URL; the AWS environment variables are set so
 /// that `aws-config` reaches it with dummy credentials.
@@ -35,11 +34,7 @@ pub fn endpoint() -> &'static str {
 /// Starts a moto server of its own on a free loopback port; returns its URL
 /// and the pid of its watchdog shell (see [`kill_moto`]).
 pub fn start_moto() -> (String, u32) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = super::free_port();
     let parent = std::process::id();
     // The watchdog shell kills moto once this test process is gone.
     let script = format!(
@@ -55,14 +50,11 @@ pub fn start_moto() -> (String, u32) {
         .stdin(Stdio::null())
         .spawn()
         .expect("start moto (pip install 'moto[server]')");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "moto did not start on port {port}; install it with: pip install 'moto[server]'"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    super::wait_for_port(
+        port,
+        "moto (pip install 'moto[server]')",
+        Duration::from_secs(30),
+    );
     (format!("http://127.0.0.1:{port}"), child.id())
 }
 

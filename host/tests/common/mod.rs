@@ -75,3 +75,71 @@ pub fn moto_lambda(args: &[&str]) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// A free loopback port (free when asked; bind it soon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something listens on `port`, failing the test after
+/// `timeout` with `what` did not start.
+pub fn wait_for_port(port: u16, what: &str, timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not start on port {port} within {timeout:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Runs the `switchyard` CLI against `store`; fails the test when it fails.
+pub fn switchyard_cli(store: &str, args: &[&str]) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env("SWITCHYARD_STORE", store)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// `cargo lambda watch --only-lambda-apis` (PyPI `cargo-lambda`) serving
+/// the Runtime, Extensions and Invoke APIs on a free port, for the binaries
+/// of the Cargo project in `dir` (watch only invokes functions named like
+/// one of its binaries).
+pub fn cargo_lambda_watch(dir: &std::path::Path) -> (Killed, u16) {
+    let port = free_port();
+    let child = std::process::Command::new(
+        std::env::var("CARGO_LAMBDA").unwrap_or_else(|_| "cargo-lambda".into()),
+    )
+    .args([
+        "lambda",
+        "watch",
+        "--only-lambda-apis",
+        "-A",
+        "127.0.0.1",
+        "-P",
+    ])
+    .arg(port.to_string())
+    .current_dir(dir)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("cargo-lambda runs (pip install --no-deps cargo-lambda==1.9.2)");
+    let child = Killed(child);
+    wait_for_port(
+        port,
+        "cargo lambda watch",
+        std::time::Duration::from_secs(60),
+    );
+    (child, port)
+}

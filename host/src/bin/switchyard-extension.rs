@@ -1,0 +1,42 @@
+//! The mesh extension for AWS Lambda: see `switchyard::extension` for what
+//! it serves and its environment variables. Ship it in a layer as
+//! `extensions/switchyard-extension`, with `switchyard-wrapper` as
+//! `AWS_LAMBDA_EXEC_WRAPPER` (README: "The mesh extension").
+
+use std::process::ExitCode;
+
+use switchyard::extension::{ExtensionEnv, run};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,switchyard=info")),
+        )
+        .init();
+    // Lambda matches the registered name against the file in /opt/extensions.
+    let name = std::env::args()
+        .next()
+        .as_deref()
+        .and_then(|a| {
+            std::path::Path::new(a)
+                .file_name()?
+                .to_str()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "switchyard-extension".to_owned());
+    let outcome = match ExtensionEnv::from_env() {
+        Ok(env) => run(env, &name).await,
+        Err(e) => Err(anyhow::anyhow!(e)),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard-extension: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,516 @@
+//! The mesh extension: Switchyard as a Lambda external extension (binary
+//! `switchyard-extension`, shipped in a layer as
+//! `extensions/switchyard-extension`) that runs next to any function, in
+//! any runtime, and routes the function's own calls to other functions.
+//!
+//! It serves two things on `127.0.0.1`:
+//!
+//! * **The mesh** (`SWITCHYARD_PORT`, default 9010): the proxy's routes,
+//!   so the decide API (`POST /v1/decide`) and the Lambda Invoke API
+//!   (`POST /2015-03-31/functions/{name}/invocations`). A function whose
+//!   AWS SDK Lambda client has `endpoint_url=http://localhost:9010` is
+//!   routed by policy: the one-line change.
+//! * **A Runtime API proxy** (`SWITCHYARD_RUNTIME_PROXY_PORT`, default
+//!   9009): the function's runtime talks to Lambda's Runtime API through
+//!   it (the layer's `switchyard-wrapper`, set as `AWS_LAMBDA_EXEC_WRAPPER`,
+//!   points `AWS_LAMBDA_RUNTIME_API` here). Every call is passed through
+//!   unchanged; from each event it hands out (`/invocation/next`) the
+//!   extension learns the invocation's traffic class: synthetic when the
+//!   client context's `custom` or the event's `headers` carry
+//!   `x-switchyard-traffic: synthetic`. An extension alone cannot know
+//!   this: Lambda's INVOKE events to extensions carry only the request id.
+//!
+//! While the invocation in progress is synthetic, its outgoing calls
+//! through the mesh are decided and tagged as synthetic (see
+//! [`crate::proxy::InvocationTraffic`]), so a synthetic request stays
+//! synthetic along a chain of functions, each with the extension.
+//!
+//! Configuration, from environment variables:
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `SWITCHYARD_STORE` | config store, e.g. `ssm:/switchyard` | required |
+//! | `SWITCHYARD_FUNCTIONS` | the store functions this function calls, `orders,payments` | required |
+//! | `SWITCHYARD_PORT` | the mesh's port on 127.0.0.1 | `9010` |
+//! | `SWITCHYARD_RUNTIME_PROXY_PORT` | the Runtime API proxy's port on 127.0.0.1 | `9009` |
+//! | `SWITCHYARD_RUNTIME_UPSTREAM` | where the Runtime API proxy forwards | `AWS_LAMBDA_RUNTIME_API` |
+//! | `SWITCHYARD_CACHE_DIR` | precompiled policies, kept across warm starts | `/tmp/switchyard-cache` |
+//! | `SWITCHYARD_POLL_INTERVAL` | store poll interval (`500ms`, `10s`, `2m`) | `10s` |
+//! | `AWS_LAMBDA_RUNTIME_API` | set by Lambda: the Extensions API | required |
+//!
+//! The extension registers under the file name it was started as (Lambda
+//! requires the name of the file in `/opt/extensions`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request as AxumRequest, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+use crate::decision::Traffic;
+use crate::lambda;
+use crate::lambda_router::{cache_and_poll, start_watcher};
+use crate::proxy::{InvocationTraffic, Proxy, ProxyConfig};
+
+/// The extension's settings (see the module docs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExtensionEnv {
+    /// Config store URI.
+    pub store: String,
+    /// The store functions the function calls through the mesh.
+    pub functions: Vec<String>,
+    /// The mesh's port on 127.0.0.1.
+    pub port: u16,
+    /// The Runtime API proxy's port on 127.0.0.1.
+    pub runtime_proxy_port: u16,
+    /// The Extensions API base URL (from `AWS_LAMBDA_RUNTIME_API`).
+    pub extensions_api: String,
+    /// The Runtime API base URL the proxy forwards to.
+    pub runtime_upstream: String,
+    /// Precompiled-policy cache.
+    pub cache_dir: PathBuf,
+    /// Store poll interval.
+    pub poll_interval: Duration,
+}
+
+impl ExtensionEnv {
+    /// Reads the settings from the environment.
+    pub fn from_env() -> Result<Self, String> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the settings through `var`.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let set = |k: &str| var(k).filter(|v| !v.trim().is_empty());
+        let store = set("SWITCHYARD_STORE").ok_or(
+            "SWITCHYARD_STORE is not set; set it to the config store, e.g. ssm:/switchyard",
+        )?;
+        let functions: Vec<String> = set("SWITCHYARD_FUNCTIONS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if functions.is_empty() {
+            return Err(
+                "SWITCHYARD_FUNCTIONS is not set; set it to the store functions this \
+                        function calls, e.g. orders,payments"
+                    .into(),
+            );
+        }
+        let port = |k: &str, default: u16| match set(k) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("{k}: {v:?} is not a port number (1-65535)")),
+        };
+        let port_mesh = port("SWITCHYARD_PORT", 9010)?;
+        let runtime_proxy_port = port("SWITCHYARD_RUNTIME_PROXY_PORT", 9009)?;
+        if port_mesh == runtime_proxy_port {
+            return Err(format!(
+                "SWITCHYARD_PORT and SWITCHYARD_RUNTIME_PROXY_PORT are both {port_mesh}; \
+                 they need a port each"
+            ));
+        }
+        let api = set("AWS_LAMBDA_RUNTIME_API").ok_or(
+            "AWS_LAMBDA_RUNTIME_API is not set: Lambda sets it; to run the extension locally, \
+             point it at `cargo lambda watch` (http://127.0.0.1:9000/.rt)",
+        )?;
+        let extensions_api = base_url(&api);
+        let runtime_upstream = set("SWITCHYARD_RUNTIME_UPSTREAM")
+            .map(|u| base_url(&u))
+            .unwrap_or_else(|| extensions_api.clone());
+        let (cache_dir, poll_interval) = cache_and_poll(&var)?;
+        Ok(ExtensionEnv {
+            store,
+            functions,
+            port: port_mesh,
+            runtime_proxy_port,
+            extensions_api,
+            runtime_upstream,
+            cache_dir,
+            poll_interval,
+        })
+    }
+}
+
+/// A Runtime API address as a base URL: Lambda's `127.0.0.1:9001` becomes
+/// `http://127.0.0.1:9001`; a URL (`cargo lambda watch`'s
+/// `http://127.0.0.1:9000/.rt`) is kept, without a trailing `/`.
+pub fn base_url(api: &str) -> String {
+    let api = api.trim().trim_end_matches('/');
+    if api.starts_with("http://") || api.starts_with("https://") {
+        api.to_owned()
+    } else {
+        format!("http://{api}")
+    }
+}
+
+/// The traffic class of an event a function is about to handle: synthetic
+/// when its client context's `custom` (the `Lambda-Runtime-Client-Context`
+/// header) or its `headers` (an HTTP event: API Gateway, function URL)
+/// carry `x-switchyard-traffic: synthetic`, names and values in any case.
+pub fn event_traffic(client_context: Option<&str>, event: &[u8]) -> Traffic {
+    let synthetic = |v: &str| v.trim().eq_ignore_ascii_case("synthetic");
+    let in_context = client_context.is_some_and(|ctx| {
+        lambda::custom_fields(ctx)
+            .iter()
+            .any(|(k, v)| k == "x-switchyard-traffic" && synthetic(v))
+    });
+    let in_headers = || {
+        let Ok(Value::Object(event)) = serde_json::from_slice::<Value>(event) else {
+            return false;
+        };
+        let Some(Value::Object(headers)) = event.get("headers") else {
+            return false;
+        };
+        headers.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("x-switchyard-traffic") && v.as_str().is_some_and(synthetic)
+        })
+    };
+    if in_context || in_headers() {
+        Traffic::Synthetic
+    } else {
+        Traffic::Production
+    }
+}
+
+type HttpClient = Client<HttpConnector, Body>;
+
+struct RuntimeProxy {
+    upstream: String,
+    client: HttpClient,
+    traffic: Arc<InvocationTraffic>,
+}
+
+/// The Runtime API proxy's routes: everything is forwarded to `upstream`
+/// unchanged; each event handed out sets `traffic`.
+pub fn runtime_proxy(upstream: String, traffic: Arc<InvocationTraffic>) -> axum::Router {
+    let state = Arc::new(RuntimeProxy {
+        upstream: base_url(&upstream),
+        client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+        traffic,
+    });
+    axum::Router::new()
+        .fallback(forward_runtime)
+        .with_state(state)
+}
+
+async fn forward_runtime(State(s): State<Arc<RuntimeProxy>>, req: AxumRequest) -> Response {
+    let path_query = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .unwrap_or_else(|| "/".to_owned());
+    let is_next =
+        req.method() == http::Method::GET && req.uri().path().ends_with("/runtime/invocation/next");
+    let url = format!("{}{path_query}", s.upstream);
+    let (mut parts, body) = req.into_parts();
+    parts.uri = match url.parse() {
+        Ok(u) => u,
+        Err(e) => {
+            return bad_gateway(format!("cannot forward to the Runtime API at {url}: {e}"));
+        }
+    };
+    parts.headers.remove(http::header::HOST);
+    let answer = match s
+        .client
+        .request(http::Request::from_parts(parts, body))
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            return bad_gateway(format!(
+                "the Runtime API at {} did not answer {path_query}: {e}",
+                s.upstream
+            ));
+        }
+    };
+    let (parts, body) = answer.into_parts();
+    if !is_next || !parts.status.is_success() {
+        return Response::from_parts(parts, Body::new(body.map_err(axum::Error::new)));
+    }
+    let event = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return bad_gateway(format!("the next event broke off: {e}")),
+    };
+    let ctx = parts
+        .headers
+        .get("lambda-runtime-client-context")
+        .and_then(|v| v.to_str().ok());
+    let traffic = event_traffic(ctx, &event);
+    s.traffic.set(traffic);
+    tracing::debug!(target: "switchyard::extension", traffic = traffic.as_str(), "next event");
+    Response::from_parts(parts, Body::from(event))
+}
+
+fn bad_gateway(message: String) -> Response {
+    tracing::warn!(target: "switchyard::extension", "{message}");
+    (
+        StatusCode::BAD_GATEWAY,
+        axum::Json(json!({"error": message})),
+    )
+        .into_response()
+}
+
+/// What the Extensions API's `event/next` returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtensionEvent {
+    /// An invocation started (its request id).
+    Invoke(String),
+    /// The execution environment is shutting down (the reason).
+    Shutdown(String),
+}
+
+/// A client of Lambda's Extensions API (register, then `event/next` in a
+/// loop). Hand-written: two calls do not need the `lambda-extension`
+/// crate's 18 dependencies.
+pub struct ExtensionsApi {
+    base: String,
+    id: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl ExtensionsApi {
+    /// Registers the extension `name` for INVOKE and SHUTDOWN events.
+    pub async fn register(base: &str, name: &str) -> anyhow::Result<Self> {
+        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let url = format!("{base}/2020-01-01/extension/register");
+        let req = http::Request::post(&url)
+            .header("lambda-extension-name", name)
+            .header("content-type", "application/json")
+            .body(Full::from(r#"{"events":["INVOKE","SHUTDOWN"]}"#))?;
+        let answer = client.request(req).await.map_err(|e| {
+            anyhow::anyhow!("cannot register with the Extensions API at {url}: {e}")
+        })?;
+        let status = answer.status();
+        let id = answer
+            .headers()
+            .get("lambda-extension-identifier")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = answer.into_body().collect().await?.to_bytes();
+        match id {
+            Some(id) if status.is_success() => Ok(ExtensionsApi {
+                base: base.to_owned(),
+                id,
+                client,
+            }),
+            _ => anyhow::bail!(
+                "the Extensions API at {url} refused to register {name:?}: {status} {}",
+                String::from_utf8_lossy(&body)
+            ),
+        }
+    }
+
+    /// Waits for the next event (long poll).
+    pub async fn next(&self) -> anyhow::Result<ExtensionEvent> {
+        let url = format!("{}/2020-01-01/extension/event/next", self.base);
+        let req = http::Request::get(&url)
+            .header("lambda-extension-identifier", &self.id)
+            .body(Full::default())?;
+        let answer = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| anyhow::anyhow!("the Extensions API at {url} did not answer: {e}"))?;
+        let status = answer.status();
+        let body = answer.into_body().collect().await?.to_bytes();
+        anyhow::ensure!(
+            status.is_success(),
+            "the Extensions API at {url} answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let event: Value = serde_json::from_slice(&body)?;
+        let text = |k: &str| event[k].as_str().unwrap_or("").to_owned();
+        match event["eventType"].as_str() {
+            Some("SHUTDOWN") => Ok(ExtensionEvent::Shutdown(text("shutdownReason"))),
+            _ => Ok(ExtensionEvent::Invoke(text("requestId"))),
+        }
+    }
+}
+
+/// Runs the extension until Lambda shuts the environment down: binds both
+/// listeners, registers (so the runtime starts only once the Runtime API
+/// proxy is up), loads the policies, then serves while waiting for events.
+pub async fn run(env: ExtensionEnv, name: &str) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let bind = |port: u16, what: &str| {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let what = what.to_owned();
+        async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for {what}: {e}"))
+        }
+    };
+    let runtime_listener = bind(env.runtime_proxy_port, "the Runtime API proxy").await?;
+    let mesh_listener = bind(env.port, "the mesh (SWITCHYARD_PORT)").await?;
+    let traffic = Arc::new(InvocationTraffic::default());
+    let runtime_routes = runtime_proxy(env.runtime_upstream.clone(), traffic.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(runtime_listener, runtime_routes).await {
+            eprintln!(
+                "{}",
+                json!({"event": "runtime-proxy-failed", "error": e.to_string()})
+            );
+        }
+    });
+    let api = ExtensionsApi::register(&env.extensions_api, name).await?;
+    let (watcher, _poller) = start_watcher(
+        &env.store,
+        env.functions.clone(),
+        &env.cache_dir,
+        env.poll_interval,
+    )
+    .await?;
+    let proxy = Proxy::new(
+        watcher.policies(),
+        ProxyConfig {
+            expected_functions: env.functions.clone(),
+            invocation_traffic: Some(traffic),
+            ..Default::default()
+        },
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(mesh_listener, crate::proxy::router(proxy)).await {
+            eprintln!(
+                "{}",
+                json!({"event": "mesh-failed", "error": e.to_string()})
+            );
+        }
+    });
+    eprintln!(
+        "{}",
+        json!({"event": "ready", "init_ms": started.elapsed().as_secs_f64() * 1e3,
+               "mesh": format!("http://127.0.0.1:{}", env.port),
+               "runtime_proxy": format!("127.0.0.1:{}", env.runtime_proxy_port),
+               "functions": watcher.policies().functions()})
+    );
+    loop {
+        match api.next().await? {
+            ExtensionEvent::Invoke(_) => {}
+            ExtensionEvent::Shutdown(reason) => {
+                eprintln!("{}", json!({"event": "shutdown", "reason": reason}));
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    fn env(vars: &[(&str, &str)]) -> Result<ExtensionEnv, String> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ExtensionEnv::from_vars(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn settings_from_the_environment() {
+        let base = [
+            ("SWITCHYARD_STORE", "ssm:/s"),
+            ("SWITCHYARD_FUNCTIONS", " orders, payments ,"),
+            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+        ];
+        let e = env(&base).unwrap();
+        assert_eq!(e.functions, ["orders", "payments"]);
+        assert_eq!((e.port, e.runtime_proxy_port), (9010, 9009));
+        assert_eq!(e.extensions_api, "http://127.0.0.1:9001");
+        assert_eq!(e.runtime_upstream, "http://127.0.0.1:9001");
+
+        let mut v = base.to_vec();
+        v.push((
+            "SWITCHYARD_RUNTIME_UPSTREAM",
+            "http://127.0.0.1:9000/.rt/f/",
+        ));
+        v.push(("SWITCHYARD_PORT", "7000"));
+        let e = env(&v).unwrap();
+        assert_eq!(e.runtime_upstream, "http://127.0.0.1:9000/.rt/f");
+        assert_eq!(e.port, 7000);
+
+        let err = env(&base[..2]).unwrap_err();
+        assert!(err.contains("AWS_LAMBDA_RUNTIME_API"), "{err}");
+        let err = env(&[base[0], base[2]]).unwrap_err();
+        assert!(err.contains("SWITCHYARD_FUNCTIONS"), "{err}");
+        let err = env(&[base[1], base[2]]).unwrap_err();
+        assert!(err.contains("SWITCHYARD_STORE"), "{err}");
+        let mut v = base.to_vec();
+        v.push(("SWITCHYARD_PORT", "http"));
+        assert!(env(&v).unwrap_err().contains("not a port"));
+        let mut v = base.to_vec();
+        v.push(("SWITCHYARD_PORT", "9009"));
+        assert!(env(&v).unwrap_err().contains("a port each"));
+    }
+
+    #[test]
+    fn the_traffic_class_comes_from_the_client_context_or_the_event_headers() {
+        let ctx = |custom: Value| {
+            base64::engine::general_purpose::STANDARD
+                .encode(json!({ "custom": custom }).to_string())
+        };
+        let synthetic = ctx(json!({"x-switchyard-traffic": "synthetic"}));
+        assert_eq!(event_traffic(Some(&synthetic), b"{}"), Traffic::Synthetic);
+        let upper = ctx(json!({"X-Switchyard-Traffic": "Synthetic"}));
+        assert_eq!(event_traffic(Some(&upper), b"[]"), Traffic::Synthetic);
+        let production = ctx(json!({"x-switchyard-traffic": "production"}));
+        assert_eq!(event_traffic(Some(&production), b"{}"), Traffic::Production);
+
+        let http_event = json!({"headers": {"X-Switchyard-Traffic": "synthetic"}}).to_string();
+        assert_eq!(
+            event_traffic(None, http_event.as_bytes()),
+            Traffic::Synthetic
+        );
+        // Anything else is production: no tag, a tag elsewhere in the
+        // payload, a context or event that is not what it claims to be.
+        for (ctx, event) in [
+            (
+                None,
+                json!({"headers": {"x-switchyard-synthetic": "true"}}).to_string(),
+            ),
+            (
+                None,
+                json!({"x-switchyard-traffic": "synthetic"}).to_string(),
+            ),
+            (
+                None,
+                json!({"headers": {"x-switchyard-traffic": 1}}).to_string(),
+            ),
+            (Some("%%% not base64"), "not json".to_owned()),
+            (None, String::new()),
+        ] {
+            assert_eq!(
+                event_traffic(ctx, event.as_bytes()),
+                Traffic::Production,
+                "{ctx:?} {event}"
+            );
+        }
+    }
+
+    #[test]
+    fn runtime_addresses_become_base_urls() {
+        assert_eq!(base_url("127.0.0.1:9001"), "http://127.0.0.1:9001");
+        assert_eq!(
+            base_url("http://127.0.0.1:9000/.rt/"),
+            "http://127.0.0.1:9000/.rt"
+        );
+    }
+}

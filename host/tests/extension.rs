@@ -1,0 +1,301 @@
+//! The mesh extension (`switchyard-extension`) next to two functions in two
+//! languages, run as Lambda runs them: each function and its extension
+//! under their own `cargo lambda watch --only-lambda-apis` (Runtime,
+//! Extensions and Invoke APIs), each runtime started through the layer's
+//! `switchyard-wrapper`, so it reaches the Runtime API through the
+//! extension's proxy.
+//!
+//! The chain: the test invokes `checkout` (Python, boto3) with an HTTP
+//! event; `checkout` calls `orders` (Node.js, AWS SDK v3) through its
+//! extension, whose route reaches the chosen version through the function
+//! URL of the `orders` watch (`/lambda-url/orders/v1` or `/v2`, so the
+//! version is in the path the function sees); `orders` calls `payments`
+//! through its own extension, and `payments` runs in moto's Lambda, whose
+//! recorder shows the qualifier and the client context of every Invoke.
+//!
+//! `cargo lambda watch` ignores an Invoke's `Qualifier` and drops its
+//! client context, which is why the hop into `orders` goes through a
+//! function URL (its headers reach the event) and the last hop to moto.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Killed, aws, cargo_lambda_watch, free_port, moto_lambda, repo_root, switchyard_cli};
+use serde_json::{Value, json};
+
+fn functions_dir() -> PathBuf {
+    repo_root().join("host/tests/support/functions")
+}
+
+/// A Cargo project whose binaries are named like the functions, for
+/// `cargo lambda watch` to serve them.
+fn watch_project(dir: &Path, functions: &[&str]) {
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(dir.join("src/main.rs"), "fn main() {}\n").unwrap();
+    let mut manifest =
+        "[package]\nname = \"fns\"\nversion = \"0.0.0\"\nedition = \"2021\"\n".to_owned();
+    for f in functions {
+        manifest.push_str(&format!(
+            "[[bin]]\nname = \"{f}\"\npath = \"src/main.rs\"\n"
+        ));
+    }
+    std::fs::write(dir.join("Cargo.toml"), manifest).unwrap();
+}
+
+/// One function with the extension beside it, attached to a watch.
+struct Function {
+    _extension: Killed,
+    _runtime: Killed,
+    /// The extension's and the runtime's stderr.
+    logs: [PathBuf; 2],
+}
+
+struct Spec<'a> {
+    name: &'a str,
+    watch_port: u16,
+    store: &'a str,
+    calls: &'a str,
+    /// The runtime: program and arguments, run in `dir`.
+    runtime: &'a [&'a str],
+    dir: PathBuf,
+    tmp: &'a Path,
+}
+
+fn start(spec: Spec) -> Function {
+    let mesh = free_port();
+    let runtime_proxy = free_port();
+    let watch = format!("http://127.0.0.1:{}/.rt", spec.watch_port);
+    let log = spec.tmp.join(format!("{}-extension.log", spec.name));
+    let extension = Command::new(env!("CARGO_BIN_EXE_switchyard-extension"))
+        .env("AWS_LAMBDA_RUNTIME_API", &watch)
+        // Lambda serves the Runtime API and the Extensions API at one
+        // address; watch serves each function's under its name.
+        .env(
+            "SWITCHYARD_RUNTIME_UPSTREAM",
+            format!("{watch}/{}", spec.name),
+        )
+        .env("SWITCHYARD_STORE", spec.store)
+        .env("SWITCHYARD_FUNCTIONS", spec.calls)
+        .env("SWITCHYARD_PORT", mesh.to_string())
+        .env("SWITCHYARD_RUNTIME_PROXY_PORT", runtime_proxy.to_string())
+        .env(
+            "SWITCHYARD_CACHE_DIR",
+            spec.tmp.join(format!("{}-cache", spec.name)),
+        )
+        .env("SWITCHYARD_POLL_INTERVAL", "300ms")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let extension = Killed(extension);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains(r#""event":"ready""#)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the {} extension never got ready: {}",
+            spec.name,
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let runtime_log = spec.tmp.join(format!("{}-runtime.log", spec.name));
+    let runtime = Command::new("sh")
+        .arg(repo_root().join("host/lambda/switchyard-wrapper"))
+        .args(spec.runtime)
+        .current_dir(&spec.dir)
+        .env("SWITCHYARD_RUNTIME_PROXY_PORT", runtime_proxy.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", spec.name)
+        // Lambda sets both; boto3 reads only the second.
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("SWITCHYARD_URL", format!("http://127.0.0.1:{mesh}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&runtime_log).unwrap())
+        .spawn()
+        .unwrap();
+    Function {
+        _extension: extension,
+        _runtime: Killed(runtime),
+        logs: [log, runtime_log],
+    }
+}
+
+/// Invokes `checkout` through its watch's Invoke API with an HTTP API
+/// event carrying `headers`; returns the body `checkout` answered.
+fn checkout(port: u16, headers: Value, logs: &[&Function]) -> Value {
+    let event = json!({
+        "version": "2.0",
+        "rawPath": "/checkout",
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {"http": {"method": "POST"}},
+        "body": "{}",
+        "isBase64Encoded": false,
+    });
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "30", "-X", "POST", "-d"])
+        .arg(event.to_string())
+        .arg(format!(
+            "http://127.0.0.1:{port}/2015-03-31/functions/checkout/invocations"
+        ))
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let body = answer["body"]
+        .as_str()
+        .and_then(|b| serde_json::from_str(b).ok());
+    body.unwrap_or_else(|| {
+        let logs: Vec<String> = logs
+            .iter()
+            .flat_map(|f| &f.logs)
+            .map(|log| std::fs::read_to_string(log).unwrap_or_default())
+            .collect();
+        panic!(
+            "checkout answered {:?}; function logs: {logs:#?}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// The qualifier and traffic tag of the last Invoke of `name` in moto.
+fn last_payment(name: &str) -> (String, String) {
+    let calls = moto_lambda(&["calls", aws::endpoint(), name]);
+    let last = calls.as_array().unwrap().last().expect("payments invoked");
+    (
+        last["qualifier"].as_str().unwrap_or("").to_owned(),
+        last["client_context"]["custom"]["x-switchyard-traffic"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned(),
+    )
+}
+
+#[test]
+fn python_and_node_functions_are_routed_and_stay_synthetic_across_two_hops() {
+    let endpoint = aws::endpoint().to_owned();
+    let tag = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    );
+    let payments = format!("sy-payments-{tag}");
+    let versions: Vec<String> = serde_json::from_value(
+        moto_lambda(&["setup", &endpoint, "us-east-1", &payments])["versions"].clone(),
+    )
+    .unwrap();
+    let (stable, candidate) = (versions[0].clone(), versions[1].clone());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (checkout_dir, orders_dir) = (tmp.path().join("w1"), tmp.path().join("w2"));
+    watch_project(&checkout_dir, &["checkout"]);
+    watch_project(&orders_dir, &["orders"]);
+    let (_w1, w1) = cargo_lambda_watch(&checkout_dir);
+    let (_w2, w2) = cargo_lambda_watch(&orders_dir);
+
+    let store = format!("ssm:/mesh{}", std::process::id());
+    let publish = |function: &str, route: Value| {
+        let file = tmp.path().join(format!("{function}.json"));
+        std::fs::write(&file, route.to_string()).unwrap();
+        switchyard_cli(
+            &store,
+            &[
+                "publish",
+                "--function",
+                function,
+                "--policy",
+                switchyard_test_artifacts::SYNTHETIC_HEADER,
+                "--config",
+                file.to_str().unwrap(),
+            ],
+        );
+    };
+    let orders_url = |v: &str| format!("http://127.0.0.1:{w2}/lambda-url/orders/{v}");
+    publish(
+        "orders",
+        json!({
+            "mode": "synthetic",
+            "versions": {"stable": "1", "candidate": "2"},
+            "dispatch": {"type": "http", "urls": {"1": orders_url("v1"), "2": orders_url("v2")}},
+        }),
+    );
+    publish(
+        "payments",
+        json!({
+            "mode": "synthetic",
+            "versions": {"stable": stable, "candidate": candidate},
+            "dispatch": {"type": "lambda", "function-name": payments},
+        }),
+    );
+
+    let python = start(Spec {
+        name: "checkout",
+        watch_port: w1,
+        store: &store,
+        calls: "orders",
+        runtime: &["python3", "../runtime.py", "checkout.handler"],
+        dir: functions_dir().join("python"),
+        tmp: tmp.path(),
+    });
+    let node = start(Spec {
+        name: "orders",
+        watch_port: w2,
+        store: &store,
+        calls: "payments",
+        runtime: &["node", "../runtime.mjs", "orders.mjs"],
+        dir: functions_dir().join("node"),
+        tmp: tmp.path(),
+    });
+    let logs = [&python, &node];
+
+    // A synthetic request: the candidate at both hops, tagged synthetic at
+    // both (Node saw it in its event; moto in the client context).
+    let r = checkout(w1, json!({"x-switchyard-traffic": "synthetic"}), &logs);
+    assert_eq!(r["traffic"], "synthetic", "{r}");
+    assert_eq!(r["orders"]["path"], "/v2/", "orders candidate: {r}");
+    assert_eq!(r["orders"]["traffic"], "synthetic", "{r}");
+    assert_eq!(r["orders"]["payments"], json!({"amount": 5}), "{r}");
+    assert_eq!(
+        last_payment(&payments),
+        (candidate.clone(), "synthetic".to_owned())
+    );
+
+    // A production request: stable everywhere, production everywhere.
+    let r = checkout(w1, json!({"accept": "*/*"}), &logs);
+    assert_eq!(r["orders"]["path"], "/v1/", "orders stable: {r}");
+    assert_eq!(r["orders"]["traffic"], "production", "{r}");
+    assert_eq!(
+        last_payment(&payments),
+        (stable.clone(), "production".to_owned())
+    );
+
+    // payments flipped to production mode: a synthetic chain now reaches
+    // its stable version, and is still tagged synthetic there.
+    switchyard_cli(&store, &["mode", "payments", "production"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = checkout(w1, json!({"x-switchyard-traffic": "synthetic"}), &logs);
+        assert_eq!(r["orders"]["path"], "/v2/", "{r}");
+        let (qualifier, traffic) = last_payment(&payments);
+        assert_eq!(
+            traffic, "synthetic",
+            "the tag survives a production-mode hop"
+        );
+        if qualifier == stable {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the mode flip never reached the orders extension"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

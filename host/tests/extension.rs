@@ -299,3 +299,164 @@ fn python_and_node_functions_are_routed_and_stay_synthetic_across_two_hops() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A Runtime API on loopback that hands out `events` (client context,
+/// body) in turn and records what the runtime posts back.
+struct FakeRuntimeApi {
+    events: std::sync::Mutex<std::collections::VecDeque<(Option<String>, String)>>,
+    posted: std::sync::Mutex<Vec<(String, Vec<u8>)>>,
+}
+
+async fn fake_runtime_api(
+    axum::extract::State(api): axum::extract::State<std::sync::Arc<FakeRuntimeApi>>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = req.uri().path().to_owned();
+    if req.method() == http::Method::GET && path.ends_with("/invocation/next") {
+        let Some((ctx, body)) = api.events.lock().unwrap().pop_front() else {
+            return http::StatusCode::GONE.into_response();
+        };
+        let mut response = ([("lambda-runtime-aws-request-id", "req-1")], body).into_response();
+        if let Some(ctx) = ctx {
+            response.headers_mut().insert(
+                "lambda-runtime-client-context",
+                http::HeaderValue::from_str(&ctx).unwrap(),
+            );
+        }
+        return response;
+    }
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    api.posted
+        .lock()
+        .unwrap()
+        .push((path.clone(), body.to_vec()));
+    if path.ends_with("/error") {
+        return (http::StatusCode::BAD_REQUEST, "bad error body").into_response();
+    }
+    (http::StatusCode::ACCEPTED, r#"{"status":"OK"}"#).into_response()
+}
+
+/// `curl` through the proxy: (status, response headers and body).
+fn curl(url: &str, post: Option<&str>) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-i", "--max-time", "10"]);
+    if let Some(body) = post {
+        cmd.args(["-X", "POST", "--data-binary", body]);
+    }
+    let out = cmd.arg(url).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+#[test]
+fn the_runtime_proxy_passes_calls_through_and_reads_each_events_class() {
+    use base64::Engine as _;
+    use switchyard::Traffic;
+    use switchyard::proxy::InvocationTraffic;
+
+    let synthetic_ctx = base64::engine::general_purpose::STANDARD
+        .encode(json!({"custom": {"x-switchyard-traffic": "synthetic"}}).to_string());
+    let api = std::sync::Arc::new(FakeRuntimeApi {
+        events: std::sync::Mutex::new(
+            [
+                (Some(synthetic_ctx.clone()), r#"{"order":1}"#.to_owned()),
+                (None, r#"{"order":2}"#.to_owned()),
+            ]
+            .into(),
+        ),
+        posted: Default::default(),
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let traffic = std::sync::Arc::new(InvocationTraffic::default());
+    let (upstream, proxy) = rt.block_on(async {
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream_addr = upstream.local_addr().unwrap();
+        let routes = axum::Router::new()
+            .fallback(fake_runtime_api)
+            .with_state(api.clone());
+        tokio::spawn(async move { axum::serve(upstream, routes).await });
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy_addr = proxy.local_addr().unwrap();
+        // Lambda's form of the address: host:port, no scheme.
+        let routes =
+            switchyard::extension::runtime_proxy(format!("{upstream_addr}/base"), traffic.clone());
+        tokio::spawn(async move { axum::serve(proxy, routes).await });
+        (upstream_addr, proxy_addr)
+    });
+    let base = format!("http://{proxy}/2018-06-01/runtime");
+
+    // An event invoked with a synthetic client context: passed through
+    // with its headers, and the invocation is synthetic.
+    let (status, text) = curl(&format!("{base}/invocation/next"), None);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.ends_with(r#"{"order":1}"#), "{text}");
+    assert!(
+        text.contains(&synthetic_ctx),
+        "the client context reaches the runtime: {text}"
+    );
+    assert!(
+        text.contains("lambda-runtime-aws-request-id: req-1"),
+        "{text}"
+    );
+    assert_eq!(traffic.get(), Traffic::Synthetic);
+    // The runtime's answer reaches the Runtime API byte for byte, and the
+    // Runtime API's status reaches the runtime.
+    let (status, text) = curl(
+        &format!("{base}/invocation/req-1/response"),
+        Some("ok \u{e9}"),
+    );
+    assert_eq!(status, 202, "{text}");
+
+    // The next event has no tag: production again.
+    let (status, _) = curl(&format!("{base}/invocation/next"), None);
+    assert_eq!(status, 200);
+    assert_eq!(traffic.get(), Traffic::Production);
+    let (status, text) = curl(&format!("{base}/invocation/req-1/error"), Some("{}"));
+    assert_eq!(status, 400, "errors pass through: {text}");
+    assert_eq!(
+        *api.posted.lock().unwrap(),
+        [
+            (
+                "/base/2018-06-01/runtime/invocation/req-1/response".to_owned(),
+                "ok \u{e9}".as_bytes().to_vec()
+            ),
+            (
+                "/base/2018-06-01/runtime/invocation/req-1/error".to_owned(),
+                b"{}".to_vec()
+            ),
+        ]
+    );
+    // A Runtime API with nothing left to hand out answers 410, passed on
+    // as is; one that is gone is a 502 naming it.
+    let (status, _) = curl(&format!("{base}/invocation/next"), None);
+    assert_eq!(status, 410);
+    drop(rt);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let down = rt.block_on(async {
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = proxy.local_addr().unwrap();
+        let routes = switchyard::extension::runtime_proxy(
+            format!("http://{upstream}"),
+            std::sync::Arc::new(InvocationTraffic::default()),
+        );
+        tokio::spawn(async move { axum::serve(proxy, routes).await });
+        addr
+    });
+    let (status, text) = curl(
+        &format!("http://{down}/2018-06-01/runtime/invocation/next"),
+        None,
+    );
+    assert_eq!(status, 502, "{text}");
+    assert!(
+        text.contains(&format!("the Runtime API at http://{upstream}")),
+        "{text}"
+    );
+}

@@ -13,13 +13,7 @@ runs=${COLD_RUNS:-10}
 target_dir=${CARGO_TARGET_DIR:-target}
 out=target/load
 mkdir -p "$out"
-work=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-cold.XXXXXX")
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT INT TERM
-log() { echo "== $*" >&2; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 400); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+. benches/common.sh
 
 command -v cargo-lambda >/dev/null || python3 -m pip install --quiet --no-deps 'cargo-lambda==1.9.2'
 log "building the release CLI and router (first time: minutes)"
@@ -68,7 +62,6 @@ print(f'{ev["ready"]["init_ms"]:.1f} {ev["first-response"]["since_start_ms"]:.1f
 PY
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 : > "$work/cold"; : > "$work/warm"
 for i in $(seq 1 "$runs"); do
   rm -rf "$work/cache"

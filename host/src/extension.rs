@@ -50,6 +50,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request as AxumRequest, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -199,9 +200,13 @@ struct RuntimeProxy {
 /// The Runtime API proxy's routes: everything is forwarded to `upstream`
 /// unchanged; each event handed out sets `traffic`.
 pub fn runtime_proxy(upstream: String, traffic: Arc<InvocationTraffic>) -> axum::Router {
+    let mut connector = HttpConnector::new();
+    // Small request/answer pairs on loopback: Nagle's algorithm would hold
+    // each back for the peer's delayed ACK.
+    connector.set_nodelay(true);
     let state = Arc::new(RuntimeProxy {
         upstream: base_url(&upstream),
-        client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+        client: Client::builder(TokioExecutor::new()).build(connector),
         traffic,
     });
     axum::Router::new()
@@ -361,6 +366,9 @@ pub async fn run(env: ExtensionEnv, name: &str) -> anyhow::Result<()> {
     let mesh_listener = bind(env.port, "the mesh (SWITCHYARD_PORT)").await?;
     let traffic = Arc::new(InvocationTraffic::default());
     let runtime_routes = runtime_proxy(env.runtime_upstream.clone(), traffic.clone());
+    let runtime_listener = runtime_listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(runtime_listener, runtime_routes).await {
             eprintln!(
@@ -417,11 +425,7 @@ mod tests {
     use base64::Engine as _;
 
     fn env(vars: &[(&str, &str)]) -> Result<ExtensionEnv, String> {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        ExtensionEnv::from_vars(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+        ExtensionEnv::from_vars(crate::lambda_router::fake_env(vars))
     }
 
     #[test]

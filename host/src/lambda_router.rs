@@ -144,6 +144,30 @@ pub(crate) fn cache_and_poll(
     Ok((cache_dir, poll_interval))
 }
 
+/// Logs to stderr (CloudWatch) without colours; the filter comes from
+/// `SWITCHYARD_LOG` (`tracing` env-filter syntax), by default
+/// `warn,switchyard=info`. For the Lambda binaries.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,switchyard=info")),
+        )
+        .init();
+}
+
+/// An environment of `pairs`, for tests of the settings.
+#[cfg(test)]
+pub(crate) fn fake_env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let pairs: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+}
+
 /// A running router: the live policies and the proxy's routes.
 pub struct RouterFunction {
     env: RouterEnv,
@@ -371,11 +395,7 @@ mod tests {
     use super::*;
 
     fn env(vars: &[(&str, &str)]) -> Result<RouterEnv, String> {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        RouterEnv::from_vars(|k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+        RouterEnv::from_vars(fake_env(vars))
     }
 
     #[test]

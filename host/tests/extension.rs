@@ -23,7 +23,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Killed, aws, cargo_lambda_watch, free_port, moto_lambda, repo_root, switchyard_cli};
+use common::{
+    Killed, aws, cargo_lambda_watch, free_port, invoke_http_event, moto_lambda, repo_root,
+    switchyard_cli,
+};
 use serde_json::{Value, json};
 
 fn functions_dir() -> PathBuf {
@@ -129,24 +132,8 @@ fn start(spec: Spec) -> Function {
 /// Invokes `checkout` through its watch's Invoke API with an HTTP API
 /// event carrying `headers`; returns the body `checkout` answered.
 fn checkout(port: u16, headers: Value, logs: &[&Function]) -> Value {
-    let event = json!({
-        "version": "2.0",
-        "rawPath": "/checkout",
-        "rawQueryString": "",
-        "headers": headers,
-        "requestContext": {"http": {"method": "POST"}},
-        "body": "{}",
-        "isBase64Encoded": false,
-    });
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "30", "-X", "POST", "-d"])
-        .arg(event.to_string())
-        .arg(format!(
-            "http://127.0.0.1:{port}/2015-03-31/functions/checkout/invocations"
-        ))
-        .output()
-        .unwrap();
-    let answer: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let out = invoke_http_event(port, "checkout", "POST", "/checkout", headers);
+    let answer: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
     let body = answer["body"]
         .as_str()
         .and_then(|b| serde_json::from_str(b).ok());
@@ -158,7 +145,7 @@ fn checkout(port: u16, headers: Value, logs: &[&Function]) -> Value {
             .collect();
         panic!(
             "checkout answered {:?}; function logs: {logs:#?}",
-            String::from_utf8_lossy(&out.stdout)
+            String::from_utf8_lossy(&out)
         )
     })
 }

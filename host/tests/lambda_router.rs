@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Killed, aws, cargo_lambda_watch, moto_lambda, repo_root, switchyard_cli as switchyard,
+    Killed, aws, cargo_lambda_watch, invoke_http_event, moto_lambda, repo_root,
+    switchyard_cli as switchyard,
 };
 use serde_json::{Value, json};
 
@@ -37,35 +38,9 @@ fn router(port: u16, env: &[(&str, String)], log: &std::path::Path) -> Killed {
 /// Invokes the router through the watch's Invoke API with an API Gateway
 /// HTTP API event; returns the router's response event.
 fn invoke(port: u16, headers: Value) -> Value {
-    let event = json!({
-        "version": "2.0",
-        "rawPath": "/orders/1",
-        "rawQueryString": "",
-        "headers": headers,
-        "requestContext": {"http": {"method": "GET"}},
-        "isBase64Encoded": false,
-    });
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "--max-time",
-            "20",
-            "-X",
-            "POST",
-            "-d",
-            &event.to_string(),
-        ])
-        .arg(format!(
-            "http://127.0.0.1:{port}/2015-03-31/functions/switchyard-lambda/invocations"
-        ))
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "router answer {:?}: {e}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    let out = invoke_http_event(port, "switchyard-lambda", "GET", "/orders/1", headers);
+    serde_json::from_slice(&out)
+        .unwrap_or_else(|e| panic!("router answer {:?}: {e}", String::from_utf8_lossy(&out)))
 }
 
 fn qualifiers(name: &str) -> Vec<String> {

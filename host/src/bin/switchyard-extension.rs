@@ -9,14 +9,7 @@ use switchyard::extension::{ExtensionEnv, run};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,switchyard=info")),
-        )
-        .init();
+    switchyard::lambda_router::init_logging();
     // Lambda matches the registered name against the file in /opt/extensions.
     let name = std::env::args()
         .next()

@@ -12,14 +12,7 @@ use switchyard::lambda_router::{RouterEnv, RouterFunction};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let started = Instant::now();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,switchyard=info")),
-        )
-        .init();
+    switchyard::lambda_router::init_logging();
     let env = RouterEnv::from_env().map_err(|e| format!("switchyard-lambda: {e}"))?;
     let router = Arc::new(RouterFunction::init(env).await?);
     // Init done: Lambda's INIT phase ends when the runtime asks for the

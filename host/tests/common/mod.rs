@@ -143,3 +143,32 @@ pub fn cargo_lambda_watch(dir: &std::path::Path) -> (Killed, u16) {
     );
     (child, port)
 }
+
+/// Invokes `function` through `cargo lambda watch`'s Invoke API on `port`
+/// with an API Gateway HTTP API (2.0) event for `method path` carrying
+/// `headers`; returns what the function answered, raw.
+pub fn invoke_http_event(
+    port: u16,
+    function: &str,
+    method: &str,
+    path: &str,
+    headers: serde_json::Value,
+) -> Vec<u8> {
+    let event = serde_json::json!({
+        "version": "2.0",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {"http": {"method": method}},
+        "isBase64Encoded": false,
+    });
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "30", "-X", "POST", "-d"])
+        .arg(event.to_string())
+        .arg(format!(
+            "http://127.0.0.1:{port}/2015-03-31/functions/{function}/invocations"
+        ))
+        .output()
+        .unwrap();
+    out.stdout
+}

@@ -9,3 +9,13 @@ log() { echo "== $*" >&2; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 400); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+# release_build BIN...: cargo-lambda (to serve the Lambda APIs), the wasm target, and the
+# release builds of the switchyard binaries named.
+release_build() {
+  command -v cargo-lambda >/dev/null || python3 -m pip install --quiet --no-deps 'cargo-lambda==1.9.2'
+  log "building the release $* (first time: minutes)"
+  rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
+  local bins=()
+  for b in "$@"; do bins+=(--bin "$b"); done
+  cargo build -q --release -p switchyard "${bins[@]}"
+}

@@ -17,10 +17,7 @@ init_runs=${INIT_RUNS:-10}
 target_dir=${CARGO_TARGET_DIR:-target}
 . benches/common.sh
 
-command -v cargo-lambda >/dev/null || python3 -m pip install --quiet --no-deps 'cargo-lambda==1.9.2'
-log "building the release CLI and extension (first time: minutes)"
-rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
-cargo build -q --release -p switchyard --bin switchyard --bin switchyard-extension
+release_build switchyard switchyard-extension
 sy="$target_dir/release/switchyard"
 ext="$(cd "$target_dir/release" && pwd)/switchyard-extension"
 wasm=$("$sy" policy build policies/synthetic-header | tail -1)

@@ -15,10 +15,7 @@ out=target/load
 mkdir -p "$out"
 . benches/common.sh
 
-command -v cargo-lambda >/dev/null || python3 -m pip install --quiet --no-deps 'cargo-lambda==1.9.2'
-log "building the release CLI and router (first time: minutes)"
-rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
-cargo build -q --release -p switchyard --bin switchyard --bin switchyard-lambda
+release_build switchyard switchyard-lambda
 sy="$target_dir/release/switchyard"
 router="$target_dir/release/switchyard-lambda"
 wasm=$("$sy" policy build policies/synthetic-header | tail -1)

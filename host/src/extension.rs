@@ -59,8 +59,8 @@ use serde_json::{Value, json};
 
 use crate::decision::Traffic;
 use crate::lambda;
-use crate::lambda_router::{cache_and_poll, start_watcher};
-use crate::proxy::{InvocationTraffic, Proxy, ProxyConfig};
+use crate::lambda_router::{cache_and_poll, lambda_routes, start_watcher};
+use crate::proxy::InvocationTraffic;
 
 /// The extension's settings (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
@@ -385,16 +385,9 @@ pub async fn run(env: ExtensionEnv, name: &str) -> anyhow::Result<()> {
         env.poll_interval,
     )
     .await?;
-    let proxy = Proxy::new(
-        watcher.policies(),
-        ProxyConfig {
-            expected_functions: env.functions.clone(),
-            invocation_traffic: Some(traffic),
-            ..Default::default()
-        },
-    );
+    let mesh_routes = lambda_routes(&watcher, env.functions.clone(), Some(traffic));
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(mesh_listener, crate::proxy::router(proxy)).await {
+        if let Err(e) = axum::serve(mesh_listener, mesh_routes).await {
             eprintln!(
                 "{}",
                 json!({"event": "mesh-failed", "error": e.to_string()})

@@ -144,6 +144,23 @@ pub(crate) fn cache_and_poll(
     Ok((cache_dir, poll_interval))
 }
 
+/// The proxy's routes over `watcher`'s policies, for a Lambda embedding
+/// that routes `functions`; see [`ProxyConfig::invocation_traffic`].
+pub(crate) fn lambda_routes(
+    watcher: &Watcher,
+    functions: Vec<String>,
+    invocation_traffic: Option<Arc<crate::proxy::InvocationTraffic>>,
+) -> axum::Router {
+    crate::proxy::router(Proxy::new(
+        watcher.policies(),
+        ProxyConfig {
+            expected_functions: functions,
+            invocation_traffic,
+            ..Default::default()
+        },
+    ))
+}
+
 /// Logs to stderr (CloudWatch) without colours; the filter comes from
 /// `SWITCHYARD_LOG` (`tracing` env-filter syntax), by default
 /// `warn,switchyard=info`. For the Lambda binaries.
@@ -196,15 +213,8 @@ impl RouterFunction {
             env.poll_interval,
         )
         .await?;
-        let proxy = Proxy::new(
-            watcher.policies(),
-            ProxyConfig {
-                expected_functions: env.functions(),
-                ..Default::default()
-            },
-        );
         Ok(RouterFunction {
-            routes: crate::proxy::router(proxy),
+            routes: lambda_routes(&watcher, env.functions(), None),
             env,
             watcher,
             _poller: poller,

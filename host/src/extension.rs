@@ -223,6 +223,7 @@ async fn forward_runtime(State(s): State<Arc<RuntimeProxy>>, req: AxumRequest) -
     let is_next =
         req.method() == http::Method::GET && req.uri().path().ends_with("/runtime/invocation/next");
     let url = format!("{}{path_query}", s.upstream);
+    tracing::debug!(target: "switchyard::extension", method = %req.method(), %url, "runtime call");
     let (mut parts, body) = req.into_parts();
     parts.uri = match url.parse() {
         Ok(u) => u,
@@ -239,12 +240,16 @@ async fn forward_runtime(State(s): State<Arc<RuntimeProxy>>, req: AxumRequest) -
         Ok(a) => a,
         Err(e) => {
             return bad_gateway(format!(
-                "the Runtime API at {} did not answer {path_query}: {e}",
-                s.upstream
+                "the Runtime API at {} did not answer {path_query}: {}",
+                s.upstream,
+                causes(&e)
             ));
         }
     };
     let (parts, body) = answer.into_parts();
+    if is_next && !parts.status.is_success() {
+        tracing::warn!(target: "switchyard::extension", status = %parts.status, "the Runtime API refused the next event");
+    }
     if !is_next || !parts.status.is_success() {
         return Response::from_parts(parts, Body::new(body.map_err(axum::Error::new)));
     }
@@ -260,6 +265,19 @@ async fn forward_runtime(State(s): State<Arc<RuntimeProxy>>, req: AxumRequest) -
     s.traffic.set(traffic);
     tracing::debug!(target: "switchyard::extension", traffic = traffic.as_str(), "next event");
     Response::from_parts(parts, Body::from(event))
+}
+
+/// An error and its sources, `a: b: c`: hyper's client errors say only
+/// "client error (Connect)" at the top.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 fn bad_gateway(message: String) -> Response {
@@ -299,7 +317,10 @@ impl ExtensionsApi {
             .header("content-type", "application/json")
             .body(Full::from(r#"{"events":["INVOKE","SHUTDOWN"]}"#))?;
         let answer = client.request(req).await.map_err(|e| {
-            anyhow::anyhow!("cannot register with the Extensions API at {url}: {e}")
+            anyhow::anyhow!(
+                "cannot register with the Extensions API at {url}: {}",
+                causes(&e)
+            )
         })?;
         let status = answer.status();
         let id = answer
@@ -327,11 +348,9 @@ impl ExtensionsApi {
         let req = http::Request::get(&url)
             .header("lambda-extension-identifier", &self.id)
             .body(Full::default())?;
-        let answer = self
-            .client
-            .request(req)
-            .await
-            .map_err(|e| anyhow::anyhow!("the Extensions API at {url} did not answer: {e}"))?;
+        let answer = self.client.request(req).await.map_err(|e| {
+            anyhow::anyhow!("the Extensions API at {url} did not answer: {}", causes(&e))
+        })?;
         let status = answer.status();
         let body = answer.into_body().collect().await?.to_bytes();
         anyhow::ensure!(

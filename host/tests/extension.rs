@@ -24,8 +24,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Killed, aws, cargo_lambda_watch, free_port, invoke_http_event, moto_lambda, repo_root,
-    switchyard_cli,
+    Killed, aws, cargo_lambda_watch, cargo_lambda_watch_on, free_port, invoke_http_event,
+    moto_lambda, repo_root, switchyard_cli,
 };
 use serde_json::{Value, json};
 
@@ -65,6 +65,8 @@ struct Spec<'a> {
     runtime: &'a [&'a str],
     dir: PathBuf,
     tmp: &'a Path,
+    /// More environment for the extension.
+    extension_env: Vec<(&'a str, String)>,
 }
 
 fn start(spec: Spec) -> Function {
@@ -89,6 +91,7 @@ fn start(spec: Spec) -> Function {
             spec.tmp.join(format!("{}-cache", spec.name)),
         )
         .env("SWITCHYARD_POLL_INTERVAL", "300ms")
+        .envs(spec.extension_env)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -186,7 +189,7 @@ fn python_and_node_functions_are_routed_and_stay_synthetic_across_two_hops() {
     watch_project(&checkout_dir, &["checkout"]);
     watch_project(&orders_dir, &["orders"]);
     let (_w1, w1) = cargo_lambda_watch(&checkout_dir);
-    let (_w2, w2) = cargo_lambda_watch(&orders_dir);
+    let (w2_watch, w2) = cargo_lambda_watch(&orders_dir);
 
     let store = format!("ssm:/mesh{}", std::process::id());
     let publish = |function: &str, route: Value| {
@@ -231,6 +234,7 @@ fn python_and_node_functions_are_routed_and_stay_synthetic_across_two_hops() {
         runtime: &["python3", "../runtime.py", "checkout.handler"],
         dir: functions_dir().join("python"),
         tmp: tmp.path(),
+        extension_env: Vec::new(),
     });
     let node = start(Spec {
         name: "orders",
@@ -240,6 +244,7 @@ fn python_and_node_functions_are_routed_and_stay_synthetic_across_two_hops() {
         runtime: &["node", "../runtime.mjs", "orders.mjs"],
         dir: functions_dir().join("node"),
         tmp: tmp.path(),
+        extension_env: Vec::new(),
     });
     let logs = [&python, &node];
 
@@ -285,6 +290,38 @@ fn python_and_node_functions_are_routed_and_stay_synthetic_across_two_hops() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // A new execution environment for orders, as after a crash, with its
+    // /tmp kept (a new watch: watch fails every invocation once a
+    // registered extension is gone), while SSM accepts and never answers:
+    // the extension is ready from its cache at once, the stuck poll
+    // blocks no invocation, and the chain still routes and tags.
+    drop(node);
+    drop(w2_watch);
+    let _w2_watch = cargo_lambda_watch_on(&orders_dir, w2);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let node = start(Spec {
+        name: "orders",
+        watch_port: w2,
+        store: &store,
+        calls: "payments",
+        runtime: &["node", "../runtime.mjs", "orders.mjs"],
+        dir: functions_dir().join("node"),
+        tmp: tmp.path(),
+        extension_env: vec![(
+            "AWS_ENDPOINT_URL_SSM",
+            format!("http://{}", silent.local_addr().unwrap()),
+        )],
+    });
+    let r = checkout(
+        w1,
+        json!({"x-switchyard-traffic": "synthetic"}),
+        &[&python, &node],
+    );
+    assert_eq!(r["orders"]["traffic"], "synthetic", "{r}");
+    assert_eq!(last_payment(&payments), (stable, "synthetic".to_owned()));
+    let log = std::fs::read_to_string(&node.logs[0]).unwrap();
+    assert!(log.contains("restored-from-cache"), "{log}");
 }
 
 /// A Runtime API on loopback that hands out `events` (client context,

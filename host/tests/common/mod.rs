@@ -117,7 +117,11 @@ pub fn switchyard_cli(store: &str, args: &[&str]) {
 /// of the Cargo project in `dir` (watch only invokes functions named like
 /// one of its binaries).
 pub fn cargo_lambda_watch(dir: &std::path::Path) -> (Killed, u16) {
-    let port = free_port();
+    cargo_lambda_watch_on(dir, free_port())
+}
+
+/// [`cargo_lambda_watch`] on a given port.
+pub fn cargo_lambda_watch_on(dir: &std::path::Path, port: u16) -> (Killed, u16) {
     let child = std::process::Command::new(
         std::env::var("CARGO_LAMBDA").unwrap_or_else(|_| "cargo-lambda".into()),
     )

@@ -12,6 +12,10 @@ const base = `${api.startsWith("http") ? api : `http://${api}`}/2018-06-01/runti
 
 for (;;) {
   const next = await fetch(`${base}/invocation/next`);
+  if (!next.ok) {
+    // As the managed runtime does: a Runtime API that fails ends the process.
+    throw new Error(`the Runtime API answered ${next.status}: ${await next.text()}`);
+  }
   const requestId = next.headers.get("lambda-runtime-aws-request-id");
   const rawContext = next.headers.get("lambda-runtime-client-context");
   const context = {

@@ -39,11 +39,17 @@ wait_port "$port"
 rt="http://127.0.0.1:$port/.rt"
 fns=host/tests/support/functions
 
+two_ports() { python3 -c 'import socket
+a, b = socket.socket(), socket.socket()
+a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
+print(a.getsockname()[1], b.getsockname()[1])'; }
 start_extension() { # start_extension <cache dir> <mesh port> <runtime proxy port>; pid in $ext_pid
+  rm -f "$work/ext.log"; : > "$work/ext.log"   # never read the last run's lines
   AWS_LAMBDA_RUNTIME_API="$rt" SWITCHYARD_RUNTIME_UPSTREAM="$rt/noop" \
   SWITCHYARD_STORE="$store" SWITCHYARD_FUNCTIONS=orders SWITCHYARD_CACHE_DIR="$1" \
-  SWITCHYARD_PORT="$2" SWITCHYARD_RUNTIME_PROXY_PORT="$3" "$ext" 2> "$work/ext.log" &
+  SWITCHYARD_PORT="$2" SWITCHYARD_RUNTIME_PROXY_PORT="$3" "$ext" 2>> "$work/ext.log" &
   ext_pid=$!
+  pids+=("$ext_pid")
   for _ in $(seq 1 400); do grep -q '"event":"ready"' "$work/ext.log" && return; sleep 0.01; done
   echo "the extension never got ready: $(cat "$work/ext.log")" >&2; exit 1
 }
@@ -71,9 +77,10 @@ run_function() { # run_function direct|proxied <runtime proxy port>
     (cd "$fns/python" && SWITCHYARD_RUNTIME_PROXY_PORT="$2" exec sh ../../../../lambda/switchyard-wrapper python3 ../runtime.py noop.handler) &
   fi
   fn_pid=$!
+  pids+=("$fn_pid")
 }
 : > "$work/direct"; : > "$work/proxied"
-mesh=$(free_port); rproxy=$(free_port)
+read -r mesh rproxy < <(two_ports)
 start_extension "$work/cache" "$mesh" "$rproxy"
 for r in $(seq 1 "$rounds"); do
   log "round $r/$rounds"
@@ -96,7 +103,8 @@ for line in open(sys.argv[1]):
 for i in $(seq 1 "$init_runs"); do
   rm -rf "$work/icache"
   for kind in cold warm; do
-    start_extension "$work/icache" "$(free_port)" "$(free_port)"
+    read -r p1 p2 < <(two_ports)
+    start_extension "$work/icache" "$p1" "$p2"
     ready_ms >> "$work/$kind"
     kill "$ext_pid"; wait "$ext_pid" 2>/dev/null || true
   done

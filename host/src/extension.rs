@@ -60,7 +60,11 @@ use serde_json::{Value, json};
 use crate::decision::Traffic;
 use crate::lambda;
 use crate::lambda_router::{cache_and_poll, lambda_routes, start_watcher};
-use crate::proxy::InvocationTraffic;
+use crate::proxy::{InvocationTraffic, ProxyConfig};
+
+/// The longest a Lambda invocation may run (15 minutes): how long the mesh
+/// waits for a callee.
+pub const MAX_INVOCATION: Duration = Duration::from_secs(900);
 
 /// The extension's settings (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
@@ -162,8 +166,9 @@ pub fn base_url(api: &str) -> String {
 
 /// The traffic class of an event a function is about to handle: synthetic
 /// when its client context's `custom` (the `Lambda-Runtime-Client-Context`
-/// header) or its `headers` (an HTTP event: API Gateway, function URL)
-/// carry `x-switchyard-traffic: synthetic`, names and values in any case.
+/// header, JSON) or its `headers` or `multiValueHeaders` (an HTTP event:
+/// API Gateway, function URL, ALB) carry `x-switchyard-traffic:
+/// synthetic`, names and values in any case.
 pub fn event_traffic(client_context: Option<&str>, event: &[u8]) -> Traffic {
     let synthetic = |v: &str| v.trim().eq_ignore_ascii_case("synthetic");
     let in_context = client_context.is_some_and(|ctx| {
@@ -175,12 +180,19 @@ pub fn event_traffic(client_context: Option<&str>, event: &[u8]) -> Traffic {
         let Ok(Value::Object(event)) = serde_json::from_slice::<Value>(event) else {
             return false;
         };
-        let Some(Value::Object(headers)) = event.get("headers") else {
-            return false;
+        let tagged = |headers: Option<&Value>, value: &dyn Fn(&Value) -> bool| {
+            headers.and_then(Value::as_object).is_some_and(|h| {
+                h.iter()
+                    .any(|(k, v)| k.eq_ignore_ascii_case("x-switchyard-traffic") && value(v))
+            })
         };
-        headers.iter().any(|(k, v)| {
-            k.eq_ignore_ascii_case("x-switchyard-traffic") && v.as_str().is_some_and(synthetic)
-        })
+        // `headers` (HTTP API, function URLs, REST API, ALB) or only
+        // `multiValueHeaders` (REST API, ALB with multi-value headers on).
+        tagged(event.get("headers"), &|v| v.as_str().is_some_and(synthetic))
+            || tagged(event.get("multiValueHeaders"), &|v| {
+                v.as_array()
+                    .is_some_and(|vs| vs.iter().filter_map(Value::as_str).any(synthetic))
+            })
     };
     if in_context || in_headers() {
         Traffic::Synthetic
@@ -231,7 +243,11 @@ async fn forward_runtime(State(s): State<Arc<RuntimeProxy>>, req: AxumRequest) -
             return bad_gateway(format!("cannot forward to the Runtime API at {url}: {e}"));
         }
     };
+    strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(http::header::HOST);
+    if is_next {
+        s.traffic.next_event();
+    }
     let answer = match s
         .client
         .request(http::Request::from_parts(parts, body))
@@ -246,7 +262,8 @@ async fn forward_runtime(State(s): State<Arc<RuntimeProxy>>, req: AxumRequest) -
             ));
         }
     };
-    let (parts, body) = answer.into_parts();
+    let (mut parts, body) = answer.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
     if is_next && !parts.status.is_success() {
         tracing::warn!(target: "switchyard::extension", status = %parts.status, "the Runtime API refused the next event");
     }
@@ -265,6 +282,32 @@ async fn forward_runtime(State(s): State<Arc<RuntimeProxy>>, req: AxumRequest) -
     s.traffic.set(traffic);
     tracing::debug!(target: "switchyard::extension", traffic = traffic.as_str(), "next event");
     Response::from_parts(parts, Body::from(event))
+}
+
+/// Drops the headers that belong to one connection (RFC 9110 section
+/// 7.6.1), keeping the framing ones (`content-length`,
+/// `transfer-encoding`, `trailer`) that a streamed body relies on.
+fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    if let Some(named) = headers.get(http::header::CONNECTION).cloned()
+        && let Ok(named) = named.to_str()
+    {
+        for name in named.split(',').map(str::trim) {
+            if !name.eq_ignore_ascii_case("content-length")
+                && !name.eq_ignore_ascii_case("transfer-encoding")
+            {
+                headers.remove(name);
+            }
+        }
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
 }
 
 /// An error and its sources, `a: b: c`: hyper's client errors say only
@@ -370,8 +413,8 @@ impl ExtensionsApi {
 /// Runs the extension until Lambda shuts the environment down: binds both
 /// listeners, registers (so the runtime starts only once the Runtime API
 /// proxy is up), loads the policies, then serves while waiting for events.
-pub async fn run(env: ExtensionEnv, name: &str) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
+/// `started` is when the process started: `ready` reports init from it.
+pub async fn run(env: ExtensionEnv, name: &str, started: std::time::Instant) -> anyhow::Result<()> {
     let bind = |port: u16, what: &str| {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let what = what.to_owned();
@@ -404,7 +447,18 @@ pub async fn run(env: ExtensionEnv, name: &str) -> anyhow::Result<()> {
         env.poll_interval,
     )
     .await?;
-    let mesh_routes = lambda_routes(&watcher, env.functions.clone(), Some(traffic));
+    let mesh_routes = lambda_routes(
+        &watcher,
+        ProxyConfig {
+            expected_functions: env.functions.clone(),
+            invocation_traffic: Some(traffic.clone()),
+            // A callee may run as long as Lambda lets it; answering 504
+            // earlier would make the caller's SDK retry a call that is
+            // still running.
+            upstream_timeout: MAX_INVOCATION,
+            ..Default::default()
+        },
+    );
     tokio::spawn(async move {
         if let Err(e) = axum::serve(mesh_listener, mesh_routes).await {
             eprintln!(
@@ -420,9 +474,23 @@ pub async fn run(env: ExtensionEnv, name: &str) -> anyhow::Result<()> {
                "runtime_proxy": format!("127.0.0.1:{}", env.runtime_proxy_port),
                "functions": watcher.policies().functions()})
     );
+    let mut invokes = 0u64;
     loop {
         match api.next().await? {
-            ExtensionEvent::Invoke(_) => {}
+            ExtensionEvent::Invoke(_) => {
+                invokes += 1;
+                // By its second invocation a runtime started through the
+                // wrapper has asked the proxy for events at least twice.
+                if invokes == 2 && traffic.events() == 0 {
+                    eprintln!(
+                        "{}",
+                        json!({"event": "no-runtime-proxy",
+                               "error": "the function's runtime does not reach the Runtime API through \
+                                         switchyard: its calls are routed, but a synthetic event's calls \
+                                         are not tagged synthetic; set AWS_LAMBDA_EXEC_WRAPPER=/opt/switchyard-wrapper"})
+                    );
+                }
+            }
             ExtensionEvent::Shutdown(reason) => {
                 eprintln!("{}", json!({"event": "shutdown", "reason": reason}));
                 return Ok(());
@@ -485,6 +553,9 @@ mod tests {
         };
         let synthetic = ctx(json!({"x-switchyard-traffic": "synthetic"}));
         assert_eq!(event_traffic(Some(&synthetic), b"{}"), Traffic::Synthetic);
+        // As the Runtime API hands it over: plain JSON.
+        let runtime_ctx = json!({"custom": {"x-switchyard-traffic": "synthetic"}}).to_string();
+        assert_eq!(event_traffic(Some(&runtime_ctx), b"{}"), Traffic::Synthetic);
         let upper = ctx(json!({"X-Switchyard-Traffic": "Synthetic"}));
         assert_eq!(event_traffic(Some(&upper), b"[]"), Traffic::Synthetic);
         let production = ctx(json!({"x-switchyard-traffic": "production"}));
@@ -493,6 +564,11 @@ mod tests {
         let http_event = json!({"headers": {"X-Switchyard-Traffic": "synthetic"}}).to_string();
         assert_eq!(
             event_traffic(None, http_event.as_bytes()),
+            Traffic::Synthetic
+        );
+        let multi = json!({"multiValueHeaders": {"x-switchyard-traffic": ["a", "synthetic"]}});
+        assert_eq!(
+            event_traffic(None, multi.to_string().as_bytes()),
             Traffic::Synthetic
         );
         // Anything else is production: no tag, a tag elsewhere in the

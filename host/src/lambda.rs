@@ -209,9 +209,11 @@ pub fn proxy_response(payload: &[u8]) -> Result<(StatusCode, HeaderMap, Bytes), 
     Ok((status, headers, body))
 }
 
-/// The `custom` fields of a base64 client context, as `(name, value)`
-/// pairs with lower-cased names (non-string values as their JSON text).
-/// A context that is not base64 JSON has none.
+/// The `custom` fields of a client context, as `(name, value)` pairs with
+/// lower-cased names (non-string values as their JSON text). The context
+/// is base64 JSON as callers send it (`X-Amz-Client-Context`) or plain
+/// JSON as the Runtime API hands it to the function
+/// (`Lambda-Runtime-Client-Context`); anything else has none.
 pub fn custom_fields(client_context: &str) -> Vec<(String, String)> {
     let Some(ctx) = decode_context(client_context) else {
         return Vec::new();
@@ -231,8 +233,13 @@ pub fn custom_fields(client_context: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn decode_context(b64: &str) -> Option<Map<String, Value>> {
-    let raw = B64.decode(b64.trim()).ok()?;
+fn decode_context(text: &str) -> Option<Map<String, Value>> {
+    let text = text.trim();
+    let raw = if text.starts_with('{') {
+        text.as_bytes().to_vec()
+    } else {
+        B64.decode(text).ok()?
+    };
     match serde_json::from_slice(&raw).ok()? {
         Value::Object(m) => Some(m),
         _ => None,

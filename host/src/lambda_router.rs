@@ -144,21 +144,9 @@ pub(crate) fn cache_and_poll(
     Ok((cache_dir, poll_interval))
 }
 
-/// The proxy's routes over `watcher`'s policies, for a Lambda embedding
-/// that routes `functions`; see [`ProxyConfig::invocation_traffic`].
-pub(crate) fn lambda_routes(
-    watcher: &Watcher,
-    functions: Vec<String>,
-    invocation_traffic: Option<Arc<crate::proxy::InvocationTraffic>>,
-) -> axum::Router {
-    crate::proxy::router(Proxy::new(
-        watcher.policies(),
-        ProxyConfig {
-            expected_functions: functions,
-            invocation_traffic,
-            ..Default::default()
-        },
-    ))
+/// The proxy's routes over `watcher`'s policies, for a Lambda embedding.
+pub(crate) fn lambda_routes(watcher: &Watcher, config: ProxyConfig) -> axum::Router {
+    crate::proxy::router(Proxy::new(watcher.policies(), config))
 }
 
 /// Logs to stderr (CloudWatch) without colours; the filter comes from
@@ -214,7 +202,13 @@ impl RouterFunction {
         )
         .await?;
         Ok(RouterFunction {
-            routes: lambda_routes(&watcher, env.functions(), None),
+            routes: lambda_routes(
+                &watcher,
+                ProxyConfig {
+                    expected_functions: env.functions(),
+                    ..Default::default()
+                },
+            ),
             env,
             watcher,
             _poller: poller,

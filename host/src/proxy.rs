@@ -83,18 +83,33 @@ pub struct ProxyConfig {
 /// the decision's traffic is synthetic even when the policy says otherwise:
 /// a synthetic request stays synthetic along a chain of functions.
 #[derive(Debug, Default)]
-pub struct InvocationTraffic(std::sync::atomic::AtomicBool);
+pub struct InvocationTraffic {
+    synthetic: std::sync::atomic::AtomicBool,
+    events: AtomicU64,
+}
 
 impl InvocationTraffic {
+    /// A new event is on its way to the function: the class of the last
+    /// one no longer holds (production until [`set`](Self::set) says).
+    pub fn next_event(&self) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        self.synthetic.store(false, Ordering::Release);
+    }
+
+    /// How many events the function has asked for so far.
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+
     /// Sets the class of the invocation now in progress.
     pub fn set(&self, traffic: Traffic) {
-        self.0
+        self.synthetic
             .store(traffic == Traffic::Synthetic, Ordering::Release);
     }
 
     /// The class of the invocation now in progress.
     pub fn get(&self) -> Traffic {
-        if self.0.load(Ordering::Acquire) {
+        if self.synthetic.load(Ordering::Acquire) {
             Traffic::Synthetic
         } else {
             Traffic::Production

@@ -9,6 +9,7 @@ use switchyard::extension::{ExtensionEnv, run};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let started = std::time::Instant::now();
     switchyard::lambda_router::init_logging();
     // Lambda matches the registered name against the file in /opt/extensions.
     let name = std::env::args()
@@ -22,7 +23,7 @@ async fn main() -> ExitCode {
         })
         .unwrap_or_else(|| "switchyard-extension".to_owned());
     let outcome = match ExtensionEnv::from_env() {
-        Ok(env) => run(env, &name).await,
+        Ok(env) => run(env, &name, started).await,
         Err(e) => Err(anyhow::anyhow!(e)),
     };
     match outcome {

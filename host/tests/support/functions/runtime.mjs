@@ -21,7 +21,7 @@ for (;;) {
   const context = {
     awsRequestId: requestId,
     functionName: process.env.AWS_LAMBDA_FUNCTION_NAME ?? "",
-    clientContext: rawContext ? JSON.parse(Buffer.from(rawContext, "base64").toString()) : undefined,
+    clientContext: rawContext ? JSON.parse(rawContext) : undefined, // JSON from the Runtime API
   };
   const event = JSON.parse((await next.text()) || "null");
   let outcome = "response";

@@ -5,7 +5,6 @@ and calls MODULE.FUNCTION(event, context) for each event.
     python3 runtime.py checkout.handler     (run in the handler's folder)
 """
 
-import base64
 import importlib
 import json
 import os
@@ -19,8 +18,8 @@ class Context:
         self.aws_request_id = request_id
         self.function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "")
         self.client_context = None
-        if client_context:
-            self.client_context = json.loads(base64.b64decode(client_context))
+        if client_context:  # the Runtime API hands it over as JSON
+            self.client_context = json.loads(client_context)
 
 
 def main(spec):

@@ -218,7 +218,11 @@ pub fn runtime_proxy(upstream: String, traffic: Arc<InvocationTraffic>) -> axum:
     connector.set_nodelay(true);
     let state = Arc::new(RuntimeProxy {
         upstream: base_url(&upstream),
-        client: Client::builder(TokioExecutor::new()).build(connector),
+        // A connection per call, closed by the Runtime API when it has
+        // answered (see `forward_runtime`).
+        client: Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector),
         traffic,
     });
     axum::Router::new()
@@ -245,6 +249,14 @@ async fn forward_runtime(State(s): State<Arc<RuntimeProxy>>, req: AxumRequest) -
     };
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(http::header::HOST);
+    // Without `close`, one call in ten stalled ~40 ms under `cargo lambda
+    // watch` (Nagle against delayed ACKs on a kept-alive connection);
+    // with it, the answer is flushed as the connection ends
+    // (benches/extension_hop.sh; BENCHMARKS.md).
+    parts.headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
     if is_next {
         s.traffic.next_event();
     }

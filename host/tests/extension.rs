@@ -236,7 +236,7 @@ fn python_and_node_functions_are_routed_and_stay_synthetic_across_two_hops() {
         tmp: tmp.path(),
         extension_env: Vec::new(),
     });
-    let node = start(Spec {
+    let orders = |extension_env| Spec {
         name: "orders",
         watch_port: w2,
         store: &store,
@@ -244,8 +244,9 @@ fn python_and_node_functions_are_routed_and_stay_synthetic_across_two_hops() {
         runtime: &["node", "../runtime.mjs", "orders.mjs"],
         dir: functions_dir().join("node"),
         tmp: tmp.path(),
-        extension_env: Vec::new(),
-    });
+        extension_env,
+    };
+    let node = start(orders(Vec::new()));
     let logs = [&python, &node];
 
     // A synthetic request: the candidate at both hops, tagged synthetic at
@@ -299,19 +300,10 @@ fn python_and_node_functions_are_routed_and_stay_synthetic_across_two_hops() {
     drop(w2_watch);
     let _w2_watch = cargo_lambda_watch_on(&orders_dir, w2);
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let node = start(Spec {
-        name: "orders",
-        watch_port: w2,
-        store: &store,
-        calls: "payments",
-        runtime: &["node", "../runtime.mjs", "orders.mjs"],
-        dir: functions_dir().join("node"),
-        tmp: tmp.path(),
-        extension_env: vec![(
-            "AWS_ENDPOINT_URL_SSM",
-            format!("http://{}", silent.local_addr().unwrap()),
-        )],
-    });
+    let node = start(orders(vec![(
+        "AWS_ENDPOINT_URL_SSM",
+        format!("http://{}", silent.local_addr().unwrap()),
+    )]));
     let r = checkout(
         w1,
         json!({"x-switchyard-traffic": "synthetic"}),

@@ -67,6 +67,9 @@ struct Spec<'a> {
     tmp: &'a Path,
     /// More environment for the extension.
     extension_env: Vec<(&'a str, String)>,
+    /// Whether the runtime starts through `switchyard-wrapper` (as with
+    /// `AWS_LAMBDA_EXEC_WRAPPER`) or talks to the Runtime API directly.
+    wrapped: bool,
 }
 
 fn start(spec: Spec) -> Function {
@@ -111,11 +114,20 @@ fn start(spec: Spec) -> Function {
         std::thread::sleep(Duration::from_millis(50));
     }
     let runtime_log = spec.tmp.join(format!("{}-runtime.log", spec.name));
-    let runtime = Command::new("sh")
-        .arg(repo_root().join("host/lambda/switchyard-wrapper"))
-        .args(spec.runtime)
+    let mut runtime = if spec.wrapped {
+        let mut cmd = Command::new("sh");
+        cmd.arg(repo_root().join("host/lambda/switchyard-wrapper"))
+            .args(spec.runtime)
+            .env("SWITCHYARD_RUNTIME_PROXY_PORT", runtime_proxy.to_string());
+        cmd
+    } else {
+        let mut cmd = Command::new(spec.runtime[0]);
+        cmd.args(&spec.runtime[1..])
+            .env("AWS_LAMBDA_RUNTIME_API", format!("{watch}/{}", spec.name));
+        cmd
+    };
+    let runtime = runtime
         .current_dir(&spec.dir)
-        .env("SWITCHYARD_RUNTIME_PROXY_PORT", runtime_proxy.to_string())
         .env("AWS_LAMBDA_FUNCTION_NAME", spec.name)
         // Lambda sets both; boto3 reads only the second.
         .env("AWS_REGION", "us-east-1")
@@ -235,6 +247,7 @@ fn python_and_node_functions_are_routed_and_stay_synthetic_across_two_hops() {
         dir: functions_dir().join("python"),
         tmp: tmp.path(),
         extension_env: Vec::new(),
+        wrapped: true,
     });
     let orders = |extension_env| Spec {
         name: "orders",
@@ -245,6 +258,7 @@ fn python_and_node_functions_are_routed_and_stay_synthetic_across_two_hops() {
         dir: functions_dir().join("node"),
         tmp: tmp.path(),
         extension_env,
+        wrapped: true,
     };
     let node = start(orders(Vec::new()));
     let logs = [&python, &node];
@@ -313,6 +327,70 @@ fn python_and_node_functions_are_routed_and_stay_synthetic_across_two_hops() {
     assert_eq!(last_payment(&payments), (stable, "synthetic".to_owned()));
     let log = std::fs::read_to_string(&node.logs[0]).unwrap();
     assert!(log.contains("restored-from-cache"), "{log}");
+    let log = std::fs::read_to_string(&python.logs[0]).unwrap();
+    assert!(
+        !log.contains("no-runtime-proxy"),
+        "the wrapped runtime uses the proxy: {log}"
+    );
+}
+
+#[test]
+fn a_runtime_not_started_through_the_wrapper_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("w");
+    watch_project(&dir, &["noop"]);
+    let (_watch, port) = cargo_lambda_watch(&dir);
+    let store = format!("dir:{}", tmp.path().join("store").display());
+    let route = tmp.path().join("route.json");
+    std::fs::write(
+        &route,
+        json!({"mode": "synthetic", "versions": {"stable": "1"},
+               "dispatch": {"type": "http", "urls": {"1": "http://127.0.0.1:9"}}})
+        .to_string(),
+    )
+    .unwrap();
+    switchyard_cli(
+        &store,
+        &[
+            "publish",
+            "--function",
+            "orders",
+            "--policy",
+            switchyard_test_artifacts::SYNTHETIC_HEADER,
+            "--config",
+            route.to_str().unwrap(),
+        ],
+    );
+    let noop = start(Spec {
+        name: "noop",
+        watch_port: port,
+        store: &store,
+        calls: "orders",
+        runtime: &["python3", "../runtime.py", "noop.handler"],
+        dir: functions_dir().join("python"),
+        tmp: tmp.path(),
+        extension_env: Vec::new(),
+        wrapped: false,
+    });
+    for _ in 0..2 {
+        let out = invoke_http_event(port, "noop", "GET", "/", json!({}));
+        assert!(
+            String::from_utf8_lossy(&out).contains("true"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+    // The extension hears of each INVOKE on its own schedule.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(&noop.logs[0]).unwrap();
+        if log.contains(r#""event":"no-runtime-proxy""#) {
+            assert!(log.contains("AWS_LAMBDA_EXEC_WRAPPER"), "{log}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no warning: {log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A Runtime API on loopback that hands out `events` (client context,

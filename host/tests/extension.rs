@@ -21,11 +21,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{
-    Killed, aws, cargo_lambda_watch, cargo_lambda_watch_on, free_port, invoke_http_event,
-    moto_lambda, repo_root, switchyard_cli,
+    Killed, aws, cargo_lambda_watch, cargo_lambda_watch_on, eventually, free_port,
+    invoke_http_event, moto_lambda, repo_root, switchyard_cli,
 };
 use serde_json::{Value, json};
 
@@ -100,19 +100,16 @@ fn start(spec: Spec) -> Function {
         .spawn()
         .unwrap();
     let extension = Killed(extension);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&log)
-        .unwrap()
-        .contains(r#""event":"ready""#)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the {} extension never got ready: {}",
-            spec.name,
-            std::fs::read_to_string(&log).unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(
+        Duration::from_secs(60),
+        &format!("the {} extension gets ready", spec.name),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap();
+            text.contains(r#""event":"ready""#)
+                .then_some(())
+                .ok_or(text)
+        },
+    );
     let runtime_log = spec.tmp.join(format!("{}-runtime.log", spec.name));
     let mut runtime = if spec.wrapped {
         let mut cmd = Command::new("sh");
@@ -286,24 +283,20 @@ fn python_and_node_functions_are_routed_and_stay_synthetic_across_two_hops() {
     // payments flipped to production mode: a synthetic chain now reaches
     // its stable version, and is still tagged synthetic there.
     switchyard_cli(&store, &["mode", "payments", "production"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = checkout(w1, json!({"x-switchyard-traffic": "synthetic"}), &logs);
-        assert_eq!(r["orders"]["path"], "/v2/", "{r}");
-        let (qualifier, traffic) = last_payment(&payments);
-        assert_eq!(
-            traffic, "synthetic",
-            "the tag survives a production-mode hop"
-        );
-        if qualifier == stable {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the mode flip never reached the orders extension"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(
+        Duration::from_secs(20),
+        "the mode flip reaches the orders extension",
+        || {
+            let r = checkout(w1, json!({"x-switchyard-traffic": "synthetic"}), &logs);
+            assert_eq!(r["orders"]["path"], "/v2/", "{r}");
+            let (qualifier, traffic) = last_payment(&payments);
+            assert_eq!(
+                traffic, "synthetic",
+                "the tag survives a production-mode hop"
+            );
+            (qualifier == stable).then_some(()).ok_or(qualifier)
+        },
+    );
 
     // A new execution environment for orders, as after a crash, with its
     // /tmp kept (a new watch: watch fails every invocation once a
@@ -381,16 +374,17 @@ fn a_runtime_not_started_through_the_wrapper_is_reported() {
         );
     }
     // The extension hears of each INVOKE on its own schedule.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = std::fs::read_to_string(&noop.logs[0]).unwrap();
-        if log.contains(r#""event":"no-runtime-proxy""#) {
-            assert!(log.contains("AWS_LAMBDA_EXEC_WRAPPER"), "{log}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no warning: {log}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let log = eventually(
+        Duration::from_secs(10),
+        "the extension warns that the runtime skips its proxy",
+        || {
+            let log = std::fs::read_to_string(&noop.logs[0]).unwrap();
+            log.contains(r#""event":"no-runtime-proxy""#)
+                .then(|| log.clone())
+                .ok_or(log)
+        },
+    );
+    assert!(log.contains("AWS_LAMBDA_EXEC_WRAPPER"), "{log}");
 }
 
 /// A Runtime API on loopback that hands out `events` (client context,

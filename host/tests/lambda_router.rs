@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Killed, aws, cargo_lambda_watch, invoke_http_event, moto_lambda, repo_root,
+    Killed, aws, cargo_lambda_watch, eventually, invoke_http_event, moto_lambda, repo_root,
     switchyard_cli as switchyard,
 };
 use serde_json::{Value, json};
@@ -123,18 +123,15 @@ fn the_router_function_routes_by_header_and_mode_and_restarts_warm_from_tmp() {
 
     // Mode flip in the store: picked up by the background poll.
     switchyard(&store, &["mode", "orders", "production"]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = invoke(port, json!({"x-switchyard-synthetic": "true"}));
-        if r["headers"]["x-switchyard-target"] == stable.as_str() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the mode flip never reached the router: {r}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(
+        Duration::from_secs(20),
+        "the mode flip reaches the router",
+        || {
+            let r = invoke(port, json!({"x-switchyard-synthetic": "true"}));
+            let to_stable = r["headers"]["x-switchyard-target"] == stable.as_str();
+            to_stable.then_some(()).ok_or(r.to_string())
+        },
+    );
     drop(first);
     let log = std::fs::read_to_string(&log1).unwrap();
     assert!(log.contains(r#""event":"ready""#), "{log}");

@@ -176,3 +176,22 @@ pub fn invoke_http_event(
         .unwrap();
     out.stdout
 }
+
+/// Runs `check` every 50 ms until it gives `Ok`, failing the test after
+/// `timeout` with `what` and the last `Err` (what was seen instead).
+pub fn eventually<T>(
+    timeout: std::time::Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(seen) if std::time::Instant::now() >= deadline => {
+                panic!("{what} within {timeout:?}; last seen: {seen}")
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+}

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use common::{
     Killed, aws, cargo_lambda_watch, cargo_lambda_watch_on, eventually, free_port,
-    invoke_http_event, moto_lambda, repo_root, switchyard_cli,
+    invoke_http_event, moto_lambda, publish_synthetic_header, repo_root, switchyard_cli,
 };
 use serde_json::{Value, json};
 
@@ -202,20 +202,7 @@ fn python_and_node_functions_are_routed_and_stay_synthetic_across_two_hops() {
 
     let store = format!("ssm:/mesh{}", std::process::id());
     let publish = |function: &str, route: Value| {
-        let file = tmp.path().join(format!("{function}.json"));
-        std::fs::write(&file, route.to_string()).unwrap();
-        switchyard_cli(
-            &store,
-            &[
-                "publish",
-                "--function",
-                function,
-                "--policy",
-                switchyard_test_artifacts::SYNTHETIC_HEADER,
-                "--config",
-                file.to_str().unwrap(),
-            ],
-        );
+        publish_synthetic_header(&store, function, &route, tmp.path());
     };
     let orders_url = |v: &str| format!("http://127.0.0.1:{w2}/lambda-url/orders/{v}");
     publish(
@@ -334,25 +321,12 @@ fn a_runtime_not_started_through_the_wrapper_is_reported() {
     watch_project(&dir, &["noop"]);
     let (_watch, port) = cargo_lambda_watch(&dir);
     let store = format!("dir:{}", tmp.path().join("store").display());
-    let route = tmp.path().join("route.json");
-    std::fs::write(
-        &route,
-        json!({"mode": "synthetic", "versions": {"stable": "1"},
-               "dispatch": {"type": "http", "urls": {"1": "http://127.0.0.1:9"}}})
-        .to_string(),
-    )
-    .unwrap();
-    switchyard_cli(
+    publish_synthetic_header(
         &store,
-        &[
-            "publish",
-            "--function",
-            "orders",
-            "--policy",
-            switchyard_test_artifacts::SYNTHETIC_HEADER,
-            "--config",
-            route.to_str().unwrap(),
-        ],
+        "orders",
+        &json!({"mode": "synthetic", "versions": {"stable": "1"},
+                "dispatch": {"type": "http", "urls": {"1": "http://127.0.0.1:9"}}}),
+        tmp.path(),
     );
     let noop = start(Spec {
         name: "noop",

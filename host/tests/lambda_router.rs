@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Killed, aws, cargo_lambda_watch, eventually, invoke_http_event, moto_lambda, repo_root,
-    switchyard_cli as switchyard,
+    Killed, aws, cargo_lambda_watch, eventually, invoke_http_event, moto_lambda,
+    publish_synthetic_header, repo_root, switchyard_cli as switchyard,
 };
 use serde_json::{Value, json};
 
@@ -68,29 +68,15 @@ fn the_router_function_routes_by_header_and_mode_and_restarts_warm_from_tmp() {
 
     let tmp = tempfile::tempdir().unwrap();
     let store = format!("ssm:/router{}", std::process::id());
-    let route = tmp.path().join("route.json");
-    std::fs::write(
-        &route,
-        json!({
+    publish_synthetic_header(
+        &store,
+        "orders",
+        &json!({
             "mode": "synthetic",
             "versions": {"stable": stable, "candidate": candidate},
             "dispatch": {"type": "lambda", "function-name": name},
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let route = route.display().to_string();
-    switchyard(
-        &store,
-        &[
-            "publish",
-            "--function",
-            "orders",
-            "--policy",
-            switchyard_test_artifacts::SYNTHETIC_HEADER,
-            "--config",
-            &route,
-        ],
+        }),
+        tmp.path(),
     );
 
     let (_watch, port) = cargo_lambda_watch(&repo_root());

@@ -195,3 +195,27 @@ pub fn eventually<T>(
         }
     }
 }
+
+/// Publishes the `synthetic-header` policy for `function` with `route` as
+/// its route config (written to a file in `dir`) to `store`.
+pub fn publish_synthetic_header(
+    store: &str,
+    function: &str,
+    route: &serde_json::Value,
+    dir: &std::path::Path,
+) {
+    let file = dir.join(format!("{function}.route.json"));
+    std::fs::write(&file, route.to_string()).unwrap();
+    switchyard_cli(
+        store,
+        &[
+            "publish",
+            "--function",
+            function,
+            "--policy",
+            switchyard_test_artifacts::SYNTHETIC_HEADER,
+            "--config",
+            file.to_str().unwrap(),
+        ],
+    );
+}

@@ -20,13 +20,8 @@ target_dir=${CARGO_TARGET_DIR:-target}
 release_build switchyard switchyard-extension
 sy="$target_dir/release/switchyard"
 ext="$(cd "$target_dir/release" && pwd)/switchyard-extension"
-wasm=$("$sy" policy build policies/synthetic-header | tail -1)
-cat > "$work/route.json" <<JSON
-{"mode":"synthetic","versions":{"stable":"1","candidate":"2"},
- "dispatch":{"type":"http","urls":{"1":"http://127.0.0.1:9","2":"http://127.0.0.1:9"}}}
-JSON
-store="dir:$work/store"
-"$sy" publish --store "$store" --function orders --policy "$wasm" --config "$work/route.json" >/dev/null
+publish_orders '{"mode":"synthetic","versions":{"stable":"1","candidate":"2"},
+ "dispatch":{"type":"http","urls":{"1":"http://127.0.0.1:9","2":"http://127.0.0.1:9"}}}'
 
 # watch invokes only functions named like a binary of the Cargo project it runs in.
 mkdir -p "$work/proj/src"

@@ -18,17 +18,12 @@ mkdir -p "$out"
 release_build switchyard switchyard-lambda
 sy="$target_dir/release/switchyard"
 router="$target_dir/release/switchyard-lambda"
-wasm=$("$sy" policy build policies/synthetic-header | tail -1)
 
 up=$(free_port)
 python3 -m http.server "$up" --bind 127.0.0.1 --directory "$work" >/dev/null 2>&1 &
 pids+=($!)
-cat > "$work/route.json" <<JSON
-{"mode":"synthetic","versions":{"stable":"7","candidate":"8"},
- "dispatch":{"type":"http","urls":{"7":"http://127.0.0.1:$up","8":"http://127.0.0.1:$up"}}}
-JSON
-store="dir:$work/store"
-"$sy" publish --store "$store" --function orders --policy "$wasm" --config "$work/route.json" >/dev/null
+publish_orders '{"mode":"synthetic","versions":{"stable":"7","candidate":"8"},
+ "dispatch":{"type":"http","urls":{"7":"http://127.0.0.1:'"$up"'","8":"http://127.0.0.1:'"$up"'"}}}'
 
 port=$(free_port)
 cargo lambda watch --only-lambda-apis -A 127.0.0.1 -P "$port" >/dev/null 2>&1 &

@@ -46,6 +46,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request as AxumRequest, State};
 use axum::http::StatusCode;
@@ -267,10 +268,12 @@ async fn forward_runtime(State(s): State<Arc<RuntimeProxy>>, req: AxumRequest) -
     {
         Ok(a) => a,
         Err(e) => {
+            // `{:#}`: the whole chain, as hyper's top error says only
+            // "client error (Connect)".
             return bad_gateway(format!(
-                "the Runtime API at {} did not answer {path_query}: {}",
+                "the Runtime API at {} did not answer {path_query}: {:#}",
                 s.upstream,
-                causes(&e)
+                anyhow::Error::new(e)
             ));
         }
     };
@@ -322,19 +325,6 @@ fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
     }
 }
 
-/// An error and its sources, `a: b: c`: hyper's client errors say only
-/// "client error (Connect)" at the top.
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 fn bad_gateway(message: String) -> Response {
     tracing::warn!(target: "switchyard::extension", "{message}");
     (
@@ -371,12 +361,10 @@ impl ExtensionsApi {
             .header("lambda-extension-name", name)
             .header("content-type", "application/json")
             .body(Full::from(r#"{"events":["INVOKE","SHUTDOWN"]}"#))?;
-        let answer = client.request(req).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot register with the Extensions API at {url}: {}",
-                causes(&e)
-            )
-        })?;
+        let answer = client
+            .request(req)
+            .await
+            .with_context(|| format!("cannot register with the Extensions API at {url}"))?;
         let status = answer.status();
         let id = answer
             .headers()
@@ -403,9 +391,11 @@ impl ExtensionsApi {
         let req = http::Request::get(&url)
             .header("lambda-extension-identifier", &self.id)
             .body(Full::default())?;
-        let answer = self.client.request(req).await.map_err(|e| {
-            anyhow::anyhow!("the Extensions API at {url} did not answer: {}", causes(&e))
-        })?;
+        let answer = self
+            .client
+            .request(req)
+            .await
+            .with_context(|| format!("the Extensions API at {url} did not answer"))?;
         let status = answer.status();
         let body = answer.into_body().collect().await?.to_bytes();
         anyhow::ensure!(

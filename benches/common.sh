@@ -17,7 +17,7 @@ release_build() {
   rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
   local bins=()
   for b in "$@"; do bins+=(--bin "$b"); done
-  cargo build -q --release -p switchyard "${bins[@]}"
+  cargo build -q --release "${bins[@]}"
 }
 # publish_orders ROUTE_JSON: synthetic-header built by the release CLI ($sy) and published
 # for function `orders` with ROUTE_JSON as its route config to a dir: store, named in $store.

@@ -32,7 +32,7 @@ port=$(free_port)
 pids+=($!)
 wait_port "$port"
 rt="http://127.0.0.1:$port/.rt"
-fns=host/tests/support/functions
+fns=host/lambda/tests/support/functions
 
 two_ports() { python3 -c 'import socket
 a, b = socket.socket(), socket.socket()

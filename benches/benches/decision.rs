@@ -24,13 +24,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use switchyard::store::{ConfigStore, dir::DirStore};
-use switchyard::watch::{Outcome, WatchConfig, Watcher};
-use switchyard::{Engine, EngineConfig, Policy, RouteConfig};
 use switchyard_benches::{
     NativeCanary, REGO_ENTRY_POINT, bench_request, bench_route, rego_decision, rego_engine,
     rego_input, rego_rvm_program,
 };
+use switchyard_config::{ConfigStore, DirStore, Outcome, WatchConfig, Watcher};
+use switchyard_core::{Engine, EngineConfig, Policy, RouteConfig};
 
 fn decision(c: &mut Criterion) {
     let engine = Engine::new().unwrap();

@@ -14,9 +14,9 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use switchyard::build::{self, JsBackend};
-use switchyard::{Engine, EngineConfig, Policy};
+use switchyard::{self as build, JsBackend};
 use switchyard_benches::{bench_request, bench_route};
+use switchyard_core::{Engine, EngineConfig, Policy};
 
 fn components() -> Vec<(&'static str, Vec<u8>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -78,7 +78,7 @@ fn languages(c: &mut Criterion) {
     // past 16 MiB before the 10,000-call recycle; counted below), so it is
     // timed with ten times the budget and 128 MiB of growth.
     let roomy = Engine::with_config(EngineConfig {
-        fuel: Some(10 * switchyard::engine::DEFAULT_FUEL),
+        fuel: Some(10 * switchyard_core::DEFAULT_FUEL),
         memory_limit: 128 << 20,
         ..Default::default()
     })

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use switchyard::{Decision, Request, RequestJson, Route, RouteConfig, Traffic, bucket};
+use switchyard_core::{Decision, Request, RequestJson, Route, RouteConfig, Traffic, bucket};
 
 /// The reference request (15 headers, ~680 bytes of header text).
 pub const BENCH_REQUEST: &str = include_str!("../data/bench-request.json");

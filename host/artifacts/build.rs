@@ -50,7 +50,7 @@ fn main() {
     .arg("--manifest-path")
     .arg(policies.join("Cargo.toml"))
     .env("CARGO_TARGET_DIR", &target_dir)
-    // As `switchyard policy build` does (host/src/build.rs, policy_rustflags):
+    // As `switchyard policy build` does (host/cli/src/build.rs, policy_rustflags):
     // a 64 KiB shadow stack at the start of memory.
     .env(
         "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS",

@@ -1,0 +1,323 @@
+//! The pipeline commands end to end, as CI/CD runs them: real `switchyard`
+//! processes against a `dir:` store and against moto's SSM (`ssm:`).
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{Killed, aws, repo_root};
+use switchyard_test_artifacts as art;
+
+fn run(store: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env("SWITCHYARD_STORE", store)
+        .output()
+        .expect("run switchyard")
+}
+
+fn ok_json(store: &str, args: &[&str]) -> serde_json::Value {
+    let o = run(store, args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn target(store: &str) -> String {
+    let d = ok_json(
+        store,
+        &[
+            "decide",
+            "--store",
+            store,
+            "--function",
+            "orders",
+            "-H",
+            "x-switchyard-synthetic: true",
+        ],
+    );
+    d["target"].as_str().unwrap().to_owned()
+}
+
+/// publish -> status -> mode -> decide -> rollback -> decide -> history,
+/// then a corrupted blob.
+fn pipeline(store: &str, corrupt: impl Fn(&str)) {
+    let route = repo_root()
+        .join("policies/synthetic-header/route.json")
+        .display()
+        .to_string();
+    let cases = repo_root()
+        .join("policies/synthetic-header/cases.json")
+        .display()
+        .to_string();
+    let p = ok_json(
+        store,
+        &[
+            "publish",
+            "--function",
+            "orders",
+            "--policy",
+            art::SYNTHETIC_HEADER,
+            "--config",
+            &route,
+            "--cases",
+            &cases,
+        ],
+    );
+    assert_eq!(p["version"], 1);
+    let inspect = ok_json(store, &["policy", "inspect", art::SYNTHETIC_HEADER]);
+    assert_eq!(p["policy"], inspect["digest"]);
+
+    let status = ok_json(store, &["status", "orders"]);
+    assert_eq!(status[0]["version"], 1);
+    assert_eq!(status[0]["policy"], inspect["digest"]);
+    assert_eq!(status[0]["mode"], "synthetic");
+    assert!(status[0]["modified"].is_string());
+    assert_eq!(target(store), "8");
+
+    assert_eq!(
+        ok_json(store, &["mode", "orders", "production"])["version"],
+        2
+    );
+    assert_eq!(
+        target(store),
+        "7",
+        "production mode sends even tagged requests to stable"
+    );
+
+    let r = ok_json(store, &["rollback", "orders"]);
+    assert_eq!(
+        (r["version"].as_u64(), r["restored"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert_eq!(target(store), "8", "rolled back to synthetic mode");
+
+    let history = ok_json(store, &["history", "orders"]);
+    let modes: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, ["synthetic", "production", "synthetic"]);
+
+    let o = run(store, &["rollback", "orders", "--to", "42"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no version 42; versions: 1, 2, 3"));
+
+    // A policy whose cases fail is refused before anything is written.
+    let o = run(
+        store,
+        &[
+            "publish",
+            "--function",
+            "orders",
+            "--policy",
+            art::STICKY_CANARY,
+            "--config",
+            &route,
+            "--cases",
+            &cases,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("refusing to publish"));
+    let o = run(
+        store,
+        &[
+            "publish",
+            "--function",
+            "orders",
+            "--policy",
+            art::BAD_WASI_IMPORT,
+            "--config",
+            &route,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("wasi:filesystem/preopens"));
+    assert_eq!(ok_json(store, &["status", "orders"])[0]["version"], 3);
+
+    corrupt(p["policy"].as_str().unwrap());
+    let o = run(store, &["decide", "--store", store, "--function", "orders"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(p["policy"].as_str().unwrap()), "{err}");
+    assert!(
+        err.contains("digest mismatch") || err.contains("corrupt"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pipeline_on_a_dir_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = format!("dir:{}", tmp.path().display());
+    pipeline(&store, |digest| {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        let path = tmp.path().join(format!("policies/sha256-{hex}.wasm"));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[10] ^= 1;
+        std::fs::write(path, bytes).unwrap();
+    });
+}
+
+#[test]
+fn pipeline_on_an_ssm_store() {
+    aws::endpoint();
+    let prefix = format!("/cli{}", std::process::id());
+    let store = format!("ssm:{prefix}");
+    pipeline(&store, |digest| {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .load()
+                .await;
+            aws_sdk_ssm::Client::new(&config)
+                .put_parameter()
+                .name(format!("{prefix}/policies/sha256-{hex}/0000"))
+                .value("Z2FyYmFnZQ==")
+                .r#type(aws_sdk_ssm::types::ParameterType::String)
+                .overwrite(true)
+                .send()
+                .await
+                .unwrap();
+        });
+    });
+}
+
+#[test]
+fn store_errors_are_clear() {
+    let o = run("nowhere:/x", &["status"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("use dir:<path>"));
+    let tmp = tempfile::tempdir().unwrap();
+    let store = format!("dir:{}", tmp.path().display());
+    let o = run(&store, &["mode", "orders", "synthetic"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("orders has no route config"));
+    let o = run(&store, &["mode", "orders", "sideways"]);
+    assert_eq!(o.status.code(), Some(2), "clap rejects an unknown mode");
+}
+
+/// `curl -s` `args`; stdout as text (empty when curl fails).
+fn curl(args: &[&str]) -> String {
+    let o = Command::new("curl")
+        .arg("-s")
+        .args(args)
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn a_running_proxy_sees_a_mode_flip_within_one_poll() {
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = format!("dir:{}", tmp.path().join("store").display());
+    let route = repo_root().join("policies/synthetic-header/route.json");
+    ok_json(
+        &store,
+        &[
+            "publish",
+            "--function",
+            "orders",
+            "--policy",
+            art::SYNTHETIC_HEADER,
+            "--config",
+            &route.display().to_string(),
+        ],
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let poll = Duration::from_millis(500);
+    let _serve = Killed(
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--store", &store, "--listen", &listen])
+            .args(["--poll-interval", "500ms"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://{listen}");
+    let decide = || {
+        let out = curl(&[
+            "-X",
+            "POST",
+            &format!("{base}/v1/decide"),
+            "-d",
+            r#"{"function":"orders","headers":{"x-switchyard-synthetic":"true"}}"#,
+        ]);
+        serde_json::from_str::<serde_json::Value>(&out)
+            .map(|d| d["target"].as_str().unwrap_or("").to_owned())
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while decide() != "8" {
+        assert!(Instant::now() < deadline, "the proxy did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ok_json(&store, &["mode", "orders", "production"]);
+    let flipped = Instant::now();
+    while decide() != "7" {
+        // One poll interval plus its jitter and the swap itself, with
+        // room for a loaded CI machine.
+        assert!(
+            flipped.elapsed() < poll * 6,
+            "still routing to the candidate {:?} after the flip",
+            flipped.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// `decide` falls back to `SWITCHYARD_STORE` when given neither
+/// `--policy/--config` nor `--store`, and an exported store does not
+/// override `--policy/--config`.
+#[test]
+fn decide_reads_the_store_from_the_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = format!("dir:{}", tmp.path().join("store").display());
+    let route = repo_root().join("policies/synthetic-header/route.json");
+    ok_json(
+        &store,
+        &[
+            "publish",
+            "--function",
+            "orders",
+            "--policy",
+            art::SYNTHETIC_HEADER,
+            "--config",
+            &route.display().to_string(),
+        ],
+    );
+    let tagged = ["--function", "orders", "-H", "x-switchyard-synthetic: true"];
+    let from_env = ok_json(&store, &[&["decide"][..], &tagged].concat());
+    assert_eq!(from_env["target"], "8", "{from_env}");
+    // Files win over the exported store: this config has no candidate.
+    let stable_only = tmp.path().join("stable-only.json");
+    std::fs::write(
+        &stable_only,
+        r#"{"mode":"production","versions":{"stable":"3"}}"#,
+    )
+    .unwrap();
+    let from_files = ok_json(
+        &store,
+        &[
+            &["decide", "--policy", art::SYNTHETIC_HEADER, "--config"][..],
+            &[stable_only.to_str().unwrap()],
+            &tagged,
+        ]
+        .concat(),
+    );
+    assert_eq!(from_files["target"], "3", "{from_files}");
+}

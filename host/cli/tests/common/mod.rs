@@ -1,0 +1,240 @@
+//! Shared by the host's integration tests: one engine per test binary, the
+//! policy components built by `switchyard-test-artifacts`, and route helpers.
+#![allow(dead_code)]
+
+pub mod aws;
+
+use std::sync::{Arc, OnceLock};
+
+use switchyard_core::{Engine, Policy, Request, Route, RouteConfig};
+
+/// The one engine of this test process (engines reserve a pool each).
+pub fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| Engine::new().expect("engine"))
+}
+
+/// Loads a built policy component.
+pub fn load(path: &str) -> Arc<Policy> {
+    let bytes = std::fs::read(path).expect("artifact");
+    Policy::new(engine(), &bytes, path).expect("policy loads")
+}
+
+/// A route for `orders` from route config JSON.
+pub fn route(json: &str) -> Route {
+    Route::new(
+        "orders",
+        RouteConfig::from_json(json).expect("route config"),
+    )
+    .expect("route")
+}
+
+/// The usual synthetic-mode route with a candidate.
+pub fn synthetic_route() -> Route {
+    route(r#"{"mode":"synthetic","versions":{"stable":"7","candidate":"8"}}"#)
+}
+
+/// A request to `orders` with the given headers.
+pub fn request(headers: &[(&str, &str)]) -> Arc<Request> {
+    Arc::new(Request::new(
+        "orders",
+        "GET",
+        "/",
+        headers.iter().map(|(k, v)| (*k, *v)),
+    ))
+}
+
+/// The repository root (every test crate is at `host/<crate>`).
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A binary of the workspace, from the target directory this test runs
+/// from (`target/<profile>/deps/<test>` -> `target/<profile>/<name>`), so a
+/// test crate can run another crate's binary. `cargo test --workspace`
+/// builds them all before any test runs.
+pub fn workspace_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} is not built; run the tests with `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// Kills the child process when dropped, so a failing test leaves no server.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `host/cli/tests/support/moto_lambda.py` (boto3 against moto's Lambda)
+/// and parses its JSON output.
+pub fn moto_lambda(args: &[&str]) -> serde_json::Value {
+    let script = repo_root().join("host/cli/tests/support/moto_lambda.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "moto_lambda.py {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A free loopback port (free when asked; bind it soon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something listens on `port`, failing the test after
+/// `timeout` with `what` did not start.
+pub fn wait_for_port(port: u16, what: &str, timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not start on port {port} within {timeout:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Runs the `switchyard` CLI against `store`; fails the test when it fails.
+pub fn switchyard_cli(store: &str, args: &[&str]) {
+    let o = std::process::Command::new(workspace_bin("switchyard"))
+        .args(args)
+        .env("SWITCHYARD_STORE", store)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// `cargo lambda watch --only-lambda-apis` (PyPI `cargo-lambda`) serving
+/// the Runtime, Extensions and Invoke APIs on a free port, for the binaries
+/// of the Cargo project in `dir` (watch only invokes functions named like
+/// one of its binaries).
+pub fn cargo_lambda_watch(dir: &std::path::Path) -> (Killed, u16) {
+    cargo_lambda_watch_on(dir, free_port())
+}
+
+/// [`cargo_lambda_watch`] on a given port.
+pub fn cargo_lambda_watch_on(dir: &std::path::Path, port: u16) -> (Killed, u16) {
+    let child = std::process::Command::new(
+        std::env::var("CARGO_LAMBDA").unwrap_or_else(|_| "cargo-lambda".into()),
+    )
+    .args([
+        "lambda",
+        "watch",
+        "--only-lambda-apis",
+        "-A",
+        "127.0.0.1",
+        "-P",
+    ])
+    .arg(port.to_string())
+    .current_dir(dir)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("cargo-lambda runs (pip install --no-deps cargo-lambda==1.9.2)");
+    let child = Killed(child);
+    wait_for_port(
+        port,
+        "cargo lambda watch",
+        std::time::Duration::from_secs(60),
+    );
+    (child, port)
+}
+
+/// Invokes `function` through `cargo lambda watch`'s Invoke API on `port`
+/// with an API Gateway HTTP API (2.0) event for `method path` carrying
+/// `headers`; returns what the function answered, raw.
+pub fn invoke_http_event(
+    port: u16,
+    function: &str,
+    method: &str,
+    path: &str,
+    headers: serde_json::Value,
+) -> Vec<u8> {
+    let event = serde_json::json!({
+        "version": "2.0",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {"http": {"method": method}},
+        "isBase64Encoded": false,
+    });
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "30", "-X", "POST", "-d"])
+        .arg(event.to_string())
+        .arg(format!(
+            "http://127.0.0.1:{port}/2015-03-31/functions/{function}/invocations"
+        ))
+        .output()
+        .unwrap();
+    out.stdout
+}
+
+/// Runs `check` every 50 ms until it gives `Ok`, failing the test after
+/// `timeout` with `what` and the last `Err` (what was seen instead).
+pub fn eventually<T>(
+    timeout: std::time::Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(seen) if std::time::Instant::now() >= deadline => {
+                panic!("{what} within {timeout:?}; last seen: {seen}")
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Publishes the `synthetic-header` policy for `function` with `route` as
+/// its route config (written to a file in `dir`) to `store`.
+pub fn publish_synthetic_header(
+    store: &str,
+    function: &str,
+    route: &serde_json::Value,
+    dir: &std::path::Path,
+) {
+    let file = dir.join(format!("{function}.route.json"));
+    std::fs::write(&file, route.to_string()).unwrap();
+    switchyard_cli(
+        store,
+        &[
+            "publish",
+            "--function",
+            function,
+            "--policy",
+            switchyard_test_artifacts::SYNTHETIC_HEADER,
+            "--config",
+            file.to_str().unwrap(),
+        ],
+    );
+}

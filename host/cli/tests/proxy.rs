@@ -1,0 +1,886 @@
+//! `switchyard serve`'s proxy over real sockets: loopback upstreams that
+//! answer with their version, a `dir` store, the watcher, and a real client.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use common::moto_lambda;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use switchyard_config::{ConfigStore, DirStore};
+use switchyard_config::{WatchConfig, Watcher};
+use switchyard_core::{Mode, RouteConfig};
+use switchyard_proxy::{Proxy, ProxyConfig};
+use switchyard_test_artifacts as art;
+
+/// What an upstream saw: (version, traffic header, path+query, body,
+/// `x-switchyard-ctx-queue_url`).
+type Seen = Arc<Mutex<Vec<(String, String, String, String, String)>>>;
+
+/// An upstream "function version" on loopback: answers JSON naming its
+/// version, echoing the traffic tag and context headers; `delay` first.
+async fn upstream(version: &'static str, delay: Duration, seen: Seen) -> String {
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let seen = seen.clone();
+        async move {
+            tokio::time::sleep(delay).await;
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            let h = |n: &str| {
+                parts
+                    .headers
+                    .get(n)
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default()
+            };
+            let path = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            seen.lock().unwrap().push((
+                version.into(),
+                h("x-switchyard-traffic"),
+                path.clone(),
+                String::from_utf8_lossy(&body).into(),
+                h("x-switchyard-ctx-queue_url"),
+            ));
+            axum::Json(serde_json::json!({
+                "version": version,
+                "traffic": h("x-switchyard-traffic"),
+                "queue": h("x-switchyard-ctx-queue_url"),
+                "path": path,
+                "body": String::from_utf8_lossy(&body),
+            }))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+struct Rig {
+    base: String,
+    store: Arc<dyn ConfigStore>,
+    watcher: Arc<Watcher>,
+    seen: Seen,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
+    _tmp: tempfile::TempDir,
+}
+
+fn route(mode: &str, urls: &HashMap<&str, String>, extra: &str) -> RouteConfig {
+    RouteConfig::from_json(&format!(
+        r#"{{"mode":"{mode}","versions":{{"stable":"7","candidate":"8"}},
+            "context":{{"8":{{"QUEUE_URL":"q-candidate"}}}}{extra},
+            "dispatch":{{"type":"http","urls":{{"7":"{}","8":"{}"}}}}}}"#,
+        urls["7"], urls["8"]
+    ))
+    .unwrap()
+}
+
+async fn rig(extra: &str, slow: Duration, config: ProxyConfig) -> Rig {
+    let seen: Seen = Arc::default();
+    let urls = HashMap::from([
+        ("7", upstream("7", slow, seen.clone()).await),
+        ("8", upstream("8", Duration::ZERO, seen.clone()).await),
+    ]);
+    rig_route(route("synthetic", &urls, extra), seen, config).await
+}
+
+/// The proxy serving `orders` with route config `cfg` and the
+/// `synthetic-header` policy, from a `dir` store.
+async fn rig_route(cfg: RouteConfig, seen: Seen, config: ProxyConfig) -> Rig {
+    rig_named("orders", cfg, seen, config).await
+}
+
+/// The proxy serving `function` with route config `cfg`.
+async fn rig_named(function: &str, mut cfg: RouteConfig, seen: Seen, config: ProxyConfig) -> Rig {
+    let tmp = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ConfigStore> = Arc::new(DirStore::new(tmp.path()).unwrap());
+    let bytes = std::fs::read(art::SYNTHETIC_HEADER).unwrap();
+    cfg.policy = Some(store.put_blob(&bytes, &|_, _| {}).await.unwrap());
+    store.put_route(function, &cfg).await.unwrap();
+    let watcher = Arc::new(Watcher::new(
+        store.clone(),
+        common::engine().clone(),
+        WatchConfig {
+            functions: vec![function.into()],
+            ..Default::default()
+        },
+    ));
+    let proxy = Proxy::new(
+        watcher.policies(),
+        ProxyConfig {
+            expected_functions: vec![function.into()],
+            metrics: Some(metrics()),
+            ..config
+        },
+    )
+    .expect("proxy");
+    watcher.set_prepare(proxy.prepare_hook());
+    watcher.poll().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(switchyard_proxy::serve(listener, proxy, async {
+        let _ = rx.await;
+    }));
+    Rig {
+        base,
+        store,
+        watcher,
+        seen,
+        shutdown: Some(tx),
+        served,
+        _tmp: tmp,
+    }
+}
+
+/// `/metrics` of this test process: one recorder, installed once, as a
+/// binary does.
+fn metrics() -> Arc<dyn Fn() -> String + Send + Sync> {
+    static RENDER: std::sync::OnceLock<Arc<dyn Fn() -> String + Send + Sync>> =
+        std::sync::OnceLock::new();
+    RENDER
+        .get_or_init(|| {
+            let handle = switchyard_proxy::install_metrics_recorder();
+            Arc::new(move || handle.render())
+        })
+        .clone()
+}
+
+async fn call(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, HeaderMap, serde_json::Value) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (parts.status, parts.headers, json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_tags_and_hot_swaps() {
+    let r = rig("", Duration::ZERO, ProxyConfig::default()).await;
+    let (status, headers, body) = call(
+        "POST",
+        &format!("{}/orders/api/x?y=1", r.base),
+        &[("X-Switchyard-Synthetic", "true")],
+        "hello",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["version"], "8");
+    assert_eq!(body["traffic"], "synthetic");
+    assert_eq!(body["queue"], "q-candidate");
+    assert_eq!(body["path"], "/api/x?y=1");
+    assert_eq!(body["body"], "hello");
+    assert_eq!(headers["x-switchyard-target"], "8");
+    assert_eq!(headers["x-switchyard-traffic"], "synthetic");
+
+    let (_, _, body) = call(
+        "GET",
+        &format!("{}/orders/a%2Fb/c%20d?q=%26", r.base),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(
+        body["path"], "/a%2Fb/c%20d?q=%26",
+        "the path is forwarded as sent"
+    );
+
+    let (_, headers, body) = call("GET", &format!("{}/orders/api/x", r.base), &[], "").await;
+    assert_eq!(
+        (body["version"].as_str(), body["traffic"].as_str()),
+        (Some("7"), Some("production"))
+    );
+    assert_eq!(headers["x-switchyard-target"], "7");
+    assert_eq!(
+        body["queue"], "",
+        "the candidate's context does not leak to stable"
+    );
+
+    // A client cannot forge the traffic tag: the proxy sets it.
+    let (_, _, body) = call(
+        "GET",
+        &format!("{}/orders/x", r.base),
+        &[("x-switchyard-traffic", "synthetic")],
+        "",
+    )
+    .await;
+    assert_eq!(body["traffic"], "production");
+
+    // Flip to production mode in the store: the next poll swaps it in.
+    let mut cfg = r.store.latest(&["orders".into()]).await.unwrap()[0]
+        .clone()
+        .unwrap()
+        .config;
+    cfg.mode = Mode::Production;
+    r.store.put_route("orders", &cfg).await.unwrap();
+    r.watcher.poll().await.unwrap();
+    let (_, _, body) = call(
+        "GET",
+        &format!("{}/orders/x", r.base),
+        &[("x-switchyard-synthetic", "1")],
+        "",
+    )
+    .await;
+    assert_eq!(body["version"], "7");
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let resp = client
+        .get(format!("{}/metrics", r.base).parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    for want in [
+        r#"switchyard_requests_total{function="orders",target="8",traffic="synthetic",status="200"}"#,
+        "switchyard_decision_seconds",
+        r#"switchyard_swaps_total{function="orders"}"#,
+        r#"switchyard_route_version{function="orders"}"#,
+    ] {
+        assert!(text.contains(want), "{want} missing from /metrics:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decide_api_health_and_errors() {
+    let r = rig(
+        "",
+        Duration::ZERO,
+        ProxyConfig {
+            max_body: 1024,
+            max_header_bytes: 2048,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (status, _, body) = call(
+        "POST",
+        &format!("{}/v1/decide", r.base),
+        &[],
+        r#"{"function":"orders","headers":{"x-switchyard-synthetic":"1"}}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (body["target"].as_str(), body["traffic"].as_str()),
+        (Some("8"), Some("synthetic"))
+    );
+
+    let (status, _, body) = call("POST", &format!("{}/v1/decide", r.base), &[], "{not json").await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid request JSON")
+    );
+
+    let (status, _, body) = call("GET", &format!("{}/nope/x", r.base), &[], "").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["functions"], serde_json::json!(["orders"]));
+
+    let (status, _, body) = call("GET", &format!("{}/healthz", r.base), &[], "").await;
+    assert_eq!(
+        (status, body["ready"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+
+    let (status, _, _) = call(
+        "POST",
+        &format!("{}/orders/x", r.base),
+        &[],
+        &"b".repeat(2000),
+    )
+    .await;
+    assert_eq!(status, 413);
+    let big = "h".repeat(3000);
+    let (status, _, _) = call(
+        "GET",
+        &format!("{}/orders/x", r.base),
+        &[("x-big", &big)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 431);
+    assert!(
+        r.seen.lock().unwrap().is_empty(),
+        "nothing rejected reached an upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_or_slow_is_a_clear_gateway_error() {
+    let r = rig(
+        "",
+        Duration::from_secs(3),
+        ProxyConfig {
+            upstream_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .await;
+    // Stable (7) is slow: 504.
+    let (status, _, body) = call("GET", &format!("{}/orders/x", r.base), &[], "").await;
+    assert_eq!(status, 504);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within"),
+        "{body}"
+    );
+    // Point the candidate at a closed port: 502.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cfg = r.store.latest(&["orders".into()]).await.unwrap()[0]
+        .clone()
+        .unwrap()
+        .config;
+    let mut spec = serde_json::Value::Object(cfg.dispatch.clone().unwrap().json().clone());
+    spec["urls"]["8"] = serde_json::json!(format!("http://127.0.0.1:{port}"));
+    cfg.dispatch = Some(serde_json::from_value(spec).unwrap());
+    r.store.put_route("orders", &cfg).await.unwrap();
+    r.watcher.poll().await.unwrap();
+    let (status, headers, body) = call(
+        "GET",
+        &format!("{}/orders/x", r.base),
+        &[("x-switchyard-synthetic", "1")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 502);
+    assert_eq!(headers["x-switchyard-target"], "8");
+    assert!(
+        body["error"].as_str().unwrap().contains("qualifier 8"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_copies_are_synthetic_and_do_not_change_the_response() {
+    let r = rig(
+        r#","flags":{"mirror-role":"candidate"}"#,
+        Duration::ZERO,
+        ProxyConfig::default(),
+    )
+    .await;
+    let (status, headers, body) = call("POST", &format!("{}/orders/pay", r.base), &[], "p").await;
+    assert_eq!(
+        (status, body["version"].as_str()),
+        (StatusCode::OK, Some("7"))
+    );
+    assert_eq!(headers["x-switchyard-traffic"], "production");
+    // The copy arrives asynchronously at the candidate, tagged synthetic.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = r.seen.lock().unwrap().clone();
+        if let Some(copy) = seen.iter().find(|s| s.0 == "8") {
+            // Handed the candidate's own context, not stable's (none).
+            assert_eq!(
+                (
+                    copy.1.as_str(),
+                    copy.2.as_str(),
+                    copy.3.as_str(),
+                    copy.4.as_str()
+                ),
+                ("synthetic", "/pay", "p", "q-candidate")
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no mirror copy: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let mut r = rig("", Duration::from_millis(500), ProxyConfig::default()).await;
+    let url = format!("{}/orders/slow", r.base);
+    let in_flight = tokio::spawn(async move { call("GET", &url, &[], "").await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    r.shutdown.take().unwrap().send(()).unwrap();
+    let (status, _, body) = in_flight.await.unwrap();
+    assert_eq!(
+        (status, body["version"].as_str()),
+        (StatusCode::OK, Some("7"))
+    );
+    tokio::time::timeout(Duration::from_secs(5), &mut r.served)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_prior_knowledge_is_served() {
+    let r = rig("", Duration::ZERO, ProxyConfig::default()).await;
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let req = http::Request::get(format!("{}/orders/h2", r.base))
+        .header("x-switchyard-synthetic", "true")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-switchyard-target"], "8");
+}
+
+// ---- Lambda dispatch and the Invoke API front end, against moto's Lambda ----
+
+/// A Lambda function in moto with two published versions; its name is
+/// unique to this test run. Returns (name, versions).
+fn lambda_function(region: &str, tag: &str) -> (String, Vec<String>) {
+    let endpoint = common::aws::endpoint();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!("sy-{tag}-{}-{nanos}", std::process::id());
+    let out = moto_lambda(&["setup", endpoint, region, &name]);
+    let versions = serde_json::from_value(out["versions"].clone()).unwrap();
+    (name, versions)
+}
+
+/// The proxy serving `cfg` with a Lambda client made from `sdk`.
+async fn lambda_rig(cfg: RouteConfig, sdk: &aws_config::SdkConfig) -> Rig {
+    let config = ProxyConfig {
+        lambda_client: Some(aws_sdk_lambda::Client::new(sdk)),
+        ..Default::default()
+    };
+    rig_route(cfg, Seen::default(), config).await
+}
+
+fn lambda_route(name: &str, versions: &[String]) -> RouteConfig {
+    RouteConfig::from_json(&format!(
+        r#"{{"mode":"synthetic","versions":{{"stable":"{}","candidate":"{}"}},
+            "context":{{"{}":{{"QUEUE_URL":"q-candidate"}}}},
+            "dispatch":{{"type":"lambda","function-name":"{name}"}}}}"#,
+        versions[0], versions[1], versions[1]
+    ))
+    .unwrap()
+}
+
+/// Each Invoke moto saw for `name`: qualifier, client context, type.
+fn lambda_calls(name: &str) -> Vec<serde_json::Value> {
+    let out = moto_lambda(&["calls", common::aws::endpoint(), name]);
+    out.as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lambda_dispatch_invokes_the_chosen_qualifier() {
+    // Its own region: moto's canned-result queue is per region.
+    let region = "eu-west-1";
+    let (name, versions) = lambda_function(region, "http");
+    let (stable, candidate) = (versions[0].as_str(), versions[1].as_str());
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region))
+        .load()
+        .await;
+    let r = lambda_rig(lambda_route(&name, &versions), &sdk).await;
+
+    // moto without Docker echoes the event: the body is what the function got.
+    let (status, headers, event) = call(
+        "POST",
+        &format!("{}/orders/api/x?y=1&y=2", r.base),
+        &[("x-switchyard-synthetic", "true"), ("cookie", "a=1")],
+        "hello",
+    )
+    .await;
+    assert_eq!(status, 200, "{event}");
+    assert_eq!(headers["x-switchyard-target"], candidate);
+    assert_eq!(headers["x-switchyard-traffic"], "synthetic");
+    assert_eq!(event["version"], "2.0");
+    assert_eq!(event["rawPath"], "/api/x");
+    assert_eq!(event["rawQueryString"], "y=1&y=2");
+    assert_eq!(event["queryStringParameters"]["y"], "1,2");
+    assert_eq!(event["requestContext"]["http"]["method"], "POST");
+    assert_eq!(event["headers"]["x-switchyard-traffic"], "synthetic");
+    assert_eq!(
+        event["headers"]["x-switchyard-ctx-queue_url"],
+        "q-candidate"
+    );
+    assert_eq!(event["cookies"][0], "a=1");
+    assert_eq!(event["body"], "hello");
+
+    let (status, headers, event) = call(
+        "GET",
+        &format!("{}/orders/plain", r.base),
+        &[("x-switchyard-traffic", "synthetic")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-switchyard-target"], stable);
+    assert_eq!(
+        event["headers"]["x-switchyard-traffic"], "production",
+        "a client cannot forge the tag"
+    );
+    assert!(event["headers"].get("x-switchyard-ctx-queue_url").is_none());
+
+    // The recorder shows the qualifiers invoked and the tag in the client context.
+    let calls = lambda_calls(&name);
+    let seen: Vec<_> = calls
+        .iter()
+        .map(|c| {
+            (
+                c["qualifier"].as_str().unwrap_or(""),
+                c["client_context"]["custom"]["x-switchyard-traffic"]
+                    .as_str()
+                    .unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![(candidate, "synthetic"), (stable, "production")],
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls[0]["client_context"]["custom"]["x-switchyard-ctx-queue_url"],
+        "q-candidate"
+    );
+
+    // A proxy response is mapped back to HTTP: status, headers, base64 body.
+    let endpoint = common::aws::endpoint();
+    let canned = serde_json::json!([
+        r#"{"statusCode":201,"headers":{"x-made":"yes"},"cookies":["s=1"],"body":"AAEC","isBase64Encoded":true}"#,
+        "this is not JSON",
+    ]);
+    moto_lambda(&["respond", endpoint, region, &canned.to_string()]);
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let resp = client
+        .get(format!("{}/orders/made", r.base).parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(resp.headers()["x-made"], "yes");
+    assert_eq!(resp.headers()["set-cookie"], "s=1");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], &[0u8, 1, 2]);
+    let (status, _, body) = call("GET", &format!("{}/orders/bad", r.base), &[], "").await;
+    assert_eq!(status, 502);
+    assert_eq!(body["function"], name.as_str());
+    assert_eq!(body["qualifier"], stable);
+    assert_eq!(body["error-type"], "InvalidResponse");
+
+    // A mirror copy is an asynchronous (Event) invoke of the mirror
+    // qualifier, tagged synthetic; the client gets the primary's answer.
+    let mut cfg = lambda_route(&name, &versions);
+    cfg.flags.insert("mirror-role".into(), "candidate".into());
+    cfg.policy = r.store.latest(&["orders".into()]).await.unwrap()[0]
+        .clone()
+        .unwrap()
+        .config
+        .policy;
+    r.store.put_route("orders", &cfg).await.unwrap();
+    r.watcher.poll().await.unwrap();
+    let (status, headers, _) = call("GET", &format!("{}/orders/m", r.base), &[], "").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-switchyard-target"], stable);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let calls = lambda_calls(&name);
+        if let Some(copy) = calls.iter().find(|c| c["invocation_type"] == "Event") {
+            assert_eq!(copy["qualifier"], candidate);
+            assert_eq!(
+                copy["client_context"]["custom"]["x-switchyard-traffic"],
+                "synthetic"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no mirror: {calls:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lambda_unreachable_is_a_clear_gateway_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_lambda::config::Credentials::for_tests())
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .load()
+        .await;
+    let r = lambda_rig(lambda_route("orders-fn", &["1".into(), "2".into()]), &sdk).await;
+    let (status, headers, body) = call("GET", &format!("{}/orders/x", r.base), &[], "").await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(headers["x-switchyard-target"], "1");
+    assert_eq!(body["function"], "orders-fn");
+    assert_eq!(body["error-type"], "Unreachable");
+    assert!(
+        body["error"].as_str().unwrap().contains("qualifier 1"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoke_api_front_end_routes_boto3_clients() {
+    let (name, versions) = lambda_function("us-east-1", "invoke");
+    let (stable, candidate) = (versions[0].as_str(), versions[1].as_str());
+    let r = rig_route(
+        lambda_route(&name, &versions),
+        Seen::default(),
+        ProxyConfig::default(),
+    )
+    .await;
+
+    // A synthetic caller: the tag rides in the client context's `custom`.
+    let out = moto_lambda(&[
+        "invoke",
+        &r.base,
+        &name,
+        r#"{"order":1}"#,
+        r#"{"x-switchyard-synthetic":"true","user":"qa-bot"}"#,
+    ]);
+    assert_eq!(out["status"], 200, "{out}");
+    assert_eq!(
+        out["payload"], r#"{"order":1}"#,
+        "the payload is passed unchanged"
+    );
+    // Without a context, by the logical name: production, to stable.
+    let out = moto_lambda(&["invoke", &r.base, "orders", r#"{"order":2}"#]);
+    assert_eq!(out["status"], 200, "{out}");
+
+    let calls = lambda_calls(&name);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0]["qualifier"], candidate);
+    let custom = &calls[0]["client_context"]["custom"];
+    assert_eq!(custom["x-switchyard-traffic"], "synthetic");
+    assert_eq!(custom["x-switchyard-ctx-queue_url"], "q-candidate");
+    assert_eq!(custom["user"], "qa-bot", "the caller's context is kept");
+    assert_eq!(calls[1]["qualifier"], stable);
+    assert_eq!(
+        calls[1]["client_context"]["custom"]["x-switchyard-traffic"],
+        "production"
+    );
+
+    // A function the proxy does not route: the SDK's own exception.
+    let out = moto_lambda(&["invoke", &r.base, "nope", "{}"]);
+    assert_eq!(out["error"], "ResourceNotFoundException", "{out}");
+    assert!(out["message"].as_str().unwrap().contains("nope"), "{out}");
+}
+
+/// The value of the Prometheus sample `series` (exact labels) in `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_every_request() {
+    // A function of its own: the recorder is shared by every test here.
+    let seen: Seen = Arc::default();
+    let urls = HashMap::from([
+        ("7", upstream("7", Duration::ZERO, seen.clone()).await),
+        ("8", upstream("8", Duration::ZERO, seen.clone()).await),
+    ]);
+    let cfg = route("synthetic", &urls, "");
+    let r = rig_named("metered", cfg, seen, ProxyConfig::default()).await;
+    for i in 0..7 {
+        let synthetic: &[(&str, &str)] = if i < 4 {
+            &[("x-switchyard-synthetic", "true")]
+        } else {
+            &[]
+        };
+        let (status, _, _) = call("GET", &format!("{}/metered/n{i}", r.base), synthetic, "").await;
+        assert_eq!(status, 200);
+    }
+    let (_, _, _) = call(
+        "POST",
+        &format!("{}/v1/decide", r.base),
+        &[],
+        r#"{"function":"metered"}"#,
+    )
+    .await;
+    // Answers that never reach a policy are counted too: a function this
+    // proxy does not route (labelled "-", so callers cannot mint label
+    // values), and headers over the limit for one it does.
+    let (status, _, _) = call("GET", &format!("{}/no-such-function/x", r.base), &[], "").await;
+    assert_eq!(status, 404);
+    let big = "x".repeat(40 << 10);
+    let (status, _, _) = call(
+        "GET",
+        &format!("{}/metered/big", r.base),
+        &[("x-big", &big)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 431);
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let resp = client
+        .get(format!("{}/metrics", r.base).parse().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    let requests = |target: &str, traffic: &str| {
+        sample(
+            &text,
+            &format!(
+                r#"switchyard_requests_total{{function="metered",target="{target}",traffic="{traffic}",status="200"}}"#
+            ),
+        )
+    };
+    assert_eq!(requests("8", "synthetic"), Some(4.0), "{text}");
+    assert_eq!(requests("7", "production"), Some(3.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            r#"switchyard_requests_total{function="metered",target="none",traffic="none",status="431"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            r#"switchyard_requests_total{function="-",target="none",traffic="none",status="404"}"#
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    // Every decision is timed, the decide API's included.
+    assert_eq!(
+        sample(
+            &text,
+            r#"switchyard_decision_seconds_count{function="metered"}"#
+        ),
+        Some(8.0),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bypass_sends_everything_to_stable_as_production() {
+    let r = rig(
+        "",
+        Duration::ZERO,
+        ProxyConfig {
+            bypass_policies: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (status, headers, body) = call(
+        "GET",
+        &format!("{}/orders/x", r.base),
+        &[("x-switchyard-synthetic", "true")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-switchyard-target"], "7");
+    assert_eq!(body["traffic"], "production");
+}
+
+/// A loopback endpoint answering every Invoke the way Lambda reports a
+/// function that raised (moto's Lambda without Docker never does): 200,
+/// `X-Amz-Function-Error: Unhandled`, the runtime's error payload.
+async fn failing_lambda_endpoint() -> String {
+    let app = axum::Router::new().fallback(|| async {
+        (
+            [
+                ("x-amz-function-error", "Unhandled"),
+                ("x-amz-executed-version", "2"),
+                ("content-type", "application/json"),
+            ],
+            r#"{"errorType":"KeyError","errorMessage":"'id'","stackTrace":[]}"#,
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_errors_are_named_gateway_errors() {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_lambda::config::Credentials::for_tests())
+        .endpoint_url(failing_lambda_endpoint().await)
+        .load()
+        .await;
+    let r = lambda_rig(lambda_route("orders-fn", &["1".into(), "2".into()]), &sdk).await;
+    // HTTP front end: a 502 naming the function, qualifier and error.
+    let (status, headers, body) = call(
+        "GET",
+        &format!("{}/orders/x", r.base),
+        &[("x-switchyard-synthetic", "true")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(headers["x-switchyard-target"], "2");
+    assert_eq!(body["function"], "orders-fn");
+    assert_eq!(body["qualifier"], "2");
+    assert_eq!(body["error-type"], "Unhandled");
+    assert!(
+        body["error"].as_str().unwrap().contains("KeyError: 'id'"),
+        "{body}"
+    );
+    // Invoke API front end: answered as Lambda does, so SDKs see FunctionError.
+    let (status, headers, body) = call(
+        "POST",
+        &format!("{}/2015-03-31/functions/orders-fn/invocations", r.base),
+        &[],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-amz-function-error"], "Unhandled");
+    assert_eq!(headers["x-amz-executed-version"], "2");
+    assert_eq!(body["errorType"], "KeyError");
+}

@@ -1,0 +1,677 @@
+//! One test suite, run against every `ConfigStore` backend: `dir` on a temp
+//! folder, `ssm` against moto's SSM API, and `ssm` with every blob in moto's
+//! S3 (`?blobs=s3://..&blob-threshold=0`). Plus the watcher's hot swap and
+//! last-known-good behaviour on both.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::aws;
+use switchyard_config::{ConfigStore, DirStore, SsmStore, StoreError};
+use switchyard_config::{Outcome, WatchConfig, Watcher};
+use switchyard_core::{Digest, Mode, RouteConfig};
+use switchyard_test_artifacts as art;
+
+/// A fresh, isolated store of each kind, and how to corrupt data in it
+/// behind the store's back (as a broken pipeline or an attacker would).
+#[async_trait::async_trait]
+trait Backend: Sized {
+    async fn fresh() -> (Arc<dyn ConfigStore>, Self);
+    /// Replaces the first stored piece of blob `digest` with other bytes.
+    async fn corrupt_blob(&self, digest: &Digest);
+    /// Writes raw text as a new route-config version, unchecked.
+    async fn put_raw_route(&self, function: &str, text: &str);
+}
+
+struct Dir(tempfile::TempDir);
+
+#[async_trait::async_trait]
+impl Backend for Dir {
+    async fn fresh() -> (Arc<dyn ConfigStore>, Self) {
+        let tmp = tempfile::tempdir().unwrap();
+        (Arc::new(DirStore::new(tmp.path()).unwrap()), Dir(tmp))
+    }
+
+    async fn corrupt_blob(&self, digest: &Digest) {
+        let path = self
+            .0
+            .path()
+            .join(format!("policies/sha256-{}.wasm", digest.hex()));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[100] ^= 0xff;
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    async fn put_raw_route(&self, function: &str, text: &str) {
+        let dir = self.0.path().join("functions").join(function);
+        std::fs::create_dir_all(&dir).unwrap();
+        let next = std::fs::read_dir(&dir).unwrap().count() + 1;
+        std::fs::write(dir.join(format!("{next}.json")), text).unwrap();
+    }
+}
+
+struct Ssm {
+    client: aws_sdk_ssm::Client,
+    prefix: String,
+}
+
+static PREFIXES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+#[async_trait::async_trait]
+impl Backend for Ssm {
+    async fn fresh() -> (Arc<dyn ConfigStore>, Self) {
+        aws::endpoint();
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await;
+        let client = aws_sdk_ssm::Client::new(&config);
+        let prefix = format!(
+            "/t{}-{}",
+            std::process::id(),
+            PREFIXES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let store = SsmStore::new(client.clone(), &prefix).unwrap();
+        (Arc::new(store), Ssm { client, prefix })
+    }
+
+    async fn corrupt_blob(&self, digest: &Digest) {
+        // Valid base64 of other data: decodes, decompresses or not, and
+        // must never verify.
+        let garbage = base64_of(b"definitely not the policy you published");
+        self.client
+            .put_parameter()
+            .name(format!(
+                "{}/policies/sha256-{}/0000",
+                self.prefix,
+                digest.hex()
+            ))
+            .value(garbage)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    async fn put_raw_route(&self, function: &str, text: &str) {
+        self.client
+            .put_parameter()
+            .name(format!("{}/functions/{function}", self.prefix))
+            .value(text)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// SSM for routes and manifests, S3 for every blob.
+struct SsmS3 {
+    ssm: Ssm,
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+/// A fresh moto S3 bucket.
+async fn bucket() -> (aws_sdk_s3::Client, String) {
+    aws::endpoint();
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let s3 = switchyard_config::s3_client(&config);
+    let bucket = format!(
+        "sy-t{}-{}",
+        std::process::id(),
+        PREFIXES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    (s3, bucket)
+}
+
+#[async_trait::async_trait]
+impl Backend for SsmS3 {
+    async fn fresh() -> (Arc<dyn ConfigStore>, Self) {
+        let (_, ssm) = Ssm::fresh().await;
+        let (s3, bucket) = bucket().await;
+        let store = SsmStore::from_env(&format!(
+            "{}?blobs=s3://{bucket}/policies&blob-threshold=0",
+            ssm.prefix
+        ))
+        .await
+        .unwrap();
+        (Arc::new(store), SsmS3 { ssm, s3, bucket })
+    }
+
+    async fn corrupt_blob(&self, digest: &Digest) {
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(format!("policies/sha256-{}", digest.hex()))
+            .body(b"definitely not the policy you published".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+
+    async fn put_raw_route(&self, function: &str, text: &str) {
+        self.ssm.put_raw_route(function, text).await
+    }
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn config(mode: &str) -> RouteConfig {
+    RouteConfig::from_json(&format!(
+        r#"{{"mode":"{mode}","versions":{{"stable":"7","candidate":"8"}}}}"#
+    ))
+    .unwrap()
+}
+
+fn no_progress(_: usize, _: usize) {}
+
+async fn publish(store: &dyn ConfigStore, function: &str, wasm: &str, mode: &str) -> (u64, Digest) {
+    let bytes = std::fs::read(wasm).unwrap();
+    let digest = store.put_blob(&bytes, &no_progress).await.unwrap();
+    let mut cfg = config(mode);
+    cfg.policy = Some(digest);
+    (store.put_route(function, &cfg).await.unwrap(), digest)
+}
+
+fn watcher(store: Arc<dyn ConfigStore>, cache: Option<&std::path::Path>) -> Watcher {
+    Watcher::new(
+        store,
+        common::engine().clone(),
+        WatchConfig {
+            functions: vec!["orders".into()],
+            cache_dir: cache.map(Into::into),
+            ..Default::default()
+        },
+    )
+}
+
+async fn routes_versions_and_history<B: Backend>() {
+    let (store, _b) = B::fresh().await;
+    assert_eq!(store.functions().await.unwrap(), Vec::<String>::new());
+    assert_eq!(store.latest(&["orders".into()]).await.unwrap(), vec![None]);
+    for (i, mode) in ["synthetic", "production", "synthetic"]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(
+            store.put_route("orders", &config(mode)).await.unwrap(),
+            i as u64 + 1
+        );
+    }
+    store
+        .put_route("payments", &config("production"))
+        .await
+        .unwrap();
+    assert_eq!(store.functions().await.unwrap(), ["orders", "payments"]);
+    let latest = store
+        .latest(&["orders".into(), "payments".into(), "nope".into()])
+        .await
+        .unwrap();
+    assert_eq!(latest[0].as_ref().unwrap().version, 3);
+    assert_eq!(latest[1].as_ref().unwrap().config.mode, Mode::Production);
+    assert!(latest[2].is_none());
+    let v2 = store.version("orders", 2).await.unwrap();
+    assert_eq!((v2.version, v2.config.mode), (2, Mode::Production));
+    assert!(v2.modified.is_some());
+    let history = store.history("orders").await.unwrap();
+    assert_eq!(
+        history.iter().map(|r| r.version).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert!(matches!(
+        store.version("orders", 9).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(store.history("nope").await.unwrap().is_empty());
+}
+
+async fn blobs_round_trip_and_are_verified<B: Backend>() {
+    let (store, b) = B::fresh().await;
+    let bytes = std::fs::read(art::STICKY_CANARY).unwrap();
+    let digest = Digest::of(&bytes);
+    assert!(!store.has_blob(&digest).await.unwrap());
+    assert!(matches!(
+        store.get_blob(&digest).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let seen = std::sync::Mutex::new(Vec::new());
+    assert_eq!(
+        store
+            .put_blob(&bytes, &|d, t| seen.lock().unwrap().push((d, t)))
+            .await
+            .unwrap(),
+        digest
+    );
+    assert!(!seen.lock().unwrap().is_empty());
+    assert!(store.has_blob(&digest).await.unwrap());
+    assert_eq!(store.get_blob(&digest).await.unwrap(), bytes);
+    // Publishing the same bytes again is a no-op.
+    assert_eq!(store.put_blob(&bytes, &no_progress).await.unwrap(), digest);
+    b.corrupt_blob(&digest).await;
+    let err = store.get_blob(&digest).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::DigestMismatch { .. } | StoreError::Corrupt { .. }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&digest.to_string()),
+        "the error names the digest: {err}"
+    );
+}
+
+async fn bad_values_are_refused<B: Backend>() {
+    let (store, b) = B::fresh().await;
+    let mut big = config("synthetic");
+    big.flags.insert("padding".into(), "x".repeat(5000));
+    let err = store.put_route("orders", &big).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::TooLarge { limit: 4096, .. }),
+        "{err}"
+    );
+    let err = store
+        .put_route("../etc", &config("synthetic"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidName(_)), "{err}");
+    b.put_raw_route(
+        "orders",
+        r#"{"mode":"synthetic","versions":{"stable":"7"},"colour":"red"}"#,
+    )
+    .await;
+    let err = store.latest(&["orders".into()]).await.unwrap_err();
+    assert!(err.to_string().contains("unknown field `colour`"), "{err}");
+}
+
+async fn watcher_swaps_and_keeps_last_known_good<B: Backend>() {
+    let (store, b) = B::fresh().await;
+    let w = watcher(store.clone(), None);
+    assert_eq!(
+        w.poll().await.unwrap(),
+        vec![("orders".into(), Outcome::Missing)]
+    );
+    let (v1, _) = publish(&*store, "orders", art::SYNTHETIC_HEADER, "synthetic").await;
+    assert_eq!(
+        w.poll().await.unwrap()[0].1,
+        Outcome::Swapped { from: None, to: v1 }
+    );
+    assert_eq!(
+        w.poll().await.unwrap()[0].1,
+        Outcome::Unchanged { version: v1 }
+    );
+    let held = w.policies().get("orders").unwrap();
+
+    // A new version swaps in; what a reader already holds stays usable.
+    let (v2, d2) = publish(&*store, "orders", art::STICKY_CANARY, "production").await;
+    assert_eq!(
+        w.poll().await.unwrap()[0].1,
+        Outcome::Swapped {
+            from: Some(v1),
+            to: v2
+        }
+    );
+    assert_eq!(w.policies().get("orders").unwrap().policy.digest(), d2);
+    assert_eq!(held.stored.version, v1);
+    let req = common::request(&[("x-switchyard-synthetic", "true")]);
+    assert_eq!(
+        held.policy
+            .evaluator()
+            .evaluate(&req, &held.route)
+            .unwrap()
+            .target,
+        "8"
+    );
+
+    // A version whose blob is corrupt is refused; v2 keeps serving.
+    let (v3, d3) = publish(&*store, "orders", art::BAD_TRAP, "production").await;
+    b.corrupt_blob(&d3).await;
+    match &w.poll().await.unwrap()[0].1 {
+        Outcome::Rejected { version, reason } => {
+            assert_eq!(*version, v3);
+            assert!(reason.contains(&d3.to_string()), "{reason}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(w.policies().get("orders").unwrap().stored.version, v2);
+
+    // Valid bytes that are not a component: refused too.
+    let junk = b"\0asm\x01\0\0\0".to_vec();
+    let digest = store.put_blob(&junk, &no_progress).await.unwrap();
+    let mut cfg = config("synthetic");
+    cfg.policy = Some(digest);
+    let v4 = store.put_route("orders", &cfg).await.unwrap();
+    let out = w.poll().await.unwrap();
+    assert!(
+        matches!(&out[0].1, Outcome::Rejected { version, reason } if *version == v4 && reason.contains("not a component")),
+        "{out:?}"
+    );
+    assert_eq!(w.policies().get("orders").unwrap().stored.version, v2);
+    assert!(
+        w.stats
+            .rejections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2
+    );
+
+    // Rolling back to a good config swaps again.
+    let good = store.version("orders", v1).await.unwrap();
+    let v5 = store.put_route("orders", &good.config).await.unwrap();
+    assert_eq!(
+        w.poll().await.unwrap()[0].1,
+        Outcome::Swapped {
+            from: Some(v2),
+            to: v5
+        }
+    );
+}
+
+async fn failing_fixture_cases_keep_a_version_out<B: Backend>() {
+    let (store, _b) = B::fresh().await;
+    let w = watcher(store.clone(), None);
+    let (v1, _) = publish(&*store, "orders", art::SYNTHETIC_HEADER, "synthetic").await;
+    w.poll().await.unwrap();
+    let cases = br#"{"cases":[{"name":"tagged goes to candidate","request":{"headers":{"x-switchyard-synthetic":"1"}},"expect":{"target":"8"}}]}"#;
+    let cases_digest = store.put_blob(cases, &no_progress).await.unwrap();
+    // sticky-canary ignores the synthetic header: the case fails.
+    let bytes = std::fs::read(art::STICKY_CANARY).unwrap();
+    let mut cfg = config("synthetic");
+    cfg.policy = Some(store.put_blob(&bytes, &no_progress).await.unwrap());
+    cfg.cases = Some(cases_digest);
+    let v2 = store.put_route("orders", &cfg).await.unwrap();
+    let out = w.poll().await.unwrap();
+    assert!(
+        matches!(&out[0].1, Outcome::Rejected { version, reason } if *version == v2 && reason.contains("tagged goes to candidate")),
+        "{out:?}"
+    );
+    assert_eq!(w.policies().get("orders").unwrap().stored.version, v1);
+}
+
+async fn cache_serves_when_the_store_is_down<B: Backend>() {
+    let (store, _b) = B::fresh().await;
+    let cache = tempfile::tempdir().unwrap();
+    let (v1, d1) = publish(&*store, "orders", art::SYNTHETIC_HEADER, "synthetic").await;
+    let w = watcher(store.clone(), Some(cache.path()));
+    assert_eq!(
+        w.poll().await.unwrap()[0].1,
+        Outcome::Swapped { from: None, to: v1 }
+    );
+
+    // A new host, its store unreachable: with the cache it serves v1.
+    let down: Arc<dyn ConfigStore> = Arc::new(unreachable_ssm().await);
+    let w2 = watcher(down.clone(), Some(cache.path()));
+    assert_eq!(w2.restore_from_cache(), ["orders"]);
+    let active = w2.policies().get("orders").unwrap();
+    assert_eq!((active.stored.version, active.policy.digest()), (v1, d1));
+    assert!(matches!(
+        w2.poll().await,
+        Err(StoreError::Unavailable { .. })
+    ));
+    assert!(
+        w2.policies().get("orders").is_some(),
+        "a failed poll keeps what is live"
+    );
+    // Without a cache there is nothing to serve.
+    let w3 = watcher(down, None);
+    assert!(w3.restore_from_cache().is_empty());
+    assert!(w3.policies().get("orders").is_none());
+}
+
+/// An SSM store whose endpoint refuses connections.
+async fn unreachable_ssm() -> SsmStore {
+    aws::endpoint();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+        .load()
+        .await;
+    SsmStore::new(aws_sdk_ssm::Client::new(&config), "/down").unwrap()
+}
+
+/// More functions and versions than SSM returns in one page (10 names per
+/// `GetParametersByPath`, 50 versions per `GetParameterHistory`).
+async fn listings_span_pages<B: Backend>() {
+    let (store, _b) = B::fresh().await;
+    let mut want: Vec<String> = (0..23).map(|i| format!("fn-{i:02}")).collect();
+    for f in &want {
+        store.put_route(f, &config("production")).await.unwrap();
+    }
+    for _ in 1..55 {
+        store
+            .put_route("fn-00", &config("synthetic"))
+            .await
+            .unwrap();
+    }
+    want.sort();
+    assert_eq!(store.functions().await.unwrap(), want);
+    let history = store.history("fn-00").await.unwrap();
+    assert_eq!(
+        history.iter().map(|r| r.version).collect::<Vec<_>>(),
+        (1..=55).collect::<Vec<u64>>()
+    );
+}
+
+macro_rules! suite {
+    ($module:ident, $backend:ident: $($test:ident),* $(,)?) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test::<super::$backend>().await
+                }
+            )*
+        }
+    };
+}
+
+suite!(dir, Dir: routes_versions_and_history, blobs_round_trip_and_are_verified, bad_values_are_refused,
+       watcher_swaps_and_keeps_last_known_good, failing_fixture_cases_keep_a_version_out,
+       cache_serves_when_the_store_is_down, listings_span_pages);
+suite!(ssm, Ssm: routes_versions_and_history, blobs_round_trip_and_are_verified, bad_values_are_refused,
+       watcher_swaps_and_keeps_last_known_good, failing_fixture_cases_keep_a_version_out,
+       cache_serves_when_the_store_is_down, listings_span_pages);
+suite!(ssm_s3, SsmS3: routes_versions_and_history, blobs_round_trip_and_are_verified,
+       bad_values_are_refused, watcher_swaps_and_keeps_last_known_good,
+       failing_fixture_cases_keep_a_version_out, cache_serves_when_the_store_is_down);
+
+/// Bytes that are not a policy, of a given size, and not compressible.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x = 0x2545f4914f6cdd1du64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_blobs_go_to_s3_and_small_ones_stay_in_ssm() {
+    let (ssm_only, b) = Ssm::fresh().await;
+    // Past the inline limit, an SSM-only store says what to do.
+    let big = noise(switchyard_config::MAX_INLINE_BLOB_BYTES + 1);
+    let err = ssm_only.put_blob(&big, &no_progress).await.unwrap_err();
+    assert!(err.to_string().contains("blobs=s3://"), "{err}");
+
+    // With a bucket and the default threshold: a Rust policy stays in SSM
+    // chunks, a blob above 256 KiB goes to S3, and its manifest says where.
+    let (s3, bucket) = bucket().await;
+    let store = SsmStore::from_env(&format!("{}?blobs=s3://{bucket}/p", b.prefix))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.uri(),
+        format!("ssm:{}?blobs=s3://{bucket}/p", b.prefix)
+    );
+    let small = std::fs::read(art::STICKY_CANARY).unwrap();
+    let small_digest = store.put_blob(&small, &no_progress).await.unwrap();
+    let large = noise(300 << 10);
+    let large_digest = store.put_blob(&large, &no_progress).await.unwrap();
+    let objects = s3.list_objects_v2().bucket(&bucket).send().await.unwrap();
+    let keys: Vec<&str> = objects.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, [format!("p/sha256-{}", large_digest.hex())]);
+
+    // A reader configured without the bucket follows the manifest.
+    let reader = SsmStore::from_env(&b.prefix).await.unwrap();
+    assert_eq!(reader.get_blob(&large_digest).await.unwrap(), large);
+    assert_eq!(reader.get_blob(&small_digest).await.unwrap(), small);
+
+    // The object gone behind the store's back: a clear not-found.
+    s3.delete_object()
+        .bucket(&bucket)
+        .key(format!("p/sha256-{}", large_digest.hex()))
+        .send()
+        .await
+        .unwrap();
+    let err = reader.get_blob(&large_digest).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+    assert!(err.to_string().contains("s3://"), "{err}");
+
+    // Bad options are named.
+    for bad in ["?blobs=bkt", "?blob-threshold=lots", "?colour=blue"] {
+        let err = SsmStore::from_env(&format!("{}{bad}", b.prefix))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::BadUri(_)), "{bad}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn ssm_blobs_are_chunked_within_the_standard_tier_limit() {
+    let (store, b) = Ssm::fresh().await;
+    let bytes = std::fs::read(art::STICKY_CANARY).unwrap();
+    let digest = store.put_blob(&bytes, &no_progress).await.unwrap();
+    let out = b
+        .client
+        .get_parameters_by_path()
+        .path(format!("{}/policies/sha256-{}", b.prefix, digest.hex()))
+        .send()
+        .await
+        .unwrap();
+    let values: Vec<&str> = out.parameters().iter().filter_map(|p| p.value()).collect();
+    assert!(
+        values.len() >= 3,
+        "manifest plus several chunks: {}",
+        values.len()
+    );
+    assert!(values.iter().all(|v| v.chars().count() <= 4096));
+}
+
+#[tokio::test]
+async fn an_unreachable_ssm_store_is_a_clear_error() {
+    let err = unreachable_ssm()
+        .await
+        .latest(&["orders".into()])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
+    assert!(err.to_string().contains("ssm:/down"), "{err}");
+}
+
+#[tokio::test]
+async fn a_throttling_response_is_reported_as_throttling() {
+    aws::endpoint();
+    // A loopback server answering every call the way SSM throttles.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut conn in listener.incoming().flatten().take(8) {
+            let mut buf = [0u8; 65536];
+            let _ = conn.read(&mut buf);
+            let body = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+            let _ = write!(
+                conn,
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.1\r\nx-amzn-errortype: ThrottlingException\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+        .load()
+        .await;
+    let store = SsmStore::new(aws_sdk_ssm::Client::new(&config), "/busy").unwrap();
+    let err = store.latest(&["orders".into()]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Throttled { .. }), "{err}");
+    assert!(err.to_string().contains("Rate exceeded"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_dying_mid_run_keeps_the_live_policy() {
+    aws::endpoint();
+    let (url, pid) = aws::start_moto();
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&url)
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+        .load()
+        .await;
+    let store: Arc<dyn ConfigStore> =
+        Arc::new(SsmStore::new(aws_sdk_ssm::Client::new(&config), "/dies").unwrap());
+    let (v1, _) = publish(&*store, "orders", art::SYNTHETIC_HEADER, "synthetic").await;
+    let w = watcher(store, None);
+    assert_eq!(
+        w.poll().await.unwrap()[0].1,
+        Outcome::Swapped { from: None, to: v1 }
+    );
+    aws::kill_moto(pid);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let err = loop {
+        match w.poll().await {
+            Err(e) => break e,
+            Ok(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
+            Ok(out) => panic!("the store is dead but polls succeed: {out:?}"),
+        }
+    };
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
+    let live = w.policies().get("orders").expect("still serving");
+    assert_eq!(live.stored.version, v1);
+    let req = common::request(&[("x-switchyard-synthetic", "true")]);
+    assert_eq!(
+        live.policy
+            .evaluator()
+            .evaluate(&req, &live.route)
+            .unwrap()
+            .target,
+        "8"
+    );
+    assert!(
+        w.stats
+            .store_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+}

@@ -1,0 +1,250 @@
+//! The `dir` store: a local folder, the embedded default. Human-readable:
+//!
+//! ```text
+//! <root>/functions/<function>/<version>.json    one file per route-config version
+//! <root>/policies/sha256-<hex>.wasm              policy blobs, content-addressed
+//! ```
+//!
+//! Versions are files, so history and rollback work as in SSM. A new version
+//! is created with `O_EXCL`, so two writers never overwrite each other.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use switchyard_core::{Digest, RouteConfig};
+
+use crate::blob;
+use crate::store::{
+    ConfigStore, Result, StoreError, StoredRoute, check_function_name, decode_route, encode_route,
+};
+
+/// A store in a local folder.
+#[derive(Debug, Clone)]
+pub struct DirStore {
+    root: PathBuf,
+}
+
+impl DirStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
+        Ok(DirStore { root: root.into() })
+    }
+
+    fn function_dir(&self, function: &str) -> Result<PathBuf> {
+        check_function_name(function)?;
+        Ok(self.root.join("functions").join(function))
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("policies")
+            .join(format!("sha256-{}.wasm", digest.hex()))
+    }
+
+    fn io(&self, what: &Path, e: std::io::Error) -> StoreError {
+        StoreError::Unavailable {
+            store: self.uri(),
+            message: format!("{}: {e}", what.display()),
+        }
+    }
+
+    /// The UTF-8 names in folder `dir`; none when it does not exist yet.
+    fn names_in(&self, dir: &Path) -> Result<Vec<String>> {
+        match std::fs::read_dir(dir) {
+            Ok(entries) => Ok(entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(self.io(dir, e)),
+        }
+    }
+
+    /// Version numbers present for a function, ascending.
+    fn versions(&self, function: &str) -> Result<Vec<u64>> {
+        let dir = self.function_dir(function)?;
+        let mut versions: Vec<u64> = self
+            .names_in(&dir)?
+            .iter()
+            .filter_map(|name| name.strip_suffix(".json")?.parse().ok())
+            .collect();
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    fn read_version(&self, function: &str, version: u64) -> Result<StoredRoute> {
+        let path = self.function_dir(function)?.join(format!("{version}.json"));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound(format!(
+                    "route config of {function} version {version}"
+                )));
+            }
+            Err(e) => return Err(self.io(&path, e)),
+        };
+        let modified = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .map(rfc3339);
+        Ok(StoredRoute {
+            function: function.to_owned(),
+            version,
+            modified,
+            config: decode_route(function, version, &text)?,
+        })
+    }
+}
+
+/// UTC calendar parts of a Unix time: (year, month 1-12, day, hour,
+/// minute, second), by Howard Hinnant's civil-from-days algorithm.
+fn utc_parts(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Formats a time as RFC 3339 UTC, seconds precision.
+fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (y, m, d, hh, mm, ss) = utc_parts(secs);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+}
+
+#[async_trait]
+impl ConfigStore for DirStore {
+    fn uri(&self) -> String {
+        format!("dir:{}", self.root.display())
+    }
+
+    async fn latest(&self, functions: &[String]) -> Result<Vec<Option<StoredRoute>>> {
+        functions
+            .iter()
+            .map(|f| match self.versions(f)?.last() {
+                Some(&v) => self.read_version(f, v).map(Some),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
+    async fn version(&self, function: &str, version: u64) -> Result<StoredRoute> {
+        self.read_version(function, version)
+    }
+
+    async fn history(&self, function: &str) -> Result<Vec<StoredRoute>> {
+        self.versions(function)?
+            .into_iter()
+            .map(|v| self.read_version(function, v))
+            .collect()
+    }
+
+    async fn functions(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .names_in(&self.root.join("functions"))?
+            .into_iter()
+            .filter(|n| check_function_name(n).is_ok())
+            .filter(|n| self.versions(n).is_ok_and(|v| !v.is_empty()))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn put_route(&self, function: &str, config: &RouteConfig) -> Result<u64> {
+        let text = encode_route(function, config)?;
+        let dir = self.function_dir(function)?;
+        std::fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
+        loop {
+            let version = self.versions(function)?.last().copied().unwrap_or(0) + 1;
+            let path = dir.join(format!("{version}.json"));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    f.write_all(text.as_bytes())
+                        .and_then(|()| f.write_all(b"\n"))
+                        .and_then(|()| f.sync_all())
+                        .map_err(|e| self.io(&path, e))?;
+                    return Ok(version);
+                }
+                // Another writer took this number: take the next one.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(self.io(&path, e)),
+            }
+        }
+    }
+
+    async fn has_blob(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.blob_path(digest).is_file())
+    }
+
+    async fn get_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound(format!("policy blob {digest}")));
+            }
+            Err(e) => return Err(self.io(&path, e)),
+        };
+        blob::verify(digest, bytes)
+    }
+
+    async fn put_blob(
+        &self,
+        bytes: &[u8],
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Digest> {
+        if bytes.len() > blob::MAX_BLOB_BYTES {
+            return Err(StoreError::TooLarge {
+                what: "policy blob".into(),
+                len: bytes.len(),
+                limit: blob::MAX_BLOB_BYTES,
+            });
+        }
+        let digest = Digest::of(bytes);
+        let path = self.blob_path(&digest);
+        if !path.is_file() {
+            let dir = path.parent().expect("blob path has a parent");
+            std::fs::create_dir_all(dir).map_err(|e| self.io(dir, e))?;
+            // Write aside, then rename: a reader never sees half a blob.
+            let tmp = dir.join(format!(
+                ".sha256-{}.tmp{}",
+                digest.hex(),
+                std::process::id()
+            ));
+            std::fs::write(&tmp, bytes).map_err(|e| self.io(&tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| self.io(&path, e))?;
+        }
+        progress(1, 1);
+        Ok(digest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    // Expected values from Python: datetime.fromtimestamp(s, datetime.UTC).
+    fn rfc3339_formats_known_instants() {
+        let t = |s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s);
+        assert_eq!(rfc3339(t(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(t(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(t(1_795_000_000)), "2026-11-18T11:06:40Z");
+    }
+}

@@ -1,0 +1,63 @@
+//! Durations as operators write them in flags and environment variables.
+
+use std::time::Duration;
+
+/// Text that is not a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// No number at the start.
+    #[error("{0:?} is not a duration like 500ms, 10s or 2m")]
+    NotADuration(String),
+    /// A unit other than `ms`, `s`, `m`.
+    #[error("{raw:?}: unknown unit {unit:?}; use ms, s or m")]
+    Unit {
+        /// The whole text.
+        raw: String,
+        /// The unit found.
+        unit: String,
+    },
+}
+
+/// Parses `250ms`, `10s`, `2m` (a bare number is seconds).
+pub fn parse_duration(raw: &str) -> Result<Duration, DurationError> {
+    let raw = raw.trim();
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (n, unit) = raw.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| DurationError::NotADuration(raw.to_owned()))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(DurationError::Unit {
+            raw: raw.to_owned(),
+            unit: unit.to_owned(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration(" 10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(
+            parse_duration("s")
+                .unwrap_err()
+                .to_string()
+                .contains("500ms")
+        );
+        assert!(
+            parse_duration("3h")
+                .unwrap_err()
+                .to_string()
+                .contains("use ms, s or m")
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! The config store: where CI/CD writes route configs and policy blobs, and
+//! where every host reads them. Two backends pass one shared test suite:
+//! `dir` (a local folder, the embedded default) and `ssm` (AWS SSM
+//! Parameter Store, with large blobs in S3; the `aws` feature). A new
+//! backend is one file implementing [`ConfigStore`] plus one arm in
+//! [`open`].
+//!
+//! Layout (contract): per function, one route-config document (JSON, with
+//! `"policy": "sha256:<hex>"`), versioned by the store; policy blobs are
+//! immutable and content-addressed, and verified against their digest on
+//! every read.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use switchyard_core::{Digest, RouteConfig, RouteConfigError};
+
+/// Longest route-config document: SSM's standard-tier value limit.
+pub const MAX_ROUTE_CONFIG_CHARS: usize = 4096;
+
+/// One version of a function's route config, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct StoredRoute {
+    /// The function.
+    pub function: String,
+    /// The store's version number (1, 2, ...).
+    pub version: u64,
+    /// When this version was written, RFC 3339, if the store knows.
+    pub modified: Option<String>,
+    /// The config.
+    pub config: RouteConfig,
+}
+
+/// What can go wrong talking to a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The thing asked for does not exist.
+    #[error("{0} not found in the store")]
+    NotFound(String),
+    /// The store could not be reached or answered with an error.
+    #[error("store {store} unreachable or failing: {message}")]
+    Unavailable {
+        /// The store URI.
+        store: String,
+        /// What happened.
+        message: String,
+    },
+    /// The store asked us to slow down.
+    #[error("store {store} is throttling requests: {message}")]
+    Throttled {
+        /// The store URI.
+        store: String,
+        /// What it said.
+        message: String,
+    },
+    /// A blob's bytes do not hash to its name.
+    #[error(
+        "policy blob {expected} is corrupt: its content hashes to {actual} (digest mismatch); republish the policy"
+    )]
+    DigestMismatch {
+        /// The digest the blob is stored under.
+        expected: Digest,
+        /// What its bytes hash to.
+        actual: Digest,
+    },
+    /// Stored data that cannot be decoded.
+    #[error("{what} is corrupt: {why}")]
+    Corrupt {
+        /// What was read.
+        what: String,
+        /// Why it is unusable.
+        why: String,
+    },
+    /// A value over the store's size limit.
+    #[error("{what} is {len} characters; the limit is {limit}")]
+    TooLarge {
+        /// What was being written.
+        what: String,
+        /// Its size.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A stored route config that does not parse or validate.
+    #[error("route config of {function} version {version}: {source}")]
+    InvalidRoute {
+        /// The function.
+        function: String,
+        /// The version.
+        version: u64,
+        /// What is wrong.
+        source: RouteConfigError,
+    },
+    /// A name the store cannot hold.
+    #[error("{0}")]
+    InvalidName(String),
+    /// A backend this build leaves out.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The store URI is malformed.
+    #[error(
+        "invalid store {0:?}: use dir:<path> (a local folder) or ssm:<prefix> (e.g. ssm:/switchyard, or ssm:/switchyard?blobs=s3://<bucket>/<prefix> for large policies)"
+    )]
+    BadUri(String),
+}
+
+/// Result alias for store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A config store backend.
+#[async_trait]
+pub trait ConfigStore: Send + Sync + fmt::Debug {
+    /// The store's URI, e.g. `dir:./store` or `ssm:/switchyard`.
+    fn uri(&self) -> String;
+
+    /// The latest route config of each function (`None` where a function
+    /// has none), in one batched read where the backend allows.
+    async fn latest(&self, functions: &[String]) -> Result<Vec<Option<StoredRoute>>>;
+
+    /// One version of a function's route config.
+    async fn version(&self, function: &str, version: u64) -> Result<StoredRoute>;
+
+    /// Every version of a function's route config, oldest first.
+    async fn history(&self, function: &str) -> Result<Vec<StoredRoute>>;
+
+    /// The functions that have a route config.
+    async fn functions(&self) -> Result<Vec<String>>;
+
+    /// Writes a new version of a function's route config; returns its
+    /// version number.
+    async fn put_route(&self, function: &str, config: &RouteConfig) -> Result<u64>;
+
+    /// Whether a blob is stored (completely) under `digest`.
+    async fn has_blob(&self, digest: &Digest) -> Result<bool>;
+
+    /// Reads a blob and verifies it against `digest`.
+    async fn get_blob(&self, digest: &Digest) -> Result<Vec<u8>>;
+
+    /// Stores a blob under its digest (a no-op when already there).
+    /// `progress(done, total)` is called per chunk written.
+    async fn put_blob(
+        &self,
+        bytes: &[u8],
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Digest>;
+}
+
+/// Opens a store from its URI: `dir:<path>` or `ssm:<prefix>`.
+pub async fn open(uri: &str) -> Result<Arc<dyn ConfigStore>> {
+    match uri.split_once(':') {
+        Some(("dir", path)) if !path.is_empty() => Ok(Arc::new(crate::dir::DirStore::new(path)?)),
+        #[cfg(feature = "aws")]
+        Some(("ssm", prefix)) if !prefix.is_empty() => {
+            Ok(Arc::new(crate::ssm::SsmStore::from_env(prefix).await?))
+        }
+        #[cfg(not(feature = "aws"))]
+        Some(("ssm", _)) => Err(StoreError::Unsupported(format!(
+            "{uri}: this build has no AWS backends; build switchyard-config with the `aws` feature"
+        ))),
+        _ => Err(StoreError::BadUri(uri.to_owned())),
+    }
+}
+
+/// Checks a function name: 1-64 of `A-Z a-z 0-9 _ -`, so it is safe as a
+/// path segment and a parameter name.
+pub fn check_function_name(name: &str) -> Result<()> {
+    if !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidName(format!(
+            "function name {name:?} must be 1-64 characters of A-Z a-z 0-9 _ -"
+        )))
+    }
+}
+
+/// Serializes a route config for storage, checking the size limit.
+pub fn encode_route(function: &str, config: &RouteConfig) -> Result<String> {
+    config
+        .validate()
+        .map_err(|source| StoreError::InvalidRoute {
+            function: function.to_owned(),
+            version: 0,
+            source,
+        })?;
+    let text = serde_json::to_string(config).expect("route config serializes");
+    if text.chars().count() > MAX_ROUTE_CONFIG_CHARS {
+        return Err(StoreError::TooLarge {
+            what: format!("route config of {function}"),
+            len: text.chars().count(),
+            limit: MAX_ROUTE_CONFIG_CHARS,
+        });
+    }
+    Ok(text)
+}
+
+/// Parses a stored route config.
+pub fn decode_route(function: &str, version: u64, text: &str) -> Result<RouteConfig> {
+    RouteConfig::from_json(text).map_err(|source| StoreError::InvalidRoute {
+        function: function.to_owned(),
+        version,
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_names_are_path_safe() {
+        assert!(check_function_name("orders-v2_x").is_ok());
+        for bad in ["", "../etc", "a/b", "a b", &"x".repeat(65)] {
+            assert!(check_function_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_uris_say_what_to_use() {
+        for bad in ["", "dir:", "s3:/x", "/tmp/x"] {
+            let err = open(bad).await.unwrap_err();
+            assert!(err.to_string().contains("use dir:<path>"), "{err}");
+        }
+    }
+}

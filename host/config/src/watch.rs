@@ -1,0 +1,448 @@
+//! Polling the config store and hot-swapping policies, keeping the last
+//! known good version whenever a new one fails to fetch, verify, compile or
+//! pass its fixture cases.
+//!
+//! Data flows one way: store -> watcher -> [`PolicySet`] -> evaluation.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use switchyard_core::{
+    CaseError, CaseFile, Digest, Engine, EvaluatorPool, Policy, Route, RouteConfigError,
+};
+
+use crate::loader::{LoadError, Loader};
+use crate::store::{ConfigStore, StoreError, StoredRoute};
+
+/// What a layer above the watcher makes of a route version before it goes
+/// live (the dispatch layer: the version's parsed dispatcher), kept with
+/// it in [`Active::prepared`].
+pub type Prepared = Arc<dyn Any + Send + Sync>;
+
+/// Checks a route version beyond what the core validates and prepares what
+/// serving it needs (or nothing), once per version, off the request path.
+/// An error refuses the version as a failing policy is refused.
+pub type Prepare = Arc<
+    dyn Fn(&Route) -> Result<Option<Prepared>, Box<dyn std::error::Error + Send + Sync>>
+        + Send
+        + Sync,
+>;
+
+/// Why a route version was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RejectReason {
+    /// The route config names no policy.
+    #[error("the route config names no policy (\"policy\": \"sha256:<hex>\")")]
+    NoPolicy,
+    /// The policy could not be fetched, verified or compiled.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The route config is not usable.
+    #[error(transparent)]
+    Route(#[from] RouteConfigError),
+    /// The fixture cases could not be read or run.
+    #[error("fixture cases: {0}")]
+    Cases(String),
+    /// A fixture case failed.
+    #[error("fixture case {name:?} failed: {mismatches}")]
+    CaseFailed {
+        /// The case.
+        name: String,
+        /// What differed.
+        mismatches: String,
+    },
+    /// The layer above refused it (e.g. a `dispatch` block that does not parse).
+    #[error("{0}")]
+    Prepare(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<CaseError> for RejectReason {
+    fn from(e: CaseError) -> Self {
+        RejectReason::Cases(e.to_string())
+    }
+}
+
+/// A function's live routing: its route config version and compiled policy.
+#[derive(Debug)]
+pub struct Active {
+    /// The stored route config this came from.
+    pub stored: StoredRoute,
+    /// The route, ready for evaluation.
+    pub route: Route,
+    /// The compiled policy.
+    pub policy: Arc<Policy>,
+    /// Warm evaluators of the policy, for request handlers.
+    pub pool: EvaluatorPool,
+    /// What the watcher's [`Prepare`] hook made of this version.
+    pub prepared: Option<Prepared>,
+}
+
+impl Active {
+    /// What the [`Prepare`] hook made of this version, as a `T`.
+    pub fn prepared<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.prepared.as_ref()?.downcast_ref()
+    }
+}
+
+/// The live policies, one per function, swapped atomically: a reader gets a
+/// consistent snapshot, and in-flight evaluations finish on what they hold.
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    map: ArcSwap<HashMap<String, Arc<Active>>>,
+}
+
+impl PolicySet {
+    /// The live routing of `function`.
+    pub fn get(&self, function: &str) -> Option<Arc<Active>> {
+        self.map.load().get(function).cloned()
+    }
+
+    /// Functions with a live policy, sorted.
+    pub fn functions(&self) -> Vec<String> {
+        let mut f: Vec<String> = self.map.load().keys().cloned().collect();
+        f.sort();
+        f
+    }
+
+    fn insert(&self, function: &str, active: Arc<Active>) {
+        self.map.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.insert(function.to_owned(), active.clone());
+            m
+        });
+    }
+}
+
+/// How the watcher runs.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// Functions to watch; empty: every function in the store (one more
+    /// store call per poll to list them).
+    pub functions: Vec<String>,
+    /// Time between polls (jittered by up to ±10 %).
+    pub interval: Duration,
+    /// Where compiled policies and the last known good route configs are
+    /// kept across restarts; `None`: memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// Compiled policies kept in memory, by digest.
+    pub lru_capacity: usize,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            functions: Vec::new(),
+            interval: Duration::from_secs(10),
+            cache_dir: None,
+            lru_capacity: 64,
+        }
+    }
+}
+
+/// What one poll did for one function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Already live.
+    Unchanged {
+        /// The live version.
+        version: u64,
+    },
+    /// A new version went live.
+    Swapped {
+        /// The version replaced, if any.
+        from: Option<u64>,
+        /// The version now live.
+        to: u64,
+    },
+    /// A new version was refused; the previous one (if any) keeps serving.
+    Rejected {
+        /// The refused version.
+        version: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The store has no route config for the function.
+    Missing,
+}
+
+/// Counters, for logs and metrics.
+#[derive(Debug, Default)]
+pub struct WatchStats {
+    /// Polls attempted.
+    pub polls: AtomicU64,
+    /// Versions that went live.
+    pub swaps: AtomicU64,
+    /// Versions refused.
+    pub rejections: AtomicU64,
+    /// Polls that failed to reach the store.
+    pub store_errors: AtomicU64,
+}
+
+/// Polls a store and keeps a [`PolicySet`] current.
+pub struct Watcher {
+    store: Arc<dyn ConfigStore>,
+    loader: Loader,
+    set: Arc<PolicySet>,
+    config: WatchConfig,
+    prepare: std::sync::OnceLock<Prepare>,
+    /// The last version refused per function, so it is not refetched and
+    /// recompiled on every poll.
+    refused: Mutex<HashMap<String, (u64, String)>>,
+    /// Counters.
+    pub stats: WatchStats,
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher")
+            .field("store", &self.store.uri())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Watcher {
+    /// A watcher over `store`, feeding a new [`PolicySet`].
+    pub fn new(store: Arc<dyn ConfigStore>, engine: Engine, config: WatchConfig) -> Self {
+        Watcher {
+            loader: Loader::new(
+                store.clone(),
+                engine,
+                config.cache_dir.clone(),
+                config.lru_capacity,
+            ),
+            store,
+            set: Arc::new(PolicySet::default()),
+            config,
+            prepare: std::sync::OnceLock::new(),
+            refused: Mutex::new(HashMap::new()),
+            stats: WatchStats::default(),
+        }
+    }
+
+    /// Runs `prepare` on every route version before it goes live (restored
+    /// from the cache or read from the store); a version it refuses never
+    /// replaces the live one. Set it before the first poll; once set, it
+    /// stays (a second call returns `false` and changes nothing).
+    pub fn set_prepare(&self, prepare: Prepare) -> bool {
+        self.prepare.set(prepare).is_ok()
+    }
+
+    /// The store polled.
+    pub fn store(&self) -> &Arc<dyn ConfigStore> {
+        &self.store
+    }
+
+    /// How often it polls.
+    pub fn interval(&self) -> Duration {
+        self.config.interval
+    }
+
+    /// The policy set this watcher keeps current.
+    pub fn policies(&self) -> Arc<PolicySet> {
+        self.set.clone()
+    }
+
+    /// Loads the last known good route configs and their compiled policies
+    /// from the cache dir, so a host that starts while the store is
+    /// unreachable still serves. Returns the functions restored.
+    pub fn restore_from_cache(&self) -> Vec<String> {
+        let mut restored = Vec::new();
+        for (path, stored) in self.loader.cached_routes() {
+            let loaded = stored.and_then(|stored| {
+                let digest = stored.config.policy?;
+                let policy = self.loader.precompiled(&digest)?;
+                self.activate(stored, policy).ok()
+            });
+            match loaded {
+                Some(active) => {
+                    let f = active.stored.function.clone();
+                    tracing::info!(function = %f, version = active.stored.version, "restored last known good from cache");
+                    self.set.insert(&f, Arc::new(active));
+                    restored.push(f);
+                }
+                None => tracing::warn!(path = %path.display(), "unusable cache entry ignored"),
+            }
+        }
+        restored.sort();
+        restored
+    }
+
+    /// The route ready to serve: validated, prepared, with a pool.
+    fn activate(&self, stored: StoredRoute, policy: Arc<Policy>) -> Result<Active, RejectReason> {
+        let route = Route::new(stored.function.clone(), stored.config.clone())?;
+        let prepared = match self.prepare.get() {
+            Some(prepare) => prepare(&route).map_err(RejectReason::Prepare)?,
+            None => None,
+        };
+        Ok(Active {
+            stored,
+            route,
+            pool: EvaluatorPool::new(policy.clone(), 64),
+            policy,
+            prepared,
+        })
+    }
+
+    /// One poll: reads the latest route configs (one batched read) and
+    /// swaps in every new version that passes all checks.
+    pub async fn poll(&self) -> Result<Vec<(String, Outcome)>, StoreError> {
+        self.stats.polls.fetch_add(1, Ordering::Relaxed);
+        let result = self.poll_inner().await;
+        if let Err(e) = &result {
+            self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+            let kind = match e {
+                StoreError::Throttled { .. } => "throttled",
+                _ => "unavailable",
+            };
+            metrics::counter!("switchyard_store_errors_total", "kind" => kind).increment(1);
+        }
+        result
+    }
+
+    async fn poll_inner(&self) -> Result<Vec<(String, Outcome)>, StoreError> {
+        let functions = if self.config.functions.is_empty() {
+            self.store.functions().await?
+        } else {
+            self.config.functions.clone()
+        };
+        let latest = self.store.latest(&functions).await?;
+        let mut outcomes = Vec::with_capacity(functions.len());
+        for (function, stored) in functions.into_iter().zip(latest) {
+            let outcome = match stored {
+                None => Outcome::Missing,
+                Some(stored) => self.consider(stored).await,
+            };
+            outcomes.push((function, outcome));
+        }
+        Ok(outcomes)
+    }
+
+    async fn consider(&self, stored: StoredRoute) -> Outcome {
+        let function = stored.function.clone();
+        let version = stored.version;
+        let current = self.set.get(&function).map(|a| a.stored.version);
+        if current == Some(version) {
+            return Outcome::Unchanged { version };
+        }
+        if let Some((v, reason)) = self.refused.lock().expect("lock").get(&function)
+            && *v == version
+        {
+            return Outcome::Rejected {
+                version,
+                reason: reason.clone(),
+            };
+        }
+        match self.load(stored).await {
+            Ok(active) => {
+                self.loader.save_route(&active.stored);
+                self.set.insert(&function, Arc::new(active));
+                self.refused.lock().expect("lock").remove(&function);
+                self.stats.swaps.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("switchyard_swaps_total", "function" => function.clone())
+                    .increment(1);
+                metrics::gauge!("switchyard_route_version", "function" => function.clone())
+                    .set(version as f64);
+                tracing::info!(%function, from = ?current, to = version, "policy swapped");
+                Outcome::Swapped {
+                    from: current,
+                    to: version,
+                }
+            }
+            Err(reason) => {
+                let reason = reason.to_string();
+                self.stats.rejections.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("switchyard_rejected_versions_total", "function" => function.clone())
+                    .increment(1);
+                tracing::error!(%function, version, %reason, live = ?current, "new version refused; the live one keeps serving");
+                self.refused
+                    .lock()
+                    .expect("lock")
+                    .insert(function, (version, reason.clone()));
+                Outcome::Rejected { version, reason }
+            }
+        }
+    }
+
+    /// Fetches, verifies, compiles (off the async workers) and tests one
+    /// route config version.
+    async fn load(&self, stored: StoredRoute) -> Result<Active, RejectReason> {
+        let digest = stored.config.policy.ok_or(RejectReason::NoPolicy)?;
+        let policy = self.loader.policy(&digest).await?;
+        if let Some(cases) = stored.config.cases {
+            let bytes = self
+                .store
+                .get_blob(&cases)
+                .await
+                .map_err(|e| RejectReason::Cases(e.to_string()))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| RejectReason::Cases("the file is not UTF-8".into()))?;
+            let results = CaseFile::from_json(&text)?.run(&policy)?;
+            if let Some(bad) = results.iter().find(|r| !r.passed()) {
+                return Err(RejectReason::CaseFailed {
+                    name: bad.name.clone(),
+                    mismatches: bad.mismatches.join("; "),
+                });
+            }
+        }
+        self.activate(stored, policy)
+    }
+
+    /// The compiled policy for `digest` (see [`Loader::policy`]).
+    pub async fn compile(&self, digest: &Digest) -> Result<Arc<Policy>, LoadError> {
+        self.loader.policy(digest).await
+    }
+
+    /// Polls forever: every `interval` (±10 % jitter), backing off
+    /// exponentially (up to 5 minutes) while the store fails or throttles.
+    /// A poll that takes longer than [`POLL_TIMEOUT`] (a store that accepts
+    /// connections and never answers) is abandoned and counts as a failure.
+    pub fn spawn(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut backoff = self.config.interval;
+            loop {
+                let polled = tokio::time::timeout(POLL_TIMEOUT, self.poll())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::Unavailable {
+                            store: self.store.uri(),
+                            message: format!("no answer within {POLL_TIMEOUT:?}"),
+                        })
+                    });
+                let wait = match polled {
+                    Ok(_) => {
+                        backoff = self.config.interval;
+                        self.config.interval
+                    }
+                    Err(e) => {
+                        backoff = (backoff * 2).min(Duration::from_secs(300));
+                        tracing::warn!(store = %self.store.uri(), error = %e, retry_in = ?backoff, "poll failed; serving the last known good");
+                        backoff
+                    }
+                };
+                tokio::time::sleep(jitter(wait)).await;
+            }
+        })
+    }
+}
+
+/// The longest a background poll may take, blob downloads and compiles of
+/// large (Python, JavaScript) policies included.
+pub const POLL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `d` ± up to 10 %, so a fleet does not poll in lockstep.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    let factor = 0.9 + 0.2 * (f64::from(nanos % 1000) / 1000.0);
+    d.mul_f64(factor)
+}

@@ -1,0 +1,141 @@
+//! What every dispatcher of a process shares: an HTTP(S) client, the Lambda
+//! client, the upstream timeout and the bounded mirror slots.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::{Call, Dispatcher, Target};
+
+/// The HTTP(S) client the `http` backend uses.
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// How the shared clients behave.
+#[derive(Debug, Clone)]
+pub struct ClientsConfig {
+    /// How long a target may take (504 after).
+    pub upstream_timeout: Duration,
+    /// Mirror copies in flight at once; more are dropped and counted.
+    pub mirror_slots: usize,
+    /// The Lambda client; by default one is made from the environment
+    /// (like any AWS SDK client) on first use.
+    pub lambda_client: Option<aws_sdk_lambda::Client>,
+}
+
+impl Default for ClientsConfig {
+    fn default() -> Self {
+        ClientsConfig {
+            upstream_timeout: Duration::from_secs(30),
+            mirror_slots: 64,
+            lambda_client: None,
+        }
+    }
+}
+
+/// The trust roots could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up TLS for https:// upstreams: {0}")]
+pub struct TlsError(String);
+
+/// The clients every dispatcher of a process shares.
+pub struct Clients {
+    pub(crate) http: HttpClient,
+    lambda: OnceCell<aws_sdk_lambda::Client>,
+    pub(crate) timeout: Duration,
+    mirror_slots: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Clients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clients")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Clients {
+    /// Clients as configured. `https://` upstreams are verified against the
+    /// public (Mozilla) roots plus the system's, where `SSL_CERT_FILE` and
+    /// `SSL_CERT_DIR` replace the system's as usual, so a private CA works.
+    pub fn new(config: ClientsConfig) -> Result<Arc<Self>, TlsError> {
+        let mut http = HttpConnector::new();
+        // Small request/answer pairs: Nagle's algorithm would hold each
+        // back for the peer's delayed ACK.
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config()?)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        Ok(Arc::new(Clients {
+            http: Client::builder(TokioExecutor::new()).build(https),
+            lambda: OnceCell::new_with(config.lambda_client),
+            timeout: config.upstream_timeout,
+            mirror_slots: Arc::new(Semaphore::new(config.mirror_slots)),
+        }))
+    }
+
+    /// How long a target may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The Lambda client, made from the environment on first use.
+    pub(crate) async fn lambda(&self) -> &aws_sdk_lambda::Client {
+        self.lambda
+            .get_or_init(|| async {
+                let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .load()
+                    .await;
+                aws_sdk_lambda::Client::new(&config)
+            })
+            .await
+    }
+
+    /// Sends a mirror copy in the background, never delaying the caller.
+    /// Bounded: without a free slot the copy is dropped and counted
+    /// (`switchyard_mirror_dropped_total`); each one sent is counted by
+    /// status (`switchyard_mirror_total`).
+    pub fn spawn_mirror(&self, dispatcher: Arc<dyn Dispatcher>, call: Call, to: Target) {
+        let Ok(permit) = self.mirror_slots.clone().try_acquire_owned() else {
+            metrics::counter!("switchyard_mirror_dropped_total", "function" => to.function)
+                .increment(1);
+            return;
+        };
+        tokio::spawn(async move {
+            let _permit = permit;
+            let outcome = dispatcher.mirror(&call, &to).await;
+            metrics::counter!("switchyard_mirror_total", "function" => to.function, "target" => to.qualifier, "status" => outcome)
+                .increment(1);
+        });
+    }
+}
+
+fn tls_config() -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    // The system's roots, or what SSL_CERT_FILE / SSL_CERT_DIR name
+    // instead. Unreadable entries are skipped, as curl and OpenSSL do.
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::warn!(error = %e, "a trust root could not be loaded; skipped");
+    }
+    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+    tracing::debug!(added, "system trust roots loaded");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}

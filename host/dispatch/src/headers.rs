@@ -1,0 +1,138 @@
+//! Header rules, in one place: what never crosses the mesh (hop-by-hop
+//! headers, forged tags) and what the mesh adds (the traffic class and the
+//! decision's context).
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use switchyard_core::{CONTEXT_HEADER_PREFIX, TRAFFIC_HEADER};
+
+use crate::Target;
+
+/// Headers that belong to one connection (RFC 9110 section 7.6.1): never
+/// forwarded, in either direction.
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The framing headers a streamed body relies on.
+const FRAMING: &[&str] = &["content-length", "transfer-encoding", "trailer"];
+
+/// Drops the hop-by-hop headers and those `Connection` names. With
+/// `keep_framing`, `content-length`, `transfer-encoding` and `trailer`
+/// stay (a body passed through as it streams needs them).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_framing: bool) {
+    let keep = |name: &str| keep_framing && FRAMING.iter().any(|f| name.eq_ignore_ascii_case(f));
+    let named: Vec<String> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    for name in named
+        .iter()
+        .map(String::as_str)
+        .chain(HOP_BY_HOP.iter().copied())
+    {
+        if !keep(name) {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Whether a client-sent header would pose as one of the mesh's tags.
+pub fn is_tag(name: &str) -> bool {
+    name.eq_ignore_ascii_case(TRAFFIC_HEADER)
+        || name
+            .get(..CONTEXT_HEADER_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(CONTEXT_HEADER_PREFIX))
+}
+
+/// The tags a target receives, as header names and values (also what goes
+/// in a Lambda client context's `custom`): the traffic class first, then
+/// the context, keys lower-cased under `x-switchyard-ctx-`.
+pub fn tags(to: &Target) -> Vec<(String, String)> {
+    std::iter::once((TRAFFIC_HEADER.to_owned(), to.traffic.as_str().to_owned()))
+        .chain(to.context.iter().map(|(k, v)| {
+            (
+                format!("{CONTEXT_HEADER_PREFIX}{}", k.to_ascii_lowercase()),
+                v.clone(),
+            )
+        }))
+        .collect()
+}
+
+/// The headers sent to a target: the client's, minus hop-by-hop ones,
+/// `host`, `content-length` (the client re-frames) and anything posing as
+/// a tag, plus the mesh's tags.
+pub fn outgoing(headers: &HeaderMap, to: &Target) -> HeaderMap {
+    let mut out = headers.clone();
+    strip_hop_by_hop(&mut out, false);
+    out.remove(http::header::HOST);
+    out.remove(http::header::CONTENT_LENGTH);
+    let forged: Vec<HeaderName> = out.keys().filter(|k| is_tag(k.as_str())).cloned().collect();
+    for name in forged {
+        out.remove(name);
+    }
+    for (k, v) in tags(to) {
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+            out.insert(n, v);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_core::Traffic;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("x-private, content-length"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("content-length", HeaderValue::from_static("3"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        let mut streamed = h.clone();
+        strip_hop_by_hop(&mut streamed, true);
+        assert!(streamed.get("x-private").is_none() && streamed.get("connection").is_none());
+        assert!(
+            streamed.get("transfer-encoding").is_some() && streamed.get("content-length").is_some()
+        );
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("transfer-encoding").is_none() && h.get("content-length").is_none());
+        assert_eq!(h["x-kept"], "1");
+    }
+
+    #[test]
+    fn forged_tags_are_replaced_by_the_decisions() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-switchyard-traffic",
+            HeaderValue::from_static("production"),
+        );
+        h.insert("X-Switchyard-Ctx-Db", HeaderValue::from_static("forged"));
+        h.insert("host", HeaderValue::from_static("a"));
+        let to = Target {
+            function: "orders".into(),
+            qualifier: "8".into(),
+            traffic: Traffic::Synthetic,
+            context: [("QUEUE".to_owned(), "q8".to_owned())].into(),
+        };
+        let out = outgoing(&h, &to);
+        assert_eq!(out["x-switchyard-traffic"], "synthetic");
+        assert_eq!(out["x-switchyard-ctx-queue"], "q8");
+        assert!(out.get("x-switchyard-ctx-db").is_none() && out.get("host").is_none());
+    }
+}

@@ -1,0 +1,52 @@
+//! Settings from environment variables, shared by the Lambda binaries.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A setting that is missing or malformed; the message names the variable
+/// and what to set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EnvError(pub String);
+
+/// `SWITCHYARD_CACHE_DIR` (default `/tmp/switchyard-cache`) and
+/// `SWITCHYARD_POLL_INTERVAL` (default 10 s).
+pub(crate) fn cache_and_poll(
+    var: &impl Fn(&str) -> Option<String>,
+) -> Result<(PathBuf, Duration), EnvError> {
+    let cache_dir = var("SWITCHYARD_CACHE_DIR")
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "/tmp/switchyard-cache".into())
+        .into();
+    let poll_interval = match var("SWITCHYARD_POLL_INTERVAL") {
+        Some(raw) => switchyard_config::parse_duration(&raw)
+            .map_err(|e| EnvError(format!("SWITCHYARD_POLL_INTERVAL: {e}")))?,
+        None => Duration::from_secs(10),
+    };
+    Ok((cache_dir, poll_interval))
+}
+
+/// Logs to stderr (CloudWatch) without colours; the filter comes from
+/// `SWITCHYARD_LOG` (`tracing` env-filter syntax), by default
+/// `warn,switchyard=info`. For the Lambda binaries (it installs the
+/// process's subscriber).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,switchyard=info")),
+        )
+        .init();
+}
+
+/// An environment of `pairs`, for tests of the settings.
+#[cfg(test)]
+pub(crate) fn fake_env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let pairs: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+}

@@ -1,0 +1,89 @@
+//! How a Lambda embedding starts: the store, the watcher, the proxy's
+//! routes, and the shared bootstrap (cache first, then one poll within
+//! Lambda's init budget, then background polling).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use switchyard_config::{Bootstrap, FirstPoll, StoreError, WatchConfig, Watcher, bootstrap};
+use switchyard_core::{Engine, EngineConfig, EngineError};
+use switchyard_dispatch::TlsError;
+use switchyard_proxy::{Proxy, ProxyConfig};
+
+use crate::router::INIT_POLL_TIMEOUT;
+
+/// A Lambda embedding that cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store URI is not usable.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The policy engine could not be made.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// TLS for `https://` targets could not be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Opens the store and the policies of `functions`, restored from the
+/// precompiled cache in `cache_dir` first (a warm start, or a store that is
+/// down), else one poll of the store within [`INIT_POLL_TIMEOUT`]; then
+/// polled in the background, never in an invocation's path. Returns the
+/// watcher, the proxy's routes over it and the poller. Progress and
+/// problems go to stderr (CloudWatch) as JSON lines.
+pub(crate) async fn start(
+    store_uri: &str,
+    functions: Vec<String>,
+    cache_dir: &Path,
+    poll_interval: Duration,
+    config: ProxyConfig,
+) -> Result<(Arc<Watcher>, axum::Router, tokio::task::JoinHandle<()>), StartError> {
+    let store = switchyard_config::open(store_uri).await?;
+    let engine = Engine::with_config(EngineConfig {
+        // One invocation at a time per execution environment.
+        max_instances: 100,
+        ..Default::default()
+    })?;
+    let watcher = Arc::new(Watcher::new(
+        store,
+        engine,
+        WatchConfig {
+            functions,
+            interval: poll_interval,
+            cache_dir: Some(cache_dir.to_owned()),
+            ..Default::default()
+        },
+    ));
+    let proxy = Proxy::new(watcher.policies(), config)?;
+    watcher.set_prepare(proxy.prepare_hook());
+    let started = bootstrap(
+        &watcher,
+        Bootstrap {
+            first_poll: FirstPoll::WhenNothingRestored,
+            timeout: INIT_POLL_TIMEOUT,
+        },
+    )
+    .await;
+    if !started.restored.is_empty() {
+        eprintln!(
+            "{}",
+            json!({"event": "restored-from-cache", "functions": started.restored})
+        );
+    }
+    match &started.first_poll {
+        Some(Ok(outcomes)) => {
+            for (f, o) in outcomes {
+                eprintln!("{}", json!({"event": "poll", "function": f, "outcome": o}));
+            }
+        }
+        Some(Err(e)) => eprintln!(
+            "{}",
+            json!({"event": "poll-failed", "error": e.to_string()})
+        ),
+        None => {}
+    }
+    Ok((watcher, switchyard_proxy::router(proxy), started.poller))
+}

@@ -1,0 +1,717 @@
+//! Switchyard's front ends: requests in, the policy decides, the dispatch
+//! layer reaches the chosen version. One shared step,
+//! [`decide_and_dispatch`](Proxy), serves every front end.
+//!
+//! Routes (one listener):
+//! * `/{function}/{rest...}`: decided by the function's policy and sent to
+//!   the chosen version (the route config's `dispatch`).
+//! * `POST /2015-03-31/functions/{name}/invocations`: the Lambda Invoke API,
+//!   so unchanged AWS SDK clients pointed at the proxy are routed too.
+//! * `POST /v1/decide`: the decision for a request JSON, for any language.
+//! * `GET /healthz`: ready once every watched function has a policy.
+//! * `GET /metrics`: Prometheus text format, rendered by what the binary
+//!   injects ([`ProxyConfig::metrics`]).
+//!
+//! HTTP/1.1 and cleartext HTTP/2 (prior knowledge) are served on the same
+//! listener. The router is built by [`router`] so tests drive it without
+//! sockets.
+#![deny(missing_docs)]
+#![deny(unreachable_pub)]
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request as AxumRequest, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use serde_json::json;
+use switchyard_config::{Active, PolicySet};
+use switchyard_core::{
+    DEFAULT_SYNTHETIC_HEADER, Decision, Request, RequestJson, Route, TARGET_HEADER, TRAFFIC_HEADER,
+    Traffic,
+};
+use switchyard_dispatch::{
+    Call, Clients, ClientsConfig, DispatchError, Dispatcher, HttpCall, InvokeCall, RequestContext,
+    RouteDispatch, Target, TlsError, custom_fields, split_function_name,
+};
+
+/// Limits and timeouts of the proxy.
+#[derive(Clone)]
+pub struct ProxyConfig {
+    /// Largest request body accepted (413 above). Default 6 MiB, Lambda's
+    /// synchronous payload limit.
+    pub max_body: usize,
+    /// Largest total size of request header names and values (431 above).
+    pub max_header_bytes: usize,
+    /// How long an upstream may take (504 after).
+    pub upstream_timeout: Duration,
+    /// Mirror copies in flight at once; more are dropped and counted.
+    pub mirror_slots: usize,
+    /// Functions that must have a policy for `/healthz` to say ready.
+    pub expected_functions: Vec<String>,
+    /// Log one in this many decision lines. 1 logs every decision; 0 logs
+    /// none. (Metrics count every request regardless.)
+    pub decision_log_sample: u64,
+    /// Skip the policies: every request goes to its function's `stable`
+    /// version as production traffic (an operator's kill switch, and the
+    /// baseline that isolates a policy's cost under load).
+    pub bypass_policies: bool,
+    /// The Lambda client for `lambda` dispatch; by default one is made from
+    /// the environment (like any AWS SDK client) on first use.
+    pub lambda_client: Option<aws_sdk_lambda::Client>,
+    /// The traffic class the calls inherit from whoever makes them (the
+    /// mesh extension: the invocation in progress). While it is synthetic,
+    /// every call is decided as a synthetic one and stays synthetic
+    /// whatever the policy returns.
+    pub inherited_traffic: Option<Arc<dyn InheritedTraffic>>,
+    /// Renders `/metrics` (the binary installs the recorder and passes its
+    /// handle's `render`); without it `/metrics` is empty.
+    pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+}
+
+impl fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("max_body", &self.max_body)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("upstream_timeout", &self.upstream_timeout)
+            .field("expected_functions", &self.expected_functions)
+            .field("bypass_policies", &self.bypass_policies)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            max_body: 6 << 20,
+            max_header_bytes: 32 << 10,
+            upstream_timeout: Duration::from_secs(30),
+            mirror_slots: 64,
+            expected_functions: Vec::new(),
+            decision_log_sample: 1,
+            bypass_policies: false,
+            lambda_client: None,
+            inherited_traffic: None,
+            metrics: None,
+        }
+    }
+}
+
+/// Where the calls through the proxy come from, when that decides their
+/// class: the hook through which an embedding (the mesh extension) makes a
+/// synthetic invocation's outgoing calls synthetic. The proxy knows nothing
+/// of how the class is learnt.
+pub trait InheritedTraffic: Send + Sync {
+    /// The class calls made now inherit.
+    fn traffic(&self) -> Traffic;
+}
+
+/// The header QA's synthetic requests carry for `route` (its
+/// `synthetic-header` flag, by default `x-switchyard-synthetic`).
+fn synthetic_marker(route: &Route) -> String {
+    route
+        .config()
+        .flags
+        .get("synthetic-header")
+        .map(|h| h.to_ascii_lowercase())
+        .unwrap_or_else(|| DEFAULT_SYNTHETIC_HEADER.to_owned())
+}
+
+/// `req` marked as a synthetic request: the markers first, so they win
+/// over anything the caller sent under the same names.
+fn marked_synthetic(req: &Request, route: &Route) -> Request {
+    let markers = [
+        (TRAFFIC_HEADER.to_owned(), "synthetic".to_owned()),
+        (synthetic_marker(route), "true".to_owned()),
+    ];
+    Request::new(
+        req.function.clone(),
+        req.method.clone(),
+        req.path.clone(),
+        markers.into_iter().chain(req.headers().iter().cloned()),
+    )
+}
+
+/// Shared state of the proxy.
+pub struct Proxy {
+    policies: Arc<PolicySet>,
+    config: ProxyConfig,
+    clients: Arc<Clients>,
+    decisions: AtomicU64,
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proxy")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Proxy {
+    /// A proxy serving `policies`, with its own dispatch clients.
+    pub fn new(policies: Arc<PolicySet>, config: ProxyConfig) -> Result<Arc<Self>, TlsError> {
+        let clients = Clients::new(ClientsConfig {
+            upstream_timeout: config.upstream_timeout,
+            mirror_slots: config.mirror_slots,
+            lambda_client: config.lambda_client.clone(),
+        })?;
+        Ok(Arc::new(Proxy {
+            policies,
+            clients,
+            decisions: AtomicU64::new(0),
+            config,
+        }))
+    }
+
+    /// The watcher hook that parses each route version's `dispatch` block
+    /// once, before it goes live, with this proxy's clients (see
+    /// `Watcher::set_prepare`). Without it the proxy parses the block per
+    /// request.
+    pub fn prepare_hook(&self) -> switchyard_config::Prepare {
+        switchyard_dispatch::prepare(self.clients.clone())
+    }
+
+    /// The dispatcher of `active`'s version.
+    fn dispatcher(&self, active: &Active) -> Result<Arc<dyn Dispatcher>, DispatchError> {
+        if let Some(RouteDispatch(d)) = active.prepared::<RouteDispatch>() {
+            return Ok(d.clone());
+        }
+        let spec = active.route.config().dispatch.as_ref().ok_or_else(|| {
+            DispatchError::internal(
+                "NoDispatch",
+                format!(
+                    "{}: {}",
+                    active.stored.function,
+                    switchyard_dispatch::SpecError::Missing
+                ),
+            )
+        })?;
+        switchyard_dispatch::for_route(spec, &self.clients).map_err(|e| {
+            DispatchError::internal("BadDispatch", format!("{}: {e}", active.stored.function))
+        })
+    }
+}
+
+/// Installs the process-wide Prometheus recorder (with a thread that folds
+/// histogram samples in every 5 s, so memory does not grow between
+/// scrapes) and returns its handle. For binaries: call it once, before
+/// anything records, and pass `handle.render()` as [`ProxyConfig::metrics`].
+/// When another recorder is installed already, the handle renders nothing.
+pub fn install_metrics_recorder() -> metrics_exporter_prometheus::PrometheusHandle {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let upkeep = handle.clone();
+    let _ = std::thread::Builder::new()
+        .name("switchyard-metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(5));
+                upkeep.run_upkeep();
+            }
+        });
+    let _ = metrics::set_global_recorder(recorder);
+    handle
+}
+
+/// The proxy's routes. Every answer to a request for a function (path
+/// routing, the Invoke API, and a path that routes nowhere), errors
+/// included, is counted in `switchyard_requests_total`; the decide API
+/// (counted in `switchyard_decision_seconds`), `/healthz` and `/metrics`
+/// are not.
+pub fn router(proxy: Arc<Proxy>) -> Router {
+    let front = Router::new()
+        .route("/2015-03-31/functions/{name}/invocations", post(invoke_api))
+        .route("/{function}", any(forward_root))
+        .route("/{function}/{*rest}", any(forward))
+        .fallback(no_route)
+        .layer(middleware::from_fn(count));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(render_metrics))
+        .route("/v1/decide", post(decide_api))
+        .merge(front)
+        .with_state(proxy)
+}
+
+/// What a request was counted as: set by the step that decided it.
+#[derive(Debug, Clone)]
+struct Counted {
+    function: String,
+    target: String,
+    traffic: &'static str,
+}
+
+/// Counts every front-end answer. One that was never decided (a 400, 404,
+/// 413, 431) is counted with `target="none"`, `traffic="none"`, and
+/// `function="-"` when the function is not one this proxy routes (so
+/// callers cannot mint label values).
+async fn count(req: AxumRequest, next: Next) -> Response {
+    let response = next.run(req).await;
+    let labels = response
+        .extensions()
+        .get::<Counted>()
+        .cloned()
+        .unwrap_or(Counted {
+            function: "-".into(),
+            target: "none".into(),
+            traffic: "none",
+        });
+    metrics::counter!(
+        "switchyard_requests_total",
+        "function" => labels.function,
+        "target" => labels.target,
+        "traffic" => labels.traffic,
+        "status" => response.status().as_u16().to_string()
+    )
+    .increment(1);
+    response
+}
+
+/// Labels an undecided answer of a routed function with the function.
+fn for_function(mut response: Response, function: &str) -> Response {
+    response.extensions_mut().insert(Counted {
+        function: function.to_owned(),
+        target: "none".into(),
+        traffic: "none",
+    });
+    response
+}
+
+async fn no_route(State(p): State<Arc<Proxy>>) -> Response {
+    let body = json!({
+        "error": "no route: send /{function}/..., POST /2015-03-31/functions/{name}/invocations or POST /v1/decide",
+        "status": 404,
+        "functions": p.policies.functions(),
+    });
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = json!({"error": message.into(), "status": status.as_u16()});
+    (status, axum::Json(body)).into_response()
+}
+
+async fn healthz(State(p): State<Arc<Proxy>>) -> Response {
+    let live = p.policies.functions();
+    let missing: Vec<&String> = p
+        .config
+        .expected_functions
+        .iter()
+        .filter(|f| !live.contains(f))
+        .collect();
+    if missing.is_empty() && !live.is_empty() {
+        (
+            StatusCode::OK,
+            axum::Json(json!({"ready": true, "functions": live})),
+        )
+            .into_response()
+    } else {
+        let body = json!({"ready": false, "functions": live, "missing": missing});
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    }
+}
+
+async fn render_metrics(State(p): State<Arc<Proxy>>) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    let text = p
+        .config
+        .metrics
+        .as_ref()
+        .map(|render| render())
+        .unwrap_or_default();
+    (headers, text).into_response()
+}
+
+/// Decides with the function's live policy, recording the decision.
+fn decide(p: &Proxy, active: &Active, req: &Arc<Request>) -> Decision {
+    let inherited = p
+        .config
+        .inherited_traffic
+        .as_ref()
+        .is_some_and(|t| t.traffic() == Traffic::Synthetic);
+    if p.config.bypass_policies {
+        let mut decision = switchyard_core::fail_safe(&active.route, "");
+        decision.reason = "policies bypassed (serve --bypass-policies)".to_owned();
+        if inherited {
+            decision.traffic = Traffic::Synthetic;
+        }
+        return decision;
+    }
+    let start = Instant::now();
+    let (mut decision, failure) = if inherited {
+        let marked = Arc::new(marked_synthetic(req, &active.route));
+        active.pool.decide(&marked, &active.route)
+    } else {
+        active.pool.decide(req, &active.route)
+    };
+    let nanos = start.elapsed().as_nanos() as u64;
+    if inherited && decision.traffic != Traffic::Synthetic {
+        decision.traffic = Traffic::Synthetic;
+        decision
+            .reason
+            .push_str("; synthetic: the calling invocation is synthetic");
+    }
+    metrics::histogram!("switchyard_decision_seconds", "function" => req.function.clone())
+        .record(nanos as f64 / 1e9);
+    if let Some(e) = &failure {
+        metrics::counter!("switchyard_fail_safe_total", "function" => req.function.clone(), "kind" => e.kind())
+            .increment(1);
+    }
+    let sample = p.config.decision_log_sample;
+    let logged = sampled(p.decisions.fetch_add(1, Ordering::Relaxed), sample);
+    if !logged {
+        return decision;
+    }
+    let policy = active.policy.digest().short();
+    // Synthetic traffic logs under its own target, so it can be kept apart.
+    match decision.traffic {
+        Traffic::Production => tracing::info!(
+            target: "switchyard::decision",
+            function = %req.function, route_version = active.stored.version, %policy,
+            target = %decision.target, traffic = "production", reason = %decision.reason, eval_ns = nanos
+        ),
+        Traffic::Synthetic => tracing::info!(
+            target: "switchyard::decision::synthetic",
+            function = %req.function, route_version = active.stored.version, %policy,
+            target = %decision.target, traffic = "synthetic", reason = %decision.reason, eval_ns = nanos
+        ),
+    }
+    decision
+}
+
+/// Whether the `seq`-th decision is logged at one in `sample`.
+fn sampled(seq: u64, sample: u64) -> bool {
+    sample > 0 && seq.is_multiple_of(sample)
+}
+
+fn unknown_function(p: &Proxy, function: &str) -> Response {
+    let known = p.policies.functions();
+    let body = json!({
+        "error": format!("unknown function {function:?}"),
+        "status": 404,
+        "functions": known,
+    });
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}
+
+/// 431 when the request's headers are over the limit.
+fn check_headers(p: &Proxy, headers: &HeaderMap) -> Option<Response> {
+    let bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if bytes > p.config.max_header_bytes {
+        return Some(error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "request headers are {bytes} bytes; the limit is {}",
+                p.config.max_header_bytes
+            ),
+        ));
+    }
+    None
+}
+
+/// The body, or `None` when it is over the limit (or the client broke off).
+async fn read_body(p: &Proxy, body: Body) -> Option<Bytes> {
+    axum::body::to_bytes(body, p.config.max_body).await.ok()
+}
+
+fn header_pairs(headers: &HeaderMap) -> impl Iterator<Item = (String, String)> + '_ {
+    headers.iter().map(|(k, v)| {
+        (
+            k.as_str().to_owned(),
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        )
+    })
+}
+
+async fn decide_api(State(p): State<Arc<Proxy>>, body: Bytes) -> Response {
+    let raw: RequestJson = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "invalid request JSON: {e}; expected {{\"function\":\"orders\",\"method\":\"GET\",\"path\":\"/x\",\"headers\":{{}}}}"
+                ),
+            );
+        }
+    };
+    let req = match raw.into_request(None) {
+        Ok(r) => Arc::new(r),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let Some(active) = p.policies.get(&req.function) else {
+        return unknown_function(&p, &req.function);
+    };
+    let decision = decide(&p, &active, &req);
+    axum::Json(decision).into_response()
+}
+
+async fn forward_root(
+    state: State<Arc<Proxy>>,
+    Path(function): Path<String>,
+    req: AxumRequest,
+) -> Response {
+    forward_inner(state, function, String::new(), req).await
+}
+
+async fn forward(
+    state: State<Arc<Proxy>>,
+    Path((function, rest)): Path<(String, String)>,
+    req: AxumRequest,
+) -> Response {
+    forward_inner(state, function, rest, req).await
+}
+
+async fn forward_inner(
+    State(p): State<Arc<Proxy>>,
+    function: String,
+    rest: String,
+    req: AxumRequest,
+) -> Response {
+    let Some(active) = p.policies.get(&function) else {
+        return unknown_function(&p, &function);
+    };
+    if let Some(r) = check_headers(&p, req.headers()) {
+        return for_function(r, &function);
+    }
+    let (mut parts, body) = req.into_parts();
+    let Some(body) = read_body(&p, body).await else {
+        let r = error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body over the limit of {} bytes", p.config.max_body),
+        );
+        return for_function(r, &function);
+    };
+    // Forward the path as the client sent it (still percent-encoded), not
+    // the decoded `rest`: decoding would turn `%2F` into a separator. The
+    // function exists, so its name is plain `[A-Za-z0-9_-]` and the raw
+    // path starts with `/{function}`.
+    let raw = parts.uri.path();
+    let path = match raw.get(function.len() + 1..) {
+        Some(p) if raw.starts_with(&format!("/{function}")) && !p.is_empty() => p.to_owned(),
+        _ => format!("/{rest}"),
+    };
+    let policy_req = Arc::new(Request::new(
+        function.clone(),
+        parts.method.as_str(),
+        path.clone(),
+        header_pairs(&parts.headers),
+    ));
+    let call = Call::Http(HttpCall {
+        method: parts.method.clone(),
+        path,
+        query: parts.uri.query().unwrap_or("").to_owned(),
+        headers: std::mem::take(&mut parts.headers),
+        body,
+        request_context: parts.extensions.remove::<RequestContext>(),
+    });
+    decide_and_dispatch(&p, &function, &active, &policy_req, call).await
+}
+
+/// The step every front end shares: decide with the function's policy,
+/// send a mirror copy when the decision asks for one, send the call to the
+/// target, and answer (errors in the front end's own shape), labelled for
+/// the request counter and telling the caller where it went.
+async fn decide_and_dispatch(
+    p: &Proxy,
+    function: &str,
+    active: &Active,
+    policy_req: &Arc<Request>,
+    call: Call,
+) -> Response {
+    let decision = decide(p, active, policy_req);
+    let invoke = matches!(call, Call::Invoke(_));
+    let response = match p.dispatcher(active) {
+        Err(e) => render_error(&e, invoke),
+        Ok(dispatcher) => {
+            if let Some(mirror) = Target::mirror(function, &decision, active.route.config()) {
+                p.clients
+                    .spawn_mirror(dispatcher.clone(), call.clone(), mirror);
+            }
+            let to = Target::primary(function, &decision);
+            match dispatcher.send(&call, &to).await {
+                Ok(r) => r.map(Body::new),
+                Err(e) => render_error(&e, invoke),
+            }
+        }
+    };
+    finish(response, function, &decision)
+}
+
+/// A dispatch error as the caller expects it: the Lambda API's error shape
+/// for an Invoke API caller (so AWS SDKs raise the right exception), a JSON
+/// gateway error naming the function and qualifier otherwise.
+fn render_error(e: &DispatchError, invoke: bool) -> Response {
+    if invoke {
+        return lambda_api_error(e.status, &e.code, e.message.clone());
+    }
+    let mut body = json!({"error": e.message, "status": e.status.as_u16()});
+    if let Some(f) = &e.lambda_function {
+        body["function"] = json!(f);
+        body["qualifier"] = json!(e.qualifier);
+        body["error-type"] = json!(e.code);
+    }
+    (e.status, axum::Json(body)).into_response()
+}
+
+/// Labels the answer for the request counter and tells the caller where it
+/// went.
+fn finish(mut response: Response, function: &str, decision: &Decision) -> Response {
+    response.extensions_mut().insert(Counted {
+        function: function.to_owned(),
+        target: decision.target.clone(),
+        traffic: decision.traffic.as_str(),
+    });
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&decision.target) {
+        h.insert(TARGET_HEADER, v);
+    }
+    h.insert(
+        TRAFFIC_HEADER,
+        HeaderValue::from_static(decision.traffic.as_str()),
+    );
+    response
+}
+
+/// An error the way Lambda's API answers, so AWS SDKs raise the right
+/// exception (`x-amzn-ErrorType` names it).
+fn lambda_api_error(status: StatusCode, code: &str, message: String) -> Response {
+    let mut response = (
+        status,
+        axum::Json(json!({"Type": "User", "message": message})),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(code) {
+        response.headers_mut().insert("x-amzn-errortype", v);
+    }
+    response
+}
+
+/// The watched function an Invoke names: by its own name, or by the Lambda
+/// function its dispatcher invokes.
+fn resolve_invoked(p: &Proxy, name: &str) -> Option<(String, Arc<Active>)> {
+    if let Some(active) = p.policies.get(name) {
+        return Some((name.to_owned(), active));
+    }
+    p.policies.functions().into_iter().find_map(|f| {
+        let active = p.policies.get(&f)?;
+        let dispatcher = p.dispatcher(&active).ok()?;
+        (dispatcher.lambda_function() == Some(name)).then_some((f, active))
+    })
+}
+
+/// The Lambda Invoke API front end: the policy sees the caller's headers
+/// and its client context's `custom` fields as headers (plus
+/// `x-amz-qualifier` when the caller named one), and the chosen qualifier
+/// is invoked with the payload unchanged.
+async fn invoke_api(
+    State(p): State<Arc<Proxy>>,
+    Path(name): Path<String>,
+    req: AxumRequest,
+) -> Response {
+    let (lambda_name, mut requested) = split_function_name(&name);
+    let query_qualifier = req.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "Qualifier")
+            .map(|(_, v)| v.into_owned())
+    });
+    if query_qualifier.is_some() {
+        requested = query_qualifier.as_deref();
+    }
+    let Some((function, active)) = resolve_invoked(&p, lambda_name) else {
+        return lambda_api_error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            format!(
+                "Function not found: {lambda_name} is not routed by this switchyard (routed: {})",
+                p.policies.functions().join(", ")
+            ),
+        );
+    };
+    if let Some(r) = check_headers(&p, req.headers()) {
+        return for_function(r, &function);
+    }
+    let (parts, body) = req.into_parts();
+    let Some(payload) = read_body(&p, body).await else {
+        let r = lambda_api_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLargeException",
+            format!(
+                "request payload over the limit of {} bytes",
+                p.config.max_body
+            ),
+        );
+        return for_function(r, &function);
+    };
+
+    let header = |n: &str| {
+        parts
+            .headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let caller_context = header("x-amz-client-context");
+    let mut seen: Vec<(String, String)> = header_pairs(&parts.headers).collect();
+    if let Some(ctx) = &caller_context {
+        seen.extend(custom_fields(ctx));
+    }
+    if let Some(q) = requested {
+        seen.push(("x-amz-qualifier".to_owned(), q.to_owned()));
+    }
+    let policy_req = Arc::new(Request::new(
+        function.clone(),
+        "POST",
+        parts.uri.path(),
+        seen,
+    ));
+    let call = Call::Invoke(InvokeCall {
+        payload,
+        client_context: caller_context,
+        invocation_type: header("x-amz-invocation-type"),
+        log_type: header("x-amz-log-type"),
+        headers: parts.headers,
+    });
+    decide_and_dispatch(&p, &function, &active, &policy_req, call).await
+}
+
+/// Serves `router(proxy)` on `listener` until `shutdown` resolves; in-flight
+/// requests finish first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    proxy: Arc<Proxy>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(proxy))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decision_log_sampling() {
+        let logged = |sample| (0..1000).filter(|&i| sampled(i, sample)).count();
+        assert_eq!(logged(1), 1000);
+        assert_eq!(logged(10), 100);
+        assert_eq!(logged(0), 0);
+        assert!(sampled(0, 7), "the first decision is always logged");
+    }
+}

@@ -1,5 +1,0 @@
-//! The `switchyard` binary: see `switchyard --help`.
-
-fn main() -> std::process::ExitCode {
-    switchyard::cli::main()
-}

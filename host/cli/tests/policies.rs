@@ -65,6 +65,27 @@ mod expect {
         );
     }
 
+    pub fn bad_decision(path: &str) {
+        let policy = load(path);
+        let mut ev = policy.evaluator();
+        let route = synthetic_route();
+        let mut reason = |headers: &[(&str, &str)]| {
+            let (d, err) = ev.decide(&request(headers), &route);
+            (d.reason, err)
+        };
+        assert_eq!(reason(&[]).0, "call 1 on this instance");
+        assert_eq!(reason(&[]).0, "call 2 on this instance");
+        let (why, err) = reason(&[("x-bad", "true")]);
+        assert!(
+            matches!(&err, Some(EvalError::BadDecision(m)) if m.contains("not a qualifier!")),
+            "{err:?}"
+        );
+        assert!(why.starts_with("fail-safe: "), "{why}");
+        // The instance that answered nonsense is gone: a fresh one counts
+        // from 1 again.
+        assert_eq!(reason(&[]).0, "call 1 on this instance");
+    }
+
     pub fn bad_wrong_world(path: &str) {
         let bytes = std::fs::read(path).unwrap();
         let err = Policy::new(engine(), &bytes, path).unwrap_err();

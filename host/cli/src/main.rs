@@ -1,5 +1,18 @@
 //! The `switchyard` binary: see `switchyard --help`.
 
+use clap::Parser;
+
 fn main() -> std::process::ExitCode {
-    switchyard::main()
+    let cli = switchyard::Cli::parse();
+    // The process's one subscriber: JSON and results go to stdout, logs to
+    // stderr. Decision lines and swaps are info; everything else warns.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,switchyard=info")),
+        )
+        .init();
+    switchyard::run(cli)
 }

@@ -1,0 +1,29 @@
+//! `switchyard history`.
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use super::{StoreArg, block_on, print_json, summary};
+
+// `switchyard history <function>`.
+#[derive(Debug, Args)]
+pub(crate) struct HistoryArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// The function.
+    function: String,
+}
+
+pub(crate) fn run(args: HistoryArgs) -> Result<()> {
+    let HistoryArgs { store, function } = args;
+    block_on(async {
+        let store = switchyard_config::open(&store.store).await?;
+        let history = store.history(&function).await?;
+        if history.is_empty() {
+            bail!("{function} has no route config in {}", store.uri());
+        }
+        print_json(&serde_json::Value::Array(
+            history.iter().map(summary).collect(),
+        ))
+    })
+}

@@ -1,0 +1,84 @@
+//! `switchyard publish`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use switchyard_core::{CaseFile, Engine, Policy};
+
+use super::{StoreArg, block_on, load_config, print_json, read_policy};
+
+#[derive(Debug, Args)]
+pub(crate) struct PublishArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreArg,
+    /// The function.
+    #[arg(long)]
+    pub(crate) function: String,
+    /// The policy component.
+    #[arg(long)]
+    pub(crate) policy: PathBuf,
+    /// The route config JSON file (its "policy" field is set for you).
+    #[arg(long)]
+    pub(crate) config: PathBuf,
+    /// Fixture cases the policy must pass: checked now, and by every host
+    /// before the version goes live.
+    #[arg(long)]
+    pub(crate) cases: Option<PathBuf>,
+}
+
+pub(crate) fn run(args: PublishArgs) -> Result<()> {
+    let engine = Engine::new()?;
+    let bytes = read_policy(&args.policy)?;
+    let policy = Policy::new(&engine, &bytes, &args.policy.display().to_string())
+        .context("refusing to publish")?;
+    let mut config = load_config(&args.config)?;
+    switchyard_dispatch::check(&config).with_context(|| format!("in {}", args.config.display()))?;
+    let cases = match &args.cases {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read cases file {}", path.display()))?;
+            let mut file =
+                CaseFile::from_json(&text).with_context(|| format!("in {}", path.display()))?;
+            file.config.get_or_insert_with(|| config.clone());
+            file.function.get_or_insert_with(|| args.function.clone());
+            let results = file.run(&policy)?;
+            let failed: Vec<_> = results.iter().filter(|r| !r.passed()).collect();
+            if !failed.is_empty() {
+                for r in &failed {
+                    eprintln!("FAIL  {}: {}", r.name, r.mismatches.join("; "));
+                }
+                bail!(
+                    "refusing to publish: {} of {} fixture cases failed (run `switchyard policy test` for details)",
+                    failed.len(),
+                    results.len()
+                );
+            }
+            eprintln!("fixture cases: {} passed", results.len());
+            Some(serde_json::to_vec(&file)?)
+        }
+    };
+    block_on(async {
+        let store = switchyard_config::open(&args.store.store).await?;
+        let digest = policy.digest();
+        if store.has_blob(&digest).await? {
+            eprintln!("policy {digest} already in {}", store.uri());
+        } else {
+            store
+                .put_blob(&bytes, &|done, total| {
+                    eprintln!("uploading policy {}: chunk {done}/{total}", digest.short())
+                })
+                .await?;
+        }
+        if let Some(cases) = &cases {
+            config.cases = Some(store.put_blob(cases, &|_, _| {}).await?);
+        }
+        config.policy = Some(digest);
+        let version = store.put_route(&args.function, &config).await?;
+        print_json(
+            &serde_json::json!({"function": args.function, "version": version, "policy": digest}),
+        )
+    })?;
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! `switchyard rollback`.
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::{StoreArg, block_on, print_json};
+
+// `switchyard rollback <function> [--to N]`.
+#[derive(Debug, Args)]
+pub(crate) struct RollbackArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// The function.
+    function: String,
+    /// The version to restore.
+    #[arg(long)]
+    to: Option<u64>,
+}
+
+pub(crate) fn run(args: RollbackArgs) -> Result<()> {
+    let RollbackArgs {
+        store,
+        function,
+        to,
+    } = args;
+    block_on(async {
+        let store = switchyard_config::open(&store.store).await?;
+        let history = store.history(&function).await?;
+        let Some(current) = history.last() else {
+            bail!(
+                "{function} has no route config in {}; publish one first",
+                store.uri()
+            );
+        };
+        let target = match to {
+            Some(n) => history.iter().find(|r| r.version == n).with_context(|| {
+                format!(
+                    "{function} has no version {n}; versions: {}",
+                    history
+                        .iter()
+                        .map(|r| r.version.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?,
+            None => history.iter().rev().nth(1).with_context(|| {
+                format!(
+                    "{function} has only version {}; nothing to roll back to",
+                    current.version
+                )
+            })?,
+        };
+        let version = store.put_route(&function, &target.config).await?;
+        eprintln!(
+            "{function}: version {version} restores version {} (was {})",
+            target.version, current.version
+        );
+        print_json(
+            &serde_json::json!({"function": function, "version": version, "restored": target.version}),
+        )
+    })
+}

@@ -1,0 +1,35 @@
+//! `switchyard status`.
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use super::{StoreArg, block_on, print_json, summary};
+
+// `switchyard status [function]`.
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// The function (default: all).
+    function: Option<String>,
+}
+
+pub(crate) fn run(args: StatusArgs) -> Result<()> {
+    let StatusArgs { store, function } = args;
+    block_on(async {
+        let store = switchyard_config::open(&store.store).await?;
+        let functions = match function {
+            Some(f) => vec![f],
+            None => store.functions().await?,
+        };
+        let latest = store.latest(&functions).await?;
+        let mut out = Vec::new();
+        for (f, r) in functions.iter().zip(latest) {
+            match r {
+                Some(r) => out.push(summary(&r)),
+                None => bail!("{f} has no route config in {}", store.uri()),
+            }
+        }
+        print_json(&serde_json::Value::Array(out))
+    })
+}

@@ -26,6 +26,23 @@ fn ok_json(store: &str, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
+/// Publishes synthetic-header for `orders` with its shipped route config.
+fn publish_orders(store: &str) {
+    let route = repo_root().join("policies/synthetic-header/route.json");
+    ok_json(
+        store,
+        &[
+            "publish",
+            "--function",
+            "orders",
+            "--policy",
+            art::SYNTHETIC_HEADER,
+            "--config",
+            &route.display().to_string(),
+        ],
+    );
+}
+
 fn target(store: &str) -> String {
     let d = ok_json(
         store,
@@ -219,19 +236,7 @@ fn a_running_proxy_sees_a_mode_flip_within_one_poll() {
     use std::time::{Duration, Instant};
     let tmp = tempfile::tempdir().unwrap();
     let store = format!("dir:{}", tmp.path().join("store").display());
-    let route = repo_root().join("policies/synthetic-header/route.json");
-    ok_json(
-        &store,
-        &[
-            "publish",
-            "--function",
-            "orders",
-            "--policy",
-            art::SYNTHETIC_HEADER,
-            "--config",
-            &route.display().to_string(),
-        ],
-    );
+    publish_orders(&store);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -287,19 +292,7 @@ fn a_running_proxy_sees_a_mode_flip_within_one_poll() {
 fn decide_reads_the_store_from_the_environment() {
     let tmp = tempfile::tempdir().unwrap();
     let store = format!("dir:{}", tmp.path().join("store").display());
-    let route = repo_root().join("policies/synthetic-header/route.json");
-    ok_json(
-        &store,
-        &[
-            "publish",
-            "--function",
-            "orders",
-            "--policy",
-            art::SYNTHETIC_HEADER,
-            "--config",
-            &route.display().to_string(),
-        ],
-    );
+    publish_orders(&store);
     let tagged = ["--function", "orders", "-H", "x-switchyard-synthetic: true"];
     let from_env = ok_json(&store, &[&["decide"][..], &tagged].concat());
     assert_eq!(from_env["target"], "8", "{from_env}");

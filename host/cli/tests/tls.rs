@@ -14,7 +14,6 @@ use common::{Killed, workspace_bin};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use switchyard_test_artifacts as art;
 
 /// A CA and a certificate it signed for `localhost` and 127.0.0.1: (CA PEM,
 /// leaf chain, leaf key).
@@ -134,30 +133,13 @@ async fn serve_reaches_an_https_upstream_signed_by_a_private_ca() {
     let tmp = tempfile::tempdir().unwrap();
     let ca_file = tmp.path().join("ca.pem");
     std::fs::write(&ca_file, ca_pem).unwrap();
-    let route = tmp.path().join("route.json");
-    std::fs::write(
-        &route,
-        format!(
-            r#"{{"mode":"production","versions":{{"stable":"7"}},
-                "dispatch":{{"type":"http","urls":{{"7":"https://localhost:{port}"}}}}}}"#
-        ),
-    )
-    .unwrap();
     let store = format!("dir:{}", tmp.path().join("store").display());
-    common::switchyard_cli(
-        &store,
-        &[
-            "publish",
-            "--store",
-            &store,
-            "--function",
-            "orders",
-            "--policy",
-            art::SYNTHETIC_HEADER,
-            "--config",
-            &route.display().to_string(),
-        ],
-    );
+    let route = serde_json::json!({
+        "mode": "production",
+        "versions": {"stable": "7"},
+        "dispatch": {"type": "http", "urls": {"7": format!("https://localhost:{port}")}},
+    });
+    common::publish_synthetic_header(&store, "orders", &route, tmp.path());
 
     let trusted = {
         let (_serve, base) = serve(&store, Some(&ca_file));

@@ -133,28 +133,14 @@ fn request_id(nanos: u128) -> String {
 
 /// `25/Nov/2026:15:54:48 +0000`, the format of `requestContext.time`.
 fn clf_time(secs: u64) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let (y, m, d, hh, mm, ss) = utc_parts(secs as i64);
-    let month = MONTHS[(m - 1) as usize];
-    format!("{d:02}/{month}/{y}:{hh:02}:{mm:02}:{ss:02} +0000")
-}
-
-/// UTC calendar parts of a Unix time: (year, month 1-12, day, hour,
-/// minute, second), by Howard Hinnant's civil-from-days algorithm.
-fn utc_parts(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] +0000"
+    );
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| t.format(FORMAT).ok())
+        .unwrap_or_default()
 }
 
 /// A function's proxy response that cannot be turned into HTTP.

@@ -74,3 +74,17 @@ impl DispatchError {
         }
     }
 }
+
+/// An error and its causes on one line, `outer: cause: root`: hyper's own
+/// error says only "client error (Connect)", its causes say what (refused,
+/// certificate unknown, ...).
+pub fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

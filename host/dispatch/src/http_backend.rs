@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Full};
 use serde::Deserialize;
 
 use crate::clients::Clients;
+use crate::error::causes;
 use crate::headers::{outgoing, strip_hop_by_hop};
 use crate::{Body, Call, DispatchError, Dispatcher, SpecError, Target};
 
@@ -105,7 +106,7 @@ impl Dispatcher for HttpDispatcher {
                 format!(
                     "{function} qualifier {} at {url} failed: {}",
                     to.qualifier,
-                    chain(&e)
+                    causes(&e)
                 ),
             )),
             Ok(Ok(resp)) => {
@@ -118,17 +119,4 @@ impl Dispatcher for HttpDispatcher {
             }
         }
     }
-}
-
-/// An error and its causes on one line: hyper's own says only "client
-/// error (Connect)", the cause says what (refused, certificate unknown).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -44,7 +44,7 @@ pub use apigw::{
     request_from_event, response_event,
 };
 pub use clients::{Clients, ClientsConfig, TlsError};
-pub use error::{DispatchError, Side};
+pub use error::{DispatchError, Side, causes};
 pub use headers::{HOP_BY_HOP, is_tag, outgoing as outgoing_headers, strip_hop_by_hop, tags};
 pub use lambda::{
     MAX_CLIENT_CONTEXT, client_context, custom_fields, error_summary, split_function_name,

@@ -9,21 +9,27 @@ use std::time::Duration;
 #[error("{0}")]
 pub struct EnvError(pub String);
 
+/// What both Lambda embeddings read: `SWITCHYARD_STORE` (required),
 /// `SWITCHYARD_CACHE_DIR` (default `/tmp/switchyard-cache`) and
-/// `SWITCHYARD_POLL_INTERVAL` (default 10 s).
-pub(crate) fn cache_and_poll(
+/// `SWITCHYARD_POLL_INTERVAL` (default 10 s). Blank counts as unset.
+pub(crate) fn store_settings(
     var: &impl Fn(&str) -> Option<String>,
-) -> Result<(PathBuf, Duration), EnvError> {
-    let cache_dir = var("SWITCHYARD_CACHE_DIR")
-        .filter(|s| !s.is_empty())
+) -> Result<(String, PathBuf, Duration), EnvError> {
+    let set = |k: &str| var(k).filter(|v| !v.trim().is_empty());
+    let store = set("SWITCHYARD_STORE").ok_or_else(|| {
+        EnvError(
+            "SWITCHYARD_STORE is not set; set it to the config store, e.g. ssm:/switchyard".into(),
+        )
+    })?;
+    let cache_dir = set("SWITCHYARD_CACHE_DIR")
         .unwrap_or_else(|| "/tmp/switchyard-cache".into())
         .into();
-    let poll_interval = match var("SWITCHYARD_POLL_INTERVAL") {
+    let poll_interval = match set("SWITCHYARD_POLL_INTERVAL") {
         Some(raw) => switchyard_config::parse_duration(&raw)
             .map_err(|e| EnvError(format!("SWITCHYARD_POLL_INTERVAL: {e}")))?,
         None => Duration::from_secs(10),
     };
-    Ok((cache_dir, poll_interval))
+    Ok((store, cache_dir, poll_interval))
 }
 
 /// Logs to stderr (CloudWatch) without colours; the filter comes from

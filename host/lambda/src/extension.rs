@@ -60,11 +60,11 @@ use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use switchyard_core::Traffic;
-use switchyard_dispatch::custom_fields;
 use switchyard_dispatch::strip_hop_by_hop;
+use switchyard_dispatch::{causes, custom_fields};
 use switchyard_proxy::{InheritedTraffic, ProxyConfig};
 
-use crate::env::{EnvError, cache_and_poll};
+use crate::env::{EnvError, store_settings};
 use crate::start::{StartError, start};
 
 /// The longest a Lambda invocation may run (15 minutes): how long the mesh
@@ -102,9 +102,7 @@ impl ExtensionEnv {
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
         let bad = |m: &str| EnvError(m.to_owned());
         let set = |k: &str| var(k).filter(|v| !v.trim().is_empty());
-        let store = set("SWITCHYARD_STORE").ok_or_else(|| {
-            bad("SWITCHYARD_STORE is not set; set it to the config store, e.g. ssm:/switchyard")
-        })?;
+        let (store, cache_dir, poll_interval) = store_settings(&var)?;
         let functions: Vec<String> = set("SWITCHYARD_FUNCTIONS")
             .unwrap_or_default()
             .split(',')
@@ -145,7 +143,6 @@ impl ExtensionEnv {
         let runtime_upstream = set("SWITCHYARD_RUNTIME_UPSTREAM")
             .map(|u| base_url(&u))
             .unwrap_or_else(|| extensions_api.clone());
-        let (cache_dir, poll_interval) = cache_and_poll(&var)?;
         Ok(ExtensionEnv {
             store,
             functions,
@@ -392,19 +389,6 @@ pub enum ExtensionError {
     Start(#[from] StartError),
 }
 
-/// An error with its causes, on one line: hyper's own says only "client
-/// error (Connect)".
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 /// A client of Lambda's Extensions API (register, then `event/next` in a
 /// loop). Hand-written: two calls do not need the `lambda-extension`
 /// crate's 18 dependencies.
@@ -437,12 +421,7 @@ impl ExtensionsApi {
             .get("lambda-extension-identifier")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = answer
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| api(format!("the Extensions API at {url} broke off: {e}")))?
-            .to_bytes();
+        let body = read_answer(answer, &url).await?;
         match id {
             Some(id) if status.is_success() => Ok(ExtensionsApi {
                 base: base.to_owned(),
@@ -471,12 +450,7 @@ impl ExtensionsApi {
             ))
         })?;
         let status = answer.status();
-        let body = answer
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| api(format!("the Extensions API at {url} broke off: {e}")))?
-            .to_bytes();
+        let body = read_answer(answer, &url).await?;
         if !status.is_success() {
             return Err(api(format!(
                 "the Extensions API at {url} answered {status}: {}",
@@ -494,6 +468,21 @@ impl ExtensionsApi {
             _ => Ok(ExtensionEvent::Invoke(text("requestId"))),
         }
     }
+}
+
+/// The body of an Extensions API answer.
+async fn read_answer(
+    answer: http::Response<hyper::body::Incoming>,
+    url: &str,
+) -> Result<Bytes, ExtensionError> {
+    Ok(answer
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| {
+            ExtensionError::ExtensionsApi(format!("the Extensions API at {url} broke off: {e}"))
+        })?
+        .to_bytes())
 }
 
 /// Runs the extension until Lambda shuts the environment down: binds both

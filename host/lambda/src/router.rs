@@ -33,7 +33,7 @@ use switchyard_config::Watcher;
 use switchyard_proxy::ProxyConfig;
 use tower::ServiceExt;
 
-use crate::env::{EnvError, cache_and_poll};
+use crate::env::{EnvError, store_settings};
 use crate::start::{StartError, start};
 
 /// How long a cold start waits for the store before serving without it
@@ -64,11 +64,7 @@ impl RouterEnv {
     /// Reads the settings through `var`.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
         let bad = |m: &str| EnvError(m.to_owned());
-        let store = var("SWITCHYARD_STORE")
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| {
-                bad("SWITCHYARD_STORE is not set; set it to the config store, e.g. ssm:/switchyard")
-            })?;
+        let (store, cache_dir, poll_interval) = store_settings(&var)?;
         let function = var("SWITCHYARD_FUNCTION").filter(|s| !s.is_empty());
         let mut routes = Vec::new();
         for pair in var("SWITCHYARD_ROUTES").unwrap_or_default().split(',') {
@@ -94,7 +90,6 @@ impl RouterEnv {
             ));
         }
         routes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-        let (cache_dir, poll_interval) = cache_and_poll(&var)?;
         Ok(RouterEnv {
             store,
             function,

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use switchyard_config::{Bootstrap, FirstPoll, StoreError, WatchConfig, Watcher, bootstrap};
+use switchyard_config::{Bootstrap, FirstPoll, StoreError, WatchConfig, Watcher};
 use switchyard_core::{Engine, EngineConfig, EngineError};
 use switchyard_dispatch::TlsError;
-use switchyard_proxy::{Proxy, ProxyConfig};
+use switchyard_proxy::ProxyConfig;
 
 use crate::router::INIT_POLL_TIMEOUT;
 
@@ -47,7 +47,7 @@ pub(crate) async fn start(
         max_instances: 100,
         ..Default::default()
     })?;
-    let watcher = Arc::new(Watcher::new(
+    let host = switchyard_proxy::start(
         store,
         engine,
         WatchConfig {
@@ -56,17 +56,14 @@ pub(crate) async fn start(
             cache_dir: Some(cache_dir.to_owned()),
             ..Default::default()
         },
-    ));
-    let proxy = Proxy::new(watcher.policies(), config)?;
-    watcher.set_prepare(proxy.prepare_hook());
-    let started = bootstrap(
-        &watcher,
+        config,
         Bootstrap {
             first_poll: FirstPoll::WhenNothingRestored,
             timeout: INIT_POLL_TIMEOUT,
         },
     )
-    .await;
+    .await?;
+    let started = &host.started;
     if !started.restored.is_empty() {
         eprintln!(
             "{}",
@@ -85,5 +82,9 @@ pub(crate) async fn start(
         ),
         None => {}
     }
-    Ok((watcher, switchyard_proxy::router(proxy), started.poller))
+    Ok((
+        host.watcher,
+        switchyard_proxy::router(host.proxy),
+        host.started.poller,
+    ))
 }

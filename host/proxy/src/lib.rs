@@ -31,7 +31,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use serde_json::json;
-use switchyard_config::{Active, PolicySet};
+use switchyard_config::{Active, Bootstrap, PolicySet, Started, WatchConfig, Watcher, bootstrap};
 use switchyard_core::{
     DEFAULT_SYNTHETIC_HEADER, Decision, Request, RequestJson, Route, TARGET_HEADER, TRAFFIC_HEADER,
     Traffic,
@@ -198,6 +198,41 @@ impl Proxy {
             DispatchError::internal("BadDispatch", format!("{}: {e}", active.stored.function))
         })
     }
+}
+
+/// A running host: the watcher keeping the policies current, and the proxy
+/// serving them.
+#[derive(Debug)]
+pub struct Host {
+    /// Keeps the policies current.
+    pub watcher: Arc<Watcher>,
+    /// Serves them: [`router`] or [`serve`] it.
+    pub proxy: Arc<Proxy>,
+    /// What start-up did (restored, first poll, the poller).
+    pub started: Started,
+}
+
+/// Starts a host the way every front end starts (`switchyard serve`, the
+/// router function, the mesh extension): a watcher over `store`, a proxy
+/// over its policies whose dispatchers are parsed once per route version
+/// (the watcher's prepare hook), then the shared bootstrap (cache, first
+/// poll, background polling). Call it on a Tokio runtime.
+pub async fn start(
+    store: Arc<dyn switchyard_config::ConfigStore>,
+    engine: switchyard_core::Engine,
+    watch: WatchConfig,
+    config: ProxyConfig,
+    how: Bootstrap,
+) -> Result<Host, TlsError> {
+    let watcher = Arc::new(Watcher::new(store, engine, watch));
+    let proxy = Proxy::new(watcher.policies(), config)?;
+    watcher.set_prepare(proxy.prepare_hook());
+    let started = bootstrap(&watcher, how).await;
+    Ok(Host {
+        watcher,
+        proxy,
+        started,
+    })
 }
 
 /// Installs the process-wide Prometheus recorder (with a thread that folds

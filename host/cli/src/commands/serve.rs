@@ -6,11 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use switchyard_config::{
-    Bootstrap, FirstPoll, POLL_TIMEOUT, WatchConfig, Watcher, bootstrap, parse_duration,
-};
+use switchyard_config::{Bootstrap, FirstPoll, POLL_TIMEOUT, WatchConfig, parse_duration};
 use switchyard_core::Engine;
-use switchyard_proxy::{Proxy, ProxyConfig};
+use switchyard_proxy::ProxyConfig;
 
 use super::StoreArg;
 
@@ -61,19 +59,15 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let store = switchyard_config::open(&args.store.store).await?;
-        let engine = Engine::new()?;
-        let watcher = Arc::new(Watcher::new(
+        let host = switchyard_proxy::start(
             store.clone(),
-            engine,
+            Engine::new()?,
             WatchConfig {
                 functions: args.functions.clone(),
                 interval: args.poll_interval,
                 cache_dir: args.cache_dir.clone(),
                 ..Default::default()
             },
-        ));
-        let proxy = Proxy::new(
-            watcher.policies(),
             ProxyConfig {
                 max_body: args.max_body,
                 upstream_timeout: args.upstream_timeout,
@@ -84,16 +78,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                 metrics: Some(Arc::new(move || metrics.render())),
                 ..Default::default()
             },
-        )?;
-        watcher.set_prepare(proxy.prepare_hook());
-        let started = bootstrap(
-            &watcher,
             Bootstrap {
                 first_poll: FirstPoll::Always,
                 timeout: POLL_TIMEOUT,
             },
         )
-        .await;
+        .await?;
+        let started = &host.started;
         if !started.restored.is_empty() {
             eprintln!("restored from cache: {}", started.restored.join(", "));
         }
@@ -114,7 +105,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         let addr = listener.local_addr()?;
         eprintln!(
             "switchyard serving {} on http://{addr} (store {}, polling every {:?})",
-            watcher.policies().functions().join(", "),
+            host.watcher.policies().functions().join(", "),
             store.uri(),
             args.poll_interval
         );
@@ -122,7 +113,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
             "{}",
             serde_json::json!({"listening": format!("http://{addr}")})
         );
-        switchyard_proxy::serve(listener, proxy, shutdown_signal()).await?;
+        switchyard_proxy::serve(listener, host.proxy.clone(), shutdown_signal()).await?;
         started.poller.abort();
         eprintln!("switchyard stopped");
         Ok(())

@@ -1,6 +1,6 @@
 //! The `switchyard` binary end to end: real processes, real files.
 
-mod common;
+use switchyard_test_support as common;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,7 +1,7 @@
 //! The pipeline commands end to end, as CI/CD runs them: real `switchyard`
 //! processes against a `dir:` store and against moto's SSM (`ssm:`).
 
-mod common;
+use switchyard_test_support as common;
 
 use std::process::{Command, Output};
 

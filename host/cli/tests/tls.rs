@@ -4,7 +4,7 @@
 //! refused with a 502 that says why. Real TLS on loopback: rustls on both
 //! sides, the proxy a real `switchyard serve` process.
 
-mod common;
+use switchyard_test_support as common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -71,6 +71,7 @@ pub use host::bucket;
 pub use policy::Policy;
 pub use request::{Request, RequestError, RequestJson};
 pub use route::{
-    DispatchSpec, MAX_QUALIFIER_LEN, Mode, Route, RouteConfig, RouteConfigError, valid_qualifier,
+    DispatchSpec, MAX_QUALIFIER_LEN, Mode, NoDispatchType, Route, RouteConfig, RouteConfigError,
+    valid_qualifier,
 };
 pub use verify::{PolicyError, PolicyInfo, check, inspect};

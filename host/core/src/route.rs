@@ -74,15 +74,20 @@ impl DispatchSpec {
     }
 }
 
-impl TryFrom<Map<String, Value>> for DispatchSpec {
-    type Error = String;
+/// A `dispatch` object without a `"type"`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "\"dispatch\" needs a \"type\" naming its backend, e.g. {{\"type\":\"http\",\"urls\":{{...}}}} or {{\"type\":\"lambda\",\"function-name\":\"...\"}}"
+)]
+pub struct NoDispatchType;
 
-    fn try_from(map: Map<String, Value>) -> Result<Self, String> {
+impl TryFrom<Map<String, Value>> for DispatchSpec {
+    type Error = NoDispatchType;
+
+    fn try_from(map: Map<String, Value>) -> Result<Self, NoDispatchType> {
         match map.get("type") {
             Some(Value::String(t)) if !t.is_empty() => Ok(DispatchSpec(map)),
-            _ => Err(
-                "\"dispatch\" needs a \"type\" naming its backend, e.g. {\"type\":\"http\",\"urls\":{...}} or {\"type\":\"lambda\",\"function-name\":\"...\"}".into(),
-            ),
+            _ => Err(NoDispatchType),
         }
     }
 }
@@ -265,6 +270,22 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("qualifier \"7 8\""), "{err}");
         assert!(valid_qualifier("$LATEST") && valid_qualifier("live-1") && !valid_qualifier(""));
+    }
+
+    #[test]
+    fn dispatch_blocks_are_carried_unread_but_need_a_type() {
+        let cfg = RouteConfig::from_json(
+            r#"{"mode":"production","versions":{"stable":"1"},"dispatch":{"type":"future-backend","x":1}}"#,
+        )
+        .unwrap();
+        let spec = cfg.dispatch.as_ref().unwrap();
+        assert_eq!(spec.kind(), "future-backend");
+        assert_eq!(spec.json()["x"], 1);
+        let err = RouteConfig::from_json(
+            r#"{"mode":"production","versions":{"stable":"1"},"dispatch":{"urls":{}}}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("needs a \"type\""), "{err}");
     }
 
     #[test]

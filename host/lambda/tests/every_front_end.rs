@@ -5,8 +5,7 @@
 //! which answers with what a target would have received. Also: the router
 //! function hands API Gateway's request context to the target unchanged.
 
-#[path = "../../cli/tests/common/mod.rs"]
-mod common;
+use switchyard_test_support as common;
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;

@@ -17,8 +17,7 @@
 //! client context, which is why the hop into `orders` goes through a
 //! function URL (its headers reach the event) and the last hop to moto.
 
-#[path = "../../cli/tests/common/mod.rs"]
-mod common;
+use switchyard_test_support as common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -4,8 +4,7 @@
 //! callers, with the chosen versions invoked in moto's Lambda (its recorder
 //! shows the qualifier of every Invoke) and route configs in moto's SSM.
 
-#[path = "../../cli/tests/common/mod.rs"]
-mod common;
+use switchyard_test_support as common;
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};

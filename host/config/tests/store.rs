@@ -3,7 +3,7 @@
 //! S3 (`?blobs=s3://..&blob-threshold=0`). Plus the watcher's hot swap and
 //! last-known-good behaviour on both.
 
-mod common;
+use switchyard_test_support as common;
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! `switchyard serve`'s proxy over real sockets: loopback upstreams that
 //! answer with their version, a `dir` store, the watcher, and a real client.
 
-mod common;
+use switchyard_test_support as common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

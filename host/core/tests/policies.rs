@@ -2,7 +2,7 @@
 //! one test per built component, calling the function of the same name in
 //! `expect`, so adding a policy without a test does not compile.
 
-mod common;
+use switchyard_test_support as common;
 
 use common::*;
 use switchyard_core::check;

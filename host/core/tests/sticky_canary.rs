@@ -1,7 +1,7 @@
 //! The sticky-canary properties, over 10,000 keys, through the real policy
 //! component and the host's `bucket`.
 
-mod common;
+use switchyard_test_support as common;
 
 use common::*;
 use switchyard_core::{Evaluator, Route};

@@ -1,6 +1,7 @@
-//! Shared by the host's integration tests: one engine per test binary, the
-//! policy components built by `switchyard-test-artifacts`, and route helpers.
-#![allow(dead_code)]
+//! Shared by the host crates' integration tests (`use
+//! switchyard_test_support as common;`): one engine per test binary, the
+//! policy components built by `switchyard-test-artifacts`, route helpers,
+//! moto, the workspace's binaries and `cargo lambda watch`.
 
 pub mod aws;
 
@@ -44,7 +45,7 @@ pub fn request(headers: &[(&str, &str)]) -> Arc<Request> {
     ))
 }
 
-/// The repository root (every test crate is at `host/<crate>`).
+/// The repository root.
 pub fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -78,10 +79,10 @@ impl Drop for Killed {
     }
 }
 
-/// Runs `host/cli/tests/support/moto_lambda.py` (boto3 against moto's Lambda)
+/// Runs `host/test-support/support/moto_lambda.py` (boto3 against moto's Lambda)
 /// and parses its JSON output.
 pub fn moto_lambda(args: &[&str]) -> serde_json::Value {
-    let script = repo_root().join("host/cli/tests/support/moto_lambda.py");
+    let script = repo_root().join("host/test-support/support/moto_lambda.py");
     let out = std::process::Command::new("python3")
         .arg(script)
         .args(args)

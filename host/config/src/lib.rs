@@ -37,6 +37,7 @@ mod bootstrap;
 mod dir;
 mod duration;
 mod loader;
+mod open;
 #[cfg(feature = "aws")]
 mod s3;
 #[cfg(feature = "aws")]
@@ -49,13 +50,14 @@ pub use bootstrap::{Bootstrap, FirstPoll, Started, bootstrap};
 pub use dir::DirStore;
 pub use duration::{DurationError, parse_duration};
 pub use loader::{LoadError, Loader};
+pub use open::open;
 #[cfg(feature = "aws")]
 pub use s3::{BlobBucket, client as s3_client};
 #[cfg(feature = "aws")]
 pub use ssm::{DEFAULT_BLOB_THRESHOLD, GET_PARAMETERS_MAX, SsmStore};
 pub use store::{
     ConfigStore, MAX_ROUTE_CONFIG_CHARS, Result, StoreError, StoredRoute, check_function_name,
-    decode_route, encode_route, open,
+    decode_route, encode_route,
 };
 pub use watch::{
     Active, Outcome, POLL_TIMEOUT, PolicySet, Prepare, Prepared, RejectReason, WatchConfig,

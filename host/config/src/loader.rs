@@ -123,7 +123,7 @@ impl Loader {
         match Policy::from_precompiled_file(&self.engine, info, &base.with_extension("cwasm")) {
             Ok(p) => Some(p),
             Err(e) => {
-                tracing::warn!(%digest, error = %e, "precompiled cache entry unusable; recompiling");
+                tracing::warn!(target: "switchyard::watch", %digest, error = %e, "precompiled cache entry unusable; recompiling");
                 None
             }
         }
@@ -145,7 +145,7 @@ impl Loader {
             )
         };
         if let Err(e) = write() {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot write the precompiled cache");
+            tracing::warn!(target: "switchyard::watch", dir = %dir.display(), error = %e, "cannot write the precompiled cache");
         }
     }
 
@@ -161,7 +161,7 @@ impl Loader {
             atomic_write(&path, serde_json::to_string(stored)?.as_bytes())
         };
         if let Err(e) = write() {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot save the last known good route");
+            tracing::warn!(target: "switchyard::watch", dir = %dir.display(), error = %e, "cannot save the last known good route");
         }
     }
 

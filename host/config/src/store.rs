@@ -3,7 +3,7 @@
 //! `dir` (a local folder, the embedded default) and `ssm` (AWS SSM
 //! Parameter Store, with large blobs in S3; the `aws` feature). A new
 //! backend is one file implementing [`ConfigStore`] plus one arm in
-//! [`open`].
+//! [`open`](crate::open).
 //!
 //! Layout (contract): per function, one route-config document (JSON, with
 //! `"policy": "sha256:<hex>"`), versioned by the store; policy blobs are
@@ -11,7 +11,6 @@
 //! every read.
 
 use std::fmt;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -148,22 +147,6 @@ pub trait ConfigStore: Send + Sync + fmt::Debug {
     ) -> Result<Digest>;
 }
 
-/// Opens a store from its URI: `dir:<path>` or `ssm:<prefix>`.
-pub async fn open(uri: &str) -> Result<Arc<dyn ConfigStore>> {
-    match uri.split_once(':') {
-        Some(("dir", path)) if !path.is_empty() => Ok(Arc::new(crate::dir::DirStore::new(path)?)),
-        #[cfg(feature = "aws")]
-        Some(("ssm", prefix)) if !prefix.is_empty() => {
-            Ok(Arc::new(crate::ssm::SsmStore::from_env(prefix).await?))
-        }
-        #[cfg(not(feature = "aws"))]
-        Some(("ssm", _)) => Err(StoreError::Unsupported(format!(
-            "{uri}: this build has no AWS backends; build switchyard-config with the `aws` feature"
-        ))),
-        _ => Err(StoreError::BadUri(uri.to_owned())),
-    }
-}
-
 /// Checks a function name: 1-64 of `A-Z a-z 0-9 _ -`, so it is safe as a
 /// path segment and a parameter name.
 pub fn check_function_name(name: &str) -> Result<()> {
@@ -219,14 +202,6 @@ mod tests {
         assert!(check_function_name("orders-v2_x").is_ok());
         for bad in ["", "../etc", "a/b", "a b", &"x".repeat(65)] {
             assert!(check_function_name(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn bad_uris_say_what_to_use() {
-        for bad in ["", "dir:", "s3:/x", "/tmp/x"] {
-            let err = open(bad).await.unwrap_err();
-            assert!(err.to_string().contains("use dir:<path>"), "{err}");
         }
     }
 }

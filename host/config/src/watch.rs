@@ -264,11 +264,13 @@ impl Watcher {
             match loaded {
                 Some(active) => {
                     let f = active.stored.function.clone();
-                    tracing::info!(function = %f, version = active.stored.version, "restored last known good from cache");
+                    tracing::info!(target: "switchyard::watch", function = %f, version = active.stored.version, "restored last known good from cache");
                     self.set.insert(&f, Arc::new(active));
                     restored.push(f);
                 }
-                None => tracing::warn!(path = %path.display(), "unusable cache entry ignored"),
+                None => {
+                    tracing::warn!(target: "switchyard::watch", path = %path.display(), "unusable cache entry ignored")
+                }
             }
         }
         restored.sort();
@@ -350,7 +352,7 @@ impl Watcher {
                     .increment(1);
                 metrics::gauge!("switchyard_route_version", "function" => function.clone())
                     .set(version as f64);
-                tracing::info!(%function, from = ?current, to = version, "policy swapped");
+                tracing::info!(target: "switchyard::watch", %function, from = ?current, to = version, "policy swapped");
                 Outcome::Swapped {
                     from: current,
                     to: version,
@@ -361,7 +363,7 @@ impl Watcher {
                 self.stats.rejections.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("switchyard_rejected_versions_total", "function" => function.clone())
                     .increment(1);
-                tracing::error!(%function, version, %reason, live = ?current, "new version refused; the live one keeps serving");
+                tracing::error!(target: "switchyard::watch", %function, version, %reason, live = ?current, "new version refused; the live one keeps serving");
                 self.refused
                     .lock()
                     .expect("lock")
@@ -423,7 +425,7 @@ impl Watcher {
                     }
                     Err(e) => {
                         backoff = (backoff * 2).min(Duration::from_secs(300));
-                        tracing::warn!(store = %self.store.uri(), error = %e, retry_in = ?backoff, "poll failed; serving the last known good");
+                        tracing::warn!(target: "switchyard::watch", store = %self.store.uri(), error = %e, retry_in = ?backoff, "poll failed; serving the last known good");
                         backoff
                     }
                 };

@@ -142,6 +142,7 @@ impl Evaluator {
             Ok(d) => (d, None),
             Err(e) => {
                 tracing::warn!(
+                    target: "switchyard::policy",
                     function = route.function(),
                     policy = %self.policy.digest().short(),
                     error = %e,
@@ -199,6 +200,12 @@ impl EvaluatorPool {
 }
 
 impl Policy {
+    /// A new evaluator: one reusable instance of this policy, for one worker
+    /// at a time.
+    pub fn evaluator(self: &Arc<Self>) -> Evaluator {
+        Evaluator::new(self.clone())
+    }
+
     fn instantiate(&self) -> Result<Instance, EvalError> {
         let engine = self.engine.config();
         let mut store = Store::new(

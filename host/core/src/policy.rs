@@ -8,7 +8,6 @@ use wasmtime::component::Component;
 use crate::bindings::RouterPre;
 use crate::digest::Digest;
 use crate::engine::Engine;
-use crate::evaluator::Evaluator;
 use crate::host::HostState;
 use crate::verify::{PolicyError, PolicyInfo, check, check_interface};
 
@@ -107,11 +106,5 @@ impl Policy {
                 }
             })?;
         Self::from_component(engine, info, component)
-    }
-
-    /// A new evaluator: one reusable instance of this policy, for one worker
-    /// at a time.
-    pub fn evaluator(self: &Arc<Self>) -> Evaluator {
-        Evaluator::new(self.clone())
     }
 }

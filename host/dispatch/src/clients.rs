@@ -12,7 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::{OnceCell, Semaphore};
 
-use crate::{Call, Dispatcher, Target};
+use crate::dispatcher::{Call, Dispatcher, Target};
 
 /// The HTTP(S) client the `http` backend uses.
 pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -40,13 +40,15 @@ impl Default for ClientsConfig {
 }
 
 /// The trust roots could not be loaded.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("cannot set up TLS for https:// upstreams: {0}")]
 pub struct TlsError(String);
 
 /// The clients every dispatcher of a process shares.
 pub struct Clients {
-    pub(crate) http: HttpClient,
+    /// Made on first use: loading the trust roots costs milliseconds that
+    /// a Lambda cold start whose targets are all `lambda` need not pay.
+    http: std::sync::OnceLock<Result<HttpClient, TlsError>>,
     lambda: OnceCell<aws_sdk_lambda::Client>,
     pub(crate) timeout: Duration,
     mirror_slots: Arc<Semaphore>,
@@ -64,24 +66,35 @@ impl Clients {
     /// Clients as configured. `https://` upstreams are verified against the
     /// public (Mozilla) roots plus the system's, where `SSL_CERT_FILE` and
     /// `SSL_CERT_DIR` replace the system's as usual, so a private CA works.
-    pub fn new(config: ClientsConfig) -> Result<Arc<Self>, TlsError> {
-        let mut http = HttpConnector::new();
-        // Small request/answer pairs: Nagle's algorithm would hold each
-        // back for the peer's delayed ACK.
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config()?)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        Ok(Arc::new(Clients {
-            http: Client::builder(TokioExecutor::new()).build(https),
+    /// The roots are loaded when the first HTTP(S) call is made.
+    pub fn new(config: ClientsConfig) -> Arc<Self> {
+        Arc::new(Clients {
+            http: std::sync::OnceLock::new(),
             lambda: OnceCell::new_with(config.lambda_client),
             timeout: config.upstream_timeout,
             mirror_slots: Arc::new(Semaphore::new(config.mirror_slots)),
-        }))
+        })
+    }
+
+    /// The HTTP(S) client, made on first use.
+    pub(crate) fn http(&self) -> Result<&HttpClient, TlsError> {
+        self.http
+            .get_or_init(|| {
+                let mut http = HttpConnector::new();
+                // Small request/answer pairs: Nagle's algorithm would hold
+                // each back for the peer's delayed ACK.
+                http.set_nodelay(true);
+                http.enforce_http(false);
+                let https = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(tls_config()?)
+                    .https_or_http()
+                    .enable_http1()
+                    .enable_http2()
+                    .wrap_connector(http);
+                Ok(Client::builder(TokioExecutor::new()).build(https))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// How long a target may take.
@@ -127,10 +140,10 @@ fn tls_config() -> Result<rustls::ClientConfig, TlsError> {
     // instead. Unreadable entries are skipped, as curl and OpenSSL do.
     let native = rustls_native_certs::load_native_certs();
     for e in &native.errors {
-        tracing::warn!(error = %e, "a trust root could not be loaded; skipped");
+        tracing::warn!(target: "switchyard::dispatch", error = %e, "a trust root could not be loaded; skipped");
     }
     let (added, _ignored) = roots.add_parsable_certificates(native.certs);
-    tracing::debug!(added, "system trust roots loaded");
+    tracing::debug!(target: "switchyard::dispatch", added, "system trust roots loaded");
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

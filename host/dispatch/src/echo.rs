@@ -9,8 +9,9 @@ use http::HeaderValue;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::dispatcher::{Body, Call, Dispatcher, Target, full};
+use crate::error::DispatchError;
 use crate::headers::outgoing;
-use crate::{Body, Call, DispatchError, Dispatcher, Target, full};
 
 /// The `echo` backend's settings: none.
 #[derive(Debug, Deserialize)]

@@ -88,3 +88,19 @@ pub fn causes(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+/// A `dispatch` block that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The block does not parse (an unknown `type` or field is named).
+    #[error("invalid \"dispatch\" block: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Parsed, but not usable.
+    #[error("invalid \"dispatch\" block: {0}")]
+    Invalid(String),
+    /// The route config has none.
+    #[error(
+        "the route config has no \"dispatch\" block; add {{\"type\":\"http\",\"urls\":{{...}}}} or {{\"type\":\"lambda\",\"function-name\":\"...\"}}"
+    )]
+    Missing,
+}

@@ -5,7 +5,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 use switchyard_core::{CONTEXT_HEADER_PREFIX, TRAFFIC_HEADER};
 
-use crate::Target;
+use crate::dispatcher::Target;
 
 /// Headers that belong to one connection (RFC 9110 section 7.6.1): never
 /// forwarded, in either direction.

@@ -11,9 +11,9 @@ use http_body_util::{BodyExt, Full};
 use serde::Deserialize;
 
 use crate::clients::Clients;
-use crate::error::causes;
+use crate::dispatcher::{Body, Call, Dispatcher, Target};
+use crate::error::{DispatchError, SpecError, causes};
 use crate::headers::{outgoing, strip_hop_by_hop};
-use crate::{Body, Call, DispatchError, Dispatcher, SpecError, Target};
 
 /// The `http` backend's settings.
 #[derive(Debug, Deserialize)]
@@ -90,8 +90,12 @@ impl Dispatcher for HttpDispatcher {
             .body(Full::new(call.body.clone()))
             .map_err(|e| DispatchError::internal("BadRequest", format!("{function}: {e}")))?;
         *req.headers_mut() = outgoing(&call.headers, to);
+        let client = self
+            .clients
+            .http()
+            .map_err(|e| DispatchError::internal("Tls", format!("{function}: {e}")))?;
         let timeout = self.clients.timeout;
-        match tokio::time::timeout(timeout, self.clients.http.request(req)).await {
+        match tokio::time::timeout(timeout, client.request(req)).await {
             Err(_) => Err(DispatchError::upstream(
                 StatusCode::GATEWAY_TIMEOUT,
                 "Timeout",

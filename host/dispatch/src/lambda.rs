@@ -20,11 +20,11 @@ use http::{HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::apigw;
 use crate::clients::Clients;
+use crate::dispatcher::{Body, Call, Dispatcher, HttpCall, InvokeCall, Target, full};
+use crate::error::{DispatchError, SpecError};
 use crate::headers::{outgoing, tags};
-use crate::{
-    Body, Call, DispatchError, Dispatcher, HttpCall, InvokeCall, SpecError, Target, apigw, full,
-};
 
 /// Longest client context Lambda accepts (base64 text, in bytes).
 pub const MAX_CLIENT_CONTEXT: usize = 3583;
@@ -130,7 +130,12 @@ impl LambdaDispatcher {
             ));
         }
         match apigw::proxy_response(&out.payload) {
-            Ok((status, headers, body)) => {
+            Ok((status, mut headers, body)) => {
+                // As before the split (axum's default for bytes): a body
+                // without a declared type is octet-stream.
+                headers
+                    .entry(http::header::CONTENT_TYPE)
+                    .or_insert(HeaderValue::from_static("application/octet-stream"));
                 let mut response = http::Response::new(full(body));
                 *response.status_mut() = status;
                 *response.headers_mut() = headers;
@@ -222,11 +227,13 @@ impl Dispatcher for LambdaDispatcher {
     /// An asynchronous (`Event`) invoke: nothing to wait for but Lambda's
     /// 202.
     async fn mirror(&self, call: &Call, to: &Target) -> String {
-        let (payload, caller) = match call {
-            Call::Http(h) => (self.event(h, to), None),
-            Call::Invoke(i) => (i.payload.clone(), i.client_context.as_deref()),
+        let payload = match call {
+            Call::Http(h) => self.event(h, to),
+            Call::Invoke(i) => i.payload.clone(),
         };
-        let ctx = client_context(caller, &tags(to));
+        // Only the mesh's tags: the caller's client context is for the
+        // version it called, not for a shadow copy.
+        let ctx = client_context(None, &tags(to));
         let client = self.clients.lambda().await;
         let call = invoke(
             client,

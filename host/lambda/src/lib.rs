@@ -15,5 +15,5 @@ pub use extension::{
     ExtensionEnv, ExtensionError, ExtensionEvent, ExtensionsApi, InvocationTraffic, MAX_INVOCATION,
     base_url, event_traffic, run, runtime_proxy,
 };
-pub use router::{INIT_POLL_TIMEOUT, RouterEnv, RouterFunction};
-pub use start::StartError;
+pub use router::{RouterEnv, RouterFunction};
+pub use start::{INIT_POLL_TIMEOUT, StartError};

@@ -36,10 +36,6 @@ use tower::ServiceExt;
 use crate::env::{EnvError, store_settings};
 use crate::start::{StartError, start};
 
-/// How long a cold start waits for the store before serving without it
-/// (Lambda allows 10 s for init).
-pub const INIT_POLL_TIMEOUT: Duration = Duration::from_secs(8);
-
 /// The router function's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouterEnv {

@@ -9,10 +9,11 @@ use std::time::Duration;
 use serde_json::json;
 use switchyard_config::{Bootstrap, FirstPoll, StoreError, WatchConfig, Watcher};
 use switchyard_core::{Engine, EngineConfig, EngineError};
-use switchyard_dispatch::TlsError;
 use switchyard_proxy::ProxyConfig;
 
-use crate::router::INIT_POLL_TIMEOUT;
+/// How long a cold start waits for the store before serving without it
+/// (Lambda allows 10 s for init).
+pub const INIT_POLL_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// A Lambda embedding that cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -23,9 +24,6 @@ pub enum StartError {
     /// The policy engine could not be made.
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// TLS for `https://` targets could not be set up.
-    #[error(transparent)]
-    Tls(#[from] TlsError),
 }
 
 /// Opens the store and the policies of `functions`, restored from the
@@ -62,7 +60,7 @@ pub(crate) async fn start(
             timeout: INIT_POLL_TIMEOUT,
         },
     )
-    .await?;
+    .await;
     let started = &host.started;
     if !started.restored.is_empty() {
         eprintln!(

@@ -63,7 +63,7 @@ async fn path_routing_and_the_invoke_api_reach_the_dispatcher() {
         switchyard_core::Engine::new().unwrap(),
         WatchConfig::default(),
     ));
-    let proxy = Proxy::new(watcher.policies(), ProxyConfig::default()).unwrap();
+    let proxy = Proxy::new(watcher.policies(), ProxyConfig::default());
     watcher.set_prepare(proxy.prepare_hook());
     watcher.poll().await.unwrap();
     let routes = switchyard_proxy::router(proxy);

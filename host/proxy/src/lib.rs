@@ -38,7 +38,7 @@ use switchyard_core::{
 };
 use switchyard_dispatch::{
     Call, Clients, ClientsConfig, DispatchError, Dispatcher, HttpCall, InvokeCall, RequestContext,
-    RouteDispatch, Target, TlsError, custom_fields, split_function_name,
+    RouteDispatch, Target, custom_fields, split_function_name,
 };
 
 /// Limits and timeouts of the proxy.
@@ -157,24 +157,25 @@ impl fmt::Debug for Proxy {
 
 impl Proxy {
     /// A proxy serving `policies`, with its own dispatch clients.
-    pub fn new(policies: Arc<PolicySet>, config: ProxyConfig) -> Result<Arc<Self>, TlsError> {
+    pub fn new(policies: Arc<PolicySet>, config: ProxyConfig) -> Arc<Self> {
         let clients = Clients::new(ClientsConfig {
             upstream_timeout: config.upstream_timeout,
             mirror_slots: config.mirror_slots,
             lambda_client: config.lambda_client.clone(),
-        })?;
-        Ok(Arc::new(Proxy {
+        });
+        Arc::new(Proxy {
             policies,
             clients,
             decisions: AtomicU64::new(0),
             config,
-        }))
+        })
     }
 
     /// The watcher hook that parses each route version's `dispatch` block
     /// once, before it goes live, with this proxy's clients (see
     /// `Watcher::set_prepare`). Without it the proxy parses the block per
-    /// request.
+    /// request. A watcher takes one hook: proxies sharing a watcher share
+    /// the first one's clients (timeout, mirror slots, Lambda client).
     pub fn prepare_hook(&self) -> switchyard_config::Prepare {
         switchyard_dispatch::prepare(self.clients.clone())
     }
@@ -223,16 +224,16 @@ pub async fn start(
     watch: WatchConfig,
     config: ProxyConfig,
     how: Bootstrap,
-) -> Result<Host, TlsError> {
+) -> Host {
     let watcher = Arc::new(Watcher::new(store, engine, watch));
-    let proxy = Proxy::new(watcher.policies(), config)?;
+    let proxy = Proxy::new(watcher.policies(), config);
     watcher.set_prepare(proxy.prepare_hook());
     let started = bootstrap(&watcher, how).await;
-    Ok(Host {
+    Host {
         watcher,
         proxy,
         started,
-    })
+    }
 }
 
 /// Installs the process-wide Prometheus recorder (with a thread that folds
@@ -518,6 +519,8 @@ async fn forward_inner(
     rest: String,
     req: AxumRequest,
 ) -> Response {
+    // The function first: an answer labelled with a function must name one
+    // this proxy routes (a caller cannot mint metric labels).
     let Some(active) = p.policies.get(&function) else {
         return unknown_function(&p, &function);
     };
@@ -593,7 +596,15 @@ async fn decide_and_dispatch(
 /// gateway error naming the function and qualifier otherwise.
 fn render_error(e: &DispatchError, invoke: bool) -> Response {
     if invoke {
-        return lambda_api_error(e.status, &e.code, e.message.clone());
+        // Lambda's own error codes pass through; the mesh's (a timeout, an
+        // unreachable URL, no dispatch block) are Lambda's ServiceException,
+        // so an AWS SDK raises what it knows.
+        let code = if e.lambda_function.is_some() {
+            e.code.as_str()
+        } else {
+            "ServiceException"
+        };
+        return lambda_api_error(e.status, code, e.message.clone());
     }
     let mut body = json!({"error": e.message, "status": e.status.as_u16()});
     if let Some(f) = &e.lambda_function {

@@ -123,8 +123,7 @@ async fn rig_named(function: &str, mut cfg: RouteConfig, seen: Seen, config: Pro
             metrics: Some(metrics()),
             ..config
         },
-    )
-    .expect("proxy");
+    );
     watcher.set_prepare(proxy.prepare_hook());
     watcher.poll().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

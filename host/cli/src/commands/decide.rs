@@ -11,7 +11,7 @@ use clap::Args;
 use switchyard_config::Loader;
 use switchyard_core::{Decision, Engine, Request, RequestJson, Route};
 
-use super::{block_on, latest, load_config, load_policy};
+use super::shared::{block_on, latest, load_config, load_policy};
 
 #[derive(Debug, Args)]
 pub(crate) struct DecideArgs {

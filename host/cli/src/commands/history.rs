@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 use clap::Args;
 
-use super::{StoreArg, block_on, print_json, summary};
+use super::shared::{StoreArg, block_on, print_json, summary};
 
 // `switchyard history <function>`.
 #[derive(Debug, Args)]

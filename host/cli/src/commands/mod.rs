@@ -8,16 +8,12 @@ mod policy;
 mod publish;
 mod rollback;
 mod serve;
+mod shared;
 mod status;
 
-use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
-use switchyard_config::{ConfigStore, StoredRoute};
-use switchyard_core::{Engine, Policy, RouteConfig};
+use clap::{Parser, Subcommand};
 
 /// Switchyard: route requests to function versions with WebAssembly policies.
 ///
@@ -85,16 +81,6 @@ enum Command {
     History(history::HistoryArgs),
 }
 
-/// Where route configs and policies live.
-#[derive(Debug, Args)]
-pub(crate) struct StoreArg {
-    /// The config store: dir:<path> (a local folder) or ssm:<prefix> (AWS SSM
-    /// Parameter Store, e.g. ssm:/switchyard; the usual AWS environment
-    /// applies: AWS_REGION, AWS_ENDPOINT_URL, credentials).
-    #[arg(long, env = "SWITCHYARD_STORE")]
-    pub(crate) store: String,
-}
-
 /// Runs a parsed command line; returns the process exit code. Failures are
 /// printed as `error: <what, and what to do>`.
 pub fn run(cli: Cli) -> ExitCode {
@@ -115,66 +101,6 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Runs one store operation on a single-threaded runtime.
-pub(crate) fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?
-        .block_on(f)
-}
-
-pub(crate) fn print_json(v: &serde_json::Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
-pub(crate) fn summary(r: &StoredRoute) -> serde_json::Value {
-    serde_json::json!({
-        "function": r.function,
-        "version": r.version,
-        "mode": r.config.mode,
-        "versions": r.config.versions,
-        "policy": r.config.policy,
-        "cases": r.config.cases,
-        "modified": r.modified,
-    })
-}
-
-pub(crate) async fn latest(store: &dyn ConfigStore, function: &str) -> Result<StoredRoute> {
-    store
-        .latest(&[function.to_owned()])
-        .await?
-        .pop()
-        .flatten()
-        .with_context(|| {
-            format!(
-                "{function} has no route config in {}; publish one first",
-                store.uri()
-            )
-        })
-}
-
-fn read_policy(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| {
-        format!(
-            "cannot read policy file {}; build one with `switchyard policy build <crate-dir>`",
-            path.display()
-        )
-    })
-}
-
-pub(crate) fn load_policy(engine: &Engine, path: &Path) -> Result<Arc<Policy>> {
-    let bytes = read_policy(path)?;
-    Ok(Policy::new(engine, &bytes, &path.display().to_string())?)
-}
-
-pub(crate) fn load_config(path: &Path) -> Result<RouteConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read route config {}", path.display()))?;
-    RouteConfig::from_json(&text).with_context(|| format!("in {}", path.display()))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use switchyard_core::Mode;
 
-use super::{StoreArg, block_on, latest, print_json};
+use super::shared::{StoreArg, block_on, latest, print_json};
 
 // `switchyard mode <function> production|synthetic`.
 #[derive(Debug, Args)]

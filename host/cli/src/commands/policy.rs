@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use switchyard_core::{CaseFile, Engine, Policy, inspect};
 
-use super::{load_policy, read_policy};
+use super::shared::{load_policy, read_policy};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PolicyCommand {

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use switchyard_core::{CaseFile, Engine, Policy};
 
-use super::{StoreArg, block_on, load_config, print_json, read_policy};
+use super::shared::{StoreArg, block_on, load_config, print_json, read_policy};
 
 #[derive(Debug, Args)]
 pub(crate) struct PublishArgs {

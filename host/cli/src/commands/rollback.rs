@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::{StoreArg, block_on, print_json};
+use super::shared::{StoreArg, block_on, print_json};
 
 // `switchyard rollback <function> [--to N]`.
 #[derive(Debug, Args)]

@@ -10,7 +10,7 @@ use switchyard_config::{Bootstrap, FirstPoll, POLL_TIMEOUT, WatchConfig, parse_d
 use switchyard_core::Engine;
 use switchyard_proxy::ProxyConfig;
 
-use super::StoreArg;
+use super::shared::StoreArg;
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -83,7 +83,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                 timeout: POLL_TIMEOUT,
             },
         )
-        .await?;
+        .await;
         let started = &host.started;
         if !started.restored.is_empty() {
             eprintln!("restored from cache: {}", started.restored.join(", "));

@@ -1,0 +1,195 @@
+//! What a front end hands the dispatch layer, and the trait every backend
+//! implements.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+use http_body_util::BodyExt;
+use switchyard_core::{Decision, RouteConfig, Traffic};
+
+use crate::apigw::RequestContext;
+use crate::error::DispatchError;
+
+/// A response body from any backend.
+pub type Body =
+    http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A body of bytes already in hand.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// An HTTP request on its way to a function version, as the front end
+/// received it.
+#[derive(Debug, Clone)]
+pub struct HttpCall {
+    /// Method.
+    pub method: Method,
+    /// The path below the function, as the client sent it (still
+    /// percent-encoded), e.g. `/api/1`.
+    pub path: String,
+    /// The raw query, without `?` (may be empty).
+    pub query: String,
+    /// The client's headers (hop-by-hop ones and forged tags are dropped
+    /// on the way out).
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
+    /// API Gateway's request context, when the request came through it
+    /// (the router function): a `lambda` target receives it unchanged.
+    pub request_context: Option<RequestContext>,
+}
+
+/// A Lambda Invoke API call on its way to a function version.
+#[derive(Debug, Clone)]
+pub struct InvokeCall {
+    /// The payload, unchanged.
+    pub payload: Bytes,
+    /// The caller's client context (`X-Amz-Client-Context`, base64 JSON).
+    pub client_context: Option<String>,
+    /// `RequestResponse` (default), `Event` or `DryRun`.
+    pub invocation_type: Option<String>,
+    /// `Tail` to get the log tail back.
+    pub log_type: Option<String>,
+    /// The caller's headers.
+    pub headers: HeaderMap,
+}
+
+/// What a front end hands a dispatcher.
+#[derive(Debug, Clone)]
+pub enum Call {
+    /// An HTTP request (path routing, the router function).
+    Http(HttpCall),
+    /// A Lambda Invoke API call (the Invoke API front end, the mesh
+    /// extension).
+    Invoke(InvokeCall),
+}
+
+impl Call {
+    /// The call as an HTTP request: an Invoke becomes a `POST /` of its
+    /// payload, for backends that are not Lambda.
+    pub fn as_http(&self) -> std::borrow::Cow<'_, HttpCall> {
+        match self {
+            Call::Http(h) => std::borrow::Cow::Borrowed(h),
+            Call::Invoke(i) => std::borrow::Cow::Owned(HttpCall {
+                method: Method::POST,
+                path: "/".into(),
+                query: String::new(),
+                headers: i.headers.clone(),
+                body: i.payload.clone(),
+                request_context: None,
+            }),
+        }
+    }
+}
+
+/// Where a call goes and how it is tagged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The store function (for messages and metrics).
+    pub function: String,
+    /// The qualifier chosen.
+    pub qualifier: String,
+    /// The traffic class the target is told.
+    pub traffic: Traffic,
+    /// The context the target is handed.
+    pub context: BTreeMap<String, String>,
+}
+
+impl Target {
+    /// The decision's target: its qualifier, traffic and context.
+    pub fn primary(function: &str, decision: &Decision) -> Self {
+        Target {
+            function: function.to_owned(),
+            qualifier: decision.target.clone(),
+            traffic: decision.traffic,
+            context: decision.context.clone(),
+        }
+    }
+
+    /// The decision's mirror, if any: always synthetic, and handed the
+    /// mirror version's own configured context (not the target's): the
+    /// policy's context entries, minus what the route config sets for the
+    /// target, plus what it sets for the mirror.
+    pub fn mirror(function: &str, decision: &Decision, config: &RouteConfig) -> Option<Self> {
+        let qualifier = decision.mirror.clone()?;
+        let mut context = decision.context.clone();
+        if let Some(target) = config.context.get(&decision.target) {
+            context.retain(|k, _| !target.contains_key(k));
+        }
+        context.extend(config.context_for(&qualifier));
+        Some(Target {
+            function: function.to_owned(),
+            qualifier,
+            traffic: Traffic::Synthetic,
+            context,
+        })
+    }
+}
+
+/// How one route version's qualifiers are reached.
+#[async_trait]
+pub trait Dispatcher: Send + Sync + fmt::Debug {
+    /// Sends `call` to `to` and returns the answer for the front end.
+    async fn send(&self, call: &Call, to: &Target) -> Result<http::Response<Body>, DispatchError>;
+
+    /// Sends a mirror copy, whose answer is discarded: returns a status
+    /// label for the mirror metric (`200`, `error`, `timeout`, ...). By
+    /// default [`send`](Self::send), with the body drained.
+    async fn mirror(&self, call: &Call, to: &Target) -> String {
+        match self.send(call, to).await {
+            Ok(response) => {
+                let status = response.status().as_u16().to_string();
+                let _ = response.into_body().collect().await;
+                status
+            }
+            Err(e) => e.label().to_owned(),
+        }
+    }
+
+    /// The Lambda function this dispatcher invokes, if any, so an Invoke
+    /// API caller naming it (not the store function) is routed.
+    fn lambda_function(&self) -> Option<&str> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: &str) -> RouteConfig {
+        RouteConfig::from_json(json).unwrap()
+    }
+
+    #[test]
+    fn a_mirror_gets_its_own_versions_context() {
+        let cfg = config(
+            r#"{"mode":"synthetic","versions":{"stable":"7","candidate":"8"},
+                "context":{"7":{"DB":"db7","Q":"q7"},"8":{"DB":"db8"}}}"#,
+        );
+        let decision = Decision {
+            target: "7".into(),
+            traffic: Traffic::Production,
+            mirror: Some("8".into()),
+            context: [("DB", "db7"), ("Q", "q7"), ("FROM_POLICY", "p")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            reason: String::new(),
+        };
+        let m = Target::mirror("orders", &decision, &cfg).unwrap();
+        assert_eq!(m.qualifier, "8");
+        assert_eq!(m.traffic, Traffic::Synthetic);
+        let want: BTreeMap<String, String> = [("DB", "db8"), ("FROM_POLICY", "p")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        assert_eq!(m.context, want);
+    }
+}

@@ -12,4 +12,4 @@ pub use build::{
     BuildError, Built, JS_MODULE, JsBackend, Language, POLICY_RUSTFLAGS_VAR, PYTHON_MODULE, TARGET,
     WIT, build, build_js, build_policy, build_python, componentize, policy_rustflags,
 };
-pub use commands::{Cli, run};
+pub use commands::{Cli, RenderMetrics, run};

@@ -1,11 +1,15 @@
-//! The `switchyard` binary: see `switchyard --help`.
+//! The `switchyard` binary: see `switchyard --help`. The process globals
+//! are set here and nowhere else: the tracing subscriber and the metrics
+//! recorder.
+
+use std::sync::Arc;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = switchyard::Cli::parse();
-    // The process's one subscriber: JSON and results go to stdout, logs to
-    // stderr. Decision lines and swaps are info; everything else warns.
+    // JSON and results go to stdout, logs to stderr. Decision lines and
+    // swaps are info; everything else warns.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -14,5 +18,7 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,switchyard=info")),
         )
         .init();
-    switchyard::run(cli)
+    // Before anything records (serve's first poll), so nothing is lost.
+    let metrics = switchyard_proxy::install_metrics_recorder();
+    switchyard::run(cli, Some(Arc::new(move || metrics.render())))
 }

@@ -314,6 +314,12 @@ fn inspect_reports_and_refuses() {
         "{}",
         stderr(&o)
     );
+    // The command line says what to do about it (the library does not).
+    assert!(
+        stderr(&o).contains("`switchyard policy build <policy-dir>`"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use common::{Killed, workspace_bin};
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 /// A CA and a certificate it signed for `localhost` and 127.0.0.1: (CA PEM,
 /// leaf chain, leaf key).
@@ -53,7 +53,7 @@ async fn tls_upstream(
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -82,7 +82,7 @@ async fn tls_upstream(
                         )))
                     },
                 );
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), service)
                     .await;
             });

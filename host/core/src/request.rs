@@ -77,7 +77,7 @@ pub enum RequestError {
     )]
     Json(#[source] serde_json::Error),
     /// Neither the request nor the caller named the function.
-    #[error("the request names no function: add \"function\" to it, or pass --function")]
+    #[error("the request names no function: add \"function\" to it")]
     NoFunction,
 }
 

@@ -13,7 +13,7 @@ use crate::digest::Digest;
 pub enum PolicyError {
     /// Not WebAssembly at all.
     #[error(
-        "{what} is not a WebAssembly file (it does not start with \\0asm); build a policy with `switchyard policy build <crate-dir>`"
+        "{what} is not a WebAssembly file (it does not start with \\0asm); a policy is a WebAssembly component"
     )]
     NotWasm {
         /// What was read (a path or a digest).
@@ -21,7 +21,7 @@ pub enum PolicyError {
     },
     /// A core module, not a component.
     #[error(
-        "{what} is a core WebAssembly module, not a component; turn it into a component with `switchyard policy build <crate-dir>` (which runs wit-component)"
+        "{what} is a core WebAssembly module, not a component; a policy is a component (wit-component turns a module built with switchyard-guest into one)"
     )]
     CoreModule {
         /// What was read.

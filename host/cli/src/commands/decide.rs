@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use switchyard_config::Loader;
-use switchyard_core::{Decision, Engine, Request, RequestJson, Route};
+use switchyard_core::{Decision, Engine, Request, RequestError, RequestJson, Route};
 
 use super::shared::{block_on, latest, load_config, load_policy};
 
@@ -149,6 +149,10 @@ pub(crate) fn run(args: DecideArgs) -> Result<()> {
         })?;
         let request = raw
             .into_request(args.function.as_deref())
+            .map_err(|e| match e {
+                RequestError::NoFunction => anyhow::anyhow!("{e}, or pass --function"),
+                other => other.into(),
+            })
             .with_context(|| format!("{} line {}", requests.display(), n + 1))?;
         let decision = decide_one(request)?;
         serde_json::to_writer(&mut out, &decision)?;

@@ -12,6 +12,7 @@ mod shared;
 mod status;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
@@ -81,9 +82,13 @@ enum Command {
     History(history::HistoryArgs),
 }
 
+/// Renders the process's metrics (Prometheus text) for `serve`'s `/metrics`.
+pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Runs a parsed command line; returns the process exit code. Failures are
-/// printed as `error: <what, and what to do>`.
-pub fn run(cli: Cli) -> ExitCode {
+/// printed as `error: <what, and what to do>`. `metrics` renders what the
+/// binary's recorder collected (`serve` serves it on `/metrics`).
+pub fn run(cli: Cli, metrics: Option<RenderMetrics>) -> ExitCode {
     let outcome = match cli.command {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Decide(args) => decide::run(args).map(|()| ExitCode::SUCCESS),
@@ -91,7 +96,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Mode(args) => mode::run(args).map(|()| ExitCode::SUCCESS),
         Command::Rollback(args) => rollback::run(args).map(|()| ExitCode::SUCCESS),
         Command::Status(args) => status::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve::run(args, metrics).map(|()| ExitCode::SUCCESS),
         Command::History(args) => history::run(args).map(|()| ExitCode::SUCCESS),
     };
     match outcome {

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use switchyard_core::{CaseFile, Engine, Policy, inspect};
 
-use super::shared::{load_policy, read_policy};
+use super::shared::{load_policy, read_policy, with_hint};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PolicyCommand {
@@ -70,10 +70,10 @@ pub(crate) fn run(cmd: PolicyCommand) -> Result<ExitCode> {
         PolicyCommand::Inspect { file } => {
             let bytes = read_policy(&file)?;
             let what = file.display().to_string();
-            let info = inspect(&bytes, &what)?;
+            let info = inspect(&bytes, &what).map_err(with_hint)?;
             let verdict = Engine::new()
                 .map_err(anyhow::Error::from)
-                .and_then(|engine| Ok(Policy::new(&engine, &bytes, &what)?));
+                .and_then(|engine| Policy::new(&engine, &bytes, &what).map_err(with_hint));
             let mut json = serde_json::to_value(&info)?;
             json["valid"] = verdict.is_ok().into();
             if let Err(e) = &verdict {

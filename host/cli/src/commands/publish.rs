@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use switchyard_core::{CaseFile, Engine, Policy};
 
-use super::shared::{StoreArg, block_on, load_config, print_json, read_policy};
+use super::shared::{StoreArg, block_on, load_config, print_json, read_policy, with_hint};
 
 #[derive(Debug, Args)]
 pub(crate) struct PublishArgs {
@@ -31,6 +31,7 @@ pub(crate) fn run(args: PublishArgs) -> Result<()> {
     let engine = Engine::new()?;
     let bytes = read_policy(&args.policy)?;
     let policy = Policy::new(&engine, &bytes, &args.policy.display().to_string())
+        .map_err(with_hint)
         .context("refusing to publish")?;
     let mut config = load_config(&args.config)?;
     switchyard_dispatch::check(&config).with_context(|| format!("in {}", args.config.display()))?;

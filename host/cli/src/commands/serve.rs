@@ -1,7 +1,6 @@
 //! `switchyard serve`: the proxy on a config store.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -50,9 +49,7 @@ pub(crate) struct ServeArgs {
     pub(crate) bypass_policies: bool,
 }
 
-pub(crate) fn run(args: ServeArgs) -> Result<()> {
-    // Before anything records (the first poll's swaps), so nothing is lost.
-    let metrics = switchyard_proxy::install_metrics_recorder();
+pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -75,7 +72,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
                 decision_log_sample: args.decision_log_sample,
                 bypass_policies: args.bypass_policies,
                 expected_functions: args.functions.clone(),
-                metrics: Some(Arc::new(move || metrics.render())),
+                metrics,
                 ..Default::default()
             },
             Bootstrap {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use switchyard_config::{ConfigStore, StoredRoute};
-use switchyard_core::{Engine, Policy, RouteConfig};
+use switchyard_core::{Engine, Policy, PolicyError, RouteConfig};
 
 /// Where route configs and policies live.
 #[derive(Debug, Args)]
@@ -70,7 +70,18 @@ pub(crate) fn read_policy(path: &Path) -> Result<Vec<u8>> {
 
 pub(crate) fn load_policy(engine: &Engine, path: &Path) -> Result<Arc<Policy>> {
     let bytes = read_policy(path)?;
-    Ok(Policy::new(engine, &bytes, &path.display().to_string())?)
+    Policy::new(engine, &bytes, &path.display().to_string()).map_err(with_hint)
+}
+
+/// A policy error, with what to do about it on this command line when the
+/// file is not a component at all.
+pub(crate) fn with_hint(e: PolicyError) -> anyhow::Error {
+    match e {
+        PolicyError::NotWasm { .. } | PolicyError::CoreModule { .. } => anyhow::anyhow!(
+            "{e}; build one from a policy folder with `switchyard policy build <policy-dir>`"
+        ),
+        other => other.into(),
+    }
 }
 
 pub(crate) fn load_config(path: &Path) -> Result<RouteConfig> {

@@ -389,3 +389,46 @@ fn help_teaches() {
     let o = switchyard(&["decide", "--help"]);
     assert!(stdout(&o).contains("'NAME: VALUE'"));
 }
+
+/// A bad `dispatch` block is refused at publish with one clear line: the
+/// cause is in the message, once (not again as the error's source).
+#[test]
+fn publish_refuses_a_bad_dispatch_block_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("dir:{}", dir.path().join("store").display());
+    for (block, says) in [
+        (r#"{"urls":{}}"#, "needs a \"type\" naming its backend"),
+        (
+            r#"{"type":"carrier-pigeon"}"#,
+            "unknown variant `carrier-pigeon`",
+        ),
+        (
+            r#"{"type":"http","urls":{"7":"ftp://x"}}"#,
+            "expected an absolute http:// or https:// URL",
+        ),
+    ] {
+        let config = write(
+            dir.path(),
+            "route.json",
+            &format!(r#"{{"mode":"production","versions":{{"stable":"7"}},"dispatch":{block}}}"#),
+        );
+        let o = switchyard(&[
+            "publish",
+            "--store",
+            &store,
+            "--function",
+            "orders",
+            "--policy",
+            art::SYNTHETIC_HEADER,
+            "--config",
+            &config,
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{block}");
+        let err = stderr(&o);
+        assert_eq!(err.matches(says).count(), 1, "{block}: {err}");
+    }
+    assert!(
+        !dir.path().join("store/functions/orders").exists(),
+        "nothing was written"
+    );
+}

@@ -84,14 +84,14 @@ pub enum StoreError {
         limit: usize,
     },
     /// A stored route config that does not parse or validate.
-    #[error("route config of {function} version {version}: {source}")]
+    #[error("route config of {function} version {version}: {reason}")]
     InvalidRoute {
         /// The function.
         function: String,
         /// The version.
         version: u64,
         /// What is wrong.
-        source: RouteConfigError,
+        reason: RouteConfigError,
     },
     /// A name the store cannot hold.
     #[error("{0}")]
@@ -168,10 +168,10 @@ pub fn check_function_name(name: &str) -> Result<()> {
 pub fn encode_route(function: &str, config: &RouteConfig) -> Result<String> {
     config
         .validate()
-        .map_err(|source| StoreError::InvalidRoute {
+        .map_err(|reason| StoreError::InvalidRoute {
             function: function.to_owned(),
             version: 0,
-            source,
+            reason,
         })?;
     let text = serde_json::to_string(config).expect("route config serializes");
     if text.chars().count() > MAX_ROUTE_CONFIG_CHARS {
@@ -186,10 +186,10 @@ pub fn encode_route(function: &str, config: &RouteConfig) -> Result<String> {
 
 /// Parses a stored route config.
 pub fn decode_route(function: &str, version: u64, text: &str) -> Result<RouteConfig> {
-    RouteConfig::from_json(text).map_err(|source| StoreError::InvalidRoute {
+    RouteConfig::from_json(text).map_err(|reason| StoreError::InvalidRoute {
         function: function.to_owned(),
         version,
-        source,
+        reason,
     })
 }
 

@@ -94,7 +94,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
 pub enum CaseError {
     /// Not valid cases JSON.
     #[error("invalid cases file: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     /// A case lacks what it needs.
     #[error("case {name:?}: {why}")]
     Case {
@@ -126,7 +126,7 @@ impl CaseResult {
 impl CaseFile {
     /// Parses a cases file.
     pub fn from_json(json: &str) -> Result<Self, CaseError> {
-        Ok(serde_json::from_str(json)?)
+        serde_json::from_str(json).map_err(CaseError::Json)
     }
 
     /// Runs every case on one warm instance of `policy`.

@@ -75,7 +75,7 @@ pub enum RequestError {
     #[error(
         "invalid request JSON: {0} (expected {{\"function\":\"orders\",\"method\":\"GET\",\"path\":\"/x\",\"headers\":{{\"name\":\"value\"}}}})"
     )]
-    Json(#[source] serde_json::Error),
+    Json(serde_json::Error),
     /// Neither the request nor the caller named the function.
     #[error("the request names no function: add \"function\" to it")]
     NoFunction,

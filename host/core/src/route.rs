@@ -103,7 +103,7 @@ impl From<DispatchSpec> for Map<String, Value> {
 pub enum RouteConfigError {
     /// Not valid route config JSON (unknown fields are named here).
     #[error("invalid route config JSON: {0}")]
-    Json(#[source] serde_json::Error),
+    Json(serde_json::Error),
     /// Parsed, but not usable.
     #[error("invalid route config: {0}")]
     Invalid(String),

@@ -94,7 +94,7 @@ pub fn causes(e: &dyn std::error::Error) -> String {
 pub enum SpecError {
     /// The block does not parse (an unknown `type` or field is named).
     #[error("invalid \"dispatch\" block: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     /// Parsed, but not usable.
     #[error("invalid \"dispatch\" block: {0}")]
     Invalid(String),

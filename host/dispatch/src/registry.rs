@@ -29,7 +29,8 @@ pub fn for_route(
     spec: &DispatchSpec,
     clients: &Arc<Clients>,
 ) -> Result<Arc<dyn Dispatcher>, SpecError> {
-    let backend: Backend = serde_json::from_value(serde_json::Value::Object(spec.json().clone()))?;
+    let backend: Backend = serde_json::from_value(serde_json::Value::Object(spec.json().clone()))
+        .map_err(SpecError::Json)?;
     Ok(match backend {
         Backend::Http(s) => Arc::new(http_backend::HttpDispatcher::new(s, clients.clone())?),
         Backend::Lambda(s) => Arc::new(lambda::LambdaDispatcher::new(s, clients.clone())?),
@@ -67,7 +68,8 @@ pub fn check(config: &RouteConfig) -> Result<(), SpecError> {
     match &config.dispatch {
         Some(spec) => {
             let backend: Backend =
-                serde_json::from_value(serde_json::Value::Object(spec.json().clone()))?;
+                serde_json::from_value(serde_json::Value::Object(spec.json().clone()))
+                    .map_err(SpecError::Json)?;
             match backend {
                 Backend::Http(s) => s.check(),
                 Backend::Lambda(s) => s.check(),

@@ -114,7 +114,8 @@ $S publish --store "$store" --function orders --policy "$wasm" --config "$work/r
 
 serve() { # serve <port> [flags...]: starts switchyard serve in the background
   local port=$1; shift
-  $S serve --store "$store" --listen "127.0.0.1:$port" --decision-log-sample 0 "$@" >/dev/null 2>"$work/serve-$port.log" &
+  # The admin listener (metrics) at port+1.
+  $S serve --store "$store" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$((port + 1))" --decision-log-sample 0 "$@" >/dev/null 2>"$work/serve-$port.log" &
   pids+=($!)
   wait_ready "$port"
 }
@@ -230,7 +231,7 @@ soak() {
       fi
     done
   ) & pids+=($!)
-  swaps() { curl -s "http://127.0.0.1:$ps/metrics" | awk '/^switchyard_swaps_total\{function="orders"\}/ {print $2}'; }
+  swaps() { curl -s "http://127.0.0.1:$((ps + 1))/metrics" | awk '/^switchyard_swaps_total\{function="orders"\}/ {print $2}'; }
   : > "$work/windows"
   local before after i
   for i in $(seq 1 "$soak_seconds"); do
@@ -268,13 +269,13 @@ footprint() {
   done
   local p1 p100 pid1 pid100 rss1 rss100_loaded rss100_warm
   p1=$(free_port); p100=$(free_port)
-  $S serve --store "$fstore" --listen "127.0.0.1:$p1" --function f001 --decision-log-sample 0 >/dev/null 2>&1 & pid1=$!; pids+=($pid1)
+  $S serve --store "$fstore" --listen "127.0.0.1:$p1" --admin-listen off --function f001 --decision-log-sample 0 >/dev/null 2>&1 & pid1=$!; pids+=($pid1)
   wait_ready "$p1"
   curl -s -o /dev/null "http://127.0.0.1:$p1/f001/x"
   rss1=$(rss_kib "$pid1")
-  $S serve --store "$fstore" --listen "127.0.0.1:$p100" --decision-log-sample 0 >/dev/null 2>&1 & pid100=$!; pids+=($pid100)
+  $S serve --store "$fstore" --listen "127.0.0.1:$p100" --admin-listen "127.0.0.1:$((p100 + 1))" --decision-log-sample 0 >/dev/null 2>&1 & pid100=$!; pids+=($pid100)
   for _ in $(seq 1 600); do
-    [ "$(curl -s "http://127.0.0.1:$p100/healthz" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["functions"]))' 2>/dev/null)" = 100 ] && break
+    [ "$(curl -s "http://127.0.0.1:$((p100 + 1))/healthz" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["functions"]))' 2>/dev/null)" = 100 ] && break
     sleep 0.1
   done
   rss100_loaded=$(rss_kib "$pid100")

@@ -11,11 +11,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 once=${1:-}
 port=${SWITCHYARD_DEMO_PORT:-8080}
+admin_port=${SWITCHYARD_DEMO_ADMIN_PORT:-$((port + 1))}
 stable_port=${SWITCHYARD_DEMO_STABLE_PORT:-9101}
 candidate_port=${SWITCHYARD_DEMO_CANDIDATE_PORT:-9102}
-for p in "$port" "$stable_port" "$candidate_port"; do
+for p in "$port" "$admin_port" "$stable_port" "$candidate_port"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-    echo "error: port $p is already in use; free it or set SWITCHYARD_DEMO_PORT / SWITCHYARD_DEMO_STABLE_PORT / SWITCHYARD_DEMO_CANDIDATE_PORT" >&2
+    echo "error: port $p is already in use; free it or set SWITCHYARD_DEMO_PORT / SWITCHYARD_DEMO_ADMIN_PORT / SWITCHYARD_DEMO_STABLE_PORT / SWITCHYARD_DEMO_CANDIDATE_PORT" >&2
     exit 1
   fi
 done
@@ -45,8 +46,8 @@ trap cleanup EXIT INT TERM
 python3 policies/demo/upstream.py "$stable_port" 7 & pids+=($!)
 python3 policies/demo/upstream.py "$candidate_port" 8 & pids+=($!)
 
-echo "== switchyard serve --store $store --listen 127.0.0.1:$port --poll-interval 1s" >&2
-$S serve --store "$store" --listen "127.0.0.1:$port" --poll-interval 1s >/dev/null & pids+=($!)
+echo "== switchyard serve --store $store --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$admin_port --poll-interval 1s" >&2
+$S serve --store "$store" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" --poll-interval 1s >/dev/null & pids+=($!)
 ready=
 for _ in $(seq 1 100); do
   if curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 \
@@ -63,8 +64,8 @@ echo "== a QA request tagged synthetic reaches the candidate, tagged synthetic" 
 show -X POST "http://127.0.0.1:$port/orders/api/orders" -H 'x-switchyard-synthetic: true' -d '{"item":1}'
 echo "== an ordinary request reaches stable" >&2
 show -X POST "http://127.0.0.1:$port/orders/api/orders" -d '{"item":2}'
-echo "== the decision alone, for any caller" >&2
-show -X POST "http://127.0.0.1:$port/v1/decide" -d '{"function":"orders","headers":{"x-switchyard-synthetic":"1"}}'
+echo "== the decision alone, for any language: the decide API, on the admin listener (context values hidden)" >&2
+show -X POST "http://127.0.0.1:$admin_port/v1/decide" -d '{"function":"orders","headers":{"x-switchyard-synthetic":"1"}}'
 
 echo "== switchyard mode orders production: live within one poll" >&2
 $S mode --store "$store" orders production >/dev/null

@@ -13,11 +13,22 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,switchyard=info")),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            switchyard_config::log_filter(std::env::var("SWITCHYARD_LOG").ok().as_deref()),
+        ))
         .init();
+    if cli.is_one_shot() {
+        // `switchyard status | head -1`: a closed pipe ends the command
+        // quietly, as it does any Unix tool, instead of a panic in
+        // println!. (serve keeps Rust's default: its sockets never raise
+        // SIGPIPE, and it must not die of a stray one.)
+        #[cfg(unix)]
+        // SAFETY: setting a signal's disposition to the default, before
+        // any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     // Before anything records (serve's first poll), so nothing is lost.
     let metrics = switchyard_proxy::install_metrics_recorder();
     switchyard::run(cli, Some(Arc::new(move || metrics.render())))

@@ -432,3 +432,46 @@ fn publish_refuses_a_bad_dispatch_block_once() {
         "nothing was written"
     );
 }
+
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    // `switchyard policy inspect x.wasm | head -0`: the reader is gone
+    // before the command writes.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["policy", "inspect", art::SYNTHETIC_HEADER])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            o.status.success() || o.status.signal() == Some(libc_sigpipe()),
+            "{:?}: {err}",
+            o.status
+        );
+    }
+}
+
+#[cfg(unix)]
+fn libc_sigpipe() -> i32 {
+    13
+}
+
+#[test]
+fn serve_refuses_a_poll_interval_that_would_spin() {
+    let o = switchyard(&[
+        "serve",
+        "--store",
+        "dir:/nonexistent",
+        "--poll-interval",
+        "0s",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("too short"), "{}", stderr(&o));
+}

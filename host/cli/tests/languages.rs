@@ -463,6 +463,8 @@ fn a_js_policy_published_to_ssm_and_s3_routes_like_its_rust_twin() {
                 &format!("ssm:{prefix}"),
                 "--listen",
                 &listen,
+                "--admin-listen",
+                "off",
             ])
             .arg("--cache-dir")
             .arg(tmp.path().join("cache"))

@@ -96,6 +96,7 @@ async fn tls_upstream(
 fn serve(store: &str, ssl_cert_file: Option<&std::path::Path>) -> (Killed, String) {
     let mut cmd = Command::new(workspace_bin("switchyard"));
     cmd.args(["serve", "--store", store, "--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "off"])
         .env_remove("SSL_CERT_FILE")
         .env_remove("SSL_CERT_DIR")
         .stdout(Stdio::piped())

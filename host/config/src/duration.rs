@@ -16,6 +16,30 @@ pub enum DurationError {
         /// The unit found.
         unit: String,
     },
+    /// Shorter than allowed.
+    #[error("{raw:?} is too short; use at least {min:?}")]
+    TooShort {
+        /// The whole text.
+        raw: String,
+        /// The shortest allowed.
+        min: Duration,
+    },
+}
+
+/// The shortest poll interval accepted: shorter would spin a core on the
+/// store for nothing.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A poll interval: a duration of at least [`MIN_POLL_INTERVAL`].
+pub fn parse_poll_interval(raw: &str) -> Result<Duration, DurationError> {
+    let d = parse_duration(raw)?;
+    if d < MIN_POLL_INTERVAL {
+        return Err(DurationError::TooShort {
+            raw: raw.trim().to_owned(),
+            min: MIN_POLL_INTERVAL,
+        });
+    }
+    Ok(d)
 }
 
 /// Parses `250ms`, `10s`, `2m` (a bare number is seconds).
@@ -47,6 +71,12 @@ mod tests {
         assert_eq!(parse_duration(" 10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(matches!(
+            parse_poll_interval("0s"),
+            Err(DurationError::TooShort { .. })
+        ));
+        assert!(parse_poll_interval("50ms").is_err());
+        assert_eq!(parse_poll_interval("100ms"), Ok(MIN_POLL_INTERVAL));
         assert!(
             parse_duration("s")
                 .unwrap_err()

@@ -37,6 +37,7 @@ mod bootstrap;
 mod dir;
 mod duration;
 mod loader;
+mod log;
 mod open;
 #[cfg(feature = "aws")]
 mod s3;
@@ -48,8 +49,9 @@ mod watch;
 pub use blob::{CHUNK_CHARS, MAX_BLOB_BYTES, MAX_INLINE_BLOB_BYTES, Manifest};
 pub use bootstrap::{Bootstrap, FirstPoll, Started, bootstrap};
 pub use dir::DirStore;
-pub use duration::{DurationError, parse_duration};
+pub use duration::{DurationError, MIN_POLL_INTERVAL, parse_duration, parse_poll_interval};
 pub use loader::{LoadError, Loader};
+pub use log::log_filter;
 pub use open::open;
 #[cfg(feature = "aws")]
 pub use s3::{BlobBucket, client as s3_client};

@@ -408,7 +408,9 @@ impl Watcher {
     /// connections and never answers) is abandoned and counts as a failure.
     pub fn spawn(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let mut backoff = self.config.interval;
+            // An embedding's zero interval would spin on the store.
+            let interval = self.config.interval.max(crate::MIN_POLL_INTERVAL);
+            let mut backoff = interval;
             loop {
                 let polled = tokio::time::timeout(POLL_TIMEOUT, self.poll())
                     .await
@@ -420,8 +422,8 @@ impl Watcher {
                     });
                 let wait = match polled {
                     Ok(_) => {
-                        backoff = self.config.interval;
-                        self.config.interval
+                        backoff = interval;
+                        interval
                     }
                     Err(e) => {
                         backoff = (backoff * 2).min(Duration::from_secs(300));

@@ -9,7 +9,7 @@ use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::dispatcher::{Call, Dispatcher, Target};
@@ -22,6 +22,9 @@ pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 pub struct ClientsConfig {
     /// How long a target may take (504 after).
     pub upstream_timeout: Duration,
+    /// How long an idle upstream connection is kept for reuse before it is
+    /// closed.
+    pub upstream_idle_timeout: Duration,
     /// Mirror copies in flight at once; more are dropped and counted.
     pub mirror_slots: usize,
     /// The Lambda client; by default one is made from the environment
@@ -33,6 +36,7 @@ impl Default for ClientsConfig {
     fn default() -> Self {
         ClientsConfig {
             upstream_timeout: Duration::from_secs(30),
+            upstream_idle_timeout: Duration::from_secs(90),
             mirror_slots: 64,
             lambda_client: None,
         }
@@ -51,6 +55,7 @@ pub struct Clients {
     http: std::sync::OnceLock<Result<HttpClient, TlsError>>,
     lambda: OnceCell<aws_sdk_lambda::Client>,
     pub(crate) timeout: Duration,
+    idle_timeout: Duration,
     mirror_slots: Arc<Semaphore>,
 }
 
@@ -72,6 +77,7 @@ impl Clients {
             http: std::sync::OnceLock::new(),
             lambda: OnceCell::new_with(config.lambda_client),
             timeout: config.upstream_timeout,
+            idle_timeout: config.upstream_idle_timeout,
             mirror_slots: Arc::new(Semaphore::new(config.mirror_slots)),
         })
     }
@@ -91,7 +97,12 @@ impl Clients {
                     .enable_http1()
                     .enable_http2()
                     .wrap_connector(http);
-                Ok(Client::builder(TokioExecutor::new()).build(https))
+                // The pool's timer reaps connections idle past the
+                // timeout; without one they are kept forever.
+                Ok(Client::builder(TokioExecutor::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(self.idle_timeout)
+                    .build(https))
             })
             .as_ref()
             .map_err(Clone::clone)

@@ -3,7 +3,7 @@
 //! decision's context).
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use switchyard_core::{CONTEXT_HEADER_PREFIX, TRAFFIC_HEADER};
+use switchyard_core::{CONTEXT_HEADER_PREFIX, TARGET_HEADER, TRAFFIC_HEADER};
 
 use crate::dispatcher::Target;
 
@@ -18,6 +18,10 @@ pub const HOP_BY_HOP: &[&str] = &[
     "transfer-encoding",
     "upgrade",
 ];
+
+/// Headers addressed to the proxy itself (RFC 9110 section 11.7): the
+/// credentials a client gives its proxy are not the target's to see.
+const FOR_THE_PROXY: &[&str] = &["proxy-authorization", "proxy-authenticate"];
 
 /// The framing headers a streamed body relies on.
 const FRAMING: &[&str] = &["content-length", "transfer-encoding", "trailer"];
@@ -46,9 +50,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_framing: bool) {
     }
 }
 
-/// Whether a client-sent header would pose as one of the mesh's tags.
+/// Whether a client-sent header (or client context `custom` key) would pose
+/// as one the mesh itself sets: the traffic class, the target, or the
+/// decision's context. Names in any case.
 pub fn is_tag(name: &str) -> bool {
     name.eq_ignore_ascii_case(TRAFFIC_HEADER)
+        || name.eq_ignore_ascii_case(TARGET_HEADER)
         || name
             .get(..CONTEXT_HEADER_PREFIX.len())
             .is_some_and(|p| p.eq_ignore_ascii_case(CONTEXT_HEADER_PREFIX))
@@ -68,12 +75,16 @@ pub fn tags(to: &Target) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The headers sent to a target: the client's, minus hop-by-hop ones,
-/// `host`, `content-length` (the client re-frames) and anything posing as
-/// a tag, plus the mesh's tags.
+/// The headers sent to a target: the client's, minus hop-by-hop ones (and
+/// those `Connection` names), those addressed to the proxy, `host`,
+/// `content-length` (the client re-frames) and anything posing as a tag,
+/// plus the mesh's tags.
 pub fn outgoing(headers: &HeaderMap, to: &Target) -> HeaderMap {
     let mut out = headers.clone();
     strip_hop_by_hop(&mut out, false);
+    for name in FOR_THE_PROXY {
+        out.remove(*name);
+    }
     out.remove(http::header::HOST);
     out.remove(http::header::CONTENT_LENGTH);
     let forged: Vec<HeaderName> = out.keys().filter(|k| is_tag(k.as_str())).cloned().collect();
@@ -123,6 +134,13 @@ mod tests {
             HeaderValue::from_static("production"),
         );
         h.insert("X-Switchyard-Ctx-Db", HeaderValue::from_static("forged"));
+        h.insert("X-Switchyard-Target", HeaderValue::from_static("forged"));
+        h.insert(
+            "proxy-authorization",
+            HeaderValue::from_static("Basic c2VjcmV0"),
+        );
+        h.insert("connection", HeaderValue::from_static("x-hop"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
         h.insert("host", HeaderValue::from_static("a"));
         let to = Target {
             function: "orders".into(),
@@ -134,5 +152,13 @@ mod tests {
         assert_eq!(out["x-switchyard-traffic"], "synthetic");
         assert_eq!(out["x-switchyard-ctx-queue"], "q8");
         assert!(out.get("x-switchyard-ctx-db").is_none() && out.get("host").is_none());
+        for gone in [
+            "x-switchyard-target",
+            "proxy-authorization",
+            "x-hop",
+            "connection",
+        ] {
+            assert!(out.get(gone).is_none(), "{gone} was forwarded");
+        }
     }
 }

@@ -307,6 +307,8 @@ pub fn client_context(caller: Option<&str>, tags: &[(String, String)]) -> String
             *custom = Value::Object(Map::new());
         }
         let custom = custom.as_object_mut().expect("made an object above");
+        // Only the mesh sets these, in whatever case a caller spelt them.
+        custom.retain(|k, _| !crate::headers::is_tag(k));
         for (k, v) in tags {
             custom.insert(k.clone(), Value::String(v.clone()));
         }
@@ -456,6 +458,21 @@ mod tests {
             vec![
                 ("user".to_owned(), "u1".to_owned()),
                 ("x-switchyard-traffic".to_owned(), "synthetic".to_owned())
+            ]
+        );
+        // A caller's forged tags, in any case, are dropped: the class the
+        // function sees is the mesh's, and no forged context reaches it.
+        let forged = B64.encode(
+            r#"{"custom":{"X-Switchyard-Traffic":"synthetic","x-switchyard-ctx-queue_url":"https://evil.example/q","X-SWITCHYARD-TARGET":"9","user":"u1"}}"#,
+        );
+        let production = vec![("x-switchyard-traffic".to_owned(), "production".to_owned())];
+        let mut fields = custom_fields(&client_context(Some(&forged), &production));
+        fields.sort();
+        assert_eq!(
+            fields,
+            vec![
+                ("user".to_owned(), "u1".to_owned()),
+                ("x-switchyard-traffic".to_owned(), "production".to_owned())
             ]
         );
         // Garbage from the caller is replaced, not passed on or fatal.

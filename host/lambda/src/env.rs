@@ -25,7 +25,7 @@ pub(crate) fn store_settings(
         .unwrap_or_else(|| "/tmp/switchyard-cache".into())
         .into();
     let poll_interval = match set("SWITCHYARD_POLL_INTERVAL") {
-        Some(raw) => switchyard_config::parse_duration(&raw)
+        Some(raw) => switchyard_config::parse_poll_interval(&raw)
             .map_err(|e| EnvError(format!("SWITCHYARD_POLL_INTERVAL: {e}")))?,
         None => Duration::from_secs(10),
     };
@@ -40,10 +40,9 @@ pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,switchyard=info")),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            switchyard_config::log_filter(std::env::var("SWITCHYARD_LOG").ok().as_deref()),
+        ))
         .init();
 }
 

@@ -520,7 +520,7 @@ pub async fn run(
         }
     });
     let api = ExtensionsApi::register(&env.extensions_api, name).await?;
-    let (watcher, mesh_routes, _poller) = start(
+    let (watcher, proxy, _poller) = start(
         &env.store,
         env.functions.clone(),
         &env.cache_dir,
@@ -537,6 +537,9 @@ pub async fn run(
         },
     )
     .await?;
+    // The function's own loopback API: its calls, and the decide API with
+    // context (the function is the one its context is for).
+    let mesh_routes = switchyard_proxy::mesh_router(proxy);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(mesh_listener, mesh_routes).await {
             eprintln!(

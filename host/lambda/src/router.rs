@@ -139,7 +139,7 @@ impl RouterFunction {
     /// (a warm start, or a store that is down), polls once, and starts the
     /// background poller. Progress and problems go to stderr (CloudWatch).
     pub async fn init(env: RouterEnv) -> Result<Self, StartError> {
-        let (watcher, routes, poller) = start(
+        let (watcher, proxy, poller) = start(
             &env.store,
             env.functions(),
             &env.cache_dir,
@@ -151,7 +151,9 @@ impl RouterFunction {
         )
         .await?;
         Ok(RouterFunction {
-            routes,
+            // Only the functions: an API Gateway caller reaches neither
+            // the decide API nor the metrics.
+            routes: switchyard_proxy::router(proxy),
             env,
             watcher,
             _poller: poller,

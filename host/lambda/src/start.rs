@@ -30,7 +30,7 @@ pub enum StartError {
 /// precompiled cache in `cache_dir` first (a warm start, or a store that is
 /// down), else one poll of the store within [`INIT_POLL_TIMEOUT`]; then
 /// polled in the background, never in an invocation's path. Returns the
-/// watcher, the proxy's routes over it and the poller. Progress and
+/// watcher, the proxy over it and the poller. Progress and
 /// problems go to stderr (CloudWatch) as JSON lines.
 pub(crate) async fn start(
     store_uri: &str,
@@ -38,7 +38,14 @@ pub(crate) async fn start(
     cache_dir: &Path,
     poll_interval: Duration,
     config: ProxyConfig,
-) -> Result<(Arc<Watcher>, axum::Router, tokio::task::JoinHandle<()>), StartError> {
+) -> Result<
+    (
+        Arc<Watcher>,
+        Arc<switchyard_proxy::Proxy>,
+        tokio::task::JoinHandle<()>,
+    ),
+    StartError,
+> {
     let store = switchyard_config::open(store_uri).await?;
     let engine = Engine::with_config(EngineConfig {
         // One invocation at a time per execution environment.
@@ -80,9 +87,5 @@ pub(crate) async fn start(
         ),
         None => {}
     }
-    Ok((
-        host.watcher,
-        switchyard_proxy::router(host.proxy),
-        host.started.poller,
-    ))
+    Ok((host.watcher, host.proxy, host.started.poller))
 }

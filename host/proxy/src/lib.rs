@@ -2,19 +2,28 @@
 //! layer reaches the chosen version. One shared step,
 //! [`decide_and_dispatch`](Proxy), serves every front end.
 //!
-//! Routes (one listener):
+//! Two listeners, so what reveals config never shares a port with traffic:
+//!
+//! The public one ([`router`], served by [`serve`]):
 //! * `/{function}/{rest...}`: decided by the function's policy and sent to
 //!   the chosen version (the route config's `dispatch`).
 //! * `POST /2015-03-31/functions/{name}/invocations`: the Lambda Invoke API,
 //!   so unchanged AWS SDK clients pointed at the proxy are routed too.
-//! * `POST /v1/decide`: the decision for a request JSON, for any language.
-//! * `GET /healthz`: ready once every watched function has a policy.
+//! * `GET /healthz`: `{"ready": bool}`, ready once every watched function
+//!   has a policy.
+//!
+//! The admin one ([`admin_router`], served by [`serve_admin`]; loopback by
+//! default, optionally behind a bearer token, [`AdminConfig`]):
+//! * `POST /v1/decide`: the decision for a request JSON, for any language,
+//!   its context values hidden unless asked for and allowed.
+//! * `GET /healthz`: readiness with the functions routed and missing.
 //! * `GET /metrics`: Prometheus text format, rendered by what the binary
 //!   injects ([`ProxyConfig::metrics`]).
 //!
-//! HTTP/1.1 and cleartext HTTP/2 (prior knowledge) are served on the same
-//! listener. The router is built by [`router`] so tests drive it without
-//! sockets.
+//! The mesh extension serves both on one loopback port for its own
+//! function ([`mesh_router`]). HTTP/1.1 and cleartext HTTP/2 (prior
+//! knowledge) are served on each listener, within [`ConnectionLimits`]. The
+//! routers are public so tests drive them without sockets.
 #![deny(missing_docs)]
 #![deny(unreachable_pub)]
 
@@ -38,8 +47,12 @@ use switchyard_core::{
 };
 use switchyard_dispatch::{
     Call, Clients, ClientsConfig, DispatchError, Dispatcher, HttpCall, InvokeCall, RequestContext,
-    RouteDispatch, Target, custom_fields, split_function_name,
+    RouteDispatch, Target, custom_fields, is_tag, split_function_name,
 };
+
+mod server;
+
+pub use server::{ConnectionLimits, default_max_connections, raise_open_file_limit, serve_router};
 
 /// Limits and timeouts of the proxy.
 #[derive(Clone)]
@@ -51,6 +64,15 @@ pub struct ProxyConfig {
     pub max_header_bytes: usize,
     /// How long an upstream may take (504 after).
     pub upstream_timeout: Duration,
+    /// How long an idle upstream connection is kept for reuse.
+    pub upstream_idle_timeout: Duration,
+    /// How long a request body may stall (no byte arriving) before the
+    /// request is answered `408` and its connection closed.
+    pub body_timeout: Duration,
+    /// Timeouts and the connection cap of the listeners.
+    pub connections: ConnectionLimits,
+    /// Who may use the admin listener and what it reveals.
+    pub admin: AdminConfig,
     /// Mirror copies in flight at once; more are dropped and counted.
     pub mirror_slots: usize,
     /// Functions that must have a policy for `/healthz` to say ready.
@@ -81,6 +103,10 @@ impl fmt::Debug for ProxyConfig {
             .field("max_body", &self.max_body)
             .field("max_header_bytes", &self.max_header_bytes)
             .field("upstream_timeout", &self.upstream_timeout)
+            .field("upstream_idle_timeout", &self.upstream_idle_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("connections", &self.connections)
+            .field("admin", &self.admin)
             .field("expected_functions", &self.expected_functions)
             .field("bypass_policies", &self.bypass_policies)
             .finish_non_exhaustive()
@@ -93,6 +119,10 @@ impl Default for ProxyConfig {
             max_body: 6 << 20,
             max_header_bytes: 32 << 10,
             upstream_timeout: Duration::from_secs(30),
+            upstream_idle_timeout: Duration::from_secs(90),
+            body_timeout: Duration::from_secs(30),
+            connections: ConnectionLimits::default(),
+            admin: AdminConfig::default(),
             mirror_slots: 64,
             expected_functions: Vec::new(),
             decision_log_sample: 1,
@@ -101,6 +131,27 @@ impl Default for ProxyConfig {
             inherited_traffic: None,
             metrics: None,
         }
+    }
+}
+
+/// Who may use the admin listener, and what it reveals.
+#[derive(Clone, Default)]
+pub struct AdminConfig {
+    /// When set, every admin request must carry `Authorization: Bearer
+    /// <token>` (401 otherwise).
+    pub token: Option<String>,
+    /// Whether the decide API may show a decision's context values (they
+    /// may be credentials) to a caller that asks with `?context=show`.
+    /// Without it, or without the ask, values are replaced by `"(hidden)"`.
+    pub reveal_context: bool,
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("token", &self.token.as_ref().map(|_| "(set)"))
+            .field("reveal_context", &self.reveal_context)
+            .finish()
     }
 }
 
@@ -160,6 +211,7 @@ impl Proxy {
     pub fn new(policies: Arc<PolicySet>, config: ProxyConfig) -> Arc<Self> {
         let clients = Clients::new(ClientsConfig {
             upstream_timeout: config.upstream_timeout,
+            upstream_idle_timeout: config.upstream_idle_timeout,
             mirror_slots: config.mirror_slots,
             lambda_client: config.lambda_client.clone(),
         });
@@ -257,24 +309,90 @@ pub fn install_metrics_recorder() -> metrics_exporter_prometheus::PrometheusHand
     handle
 }
 
-/// The proxy's routes. Every answer to a request for a function (path
+/// The public listener's routes: the functions, the Invoke API and a
+/// bare `/healthz`. Every answer to a request for a function (path
 /// routing, the Invoke API, and a path that routes nowhere), errors
-/// included, is counted in `switchyard_requests_total`; the decide API
-/// (counted in `switchyard_decision_seconds`), `/healthz` and `/metrics`
-/// are not.
+/// included, is counted in `switchyard_requests_total`; `/healthz` is not.
 pub fn router(proxy: Arc<Proxy>) -> Router {
-    let front = Router::new()
+    Router::new()
+        .route("/healthz", get(ready))
+        .merge(front_routes())
+        .with_state(proxy)
+}
+
+fn front_routes() -> Router<Arc<Proxy>> {
+    Router::new()
         .route("/2015-03-31/functions/{name}/invocations", post(invoke_api))
         .route("/{function}", any(forward_root))
+        .route("/{function}/", any(forward_root))
         .route("/{function}/{*rest}", any(forward))
         .fallback(no_route)
-        .layer(middleware::from_fn(count));
+        .layer(middleware::from_fn(count))
+}
+
+fn admin_routes() -> Router<Arc<Proxy>> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
         .route("/v1/decide", post(decide_api))
-        .merge(front)
+}
+
+/// The admin listener's routes: the decide API (counted in
+/// `switchyard_decision_seconds`), `/healthz` with the functions, and
+/// `/metrics`; behind the bearer token when [`AdminConfig::token`] is set.
+pub fn admin_router(proxy: Arc<Proxy>) -> Router {
+    let auth = middleware::from_fn_with_state(proxy.clone(), authorize);
+    admin_routes()
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "the admin listener serves POST /v1/decide, GET /healthz and GET /metrics; functions are routed on the public listener",
+            )
+        })
+        .layer(auth)
         .with_state(proxy)
+}
+
+/// Both, on one listener, with context values shown: the mesh extension's
+/// loopback API, which only its own function reaches.
+pub fn mesh_router(proxy: Arc<Proxy>) -> Router {
+    Router::new()
+        .merge(admin_routes())
+        .merge(front_routes())
+        .layer(axum::Extension(ShowContext))
+        .with_state(proxy)
+}
+
+/// Marks a router whose decide API shows context values unasked.
+#[derive(Debug, Clone, Copy)]
+struct ShowContext;
+
+/// 401 unless the request carries the admin token (when one is set).
+async fn authorize(State(p): State<Arc<Proxy>>, req: AxumRequest, next: Next) -> Response {
+    if let Some(token) = &p.config.admin.token {
+        let given = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "the admin listener needs Authorization: Bearer <token> (the token serve was given with --admin-token-file)",
+            );
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+/// Equality whose time does not depend on where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// What a request was counted as: set by the step that decided it.
@@ -321,18 +439,29 @@ fn for_function(mut response: Response, function: &str) -> Response {
     response
 }
 
-async fn no_route(State(p): State<Arc<Proxy>>) -> Response {
-    let body = json!({
-        "error": "no route: send /{function}/..., POST /2015-03-31/functions/{name}/invocations or POST /v1/decide",
-        "status": 404,
-        "functions": p.policies.functions(),
-    });
-    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+async fn no_route() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "no route: send /{function}/... or POST /2015-03-31/functions/{name}/invocations",
+    )
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let body = json!({"error": message.into(), "status": status.as_u16()});
     (status, axum::Json(body)).into_response()
+}
+
+/// The public readiness probe: whether every expected function has a
+/// policy, and nothing about which.
+async fn ready(State(p): State<Arc<Proxy>>) -> Response {
+    let live = p.policies.functions();
+    let ready = !live.is_empty() && p.config.expected_functions.iter().all(|f| live.contains(f));
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(json!({"ready": ready}))).into_response()
 }
 
 async fn healthz(State(p): State<Arc<Proxy>>) -> Response {
@@ -432,14 +561,13 @@ fn sampled(seq: u64, sample: u64) -> bool {
     sample > 0 && seq.is_multiple_of(sample)
 }
 
-fn unknown_function(p: &Proxy, function: &str) -> Response {
-    let known = p.policies.functions();
-    let body = json!({
-        "error": format!("unknown function {function:?}"),
-        "status": 404,
-        "functions": known,
-    });
-    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+fn unknown_function(function: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "unknown function {function:?}: this switchyard does not route it (the admin listener's /healthz lists those it does)"
+        ),
+    )
 }
 
 /// 431 when the request's headers are over the limit.
@@ -460,21 +588,119 @@ fn check_headers(p: &Proxy, headers: &HeaderMap) -> Option<Response> {
     None
 }
 
-/// The body, or `None` when it is over the limit (or the client broke off).
-async fn read_body(p: &Proxy, body: Body) -> Option<Bytes> {
-    axum::body::to_bytes(body, p.config.max_body).await.ok()
+/// Why a request body could not be read.
+enum BodyError {
+    /// Over the limit (413).
+    TooLarge,
+    /// No byte for `body_timeout` (408).
+    Stalled,
+    /// The client broke off or sent a malformed body (400).
+    Broken,
 }
 
+/// The whole body, within the size limit and with no stall longer than
+/// `body_timeout` between its parts.
+async fn read_body(p: &Proxy, body: Body) -> Result<Bytes, BodyError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(p.config.body_timeout, body.frame()).await {
+            Err(_) => return Err(BodyError::Stalled),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(_))) => return Err(BodyError::Broken),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > p.config.max_body {
+                return Err(BodyError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+}
+
+/// The answer for a body that could not be read, in the front end's shape.
+fn body_error(p: &Proxy, e: BodyError, invoke: bool) -> Response {
+    let (status, code, message) = match e {
+        BodyError::TooLarge => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLargeException",
+            format!("request body over the limit of {} bytes", p.config.max_body),
+        ),
+        BodyError::Stalled => (
+            StatusCode::REQUEST_TIMEOUT,
+            "ServiceException",
+            format!(
+                "the request body stalled: no byte for {:?}",
+                p.config.body_timeout
+            ),
+        ),
+        BodyError::Broken => (
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContentException",
+            "the request body broke off or was malformed".to_owned(),
+        ),
+    };
+    let mut r = if invoke {
+        lambda_api_error(status, code, message)
+    } else {
+        error(status, message)
+    };
+    if !matches!(e, BodyError::TooLarge) {
+        // The rest of a stalled or broken body cannot be told from the
+        // next request.
+        r.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
+/// The request's headers as the policy sees them: minus any a caller sent
+/// under the names the mesh itself sets (`x-switchyard-traffic`,
+/// `x-switchyard-target`, `x-switchyard-ctx-*`).
 fn header_pairs(headers: &HeaderMap) -> impl Iterator<Item = (String, String)> + '_ {
-    headers.iter().map(|(k, v)| {
-        (
-            k.as_str().to_owned(),
-            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-        )
+    headers
+        .iter()
+        .filter(|(k, _)| !is_tag(k.as_str()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+}
+
+/// Whether a path has a `.` or `..` segment (also percent-encoded), which
+/// upstreams may resolve differently from the mesh.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|seg| {
+        let lower = seg.to_ascii_lowercase();
+        let decoded = lower.replace("%2e", ".");
+        decoded == "." || decoded == ".."
     })
 }
 
-async fn decide_api(State(p): State<Arc<Proxy>>, body: Bytes) -> Response {
+/// The `context` query parameter of the decide API.
+#[derive(Debug, serde::Deserialize)]
+struct DecideQuery {
+    context: Option<String>,
+}
+
+async fn decide_api(
+    State(p): State<Arc<Proxy>>,
+    show: Option<axum::Extension<ShowContext>>,
+    axum::extract::Query(query): axum::extract::Query<DecideQuery>,
+    body: Bytes,
+) -> Response {
+    let asked = query.context.as_deref() == Some("show");
+    if asked && show.is_none() && !p.config.admin.reveal_context {
+        return error(
+            StatusCode::FORBIDDEN,
+            "context values may be credentials: start serve with --admin-reveal-context to let the decide API show them",
+        );
+    }
+    let reveal = show.is_some() || asked;
     let raw: RequestJson = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -491,9 +717,14 @@ async fn decide_api(State(p): State<Arc<Proxy>>, body: Bytes) -> Response {
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let Some(active) = p.policies.get(&req.function) else {
-        return unknown_function(&p, &req.function);
+        return unknown_function(&req.function);
     };
-    let decision = decide(&p, &active, &req);
+    let mut decision = decide(&p, &active, &req);
+    if !reveal {
+        for v in decision.context.values_mut() {
+            *v = "(hidden)".to_owned();
+        }
+    }
     axum::Json(decision).into_response()
 }
 
@@ -522,18 +753,22 @@ async fn forward_inner(
     // The function first: an answer labelled with a function must name one
     // this proxy routes (a caller cannot mint metric labels).
     let Some(active) = p.policies.get(&function) else {
-        return unknown_function(&p, &function);
+        return unknown_function(&function);
     };
     if let Some(r) = check_headers(&p, req.headers()) {
         return for_function(r, &function);
     }
-    let (mut parts, body) = req.into_parts();
-    let Some(body) = read_body(&p, body).await else {
+    if has_dot_segment(req.uri().path()) {
         let r = error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body over the limit of {} bytes", p.config.max_body),
+            StatusCode::BAD_REQUEST,
+            "the path has a '.' or '..' segment; send it resolved",
         );
         return for_function(r, &function);
+    }
+    let (mut parts, body) = req.into_parts();
+    let body = match read_body(&p, body).await {
+        Ok(b) => b,
+        Err(e) => return for_function(body_error(&p, e, false), &function),
     };
     // Forward the path as the client sent it (still percent-encoded), not
     // the decoded `rest`: decoding would turn `%2F` into a separator. The
@@ -683,26 +918,16 @@ async fn invoke_api(
         return lambda_api_error(
             StatusCode::NOT_FOUND,
             "ResourceNotFoundException",
-            format!(
-                "Function not found: {lambda_name} is not routed by this switchyard (routed: {})",
-                p.policies.functions().join(", ")
-            ),
+            format!("Function not found: {lambda_name} is not routed by this switchyard"),
         );
     };
     if let Some(r) = check_headers(&p, req.headers()) {
         return for_function(r, &function);
     }
     let (parts, body) = req.into_parts();
-    let Some(payload) = read_body(&p, body).await else {
-        let r = lambda_api_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestTooLargeException",
-            format!(
-                "request payload over the limit of {} bytes",
-                p.config.max_body
-            ),
-        );
-        return for_function(r, &function);
+    let payload = match read_body(&p, body).await {
+        Ok(b) => b,
+        Err(e) => return for_function(body_error(&p, e, true), &function),
     };
 
     let header = |n: &str| {
@@ -715,7 +940,7 @@ async fn invoke_api(
     let caller_context = header("x-amz-client-context");
     let mut seen: Vec<(String, String)> = header_pairs(&parts.headers).collect();
     if let Some(ctx) = &caller_context {
-        seen.extend(custom_fields(ctx));
+        seen.extend(custom_fields(ctx).into_iter().filter(|(k, _)| !is_tag(k)));
     }
     if let Some(q) = requested {
         seen.push(("x-amz-qualifier".to_owned(), q.to_owned()));
@@ -736,16 +961,27 @@ async fn invoke_api(
     decide_and_dispatch(&p, &function, &active, &policy_req, call).await
 }
 
-/// Serves `router(proxy)` on `listener` until `shutdown` resolves; in-flight
-/// requests finish first.
+/// Serves [`router`] on `listener` within the proxy's
+/// [`ConnectionLimits`] until `shutdown` resolves; in-flight requests get
+/// the shutdown grace to finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     proxy: Arc<Proxy>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(proxy))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = proxy.config.connections.clone();
+    serve_router(listener, router(proxy), limits, "public", shutdown).await
+}
+
+/// Serves [`admin_router`] on `listener` (the same connection limits)
+/// until `shutdown` resolves.
+pub async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    proxy: Arc<Proxy>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let limits = proxy.config.connections.clone();
+    serve_router(listener, admin_router(proxy), limits, "admin", shutdown).await
 }
 
 #[cfg(test)]

@@ -68,6 +68,8 @@ async fn upstream(version: &'static str, delay: Duration, seen: Seen) -> String 
 
 struct Rig {
     base: String,
+    /// The admin listener: decide, metrics, health with functions.
+    admin: String,
     store: Arc<dyn ConfigStore>,
     watcher: Arc<Watcher>,
     seen: Seen,
@@ -128,12 +130,20 @@ async fn rig_named(function: &str, mut cfg: RouteConfig, seen: Seen, config: Pro
     watcher.poll().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = format!("http://{}", admin_listener.local_addr().unwrap());
+    tokio::spawn(switchyard_proxy::serve_admin(
+        admin_listener,
+        proxy.clone(),
+        std::future::pending(),
+    ));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn(switchyard_proxy::serve(listener, proxy, async {
         let _ = rx.await;
     }));
     Rig {
         base,
+        admin,
         store,
         watcher,
         seen,
@@ -248,7 +258,7 @@ async fn routes_tags_and_hot_swaps() {
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let resp = client
-        .get(format!("{}/metrics", r.base).parse().unwrap())
+        .get(format!("{}/metrics", r.admin).parse().unwrap())
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -285,7 +295,7 @@ async fn decide_api_health_and_errors() {
     .await;
     let (status, _, body) = call(
         "POST",
-        &format!("{}/v1/decide", r.base),
+        &format!("{}/v1/decide", r.admin),
         &[],
         r#"{"function":"orders","headers":{"x-switchyard-synthetic":"1"}}"#,
     )
@@ -296,7 +306,7 @@ async fn decide_api_health_and_errors() {
         (Some("8"), Some("synthetic"))
     );
 
-    let (status, _, body) = call("POST", &format!("{}/v1/decide", r.base), &[], "{not json").await;
+    let (status, _, body) = call("POST", &format!("{}/v1/decide", r.admin), &[], "{not json").await;
     assert_eq!(status, 400);
     assert!(
         body["error"]
@@ -305,15 +315,28 @@ async fn decide_api_health_and_errors() {
             .contains("invalid request JSON")
     );
 
+    // A 404 on the public listener names no function: the routed ones
+    // are config, listed on the admin listener.
     let (status, _, body) = call("GET", &format!("{}/nope/x", r.base), &[], "").await;
     assert_eq!(status, 404);
-    assert_eq!(body["functions"], serde_json::json!(["orders"]));
+    assert!(body.get("functions").is_none(), "{body}");
+    assert!(!body.to_string().contains("orders"), "{body}");
 
     let (status, _, body) = call("GET", &format!("{}/healthz", r.base), &[], "").await;
     assert_eq!(
-        (status, body["ready"].as_bool()),
-        (StatusCode::OK, Some(true))
+        (status, body.clone()),
+        (StatusCode::OK, serde_json::json!({"ready": true}))
     );
+    let (status, _, body) = call("GET", &format!("{}/healthz", r.admin), &[], "").await;
+    assert_eq!(
+        (status, body["functions"].clone()),
+        (StatusCode::OK, serde_json::json!(["orders"]))
+    );
+    // Neither the decide API nor the metrics are on the public listener.
+    for (method, path) in [("POST", "/v1/decide"), ("GET", "/metrics")] {
+        let (status, _, _) = call(method, &format!("{}{path}", r.base), &[], "{}").await;
+        assert_eq!(status, 404, "{method} {path} on the public listener");
+    }
 
     let (status, _, _) = call(
         "POST",
@@ -731,7 +754,7 @@ async fn metrics_count_every_request() {
     }
     let (_, _, _) = call(
         "POST",
-        &format!("{}/v1/decide", r.base),
+        &format!("{}/v1/decide", r.admin),
         &[],
         r#"{"function":"metered"}"#,
     )
@@ -752,7 +775,7 @@ async fn metrics_count_every_request() {
     assert_eq!(status, 431);
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let resp = client
-        .get(format!("{}/metrics", r.base).parse().unwrap())
+        .get(format!("{}/metrics", r.admin).parse().unwrap())
         .await
         .unwrap();
     let text = String::from_utf8(

@@ -73,13 +73,25 @@ enum Command {
     /// like any AWS SDK; AWS_ENDPOINT_URL for an emulator).
     ///
     /// Also serves the Lambda Invoke API (POST /2015-03-31/functions/{name}/
-    /// invocations: point an AWS SDK's endpoint URL here), POST /v1/decide
-    /// (decision JSON for a request JSON), GET /healthz and GET /metrics
-    /// (Prometheus). HTTP/1.1 and HTTP/2 (prior knowledge). Stops gracefully
-    /// on SIGINT/SIGTERM, letting in-flight requests finish.
+    /// invocations: point an AWS SDK's endpoint URL here) and GET /healthz
+    /// ({"ready": bool}). The admin listener (--admin-listen, loopback by
+    /// default, optionally behind --admin-token-file) serves POST /v1/decide
+    /// (decision JSON for a request JSON, context values hidden), GET
+    /// /healthz with the functions, and GET /metrics (Prometheus).
+    /// HTTP/1.1 and HTTP/2 (prior knowledge). Slow or idle clients are cut
+    /// off (--header-timeout, --body-timeout, --idle-timeout) and
+    /// connections capped (--max-connections). Stops on SIGINT/SIGTERM,
+    /// letting in-flight requests finish within --shutdown-grace.
     Serve(serve::ServeArgs),
     /// Every route-config version of a function, oldest first.
     History(history::HistoryArgs),
+}
+
+impl Cli {
+    /// Whether the command runs once and prints (everything but `serve`).
+    pub fn is_one_shot(&self) -> bool {
+        !matches!(self.command, Command::Serve(_))
+    }
 }
 
 /// Renders the process's metrics (Prometheus text) for `serve`'s `/metrics`.

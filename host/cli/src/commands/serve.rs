@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use switchyard_config::{Bootstrap, FirstPoll, POLL_TIMEOUT, WatchConfig, parse_duration};
+use switchyard_config::{
+    Bootstrap, FirstPoll, POLL_TIMEOUT, WatchConfig, parse_duration, parse_poll_interval,
+};
 use switchyard_core::Engine;
-use switchyard_proxy::ProxyConfig;
+use switchyard_proxy::{AdminConfig, ConnectionLimits, ProxyConfig};
 
 use super::shared::StoreArg;
 
@@ -15,11 +17,27 @@ use super::shared::StoreArg;
 pub(crate) struct ServeArgs {
     #[command(flatten)]
     pub(crate) store: StoreArg,
-    /// Address to listen on.
+    /// Address to listen on: the functions (`/{function}/...`), the Lambda
+    /// Invoke API and a bare `/healthz`.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub(crate) listen: String,
+    /// Address of the admin listener: `POST /v1/decide`, `GET /metrics` and
+    /// `GET /healthz` with the functions routed. Keep it on loopback or a
+    /// private network; `off` serves none.
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    pub(crate) admin_listen: String,
+    /// A file holding the bearer token every admin request must carry
+    /// (`Authorization: Bearer <token>`). A file, not a flag, so the token
+    /// stays out of `ps` and shell history.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) admin_token_file: Option<PathBuf>,
+    /// Let the decide API show a decision's context values (they may be
+    /// credentials) to a caller that asks with `?context=show`; hidden
+    /// otherwise.
+    #[arg(long)]
+    pub(crate) admin_reveal_context: bool,
     /// How often to poll the store for new route configs (e.g. 10s, 500ms, 1m).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_poll_interval)]
     pub(crate) poll_interval: Duration,
     /// Keep compiled policies and the last known good configs here, so a
     /// restart is fast and works while the store is unreachable.
@@ -34,6 +52,29 @@ pub(crate) struct ServeArgs {
     /// How long an upstream (HTTP or Lambda) may take (504 after).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub(crate) upstream_timeout: Duration,
+    /// How long an idle upstream connection is kept for reuse.
+    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    pub(crate) upstream_idle_timeout: Duration,
+    /// A request's head must arrive within this (counted from the accept,
+    /// or from its first byte on a kept-alive connection); the connection
+    /// is closed after.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) header_timeout: Duration,
+    /// A request body that stalls (no byte) this long is answered 408.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub(crate) body_timeout: Duration,
+    /// A keep-alive connection with no request this long is closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub(crate) idle_timeout: Duration,
+    /// Client connections open at once, per listener; past it the listener
+    /// waits for one to close. Default: half the open-file limit (raised
+    /// to its hard limit at start) less a reserve, at most 16384.
+    #[arg(long, value_name = "N")]
+    pub(crate) max_connections: Option<usize>,
+    /// On SIGTERM or SIGINT, how long in-flight requests may take before
+    /// the process exits anyway.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub(crate) shutdown_grace: Duration,
     /// Largest total size of request header names and values, in bytes
     /// (431 above).
     #[arg(long, default_value_t = 32 << 10)]
@@ -50,6 +91,32 @@ pub(crate) struct ServeArgs {
 }
 
 pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Result<()> {
+    switchyard_proxy::raise_open_file_limit();
+    let admin_token = match &args.admin_token_file {
+        None => None,
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the admin token file {}", path.display()))?;
+            let token = token.trim().to_owned();
+            anyhow::ensure!(
+                !token.is_empty(),
+                "the admin token file {} is empty",
+                path.display()
+            );
+            Some(token)
+        }
+    };
+    let connections = ConnectionLimits {
+        header_timeout: args.header_timeout,
+        idle_timeout: args.idle_timeout,
+        // A client that stopped reading: longer than an upstream may take
+        // plus a body stall.
+        busy_timeout: args.upstream_timeout + args.body_timeout,
+        max_connections: args
+            .max_connections
+            .unwrap_or_else(switchyard_proxy::default_max_connections),
+        shutdown_grace: args.shutdown_grace,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -68,6 +135,13 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
             ProxyConfig {
                 max_body: args.max_body,
                 upstream_timeout: args.upstream_timeout,
+                upstream_idle_timeout: args.upstream_idle_timeout,
+                body_timeout: args.body_timeout,
+                connections,
+                admin: AdminConfig {
+                    token: admin_token,
+                    reveal_context: args.admin_reveal_context,
+                },
                 max_header_bytes: args.max_header_bytes,
                 decision_log_sample: args.decision_log_sample,
                 bypass_policies: args.bypass_policies,
@@ -100,17 +174,56 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
+        let admin = if args.admin_listen == "off" {
+            None
+        } else {
+            let l = tokio::net::TcpListener::bind(&args.admin_listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on {} for the admin listener (--admin-listen; 'off' serves none)",
+                        args.admin_listen
+                    )
+                })?;
+            Some(l)
+        };
+        let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
         eprintln!(
-            "switchyard serving {} on http://{addr} (store {}, polling every {:?})",
+            "switchyard serving {} on http://{addr} (store {}, polling every {:?}){}",
             host.watcher.policies().functions().join(", "),
             store.uri(),
-            args.poll_interval
+            args.poll_interval,
+            admin_addr
+                .map(|a| format!("; admin on http://{a}"))
+                .unwrap_or_default()
         );
         println!(
             "{}",
-            serde_json::json!({"listening": format!("http://{addr}")})
+            serde_json::json!({
+                "listening": format!("http://{addr}"),
+                "admin": admin_addr.map(|a| format!("http://{a}")),
+            })
         );
-        switchyard_proxy::serve(listener, host.proxy.clone(), shutdown_signal()).await?;
+        // One signal stops both listeners.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let admin_task = admin.map(|l| {
+            tokio::spawn(switchyard_proxy::serve_admin(
+                l,
+                host.proxy.clone(),
+                until(stopped.clone()),
+            ))
+        });
+        switchyard_proxy::serve(listener, host.proxy.clone(), until(stopped)).await?;
+        if let Some(t) = admin_task {
+            t.abort();
+        }
         started.poller.abort();
         eprintln!("switchyard stopped");
         Ok(())

@@ -1,0 +1,436 @@
+//! The listener: accepts connections up to a cap, serves HTTP/1.1 and
+//! cleartext HTTP/2 on each, and closes the ones that stall.
+//!
+//! Hyper bounds what a connection may send; this bounds how long it may
+//! take. Every connection is watched by one timer task that knows its
+//! phase from the bytes it reads and the requests it serves:
+//!
+//! * waiting for a request (just accepted, or bytes of a new request
+//!   arrived): closed when the head has not arrived within
+//!   `header_timeout`;
+//! * idle between keep-alive requests with nothing sent: closed after
+//!   `idle_timeout`;
+//! * a request in progress with no byte moving either way for
+//!   `busy_timeout` (a client that stopped reading its response): closed.
+//!
+//! A body that stalls is the handler's to answer (`408`, see the proxy's
+//! `body_timeout`). On shutdown the listener closes, open connections are
+//! asked to finish (HTTP/1 keep-alive off, HTTP/2 GOAWAY), and after
+//! `shutdown_grace` the ones still open are dropped.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use http::{Request, Response};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+/// How long a connection may take, and how many may be open.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// A request's head must arrive within this, counted from the accept
+    /// or from the first byte after an idle spell. Default 10 s.
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    /// Default 60 s.
+    pub idle_timeout: Duration,
+    /// A connection with a request in progress and no byte moving either
+    /// way for this long is closed (a client that stopped reading). Default
+    /// 90 s: longer than an upstream may take plus a body stall.
+    pub busy_timeout: Duration,
+    /// Connections open at once; past it the listener stops accepting
+    /// until one closes (clients wait in the kernel's backlog). Default
+    /// from the open-file limit: half of it, less a reserve for the store
+    /// and upstream sockets.
+    pub max_connections: usize,
+    /// After a shutdown signal, how long in-flight requests may take before
+    /// their connections are dropped. Default 30 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            busy_timeout: Duration::from_secs(90),
+            max_connections: default_max_connections(),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Half the process's open-file limit less a reserve (each client
+/// connection may hold an upstream socket too; the store, the cache and
+/// logs need some), between 16 and 16,384.
+pub fn default_max_connections() -> usize {
+    let files = open_file_limit().unwrap_or(1024);
+    (files / 2).saturating_sub(32).clamp(16, 16_384) as usize
+}
+
+/// Raises the soft open-file limit to the hard one (as most servers do at
+/// start) and returns it; `None` where it cannot be read.
+pub fn raise_open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write `lim`.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return None;
+            }
+            if lim.rlim_cur < lim.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: lim.rlim_max,
+                    rlim_max: lim.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    lim = raised;
+                }
+            }
+        }
+        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every Unix
+        Some(lim.rlim_cur as u64)
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+fn open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes `lim`.
+        #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every Unix
+        (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0)
+            .then_some(lim.rlim_cur as u64)
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Serves `router` on `listener` within `limits` until `shutdown`
+/// resolves, then lets in-flight requests finish for up to
+/// `limits.shutdown_grace`. `name` labels the connection metrics
+/// (`switchyard_connections_open{listener}`,
+/// `switchyard_connections_closed_total{listener,reason}`).
+pub async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    name: &'static str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let limits = Arc::new(limits);
+    let open = metrics::gauge!("switchyard_connections_open", "listener" => name);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, or a connection reset before it
+                    // was accepted: wait a little and carry on.
+                    tracing::warn!(target: "switchyard::server", error = %e, "accept failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                        _ = &mut shutdown => break,
+                    }
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        // Small request/answer pairs: Nagle's algorithm would hold each
+        // back for the client's delayed ACK.
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Activity::new());
+        let service = ConnService {
+            router: router.clone(),
+            activity: activity.clone(),
+        };
+        let io = TokioIo::new(Watched {
+            inner: stream,
+            activity: activity.clone(),
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        let limits = limits.clone();
+        let open = open.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            open.increment(1.0);
+            let reason = tokio::select! {
+                r = conn => if r.is_ok() { "done" } else { "error" },
+                why = activity.expired(&limits) => why,
+            };
+            open.decrement(1.0);
+            metrics::counter!("switchyard_connections_closed_total", "listener" => name, "reason" => reason)
+                .increment(1);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(limits.shutdown_grace) => {
+            tracing::warn!(
+                target: "switchyard::server",
+                grace = ?limits.shutdown_grace,
+                "shutdown grace over; closing the connections still open"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What a connection is doing, as the timer task reads it. Times are
+/// milliseconds since the connection was accepted.
+struct Activity {
+    start: Instant,
+    /// Requests being served.
+    in_flight: AtomicUsize,
+    /// Requests served to the end.
+    served: AtomicU64,
+    /// When the connection last went idle (accept, or a response ended).
+    idle_since: AtomicU64,
+    /// When the first byte after going idle arrived (0: none yet).
+    head_started: AtomicU64,
+    /// When a byte last moved either way.
+    last_progress: AtomicU64,
+    /// The connection speaks HTTP/2: its frames (pings, settings) do not
+    /// start a request head.
+    h2: AtomicBool,
+    /// Whether the first read was looked at for the HTTP/2 preface.
+    sniffed: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            start: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
+            head_started: AtomicU64::new(0),
+            last_progress: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
+            sniffed: AtomicBool::new(false),
+        }
+    }
+
+    /// Milliseconds since accept, never 0 (0 means "not yet").
+    fn now(&self) -> u64 {
+        (self.start.elapsed().as_millis() as u64).max(1)
+    }
+
+    fn read(&self, bytes: &[u8]) {
+        let now = self.now();
+        self.last_progress.store(now, Ordering::Relaxed);
+        if !self.sniffed.swap(true, Ordering::Relaxed) && bytes.starts_with(b"PRI * HTTP/2.0") {
+            self.h2.store(true, Ordering::Relaxed);
+        }
+        if self.in_flight.load(Ordering::Acquire) == 0 && !self.h2.load(Ordering::Relaxed) {
+            let _ = self
+                .head_started
+                .compare_exchange(0, now, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+
+    fn wrote(&self) {
+        self.last_progress.store(self.now(), Ordering::Relaxed);
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_started.store(0, Ordering::Release);
+        InFlight(self.clone())
+    }
+
+    /// Resolves with the reason once the connection has stalled past its
+    /// phase's limit.
+    async fn expired(&self, limits: &ConnectionLimits) -> &'static str {
+        loop {
+            let now = self.now();
+            let ms = |d: Duration| d.as_millis() as u64;
+            let (deadline, reason) = if self.in_flight.load(Ordering::Acquire) > 0 {
+                (
+                    self.last_progress.load(Ordering::Relaxed) + ms(limits.busy_timeout),
+                    "busy-timeout",
+                )
+            } else {
+                match self.head_started.load(Ordering::Acquire) {
+                    0 if self.served.load(Ordering::Relaxed) > 0 => (
+                        self.idle_since.load(Ordering::Relaxed) + ms(limits.idle_timeout),
+                        "idle-timeout",
+                    ),
+                    0 if self.h2.load(Ordering::Relaxed) => (
+                        self.idle_since.load(Ordering::Relaxed) + ms(limits.idle_timeout),
+                        "idle-timeout",
+                    ),
+                    0 => (
+                        self.idle_since.load(Ordering::Relaxed) + ms(limits.header_timeout),
+                        "header-timeout",
+                    ),
+                    started => (started + ms(limits.header_timeout), "header-timeout"),
+                }
+            };
+            if now >= deadline {
+                tracing::debug!(target: "switchyard::server", reason, "connection closed");
+                return reason;
+            }
+            // Wake at the deadline and look again: the phase may have
+            // moved on meanwhile.
+            tokio::time::sleep(Duration::from_millis(deadline - now)).await;
+        }
+    }
+}
+
+/// One request in progress; dropped when its response has been sent (or
+/// abandoned).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let a = &self.0;
+        a.idle_since.store(a.now(), Ordering::Relaxed);
+        a.served.fetch_add(1, Ordering::Relaxed);
+        a.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The socket, telling the connection's [`Activity`] what moves.
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.read(&buf.filled()[before..]);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The router as a hyper service that marks each request in progress
+/// until its response body is done.
+#[derive(Clone)]
+struct ConnService {
+    router: Router,
+    activity: Arc<Activity>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnService {
+    type Response = Response<Tracked>;
+    type Error = std::convert::Infallible;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let guard = self.activity.begin();
+        let mut router = self.router.clone();
+        Box::pin(async move {
+            let response = tower_service::Service::call(&mut router, req.map(Body::new)).await?;
+            Ok(response.map(|body| Tracked {
+                inner: body,
+                _guard: guard,
+            }))
+        })
+    }
+}
+
+/// A response body that ends its request's [`InFlight`] when dropped.
+struct Tracked {
+    inner: Body,
+    _guard: InFlight,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,444 @@
+//! The proxy under hostile or broken clients, over real sockets: stalled
+//! and silent connections, the connection cap, a bounded shutdown, idle
+//! upstream connections, forged mesh headers, odd paths, and what the
+//! admin listener reveals to whom. The target is the `echo` backend (it
+//! answers with what a target would receive) or a raw loopback upstream.
+
+use switchyard_test_support as common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchyard_config::{ConfigStore, DirStore, WatchConfig, Watcher};
+use switchyard_core::RouteConfig;
+use switchyard_proxy::{AdminConfig, ConnectionLimits, Proxy, ProxyConfig};
+use switchyard_test_artifacts as art;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Generous bound for anything the server must do on its own; a test that
+/// hits it has found the server holding on.
+const PATIENCE: Duration = Duration::from_secs(15);
+
+struct Rig {
+    addr: String,
+    admin: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
+    _tmp: tempfile::TempDir,
+}
+
+const ECHO_ROUTE: &str = r#"{"mode":"synthetic","versions":{"stable":"7","candidate":"8"},
+    "context":{"8":{"DB_PASSWORD":"hunter2"}},"dispatch":{"type":"echo"}}"#;
+
+/// `orders` with `route` and the `synthetic-header` policy, served with
+/// `config` on a public and an admin listener.
+async fn rig(route: &str, config: ProxyConfig) -> Rig {
+    let tmp = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ConfigStore> = Arc::new(DirStore::new(tmp.path()).unwrap());
+    let mut cfg = RouteConfig::from_json(route).unwrap();
+    let bytes = std::fs::read(art::SYNTHETIC_HEADER).unwrap();
+    cfg.policy = Some(store.put_blob(&bytes, &|_, _| {}).await.unwrap());
+    store.put_route("orders", &cfg).await.unwrap();
+    let watcher = Arc::new(Watcher::new(
+        store,
+        common::engine().clone(),
+        WatchConfig {
+            functions: vec!["orders".into()],
+            ..Default::default()
+        },
+    ));
+    let proxy = Proxy::new(watcher.policies(), config);
+    watcher.set_prepare(proxy.prepare_hook());
+    watcher.poll().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = admin_listener.local_addr().unwrap().to_string();
+    tokio::spawn(switchyard_proxy::serve_admin(
+        admin_listener,
+        proxy.clone(),
+        std::future::pending(),
+    ));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(switchyard_proxy::serve(listener, proxy, async {
+        let _ = rx.await;
+    }));
+    Rig {
+        addr,
+        admin,
+        shutdown: Some(tx),
+        served,
+        _tmp: tmp,
+    }
+}
+
+fn limits(header: Duration, idle: Duration, max_connections: usize) -> ConnectionLimits {
+    ConnectionLimits {
+        header_timeout: header,
+        idle_timeout: idle,
+        busy_timeout: Duration::from_secs(60),
+        max_connections,
+        shutdown_grace: Duration::from_millis(300),
+    }
+}
+
+/// Everything the server sends until it closes the connection. Panics if
+/// it keeps the connection open past [`PATIENCE`].
+async fn until_closed(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(
+        read.is_ok(),
+        "the server still holds the connection after {PATIENCE:?}; it sent {text:?}"
+    );
+    text
+}
+
+/// One response read off a kept-alive connection (head and a
+/// `content-length` body).
+async fn one_response(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+            .await
+            .expect("a response")
+            .unwrap();
+        assert!(n > 0, "closed before a whole response: {text:?}");
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_silent_clients_are_cut_at_their_timeouts() {
+    let r = rig(
+        ECHO_ROUTE,
+        ProxyConfig {
+            connections: limits(Duration::from_millis(300), Duration::from_millis(600), 64),
+            body_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .await;
+
+    // Connects and sends nothing.
+    let mut silent = TcpStream::connect(&r.addr).await.unwrap();
+    assert_eq!(until_closed(&mut silent).await, "");
+
+    // Half a request head.
+    let mut half = TcpStream::connect(&r.addr).await.unwrap();
+    half.write_all(b"GET /orders/x HTTP/1.1\r\nHost: a\r\nX-Partial: ")
+        .await
+        .unwrap();
+    let sent = until_closed(&mut half).await;
+    assert!(!sent.contains(" 200 "), "{sent}");
+
+    // Declares ten bytes of body and sends three: 408, then closed.
+    let mut short = TcpStream::connect(&r.addr).await.unwrap();
+    short
+        .write_all(b"POST /orders/x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    let sent = until_closed(&mut short).await;
+    assert!(sent.starts_with("HTTP/1.1 408"), "{sent}");
+    assert!(sent.contains("stalled"), "{sent}");
+
+    // A kept-alive connection that goes quiet after a request.
+    let mut idle = TcpStream::connect(&r.addr).await.unwrap();
+    idle.write_all(b"GET /orders/x HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let first = one_response(&mut idle).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    // Still usable after the header timeout has passed once: a keep-alive
+    // connection gets the idle timeout, not the header timeout.
+    idle.write_all(b"GET /orders/y HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let second = one_response(&mut idle).await;
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert_eq!(until_closed(&mut idle).await, "");
+
+    // The server still serves.
+    let mut fresh = TcpStream::connect(&r.addr).await.unwrap();
+    fresh
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(one_response(&mut fresh).await.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_cap_holds_new_clients_until_a_slot_frees() {
+    let r = rig(
+        ECHO_ROUTE,
+        ProxyConfig {
+            connections: limits(Duration::from_secs(60), Duration::from_secs(60), 2),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(&r.addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        // Answered: it holds one of the two slots (keep-alive).
+        assert!(one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    let mut third = TcpStream::connect(&r.addr).await.unwrap();
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
+    assert!(
+        early.is_err(),
+        "a third connection was served while the cap of 2 was held"
+    );
+    drop(held.pop());
+    let answer = one_response(&mut third).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_bounded_by_the_grace_period() {
+    let mut r = rig(
+        ECHO_ROUTE,
+        ProxyConfig {
+            connections: limits(Duration::from_secs(60), Duration::from_secs(60), 64),
+            // A stalled body would hold its request for a minute.
+            body_timeout: Duration::from_secs(60),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut stuck = TcpStream::connect(&r.addr).await.unwrap();
+    stuck
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(one_response(&mut stuck).await.starts_with("HTTP/1.1 200"));
+    stuck
+        .write_all(b"POST /orders/x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    r.shutdown.take().unwrap().send(()).unwrap();
+    tokio::time::timeout(PATIENCE, &mut r.served)
+        .await
+        .expect("serve returns once the grace period is over")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_are_closed() {
+    // A raw upstream: answers one request, then reports when the proxy
+    // closes the connection.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", upstream.local_addr().unwrap());
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = upstream.accept().await.unwrap();
+        let mut buf = vec![0u8; 8192];
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            seen.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        let _ = closed_tx.send(n);
+    });
+    let route = format!(
+        r#"{{"mode":"production","versions":{{"stable":"7"}},
+            "dispatch":{{"type":"http","urls":{{"7":"{url}"}}}}}}"#
+    );
+    let r = rig(
+        &route,
+        ProxyConfig {
+            upstream_idle_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut s = TcpStream::connect(&r.addr).await.unwrap();
+    s.write_all(b"GET /orders/x HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = one_response(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let left = tokio::time::timeout(PATIENCE, closed_rx)
+        .await
+        .expect("the proxy kept an idle upstream connection open")
+        .unwrap();
+    assert_eq!(left, 0, "the proxy closed it without sending more");
+}
+
+/// A request on the public listener; the echo target's JSON (or the
+/// error's).
+async fn send(addr: &str, request: &str) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let text = one_response(&mut s).await;
+    let status = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_cannot_forge_mesh_headers_or_reach_around_the_path() {
+    let r = rig(ECHO_ROUTE, ProxyConfig::default()).await;
+    let (status, echo) = send(
+        &r.addr,
+        "GET /orders/x HTTP/1.1\r\nHost: a\r\n\
+         X-Switchyard-Traffic: synthetic\r\n\
+         X-SWITCHYARD-TARGET: 9\r\n\
+         X-Switchyard-Ctx-Queue_url: https://evil.example/q\r\n\
+         Proxy-Authorization: Basic c2VjcmV0\r\n\
+         Connection: keep-alive, x-hop\r\n\
+         X-Hop: 1\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{echo}");
+    // The forged class did not make it synthetic (the policy keys on the
+    // synthetic-header flag, and the traffic tag is the mesh's).
+    assert_eq!(
+        (&echo["qualifier"], &echo["traffic"]),
+        (&json!("7"), &json!("production")),
+        "{echo}"
+    );
+    let headers = echo["headers"].as_object().unwrap();
+    assert_eq!(headers["x-switchyard-traffic"], "production");
+    for gone in [
+        "x-switchyard-target",
+        "x-switchyard-ctx-queue_url",
+        "proxy-authorization",
+        "x-hop",
+        "connection",
+    ] {
+        assert!(
+            !headers.contains_key(gone),
+            "{gone} reached the target: {echo}"
+        );
+    }
+
+    // `/orders/` routes like `/orders`.
+    let (status, echo) = send(&r.addr, "GET /orders/ HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!((status, &echo["path"]), (200, &json!("/")), "{echo}");
+
+    // Dot segments, plain or encoded, are refused rather than forwarded.
+    for path in ["/orders/a/../../admin", "/orders/%2e%2E/x", "/orders/./x"] {
+        let (status, body) =
+            send(&r.addr, &format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n")).await;
+        assert_eq!(status, 400, "{path}: {body}");
+    }
+}
+
+async fn admin_call(addr: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let method = if body.is_empty() { "GET" } else { "POST" };
+    send(
+        addr,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: a\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_hides_context_and_takes_a_token() {
+    const SYNTHETIC: &str = r#"{"function":"orders","headers":{"x-switchyard-synthetic":"1"}}"#;
+    // No token, context not revealable.
+    let open = rig(ECHO_ROUTE, ProxyConfig::default()).await;
+    let (status, d) = admin_call(&open.admin, "/v1/decide", None, SYNTHETIC).await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["target"], "8");
+    assert_eq!(d["context"], json!({"DB_PASSWORD": "(hidden)"}));
+    assert!(!d.to_string().contains("hunter2"));
+    let (status, d) = admin_call(&open.admin, "/v1/decide?context=show", None, SYNTHETIC).await;
+    assert_eq!(status, 403, "{d}");
+    assert!(
+        d["error"]
+            .as_str()
+            .unwrap()
+            .contains("--admin-reveal-context")
+    );
+
+    // A token, and context revealable when asked.
+    let guarded = rig(
+        ECHO_ROUTE,
+        ProxyConfig {
+            admin: AdminConfig {
+                token: Some("s3cret".into()),
+                reveal_context: true,
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    for (path, body) in [
+        ("/v1/decide", SYNTHETIC),
+        ("/metrics", ""),
+        ("/healthz", ""),
+    ] {
+        let (status, _) = admin_call(&guarded.admin, path, None, body).await;
+        assert_eq!(status, 401, "{path} without the token");
+        let (status, _) = admin_call(&guarded.admin, path, Some("wrong"), body).await;
+        assert_eq!(status, 401, "{path} with a wrong token");
+    }
+    let (status, d) = admin_call(&guarded.admin, "/v1/decide", Some("s3cret"), SYNTHETIC).await;
+    assert_eq!(
+        (status, &d["context"]["DB_PASSWORD"]),
+        (200, &json!("(hidden)"))
+    );
+    let (status, d) = admin_call(
+        &guarded.admin,
+        "/v1/decide?context=show",
+        Some("s3cret"),
+        SYNTHETIC,
+    )
+    .await;
+    assert_eq!(
+        (status, &d["context"]["DB_PASSWORD"]),
+        (200, &json!("hunter2"))
+    );
+    // The public listener has no admin routes, token or not.
+    let (status, _) = admin_call(&guarded.addr, "/v1/decide", Some("s3cret"), SYNTHETIC).await;
+    assert_eq!(status, 404);
+}

@@ -235,6 +235,42 @@ fn debug_logs_keep_the_access_key_id_out() {
 }
 
 #[test]
+fn a_corrupt_version_is_listed_skipped_and_rolled_back_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = format!("dir:{}", tmp.path().join("store").display());
+    publish_orders(&store);
+    ok_json(&store, &["mode", "orders", "production"]);
+    // A truncated third version, as a crashed writer or a bad hand edit
+    // leaves it.
+    std::fs::write(
+        tmp.path().join("store/functions/orders/3.json"),
+        r#"{"mode":"synth"#,
+    )
+    .unwrap();
+    let history = ok_json(&store, &["history", "orders"]);
+    assert_eq!(history[1]["version"], 2, "{history}");
+    assert_eq!(
+        (&history[2]["version"], &history[2]["kind"]),
+        (&serde_json::json!(3), &serde_json::json!("corrupt")),
+        "{history}"
+    );
+    let status = ok_json(&store, &["status"]);
+    assert_eq!(status[0]["kind"], "corrupt", "{status}");
+    // Rollback from an unreadable live version restores the newest
+    // readable one.
+    let out = ok_json(&store, &["rollback", "orders"]);
+    assert_eq!(
+        (&out["version"], &out["restored"]),
+        (&serde_json::json!(4), &serde_json::json!(2))
+    );
+    let status = ok_json(&store, &["status", "orders"]);
+    assert_eq!(
+        (&status[0]["version"], &status[0]["mode"]),
+        (&serde_json::json!(4), &serde_json::json!("production"))
+    );
+}
+
+#[test]
 fn store_errors_are_clear() {
     let o = run("nowhere:/x", &["status"]);
     assert_eq!(o.status.code(), Some(1));

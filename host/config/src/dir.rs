@@ -17,7 +17,8 @@ use switchyard_core::{Digest, RouteConfig};
 
 use crate::blob;
 use crate::store::{
-    ConfigStore, Result, StoreError, StoredRoute, check_function_name, decode_route, encode_route,
+    ConfigStore, Entry, Result, StoreError, StoredRoute, check_function_name, decode_route,
+    encode_route,
 };
 
 /// A store in a local folder.
@@ -113,25 +114,28 @@ impl ConfigStore for DirStore {
         format!("dir:{}", self.root.display())
     }
 
-    async fn latest(&self, functions: &[String]) -> Result<Vec<Option<StoredRoute>>> {
-        functions
+    async fn latest(&self, functions: &[String]) -> Result<Vec<Entry>> {
+        // The store as a whole fails only when its root is unreadable.
+        std::fs::metadata(&self.root).map_err(|e| self.io(&self.root, e))?;
+        Ok(functions
             .iter()
             .map(|f| match self.versions(f)?.last() {
                 Some(&v) => self.read_version(f, v).map(Some),
                 None => Ok(None),
             })
-            .collect()
+            .collect())
     }
 
     async fn version(&self, function: &str, version: u64) -> Result<StoredRoute> {
         self.read_version(function, version)
     }
 
-    async fn history(&self, function: &str) -> Result<Vec<StoredRoute>> {
-        self.versions(function)?
+    async fn history(&self, function: &str) -> Result<Vec<Result<StoredRoute>>> {
+        Ok(self
+            .versions(function)?
             .into_iter()
             .map(|v| self.read_version(function, v))
-            .collect()
+            .collect())
     }
 
     async fn functions(&self) -> Result<Vec<String>> {

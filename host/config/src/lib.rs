@@ -50,7 +50,7 @@ pub use blob::{CHUNK_CHARS, MAX_BLOB_BYTES, MAX_INLINE_BLOB_BYTES, Manifest};
 pub use bootstrap::{Bootstrap, FirstPoll, Started, bootstrap};
 pub use dir::DirStore;
 pub use duration::{DurationError, MIN_POLL_INTERVAL, parse_duration, parse_poll_interval};
-pub use loader::{LoadError, Loader};
+pub use loader::{CacheKey, LoadError, Loader};
 pub use log::log_filter;
 pub use open::open;
 #[cfg(feature = "aws")]
@@ -58,8 +58,8 @@ pub use s3::{BlobBucket, client as s3_client};
 #[cfg(feature = "aws")]
 pub use ssm::{DEFAULT_BLOB_THRESHOLD, GET_PARAMETERS_MAX, SsmStore};
 pub use store::{
-    ConfigStore, MAX_ROUTE_CONFIG_CHARS, Result, StoreError, StoredRoute, check_function_name,
-    decode_route, encode_route,
+    ConfigStore, Entry, MAX_ROUTE_CONFIG_CHARS, Result, StoreError, StoredRoute,
+    check_function_name, decode_route, encode_route,
 };
 pub use watch::{
     Active, Outcome, POLL_TIMEOUT, PolicySet, Prepare, Prepared, RejectReason, WatchConfig,

@@ -8,6 +8,14 @@
 //! <cache>/compiled/sha256-<hex>.json    its PolicyInfo (digest, imports, exports)
 //! <cache>/routes/<function>.json        the last route config version that went live
 //! ```
+//!
+//! The precompiled code is loaded as machine code, so the cache is only
+//! trusted when no one else could have written it: directories are made
+//! `0700` and files `0600`, and a directory or file that is not this
+//! user's or that others may write is ignored (the policy is fetched and
+//! compiled again). With a [`CacheKey`] (`SWITCHYARD_CACHE_KEY`), every
+//! `.cwasm` also carries an HMAC-SHA256 (`.mac`) checked before the code
+//! is loaded, so a tampered file is recompiled, never run.
 
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -36,11 +44,99 @@ pub enum LoadError {
     },
 }
 
+/// The secret that authenticates the precompiled cache's files.
+#[derive(Clone)]
+pub struct CacheKey(Arc<[u8]>);
+
+impl CacheKey {
+    /// A key from secret bytes (at least 16).
+    pub fn new(bytes: &[u8]) -> Option<Self> {
+        (bytes.len() >= 16).then(|| CacheKey(bytes.into()))
+    }
+
+    /// The key in `SWITCHYARD_CACHE_KEY`, if set (at least 16 bytes;
+    /// shorter is refused with a warning, and the cache runs unkeyed).
+    pub fn from_env() -> Option<Self> {
+        let raw = std::env::var("SWITCHYARD_CACHE_KEY").ok()?;
+        let key = CacheKey::new(raw.trim().as_bytes());
+        if key.is_none() {
+            tracing::warn!(target: "switchyard::watch", "SWITCHYARD_CACHE_KEY is shorter than 16 bytes; ignored");
+        }
+        key
+    }
+
+    fn mac(&self, parts: &[&[u8]]) -> Vec<u8> {
+        use hmac::{KeyInit, Mac};
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.0).expect("HMAC takes any key size");
+        for p in parts {
+            mac.update(&(p.len() as u64).to_be_bytes());
+            mac.update(p);
+        }
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+        use hmac::{KeyInit, Mac};
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.0).expect("HMAC takes any key size");
+        for p in parts {
+            mac.update(&(p.len() as u64).to_be_bytes());
+            mac.update(p);
+        }
+        mac.verify_slice(tag).is_ok()
+    }
+}
+
+impl std::fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CacheKey(..)")
+    }
+}
+
+/// Whether `path` (a cache directory or file) could only have been written
+/// by this user: owned by the effective user, not writable by group or
+/// others.
+fn private(path: &Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(format!("owned by uid {}, not this user ({me})", meta.uid()));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "writable by group or others (mode {:o})",
+                meta.mode() & 0o777
+            ));
+        }
+        if meta.file_type().is_symlink() {
+            return Err("a symbolic link".into());
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Makes `dir` (and its parents) if missing, `0700` where this creates it.
+fn make_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+}
+
 /// Compiled policies by digest: memory, disk, then the store.
 pub struct Loader {
     store: Arc<dyn ConfigStore>,
     engine: Engine,
     cache_dir: Option<PathBuf>,
+    cache_key: Option<CacheKey>,
     compiled: Mutex<lru::LruCache<Digest, Arc<Policy>>>,
 }
 
@@ -68,8 +164,31 @@ impl Loader {
             store,
             engine,
             cache_dir,
+            cache_key: None,
             compiled: Mutex::new(lru::LruCache::new(cap)),
         }
+    }
+
+    /// Authenticates the precompiled cache with `key` (see [`CacheKey`]).
+    pub fn with_cache_key(mut self, key: Option<CacheKey>) -> Self {
+        self.cache_key = key;
+        self
+    }
+
+    /// `sub` of the cache dir when the cache dir and it are private (see
+    /// the module docs); a warning and `None` otherwise.
+    fn trusted_dir(&self, sub: &str) -> Option<PathBuf> {
+        let root = self.cache_dir.as_ref()?;
+        let dir = root.join(sub);
+        for d in [root, &dir] {
+            if let Err(why) = private(d) {
+                if d.exists() {
+                    tracing::warn!(target: "switchyard::watch", dir = %d.display(), %why, "cache directory not private; ignored");
+                }
+                return None;
+            }
+        }
+        Some(dir)
     }
 
     /// The store blobs come from.
@@ -107,23 +226,61 @@ impl Loader {
         Ok(policy)
     }
 
+    /// The compiled policy for `digest` without asking the store: from
+    /// memory, else the precompiled disk cache (then kept in memory, so
+    /// routes sharing a policy share one copy).
+    pub(crate) fn cached(&self, digest: &Digest) -> Option<Arc<Policy>> {
+        if let Some(p) = self.compiled.lock().expect("lock").get(digest) {
+            return Some(p.clone());
+        }
+        let policy = self.precompiled(digest)?;
+        self.compiled
+            .lock()
+            .expect("lock")
+            .put(*digest, policy.clone());
+        Some(policy)
+    }
+
     /// The policy from the precompiled disk cache, if it is there and
     /// loads.
     pub(crate) fn precompiled(&self, digest: &Digest) -> Option<Arc<Policy>> {
-        let dir = self.cache_dir.as_ref()?;
-        let base = dir
-            .join("compiled")
+        let base = self
+            .trusted_dir("compiled")?
             .join(format!("sha256-{}", digest.hex()));
-        let info: PolicyInfo =
-            serde_json::from_str(&std::fs::read_to_string(base.with_extension("json")).ok()?)
-                .ok()?;
-        if &info.digest != digest {
+        let refuse = |why: String| {
+            tracing::warn!(target: "switchyard::watch", %digest, %why, "precompiled cache entry refused; recompiling");
+            metrics::counter!("switchyard_cache_refused_total").increment(1);
+        };
+        let (code_path, info_path) = (base.with_extension("cwasm"), base.with_extension("json"));
+        if !code_path.exists() {
             return None;
         }
-        match Policy::from_precompiled_file(&self.engine, info, &base.with_extension("cwasm")) {
+        for p in [&code_path, &info_path] {
+            if let Err(why) = private(p) {
+                refuse(format!("{}: {why}", p.display()));
+                return None;
+            }
+        }
+        let info_text = std::fs::read(&info_path).ok()?;
+        let code = std::fs::read(&code_path).ok()?;
+        if let Some(key) = &self.cache_key {
+            let tag = std::fs::read_to_string(base.with_extension("mac"))
+                .ok()
+                .and_then(|t| hex::decode(t.trim()).ok());
+            if !tag.is_some_and(|t| key.verify(&[&info_text, &code], &t)) {
+                refuse("its MAC is missing or does not match SWITCHYARD_CACHE_KEY".into());
+                return None;
+            }
+        }
+        let info: PolicyInfo = serde_json::from_slice(&info_text).ok()?;
+        if &info.digest != digest {
+            refuse(format!("its info names {}", info.digest));
+            return None;
+        }
+        match Policy::from_precompiled_bytes(&self.engine, info, &code) {
             Ok(p) => Some(p),
             Err(e) => {
-                tracing::warn!(target: "switchyard::watch", %digest, error = %e, "precompiled cache entry unusable; recompiling");
+                refuse(e.to_string());
                 None
             }
         }
@@ -133,16 +290,22 @@ impl Loader {
         let Some(dir) = &self.cache_dir else {
             return;
         };
+        let root = dir.clone();
         let dir = dir.join("compiled");
         let base = dir.join(format!("sha256-{}", policy.digest().hex()));
         let write = || -> std::io::Result<()> {
-            std::fs::create_dir_all(&dir)?;
+            make_private_dir(&dir)?;
+            for d in [&root, &dir] {
+                private(d).map_err(std::io::Error::other)?;
+            }
             let bytes = policy.serialize().map_err(std::io::Error::other)?;
+            let info = serde_json::to_vec(policy.info())?;
+            if let Some(key) = &self.cache_key {
+                let tag = hex::encode(key.mac(&[&info, &bytes]));
+                atomic_write(&base.with_extension("mac"), tag.as_bytes())?;
+            }
             atomic_write(&base.with_extension("cwasm"), &bytes)?;
-            atomic_write(
-                &base.with_extension("json"),
-                serde_json::to_string(policy.info())?.as_bytes(),
-            )
+            atomic_write(&base.with_extension("json"), &info)
         };
         if let Err(e) = write() {
             tracing::warn!(target: "switchyard::watch", dir = %dir.display(), error = %e, "cannot write the precompiled cache");
@@ -154,9 +317,13 @@ impl Loader {
         let Some(dir) = &self.cache_dir else {
             return;
         };
+        let root = dir.clone();
         let dir = dir.join("routes");
         let write = || -> std::io::Result<()> {
-            std::fs::create_dir_all(&dir)?;
+            make_private_dir(&dir)?;
+            for d in [&root, &dir] {
+                private(d).map_err(std::io::Error::other)?;
+            }
             let path = dir.join(format!("{}.json", stored.function));
             atomic_write(&path, serde_json::to_string(stored)?.as_bytes())
         };
@@ -165,21 +332,36 @@ impl Loader {
         }
     }
 
+    /// Drops the last known good route of `function` (no longer in the
+    /// store), so a restart does not bring it back.
+    pub(crate) fn forget_route(&self, function: &str) {
+        let Some(dir) = &self.cache_dir else {
+            return;
+        };
+        let path = dir.join("routes").join(format!("{function}.json"));
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(target: "switchyard::watch", path = %path.display(), error = %e, "cannot drop a deleted function's cached route");
+        }
+    }
+
     /// The last known good routes in the cache: each file with what it
     /// holds (`None` when it does not parse).
     pub(crate) fn cached_routes(&self) -> Vec<(PathBuf, Option<StoredRoute>)> {
-        let Some(dir) = &self.cache_dir else {
+        let Some(dir) = self.trusted_dir("routes") else {
             return Vec::new();
         };
-        let Ok(entries) = std::fs::read_dir(dir.join("routes")) else {
+        let Ok(entries) = std::fs::read_dir(dir) else {
             return Vec::new();
         };
         entries
             .filter_map(|e| e.ok())
             .map(|entry| {
                 let path = entry.path();
-                let stored = std::fs::read_to_string(&path)
+                let stored = private(&path)
                     .ok()
+                    .and_then(|()| std::fs::read_to_string(&path).ok())
                     .and_then(|t| serde_json::from_str::<StoredRoute>(&t).ok());
                 (path, stored)
             })
@@ -187,8 +369,15 @@ impl Loader {
     }
 }
 
+/// Writes `bytes` to `path` as a new `0600` file swapped in whole.
 fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
+    let _ = std::fs::remove_file(&tmp);
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o.open(&tmp)?.write_all(bytes)?;
     std::fs::rename(&tmp, path)
 }

@@ -27,7 +27,8 @@ use crate::aws::sdk_message;
 use crate::blob::{self, Manifest};
 use crate::s3::{self, BlobBucket};
 use crate::store::{
-    ConfigStore, Result, StoreError, StoredRoute, check_function_name, decode_route, encode_route,
+    ConfigStore, Entry, Result, StoreError, StoredRoute, check_function_name, decode_route,
+    encode_route,
 };
 
 /// Names per `GetParameters` call: SSM's limit.
@@ -212,13 +213,13 @@ impl ConfigStore for SsmStore {
         }
     }
 
-    async fn latest(&self, functions: &[String]) -> Result<Vec<Option<StoredRoute>>> {
+    async fn latest(&self, functions: &[String]) -> Result<Vec<Entry>> {
         let names = functions
             .iter()
             .map(|f| self.route_name(f))
             .collect::<Result<Vec<_>>>()?;
         let found = self.get_many(&names).await?;
-        functions
+        Ok(functions
             .iter()
             .zip(&names)
             .map(|(function, name)| match found.get(name) {
@@ -230,7 +231,7 @@ impl ConfigStore for SsmStore {
                     config: decode_route(function, *version, text)?,
                 })),
             })
-            .collect()
+            .collect())
     }
 
     async fn version(&self, function: &str, version: u64) -> Result<StoredRoute> {
@@ -266,7 +267,7 @@ impl ConfigStore for SsmStore {
         })
     }
 
-    async fn history(&self, function: &str) -> Result<Vec<StoredRoute>> {
+    async fn history(&self, function: &str) -> Result<Vec<Result<StoredRoute>>> {
         let name = self.route_name(function)?;
         let mut routes = Vec::new();
         let mut pages = self
@@ -283,16 +284,20 @@ impl ConfigStore for SsmStore {
             };
             for p in out.parameters() {
                 let version = p.version() as u64;
-                routes.push(StoredRoute {
-                    function: function.to_owned(),
-                    version,
-                    modified: p.last_modified_date().and_then(fmt_date),
-                    config: decode_route(function, version, p.value().unwrap_or_default())?,
-                });
+                let route =
+                    decode_route(function, version, p.value().unwrap_or_default()).map(|config| {
+                        StoredRoute {
+                            function: function.to_owned(),
+                            version,
+                            modified: p.last_modified_date().and_then(fmt_date),
+                            config,
+                        }
+                    });
+                routes.push((version, route));
             }
         }
-        routes.sort_by_key(|r| r.version);
-        Ok(routes)
+        routes.sort_by_key(|(v, _)| *v);
+        Ok(routes.into_iter().map(|(_, r)| r).collect())
     }
 
     async fn functions(&self) -> Result<Vec<String>> {

@@ -109,21 +109,68 @@ pub enum StoreError {
 /// Result alias for store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// One function's entry in a batched read: `Ok(None)` when it has no
+/// route config, an error when that entry alone could not be read or
+/// decoded (the others are unaffected).
+pub type Entry = Result<Option<StoredRoute>>;
+
+impl StoreError {
+    /// The kind, as metrics and logs label it: `throttled`,
+    /// `unavailable`, `not-found`, `corrupt` (stored data that does not
+    /// decode, verify or fit), or `invalid` (a request the store refuses).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Throttled { .. } => "throttled",
+            StoreError::Unavailable { .. } => "unavailable",
+            StoreError::NotFound(_) => "not-found",
+            StoreError::DigestMismatch { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::InvalidRoute { .. } => "corrupt",
+            StoreError::TooLarge { .. }
+            | StoreError::InvalidName(_)
+            | StoreError::Unsupported(_)
+            | StoreError::BadUri(_) => "invalid",
+        }
+    }
+
+    /// The route-config version the error is about, when it names one.
+    pub fn version(&self) -> Option<u64> {
+        match self {
+            StoreError::InvalidRoute { version, .. } => Some(*version),
+            _ => None,
+        }
+    }
+
+    /// Whether asking again later may succeed: the store was unreachable
+    /// or throttling, or something was not there yet (a blob written
+    /// after the route config that names it).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Throttled { .. } | StoreError::Unavailable { .. } | StoreError::NotFound(_)
+        )
+    }
+}
+
 /// A config store backend.
 #[async_trait]
 pub trait ConfigStore: Send + Sync + fmt::Debug {
     /// The store's URI, e.g. `dir:./store` or `ssm:/switchyard`.
     fn uri(&self) -> String;
 
-    /// The latest route config of each function (`None` where a function
-    /// has none), in one batched read where the backend allows.
-    async fn latest(&self, functions: &[String]) -> Result<Vec<Option<StoredRoute>>>;
+    /// The latest route config of each function, in one batched read where
+    /// the backend allows. The outer error is the store failing as a whole;
+    /// a function whose entry alone is unreadable (a corrupt version) has
+    /// its own error, so it never holds the others back.
+    async fn latest(&self, functions: &[String]) -> Result<Vec<Entry>>;
 
     /// One version of a function's route config.
     async fn version(&self, function: &str, version: u64) -> Result<StoredRoute>;
 
-    /// Every version of a function's route config, oldest first.
-    async fn history(&self, function: &str) -> Result<Vec<StoredRoute>>;
+    /// Every version of a function's route config, oldest first; a version
+    /// that does not decode is its error (`InvalidRoute`, naming the
+    /// version), so the readable ones stay usable.
+    async fn history(&self, function: &str) -> Result<Vec<Result<StoredRoute>>>;
 
     /// The functions that have a route config.
     async fn functions(&self) -> Result<Vec<String>>;

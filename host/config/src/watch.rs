@@ -60,6 +60,23 @@ pub enum RejectReason {
     /// The layer above refused it (e.g. a `dispatch` block that does not parse).
     #[error("{0}")]
     Prepare(Box<dyn std::error::Error + Send + Sync>),
+    /// The fixture cases could not be fetched.
+    #[error("fixture cases: {0}")]
+    CasesFetch(StoreError),
+}
+
+impl RejectReason {
+    /// Whether trying the same version again later may succeed: the store
+    /// was unreachable or throttling, or a blob was not there yet. Such a
+    /// version is retried with backoff; any other refusal is remembered.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RejectReason::Load(LoadError::Store(e)) | RejectReason::CasesFetch(e) => {
+                e.is_transient()
+            }
+            _ => false,
+        }
+    }
 }
 
 impl From<CaseError> for RejectReason {
@@ -110,6 +127,14 @@ impl PolicySet {
         f
     }
 
+    fn remove(&self, function: &str) {
+        self.map.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.remove(function);
+            m
+        });
+    }
+
     fn insert(&self, function: &str, active: Arc<Active>) {
         self.map.rcu(|m| {
             let mut m = HashMap::clone(m);
@@ -132,6 +157,8 @@ pub struct WatchConfig {
     pub cache_dir: Option<PathBuf>,
     /// Compiled policies kept in memory, by digest.
     pub lru_capacity: usize,
+    /// Authenticates the precompiled cache (`SWITCHYARD_CACHE_KEY`).
+    pub cache_key: Option<crate::CacheKey>,
 }
 
 impl Default for WatchConfig {
@@ -141,6 +168,7 @@ impl Default for WatchConfig {
             interval: Duration::from_secs(10),
             cache_dir: None,
             lru_capacity: 64,
+            cache_key: None,
         }
     }
 }
@@ -170,6 +198,26 @@ pub enum Outcome {
     },
     /// The store has no route config for the function.
     Missing,
+    /// A new version could not be had for now (the store failed for it, or
+    /// its blob is not there yet): retried at a later poll, with backoff.
+    Deferred {
+        /// The version waiting.
+        version: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The function's entry in the store could not be read or decoded (a
+    /// corrupt version); the live version keeps serving and the other
+    /// functions are unaffected.
+    Unreadable {
+        /// The error's kind (`corrupt`, `not-found`, ...).
+        kind: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A successful listing of the store no longer names the function: it
+    /// is no longer routed.
+    Removed,
 }
 
 /// Counters, for logs and metrics.
@@ -195,6 +243,8 @@ pub struct Watcher {
     /// The last version refused per function, so it is not refetched and
     /// recompiled on every poll.
     refused: Mutex<HashMap<String, (u64, String)>>,
+    /// Versions that failed transiently: (version, attempts, not before).
+    deferred: Mutex<HashMap<String, (u64, u32, std::time::Instant)>>,
     /// Counters.
     pub stats: WatchStats,
 }
@@ -217,12 +267,14 @@ impl Watcher {
                 engine,
                 config.cache_dir.clone(),
                 config.lru_capacity,
-            ),
+            )
+            .with_cache_key(config.cache_key.clone()),
             store,
             set: Arc::new(PolicySet::default()),
             config,
             prepare: std::sync::OnceLock::new(),
             refused: Mutex::new(HashMap::new()),
+            deferred: Mutex::new(HashMap::new()),
             stats: WatchStats::default(),
         }
     }
@@ -258,7 +310,8 @@ impl Watcher {
         for (path, stored) in self.loader.cached_routes() {
             let loaded = stored.and_then(|stored| {
                 let digest = stored.config.policy?;
-                let policy = self.loader.precompiled(&digest)?;
+                // One compiled copy per digest, however many routes name it.
+                let policy = self.loader.cached(&digest)?;
                 self.activate(stored, policy).ok()
             });
             match loaded {
@@ -300,27 +353,51 @@ impl Watcher {
         let result = self.poll_inner().await;
         if let Err(e) = &result {
             self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
-            let kind = match e {
-                StoreError::Throttled { .. } => "throttled",
-                _ => "unavailable",
-            };
-            metrics::counter!("switchyard_store_errors_total", "kind" => kind).increment(1);
+            metrics::counter!("switchyard_store_errors_total", "kind" => e.kind()).increment(1);
         }
         result
     }
 
     async fn poll_inner(&self) -> Result<Vec<(String, Outcome)>, StoreError> {
-        let functions = if self.config.functions.is_empty() {
+        let listing = self.config.functions.is_empty();
+        let functions = if listing {
             self.store.functions().await?
         } else {
             self.config.functions.clone()
         };
         let latest = self.store.latest(&functions).await?;
         let mut outcomes = Vec::with_capacity(functions.len());
-        for (function, stored) in functions.into_iter().zip(latest) {
-            let outcome = match stored {
-                None => Outcome::Missing,
-                Some(stored) => self.consider(stored).await,
+        if listing {
+            // Only a successful listing unroutes: a not-found or an outage
+            // may be transient.
+            for gone in self
+                .set
+                .functions()
+                .into_iter()
+                .filter(|f| !functions.contains(f))
+            {
+                self.set.remove(&gone);
+                self.loader.forget_route(&gone);
+                self.refused.lock().expect("lock").remove(&gone);
+                self.deferred.lock().expect("lock").remove(&gone);
+                tracing::warn!(target: "switchyard::watch", function = %gone, "no longer in the store; no longer routed");
+                metrics::counter!("switchyard_functions_removed_total").increment(1);
+                outcomes.push((gone, Outcome::Removed));
+            }
+        }
+        for (function, entry) in functions.into_iter().zip(latest) {
+            let outcome = match entry {
+                Ok(None) => Outcome::Missing,
+                Ok(Some(stored)) => self.consider(stored).await,
+                Err(e) => {
+                    let kind = e.kind();
+                    metrics::counter!("switchyard_store_errors_total", "kind" => kind).increment(1);
+                    tracing::warn!(target: "switchyard::watch", %function, kind, error = %e, live = ?self.set.get(&function).map(|a| a.stored.version), "route config unreadable; the live version keeps serving");
+                    Outcome::Unreadable {
+                        kind,
+                        reason: e.to_string(),
+                    }
+                }
             };
             outcomes.push((function, outcome));
         }
@@ -342,11 +419,24 @@ impl Watcher {
                 reason: reason.clone(),
             };
         }
+        let attempts = match self.deferred.lock().expect("lock").get(&function) {
+            Some(&(v, attempts, not_before)) if v == version => {
+                if std::time::Instant::now() < not_before {
+                    return Outcome::Deferred {
+                        version,
+                        reason: format!("retrying after attempt {attempts}"),
+                    };
+                }
+                attempts
+            }
+            _ => 0,
+        };
         match self.load(stored).await {
             Ok(active) => {
                 self.loader.save_route(&active.stored);
                 self.set.insert(&function, Arc::new(active));
                 self.refused.lock().expect("lock").remove(&function);
+                self.deferred.lock().expect("lock").remove(&function);
                 self.stats.swaps.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("switchyard_swaps_total", "function" => function.clone())
                     .increment(1);
@@ -357,6 +447,21 @@ impl Watcher {
                     from: current,
                     to: version,
                 }
+            }
+            Err(reason) if reason.is_transient() => {
+                // Back off per version: 1, 2, 4... intervals, up to 5 min.
+                let attempts = attempts + 1;
+                let wait = (self.config.interval * 2u32.saturating_pow(attempts - 1))
+                    .min(Duration::from_secs(300));
+                self.deferred.lock().expect("lock").insert(
+                    function.clone(),
+                    (version, attempts, std::time::Instant::now() + wait),
+                );
+                let reason = reason.to_string();
+                metrics::counter!("switchyard_deferred_versions_total", "function" => function.clone())
+                    .increment(1);
+                tracing::warn!(target: "switchyard::watch", %function, version, %reason, attempts, retry_in = ?wait, live = ?current, "new version not available yet; retrying");
+                Outcome::Deferred { version, reason }
             }
             Err(reason) => {
                 let reason = reason.to_string();
@@ -383,7 +488,7 @@ impl Watcher {
                 .store
                 .get_blob(&cases)
                 .await
-                .map_err(|e| RejectReason::Cases(e.to_string()))?;
+                .map_err(RejectReason::CasesFetch)?;
             let text = String::from_utf8(bytes)
                 .map_err(|_| RejectReason::Cases("the file is not UTF-8".into()))?;
             let results = CaseFile::from_json(&text)?.run(&policy)?;

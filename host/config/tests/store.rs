@@ -210,7 +210,10 @@ fn watcher(store: Arc<dyn ConfigStore>, cache: Option<&std::path::Path>) -> Watc
 async fn routes_versions_and_history<B: Backend>() {
     let (store, _b) = B::fresh().await;
     assert_eq!(store.functions().await.unwrap(), Vec::<String>::new());
-    assert_eq!(store.latest(&["orders".into()]).await.unwrap(), vec![None]);
+    assert!(matches!(
+        store.latest(&["orders".into()]).await.unwrap()[..],
+        [Ok(None)]
+    ));
     for (i, mode) in ["synthetic", "production", "synthetic"]
         .into_iter()
         .enumerate()
@@ -229,15 +232,19 @@ async fn routes_versions_and_history<B: Backend>() {
         .latest(&["orders".into(), "payments".into(), "nope".into()])
         .await
         .unwrap();
-    assert_eq!(latest[0].as_ref().unwrap().version, 3);
-    assert_eq!(latest[1].as_ref().unwrap().config.mode, Mode::Production);
-    assert!(latest[2].is_none());
+    let entry = |i: usize| latest[i].as_ref().unwrap().as_ref();
+    assert_eq!(entry(0).unwrap().version, 3);
+    assert_eq!(entry(1).unwrap().config.mode, Mode::Production);
+    assert!(entry(2).is_none());
     let v2 = store.version("orders", 2).await.unwrap();
     assert_eq!((v2.version, v2.config.mode), (2, Mode::Production));
     assert!(v2.modified.is_some());
     let history = store.history("orders").await.unwrap();
     assert_eq!(
-        history.iter().map(|r| r.version).collect::<Vec<_>>(),
+        history
+            .iter()
+            .map(|r| r.as_ref().unwrap().version)
+            .collect::<Vec<_>>(),
         [1, 2, 3]
     );
     assert!(matches!(
@@ -303,8 +310,11 @@ async fn bad_values_are_refused<B: Backend>() {
         r#"{"mode":"synthetic","versions":{"stable":"7"},"colour":"red"}"#,
     )
     .await;
-    let err = store.latest(&["orders".into()]).await.unwrap_err();
+    // The bad entry is that function's error, not the whole read's.
+    let latest = store.latest(&["orders".into()]).await.unwrap();
+    let err = latest[0].as_ref().unwrap_err();
     assert!(err.to_string().contains("unknown field `colour`"), "{err}");
+    assert_eq!(err.kind(), "corrupt");
 }
 
 async fn watcher_swaps_and_keeps_last_known_good<B: Backend>() {
@@ -440,6 +450,106 @@ async fn cache_serves_when_the_store_is_down<B: Backend>() {
     assert!(w3.policies().get("orders").is_none());
 }
 
+/// One function's corrupt version, and a version whose blob is not there
+/// yet, hold no other function back and are not store failures; the
+/// corrupt one is skipped by `history` readers, the late one applied once
+/// its blob arrives.
+async fn one_bad_function_holds_no_one_back<B: Backend>() {
+    let (store, b) = B::fresh().await;
+    let (o1, _) = publish(&*store, "orders", art::SYNTHETIC_HEADER, "synthetic").await;
+    let (p1, _) = publish(&*store, "payments", art::SYNTHETIC_HEADER, "production").await;
+    let w = Watcher::new(
+        store.clone(),
+        common::engine().clone(),
+        WatchConfig {
+            // Every function in the store; retries without waiting.
+            interval: std::time::Duration::ZERO,
+            ..Default::default()
+        },
+    );
+    w.poll().await.unwrap();
+    b.put_raw_route("orders", r#"{"mode":"synth"#).await;
+    let (p2, _) = publish(&*store, "payments", art::SYNTHETIC_HEADER, "synthetic").await;
+    let out: std::collections::HashMap<String, Outcome> = w
+        .poll()
+        .await
+        .expect("not a store failure")
+        .into_iter()
+        .collect();
+    assert_eq!(
+        out["payments"],
+        Outcome::Swapped {
+            from: Some(p1),
+            to: p2
+        }
+    );
+    assert!(
+        matches!(&out["orders"], Outcome::Unreadable { kind: "corrupt", reason } if reason.contains("orders")),
+        "{out:?}"
+    );
+    assert_eq!(w.policies().get("orders").unwrap().stored.version, o1);
+    let history = store.history("orders").await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].as_ref().unwrap().version, o1);
+    let bad = history[1].as_ref().unwrap_err();
+    assert_eq!((bad.kind(), bad.version()), ("corrupt", Some(o1 + 1)));
+
+    // A version naming a blob that is not stored yet: deferred, not
+    // refused for good; live once the blob arrives.
+    let bytes = std::fs::read(art::STICKY_CANARY).unwrap();
+    let mut cfg = config("production");
+    cfg.policy = Some(Digest::of(&bytes));
+    let p3 = store.put_route("payments", &cfg).await.unwrap();
+    let out: std::collections::HashMap<String, Outcome> =
+        w.poll().await.unwrap().into_iter().collect();
+    assert!(
+        matches!(&out["payments"], Outcome::Deferred { version, .. } if *version == p3),
+        "{out:?}"
+    );
+    store.put_blob(&bytes, &no_progress).await.unwrap();
+    let out: std::collections::HashMap<String, Outcome> =
+        w.poll().await.unwrap().into_iter().collect();
+    assert_eq!(
+        out["payments"],
+        Outcome::Swapped {
+            from: Some(p2),
+            to: p3
+        }
+    );
+}
+
+/// A function deleted from the store is unrouted by the next successful
+/// listing, and its cached route does not come back after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_function_is_unrouted() {
+    let (store, b) = Dir::fresh().await;
+    let cache = tempfile::tempdir().unwrap();
+    publish(&*store, "orders", art::SYNTHETIC_HEADER, "synthetic").await;
+    publish(&*store, "payments", art::SYNTHETIC_HEADER, "synthetic").await;
+    let listing = || {
+        Watcher::new(
+            store.clone(),
+            common::engine().clone(),
+            WatchConfig {
+                cache_dir: Some(cache.path().into()),
+                ..Default::default()
+            },
+        )
+    };
+    let w = listing();
+    w.poll().await.unwrap();
+    assert_eq!(w.policies().functions(), ["orders", "payments"]);
+    std::fs::remove_dir_all(b.0.path().join("functions/payments")).unwrap();
+    let out = w.poll().await.unwrap();
+    assert!(
+        out.contains(&("payments".into(), Outcome::Removed)),
+        "{out:?}"
+    );
+    assert_eq!(w.policies().functions(), ["orders"]);
+    let restarted = listing();
+    assert_eq!(restarted.restore_from_cache(), ["orders"]);
+}
+
 /// An SSM store whose endpoint refuses connections.
 async fn unreachable_ssm() -> SsmStore {
     aws::endpoint();
@@ -474,7 +584,10 @@ async fn listings_span_pages<B: Backend>() {
     assert_eq!(store.functions().await.unwrap(), want);
     let history = store.history("fn-00").await.unwrap();
     assert_eq!(
-        history.iter().map(|r| r.version).collect::<Vec<_>>(),
+        history
+            .iter()
+            .map(|r| r.as_ref().unwrap().version)
+            .collect::<Vec<_>>(),
         (1..=55).collect::<Vec<u64>>()
     );
 }
@@ -494,10 +607,10 @@ macro_rules! suite {
 
 suite!(dir, Dir: routes_versions_and_history, blobs_round_trip_and_are_verified, bad_values_are_refused,
        watcher_swaps_and_keeps_last_known_good, failing_fixture_cases_keep_a_version_out,
-       cache_serves_when_the_store_is_down, listings_span_pages);
+       cache_serves_when_the_store_is_down, listings_span_pages, one_bad_function_holds_no_one_back);
 suite!(ssm, Ssm: routes_versions_and_history, blobs_round_trip_and_are_verified, bad_values_are_refused,
        watcher_swaps_and_keeps_last_known_good, failing_fixture_cases_keep_a_version_out,
-       cache_serves_when_the_store_is_down, listings_span_pages);
+       cache_serves_when_the_store_is_down, listings_span_pages, one_bad_function_holds_no_one_back);
 suite!(ssm_s3, SsmS3: routes_versions_and_history, blobs_round_trip_and_are_verified,
        bad_values_are_refused, watcher_swaps_and_keeps_last_known_good,
        failing_fixture_cases_keep_a_version_out, cache_serves_when_the_store_is_down);
@@ -674,4 +787,70 @@ async fn the_store_dying_mid_run_keeps_the_live_policy() {
             .load(std::sync::atomic::Ordering::Relaxed)
             >= 1
     );
+}
+
+/// The precompiled cache is machine code: made private, and a file that is
+/// tampered with (MAC), writable by others, or keyed differently is never
+/// loaded; the policy comes from the store again.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_or_exposed_cache_is_never_loaded() {
+    use std::os::unix::fs::PermissionsExt;
+    use switchyard_config::CacheKey;
+    let (store, _b) = Dir::fresh().await;
+    let (_, digest) = publish(&*store, "orders", art::SYNTHETIC_HEADER, "synthetic").await;
+    let cache = tempfile::tempdir().unwrap();
+    let root = cache.path().join("cache");
+    let key = CacheKey::new(b"0123456789abcdef-test-key");
+    let host = |key: Option<CacheKey>| {
+        Watcher::new(
+            store.clone(),
+            common::engine().clone(),
+            WatchConfig {
+                functions: vec!["orders".into()],
+                cache_dir: Some(root.clone()),
+                cache_key: key,
+                ..Default::default()
+            },
+        )
+    };
+    host(key.clone()).poll().await.unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let code = root.join(format!("compiled/sha256-{}.cwasm", digest.hex()));
+    assert_eq!(mode(&root), 0o700);
+    assert_eq!(mode(&root.join("compiled")), 0o700);
+    assert_eq!(mode(&code), 0o600);
+    assert_eq!(mode(&root.join("routes/orders.json")), 0o600);
+
+    // Untouched, with the key: restored (so the refusals below can fail).
+    assert_eq!(host(key.clone()).restore_from_cache(), ["orders"]);
+    // Another key, or none written when one is expected: refused.
+    assert!(
+        host(CacheKey::new(b"another-key-0123456789"))
+            .restore_from_cache()
+            .is_empty()
+    );
+    // One flipped byte of machine code: refused.
+    let good = std::fs::read(&code).unwrap();
+    let mut bad = good.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 0x01;
+    std::fs::write(&code, &bad).unwrap();
+    assert!(host(key.clone()).restore_from_cache().is_empty());
+    // The store still serves it: the next poll recompiles.
+    let h = host(key.clone());
+    assert!(matches!(
+        h.poll().await.unwrap()[0].1,
+        Outcome::Swapped { .. }
+    ));
+    assert_ne!(std::fs::read(&code).unwrap(), bad, "rewritten");
+    assert_eq!(host(key.clone()).restore_from_cache(), ["orders"]);
+    // A file others may write: refused, key or not.
+    std::fs::set_permissions(&code, std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert!(host(key.clone()).restore_from_cache().is_empty());
+    assert!(host(None).restore_from_cache().is_empty());
+    std::fs::set_permissions(&code, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // A cache directory others may write: ignored as a whole.
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert!(host(key).restore_from_cache().is_empty());
 }

@@ -107,4 +107,25 @@ impl Policy {
             })?;
         Self::from_component(engine, info, component)
     }
+
+    /// Like [`Policy::from_precompiled_file`], from bytes already read (and
+    /// checked by the caller, e.g. against a MAC), so the code checked is
+    /// the code loaded.
+    pub fn from_precompiled_bytes(
+        engine: &Engine,
+        info: PolicyInfo,
+        bytes: &[u8],
+    ) -> Result<Arc<Self>, PolicyError> {
+        // SAFETY: as for `from_precompiled_file`: the caller vouches that
+        // the bytes are what `serialize` wrote on a host of this
+        // configuration.
+        let component =
+            unsafe { Component::deserialize(engine.wasmtime(), bytes) }.map_err(|e| {
+                PolicyError::Invalid {
+                    digest: info.digest,
+                    message: format!("precompiled code: {e:#}"),
+                }
+            })?;
+        Self::from_component(engine, info, component)
+    }
 }

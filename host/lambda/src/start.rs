@@ -59,6 +59,7 @@ pub(crate) async fn start(
             functions,
             interval: poll_interval,
             cache_dir: Some(cache_dir.to_owned()),
+            cache_key: switchyard_config::CacheKey::from_env(),
             ..Default::default()
         },
         config,

@@ -240,7 +240,13 @@ async fn routes_tags_and_hot_swaps() {
     assert_eq!(body["traffic"], "production");
 
     // Flip to production mode in the store: the next poll swaps it in.
-    let mut cfg = r.store.latest(&["orders".into()]).await.unwrap()[0]
+    let mut cfg = r
+        .store
+        .latest(&["orders".into()])
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap()
         .clone()
         .unwrap()
         .config;
@@ -388,7 +394,13 @@ async fn upstream_down_or_slow_is_a_clear_gateway_error() {
         .local_addr()
         .unwrap()
         .port();
-    let mut cfg = r.store.latest(&["orders".into()]).await.unwrap()[0]
+    let mut cfg = r
+        .store
+        .latest(&["orders".into()])
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap()
         .clone()
         .unwrap()
         .config;
@@ -628,7 +640,13 @@ async fn lambda_dispatch_invokes_the_chosen_qualifier() {
     // qualifier, tagged synthetic; the client gets the primary's answer.
     let mut cfg = lambda_route(&name, &versions);
     cfg.flags.insert("mirror-role".into(), "candidate".into());
-    cfg.policy = r.store.latest(&["orders".into()]).await.unwrap()[0]
+    cfg.policy = r
+        .store
+        .latest(&["orders".into()])
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap()
         .clone()
         .unwrap()
         .config

@@ -91,7 +91,8 @@ pub(crate) fn run(args: DecideArgs) -> Result<()> {
                 })?;
                 // The hosts' loader: the precompiled cache when given,
                 // else the blob, verified and compiled.
-                let loader = Loader::new(store, engine.clone(), args.cache_dir.clone(), 1);
+                let loader = Loader::new(store, engine.clone(), args.cache_dir.clone(), 1)
+                    .with_cache_key(switchyard_config::CacheKey::from_env());
                 let policy = loader.policy(&digest).await?;
                 anyhow::Ok((policy, stored))
             })?;

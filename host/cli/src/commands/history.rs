@@ -22,8 +22,20 @@ pub(crate) fn run(args: HistoryArgs) -> Result<()> {
         if history.is_empty() {
             bail!("{function} has no route config in {}", store.uri());
         }
+        // An unreadable version is listed with its error, not fatal.
         print_json(&serde_json::Value::Array(
-            history.iter().map(summary).collect(),
+            history
+                .iter()
+                .map(|r| match r {
+                    Ok(r) => summary(r),
+                    Err(e) => serde_json::json!({
+                        "function": function,
+                        "version": e.version(),
+                        "error": e.to_string(),
+                        "kind": e.kind(),
+                    }),
+                })
+                .collect(),
         ))
     })
 }

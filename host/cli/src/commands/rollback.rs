@@ -25,7 +25,19 @@ pub(crate) fn run(args: RollbackArgs) -> Result<()> {
     } = args;
     block_on(async {
         let store = switchyard_config::open(&store.store).await?;
-        let history = store.history(&function).await?;
+        let all = store.history(&function).await?;
+        let current_version = all.iter().rev().find_map(|r| match r {
+            Ok(r) => Some(r.version),
+            Err(e) => e.version(),
+        });
+        // Unreadable versions cannot be restored: skipped, and said.
+        let mut history = Vec::new();
+        for r in all {
+            match r {
+                Ok(r) => history.push(r),
+                Err(e) => eprintln!("warning: skipping {e}"),
+            }
+        }
         let Some(current) = history.last() else {
             bail!(
                 "{function} has no route config in {}; publish one first",
@@ -43,17 +55,28 @@ pub(crate) fn run(args: RollbackArgs) -> Result<()> {
                         .join(", ")
                 )
             })?,
-            None => history.iter().rev().nth(1).with_context(|| {
-                format!(
-                    "{function} has only version {}; nothing to roll back to",
-                    current.version
-                )
-            })?,
+            // The newest readable version before the live one (when the
+            // live one is unreadable, the newest readable).
+            None => {
+                let live_readable = current_version == Some(current.version);
+                let pick = if live_readable {
+                    history.iter().rev().nth(1)
+                } else {
+                    Some(current)
+                };
+                pick.with_context(|| {
+                    format!(
+                        "{function} has only version {}; nothing to roll back to",
+                        current.version
+                    )
+                })?
+            }
         };
         let version = store.put_route(&function, &target.config).await?;
         eprintln!(
             "{function}: version {version} restores version {} (was {})",
-            target.version, current.version
+            target.version,
+            current_version.unwrap_or(current.version)
         );
         print_json(
             &serde_json::json!({"function": function, "version": version, "restored": target.version}),

@@ -130,6 +130,7 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
                 functions: args.functions.clone(),
                 interval: args.poll_interval,
                 cache_dir: args.cache_dir.clone(),
+                cache_key: switchyard_config::CacheKey::from_env(),
                 ..Default::default()
             },
             ProxyConfig {

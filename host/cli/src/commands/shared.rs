@@ -50,6 +50,7 @@ pub(crate) async fn latest(store: &dyn ConfigStore, function: &str) -> Result<St
         .latest(&[function.to_owned()])
         .await?
         .pop()
+        .transpose()?
         .flatten()
         .with_context(|| {
             format!(

@@ -24,11 +24,22 @@ pub(crate) fn run(args: StatusArgs) -> Result<()> {
         };
         let latest = store.latest(&functions).await?;
         let mut out = Vec::new();
+        let mut unreadable = 0;
         for (f, r) in functions.iter().zip(latest) {
             match r {
-                Some(r) => out.push(summary(&r)),
-                None => bail!("{f} has no route config in {}", store.uri()),
+                Ok(Some(r)) => out.push(summary(&r)),
+                Ok(None) => bail!("{f} has no route config in {}", store.uri()),
+                // One function's bad version does not hide the others.
+                Err(e) => {
+                    unreadable += 1;
+                    out.push(serde_json::json!({"function": f, "error": e.to_string(), "kind": e.kind()}));
+                }
             }
+        }
+        if unreadable > 0 {
+            eprintln!(
+                "warning: {unreadable} function(s) have an unreadable latest version (hosts keep serving the version before it); publish a good one or `switchyard rollback`"
+            );
         }
         print_json(&serde_json::Value::Array(out))
     })

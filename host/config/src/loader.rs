@@ -65,7 +65,9 @@ impl CacheKey {
         key
     }
 
-    fn mac(&self, parts: &[&[u8]]) -> Vec<u8> {
+    /// The HMAC state over `parts`, each length-prefixed so no two
+    /// splits of the same bytes collide.
+    fn keyed(&self, parts: &[&[u8]]) -> hmac::Hmac<sha2::Sha256> {
         use hmac::{KeyInit, Mac};
         let mut mac =
             hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.0).expect("HMAC takes any key size");
@@ -73,18 +75,16 @@ impl CacheKey {
             mac.update(&(p.len() as u64).to_be_bytes());
             mac.update(p);
         }
-        mac.finalize().into_bytes().to_vec()
+        mac
     }
 
+    fn mac(&self, parts: &[&[u8]]) -> Vec<u8> {
+        hmac::Mac::finalize(self.keyed(parts)).into_bytes().to_vec()
+    }
+
+    /// Whether `tag` is the MAC of `parts` (compared in constant time).
     fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
-        use hmac::{KeyInit, Mac};
-        let mut mac =
-            hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.0).expect("HMAC takes any key size");
-        for p in parts {
-            mac.update(&(p.len() as u64).to_be_bytes());
-            mac.update(p);
-        }
-        mac.verify_slice(tag).is_ok()
+        hmac::Mac::verify_slice(self.keyed(parts), tag).is_ok()
     }
 }
 

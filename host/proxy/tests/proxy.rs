@@ -153,6 +153,18 @@ async fn rig_named(function: &str, mut cfg: RouteConfig, seen: Seen, config: Pro
     }
 }
 
+/// The route config `orders` has in `store` now.
+async fn live_config(store: &dyn ConfigStore) -> RouteConfig {
+    store
+        .latest(&["orders".into()])
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap()
+        .expect("orders has a route config")
+        .config
+}
+
 /// `/metrics` of this test process: one recorder, installed once, as a
 /// binary does.
 fn metrics() -> Arc<dyn Fn() -> String + Send + Sync> {
@@ -240,16 +252,7 @@ async fn routes_tags_and_hot_swaps() {
     assert_eq!(body["traffic"], "production");
 
     // Flip to production mode in the store: the next poll swaps it in.
-    let mut cfg = r
-        .store
-        .latest(&["orders".into()])
-        .await
-        .unwrap()
-        .remove(0)
-        .unwrap()
-        .clone()
-        .unwrap()
-        .config;
+    let mut cfg = live_config(&*r.store).await;
     cfg.mode = Mode::Production;
     r.store.put_route("orders", &cfg).await.unwrap();
     r.watcher.poll().await.unwrap();
@@ -394,16 +397,7 @@ async fn upstream_down_or_slow_is_a_clear_gateway_error() {
         .local_addr()
         .unwrap()
         .port();
-    let mut cfg = r
-        .store
-        .latest(&["orders".into()])
-        .await
-        .unwrap()
-        .remove(0)
-        .unwrap()
-        .clone()
-        .unwrap()
-        .config;
+    let mut cfg = live_config(&*r.store).await;
     let mut spec = serde_json::Value::Object(cfg.dispatch.clone().unwrap().json().clone());
     spec["urls"]["8"] = serde_json::json!(format!("http://127.0.0.1:{port}"));
     cfg.dispatch = Some(serde_json::from_value(spec).unwrap());
@@ -640,17 +634,7 @@ async fn lambda_dispatch_invokes_the_chosen_qualifier() {
     // qualifier, tagged synthetic; the client gets the primary's answer.
     let mut cfg = lambda_route(&name, &versions);
     cfg.flags.insert("mirror-role".into(), "candidate".into());
-    cfg.policy = r
-        .store
-        .latest(&["orders".into()])
-        .await
-        .unwrap()
-        .remove(0)
-        .unwrap()
-        .clone()
-        .unwrap()
-        .config
-        .policy;
+    cfg.policy = live_config(&*r.store).await.policy;
     r.store.put_route("orders", &cfg).await.unwrap();
     r.watcher.poll().await.unwrap();
     let (status, headers, _) = call("GET", &format!("{}/orders/m", r.base), &[], "").await;

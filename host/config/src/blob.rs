@@ -148,4 +148,25 @@ mod tests {
             Err(StoreError::Corrupt { .. })
         ));
     }
+
+    proptest::proptest! {
+        /// Decoding whatever a store holds (chunks, manifest, a blob
+        /// another host wrote) is an error or the verified bytes, never a
+        /// panic or an unbounded allocation.
+        #[test]
+        fn decoding_arbitrary_chunks_never_panics(
+            chunks in proptest::collection::vec("[A-Za-z0-9+/=]{0,64}|.{0,16}", 0..4),
+            size in proptest::prelude::any::<usize>(),
+            declared in 0usize..6,
+            encoding in proptest::prop_oneof![proptest::strategy::Just("zlib+base64".to_owned()), ".{0,12}"],
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+        ) {
+            let manifest = Manifest { size, chunks: declared, encoding, location: None };
+            let digest = Digest::of(&bytes);
+            let _ = decode(&digest, &manifest, &chunks);
+            // And what this host writes, it reads back.
+            let (m, c) = encode(&bytes).unwrap();
+            proptest::prop_assert_eq!(decode(&digest, &m, &c).unwrap(), bytes);
+        }
+    }
 }

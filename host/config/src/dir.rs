@@ -108,13 +108,23 @@ fn rfc3339(t: std::time::SystemTime) -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
 }
 
-#[async_trait]
-impl ConfigStore for DirStore {
-    fn uri(&self) -> String {
-        format!("dir:{}", self.root.display())
+impl DirStore {
+    /// Runs `f` on the blocking pool, so file system calls (many per poll
+    /// with thousands of functions) never stall the async workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&DirStore) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| StoreError::Unavailable {
+                store: self.uri(),
+                message: format!("the file task failed: {e}"),
+            })?
     }
 
-    async fn latest(&self, functions: &[String]) -> Result<Vec<Entry>> {
+    fn latest_now(&self, functions: &[String]) -> Result<Vec<Entry>> {
         // The store as a whole fails only when its root is unreadable.
         std::fs::metadata(&self.root).map_err(|e| self.io(&self.root, e))?;
         Ok(functions
@@ -126,11 +136,7 @@ impl ConfigStore for DirStore {
             .collect())
     }
 
-    async fn version(&self, function: &str, version: u64) -> Result<StoredRoute> {
-        self.read_version(function, version)
-    }
-
-    async fn history(&self, function: &str) -> Result<Vec<Result<StoredRoute>>> {
+    fn history_now(&self, function: &str) -> Result<Vec<Result<StoredRoute>>> {
         Ok(self
             .versions(function)?
             .into_iter()
@@ -138,7 +144,7 @@ impl ConfigStore for DirStore {
             .collect())
     }
 
-    async fn functions(&self) -> Result<Vec<String>> {
+    fn functions_now(&self) -> Result<Vec<String>> {
         let mut names: Vec<String> = self
             .names_in(&self.root.join("functions"))?
             .into_iter()
@@ -149,8 +155,7 @@ impl ConfigStore for DirStore {
         Ok(names)
     }
 
-    async fn put_route(&self, function: &str, config: &RouteConfig) -> Result<u64> {
-        let text = encode_route(function, config)?;
+    fn put_route_now(&self, function: &str, text: &str) -> Result<u64> {
         let dir = self.function_dir(function)?;
         std::fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
         loop {
@@ -175,11 +180,7 @@ impl ConfigStore for DirStore {
         }
     }
 
-    async fn has_blob(&self, digest: &Digest) -> Result<bool> {
-        Ok(self.blob_path(digest).is_file())
-    }
-
-    async fn get_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+    fn get_blob_now(&self, digest: &Digest) -> Result<Vec<u8>> {
         let path = self.blob_path(digest);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -189,6 +190,67 @@ impl ConfigStore for DirStore {
             Err(e) => return Err(self.io(&path, e)),
         };
         blob::verify(digest, bytes)
+    }
+
+    fn put_blob_now(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
+        let path = self.blob_path(digest);
+        if !path.is_file() {
+            let dir = path.parent().expect("blob path has a parent");
+            std::fs::create_dir_all(dir).map_err(|e| self.io(dir, e))?;
+            // Write aside, then rename: a reader never sees half a blob.
+            let tmp = dir.join(format!(
+                ".sha256-{}.tmp{}",
+                digest.hex(),
+                std::process::id()
+            ));
+            std::fs::write(&tmp, bytes).map_err(|e| self.io(&tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| self.io(&path, e))?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ConfigStore for DirStore {
+    fn uri(&self) -> String {
+        format!("dir:{}", self.root.display())
+    }
+
+    async fn latest(&self, functions: &[String]) -> Result<Vec<Entry>> {
+        let functions = functions.to_vec();
+        self.blocking(move |s| s.latest_now(&functions)).await
+    }
+
+    async fn version(&self, function: &str, version: u64) -> Result<StoredRoute> {
+        let function = function.to_owned();
+        self.blocking(move |s| s.read_version(&function, version))
+            .await
+    }
+
+    async fn history(&self, function: &str) -> Result<Vec<Result<StoredRoute>>> {
+        let function = function.to_owned();
+        self.blocking(move |s| s.history_now(&function)).await
+    }
+
+    async fn functions(&self) -> Result<Vec<String>> {
+        self.blocking(|s| s.functions_now()).await
+    }
+
+    async fn put_route(&self, function: &str, config: &RouteConfig) -> Result<u64> {
+        let text = encode_route(function, config)?;
+        let function = function.to_owned();
+        self.blocking(move |s| s.put_route_now(&function, &text))
+            .await
+    }
+
+    async fn has_blob(&self, digest: &Digest) -> Result<bool> {
+        let path = self.blob_path(digest);
+        self.blocking(move |_| Ok(path.is_file())).await
+    }
+
+    async fn get_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let digest = *digest;
+        self.blocking(move |s| s.get_blob_now(&digest)).await
     }
 
     async fn put_blob(
@@ -204,19 +266,9 @@ impl ConfigStore for DirStore {
             });
         }
         let digest = Digest::of(bytes);
-        let path = self.blob_path(&digest);
-        if !path.is_file() {
-            let dir = path.parent().expect("blob path has a parent");
-            std::fs::create_dir_all(dir).map_err(|e| self.io(dir, e))?;
-            // Write aside, then rename: a reader never sees half a blob.
-            let tmp = dir.join(format!(
-                ".sha256-{}.tmp{}",
-                digest.hex(),
-                std::process::id()
-            ));
-            std::fs::write(&tmp, bytes).map_err(|e| self.io(&tmp, e))?;
-            std::fs::rename(&tmp, &path).map_err(|e| self.io(&path, e))?;
-        }
+        let bytes = bytes.to_vec();
+        self.blocking(move |s| s.put_blob_now(&digest, &bytes))
+            .await?;
         progress(1, 1);
         Ok(digest)
     }

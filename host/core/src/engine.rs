@@ -32,6 +32,13 @@ pub struct EngineConfig {
     pub recycle_after: u64,
     /// Policy instances the pooling allocator can hold at once, process-wide.
     pub max_instances: u32,
+    /// A pool whose policy fails this many evaluations in a row stops
+    /// evaluating (its circuit opens) and answers the fail-safe for
+    /// `breaker_open`, then lets one probe through: a policy that burns its
+    /// budget on every call cannot hold the host's threads. 0 disables.
+    pub breaker_failures: u32,
+    /// How long an open circuit answers the fail-safe before a probe.
+    pub breaker_open: std::time::Duration,
     /// Initialise instance memory copy-on-write from a memory image instead
     /// of copying data segments. On: a fresh instance of `sticky-canary`
     /// measured 15 % faster with it (BENCHMARKS.md, group `instantiate`).
@@ -58,6 +65,8 @@ impl Default for EngineConfig {
             max_memory_size: 256 << 20,
             recycle_after: 10_000,
             max_instances: 1_000,
+            breaker_failures: 5,
+            breaker_open: std::time::Duration::from_secs(10),
             copy_on_write: true,
             keep_resident: 0,
         }
@@ -82,6 +91,7 @@ struct EngineInner {
     wasmtime: wasmtime::Engine,
     linker: Linker<HostState>,
     config: EngineConfig,
+    idle: Arc<crate::evaluator::IdleBudget>,
 }
 
 /// The engine could not be built.
@@ -141,6 +151,11 @@ impl Engine {
             inner: Arc::new(EngineInner {
                 wasmtime,
                 linker,
+                // Half the instances may wait warm; the rest are for the
+                // calls in flight.
+                idle: Arc::new(crate::evaluator::IdleBudget::new(
+                    (config.max_instances as usize / 2).max(1),
+                )),
                 config,
             }),
         })
@@ -149,6 +164,11 @@ impl Engine {
     /// The limits in force.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// The warm instances every pool of this engine shares.
+    pub(crate) fn idle_budget(&self) -> &Arc<crate::evaluator::IdleBudget> {
+        &self.inner.idle
     }
 
     pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {

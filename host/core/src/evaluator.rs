@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
 
 use wasmtime::{ResourceLimiter, Store, Trap};
 
@@ -38,11 +40,21 @@ pub enum EvalError {
     /// Returned a decision the host cannot use.
     #[error("policy returned an unusable decision: {0}")]
     BadDecision(String),
+    /// Not evaluated: the policy failed too often in a row just now.
+    #[error(
+        "policy not evaluated: it failed {failures} times in a row, so its circuit is open for {open_ms} ms"
+    )]
+    CircuitOpen {
+        /// Consecutive failures that opened it.
+        failures: u32,
+        /// How long it stays open, in milliseconds.
+        open_ms: u64,
+    },
 }
 
 impl EvalError {
     /// A short label for metrics: `budget`, `memory`, `trap`, `instantiate`,
-    /// `bad-decision`.
+    /// `bad-decision`, `circuit-open`.
     pub fn kind(&self) -> &'static str {
         match self {
             EvalError::Budget { .. } => "budget",
@@ -50,7 +62,17 @@ impl EvalError {
             EvalError::Trap(_) => "trap",
             EvalError::Instantiate(_) => "instantiate",
             EvalError::BadDecision(_) => "bad-decision",
+            EvalError::CircuitOpen { .. } => "circuit-open",
         }
+    }
+
+    /// Whether the policy is to blame (not the host running out of
+    /// instances, not an open circuit): what the circuit breaker counts.
+    fn is_the_policys(&self) -> bool {
+        !matches!(
+            self,
+            EvalError::Instantiate(_) | EvalError::CircuitOpen { .. }
+        )
     }
 }
 
@@ -154,13 +176,102 @@ impl Evaluator {
     }
 }
 
+/// The warm (idle) instances of every pool of one engine, capped in all:
+/// the instance allocator's limit is process-wide, so per-pool caps alone
+/// would let a thousand functions' idle instances starve the next one.
+/// Past the cap, the least recently used pool's idle instances go.
+pub(crate) struct IdleBudget {
+    cap: usize,
+    idle: AtomicUsize,
+    /// Pools with idle instances, least recently used first.
+    lru: Mutex<lru::LruCache<u64, Weak<PoolShared>>>,
+    next_id: AtomicU64,
+    start: Instant,
+}
+
+impl IdleBudget {
+    pub(crate) fn new(cap: usize) -> Self {
+        IdleBudget {
+            cap,
+            idle: AtomicUsize::new(0),
+            lru: Mutex::new(lru::LruCache::unbounded()),
+            next_id: AtomicU64::new(0),
+            start: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_secs()
+    }
+
+    /// Drops the idle instances of the least recently used pools (never
+    /// `keep`'s) until the total is within the cap, or, with `force`, at
+    /// least one pool's. Returns how many went.
+    fn evict(&self, keep: u64, force: bool) -> usize {
+        let mut dropped = Vec::new();
+        let mut skipped = None;
+        {
+            let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
+            while force && dropped.is_empty() || self.idle.load(Ordering::Acquire) > self.cap {
+                let Some((id, weak)) = lru.pop_lru() else {
+                    break;
+                };
+                if id == keep {
+                    skipped = Some(weak);
+                    continue;
+                }
+                if let Some(pool) = weak.upgrade() {
+                    // Out of the LRU: its next use must put it back.
+                    pool.touched.store(u64::MAX, Ordering::Relaxed);
+                    let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+                    self.idle.fetch_sub(idle.len(), Ordering::AcqRel);
+                    dropped.append(&mut idle);
+                }
+            }
+            if let Some(weak) = skipped {
+                lru.put(keep, weak);
+            }
+        }
+        // Instances are torn down outside the locks.
+        dropped.len()
+    }
+}
+
+struct PoolShared {
+    id: u64,
+    idle: Mutex<Vec<Evaluator>>,
+    /// When the pool was last marked used in the budget's LRU (seconds).
+    touched: AtomicU64,
+}
+
+/// The circuit breaker of one pool, and its log rate limit. Times are
+/// milliseconds since the engine's start.
+#[derive(Default)]
+struct Breaker {
+    /// Failures in a row.
+    failures: AtomicU32,
+    /// Open until then; 0: closed.
+    open_until: AtomicU64,
+    /// A probe is running (the circuit is half-open).
+    probing: AtomicBool,
+    /// The second a fail-safe line was last logged, and lines held back
+    /// since.
+    logged_at: AtomicU64,
+    held_back: AtomicU64,
+}
+
 /// Warm evaluators of one policy, shared by concurrent request handlers:
 /// each call borrows an idle evaluator (or makes one) and returns it, so a
-/// busy host keeps about one warm instance per concurrent request.
+/// busy host keeps about one warm instance per concurrent request. Idle
+/// instances count against the engine's budget (half its instance limit),
+/// shared with every other pool; the least recently used pools give theirs
+/// up first, so any number of functions can decide.
 pub struct EvaluatorPool {
     policy: Arc<Policy>,
-    idle: std::sync::Mutex<Vec<Evaluator>>,
+    shared: Arc<PoolShared>,
+    budget: Arc<IdleBudget>,
     max_idle: usize,
+    breaker: Breaker,
 }
 
 impl fmt::Debug for EvaluatorPool {
@@ -172,12 +283,24 @@ impl fmt::Debug for EvaluatorPool {
 }
 
 impl EvaluatorPool {
-    /// A pool keeping at most `max_idle` warm evaluators.
+    /// A pool keeping at most `max_idle` warm evaluators (and fewer when
+    /// the engine's idle budget is spent elsewhere).
     pub fn new(policy: Arc<Policy>, max_idle: usize) -> Self {
+        let budget = policy.engine.idle_budget().clone();
+        let shared = Arc::new(PoolShared {
+            id: budget.next_id.fetch_add(1, Ordering::Relaxed),
+            idle: Mutex::new(Vec::new()),
+            touched: AtomicU64::new(u64::MAX),
+        });
         EvaluatorPool {
             policy,
-            idle: std::sync::Mutex::new(Vec::new()),
+            shared,
+            budget,
             max_idle,
+            breaker: Breaker {
+                logged_at: AtomicU64::new(u64::MAX),
+                ..Default::default()
+            },
         }
     }
 
@@ -186,16 +309,160 @@ impl EvaluatorPool {
         &self.policy
     }
 
-    /// [`Evaluator::decide`] on a pooled evaluator.
+    /// Warm instances this pool holds now.
+    pub fn idle(&self) -> usize {
+        self.shared
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// [`Evaluator::decide`] on a pooled evaluator. When no instance can be
+    /// made because the engine's instances are all taken, the least
+    /// recently used pools' idle instances are dropped and it is tried once
+    /// more before the fail-safe. A policy that keeps failing trips the
+    /// pool's circuit breaker ([`EngineConfig::breaker_failures`]): while it
+    /// is open the fail-safe is answered without evaluating. Fail-safe log
+    /// lines are at most one a second per pool (with a count of those held
+    /// back); the breaker's opening and closing are always logged.
+    ///
+    /// [`EngineConfig::breaker_failures`]: crate::EngineConfig::breaker_failures
     pub fn decide(&self, req: &Arc<Request>, route: &Route) -> (Decision, Option<EvalError>) {
-        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let config = *self.policy.engine.config();
+        let now = self.budget.start.elapsed().as_millis() as u64;
+        let open_until = self.breaker.open_until.load(Ordering::Acquire);
+        let probe = open_until != 0;
+        if probe && (now < open_until || self.breaker.probing.swap(true, Ordering::AcqRel)) {
+            let e = EvalError::CircuitOpen {
+                failures: config.breaker_failures,
+                open_ms: config.breaker_open.as_millis() as u64,
+            };
+            return (fail_safe(route, &e.to_string()), Some(e));
+        }
+        let out = self.evaluate(req, route);
+        match &out {
+            Ok(_) if probe => {
+                self.breaker.failures.store(0, Ordering::Relaxed);
+                self.breaker.open_until.store(0, Ordering::Release);
+                self.breaker.probing.store(false, Ordering::Release);
+                tracing::warn!(target: "switchyard::policy", function = route.function(), policy = %self.policy.digest().short(), "policy circuit closed: the probe evaluation succeeded");
+                metrics::counter!("switchyard_policy_circuit_total", "function" => route.function().to_owned(), "state" => "closed").increment(1);
+            }
+            Ok(_) => {
+                if self.breaker.failures.load(Ordering::Relaxed) != 0 {
+                    self.breaker.failures.store(0, Ordering::Relaxed);
+                }
+            }
+            Err(e) if e.is_the_policys() && config.breaker_failures > 0 => {
+                let failures = self.breaker.failures.fetch_add(1, Ordering::AcqRel) + 1;
+                if probe || failures >= config.breaker_failures {
+                    let open_ms = config.breaker_open.as_millis() as u64;
+                    self.breaker.failures.store(0, Ordering::Relaxed);
+                    self.breaker
+                        .open_until
+                        .store(now + open_ms.max(1), Ordering::Release);
+                    self.breaker.probing.store(false, Ordering::Release);
+                    tracing::warn!(target: "switchyard::policy", function = route.function(), policy = %self.policy.digest().short(), error = %e, failures, open_ms, "policy circuit opened: answering the fail-safe without evaluating until a probe succeeds");
+                    metrics::counter!("switchyard_policy_circuit_total", "function" => route.function().to_owned(), "state" => "open").increment(1);
+                }
+            }
+            Err(_) => {
+                if probe {
+                    self.breaker.probing.store(false, Ordering::Release);
+                }
+            }
+        }
+        match out {
+            Ok(d) => (d, None),
+            Err(e) => {
+                self.log_fail_safe(route, &e, now / 1000);
+                (fail_safe(route, &e.to_string()), Some(e))
+            }
+        }
+    }
+
+    /// One fail-safe line a second at most, saying how many were held back.
+    fn log_fail_safe(&self, route: &Route, e: &EvalError, second: u64) {
+        if self.breaker.logged_at.swap(second, Ordering::AcqRel) == second {
+            self.breaker.held_back.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let held_back = self.breaker.held_back.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            target: "switchyard::policy",
+            function = route.function(),
+            policy = %self.policy.digest().short(),
+            error = %e,
+            held_back,
+            "policy failed; fail-safe decision applied"
+        );
+    }
+
+    /// An evaluation on a pooled evaluator, retried once on a fresh
+    /// instance budget when none could be made.
+    fn evaluate(&self, req: &Arc<Request>, route: &Route) -> Result<Decision, EvalError> {
+        let idle = self
+            .shared
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop();
+        if idle.is_some() {
+            self.budget.idle.fetch_sub(1, Ordering::AcqRel);
+        }
         let mut ev = idle.unwrap_or_else(|| self.policy.evaluator());
-        let out = ev.decide(req, route);
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < self.max_idle {
+        let mut out = ev.evaluate(req, route);
+        if matches!(out, Err(EvalError::Instantiate(_)))
+            && self.budget.evict(self.shared.id, true) > 0
+        {
+            out = ev.evaluate(req, route);
+        }
+        self.keep(ev);
+        out
+    }
+
+    /// Returns `ev` to the idle list when there is room, here and in the
+    /// engine's budget.
+    fn keep(&self, ev: Evaluator) {
+        {
+            let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() >= self.max_idle {
+                return;
+            }
             idle.push(ev);
         }
-        out
+        self.budget.idle.fetch_add(1, Ordering::AcqRel);
+        // Mark this pool used, at most once a second (the LRU's lock is
+        // shared by every pool).
+        let now = self.budget.now();
+        if self.shared.touched.swap(now, Ordering::Relaxed) != now {
+            self.budget
+                .lru
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .put(self.shared.id, Arc::downgrade(&self.shared));
+        }
+        if self.budget.idle.load(Ordering::Acquire) > self.budget.cap {
+            self.budget.evict(self.shared.id, false);
+        }
+    }
+}
+
+impl Drop for EvaluatorPool {
+    fn drop(&mut self) {
+        let n = self
+            .shared
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        self.budget.idle.fetch_sub(n, Ordering::AcqRel);
+        self.budget
+            .lru
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop(&self.shared.id);
     }
 }
 

@@ -1,0 +1,161 @@
+//! The instance budget is process-wide: pools of many functions share it,
+//! so idle instances are capped in all and the least recently used go
+//! first, and no function is left unable to decide.
+
+use switchyard_test_support as common;
+
+use switchyard_core::{Engine, EngineConfig, EvaluatorPool, Policy, Route, RouteConfig};
+use switchyard_test_artifacts as art;
+
+#[test]
+fn any_number_of_functions_decide_on_a_bounded_engine() {
+    // Eight instances in all (so at most four idle), forty functions.
+    let engine = Engine::with_config(EngineConfig {
+        max_instances: 8,
+        ..Default::default()
+    })
+    .unwrap();
+    let bytes = std::fs::read(art::SYNTHETIC_HEADER).unwrap();
+    let policy = Policy::new(&engine, &bytes, "synthetic-header").unwrap();
+    let config =
+        RouteConfig::from_json(r#"{"mode":"synthetic","versions":{"stable":"7","candidate":"8"}}"#)
+            .unwrap();
+    let functions: Vec<(Route, EvaluatorPool)> = (0..40)
+        .map(|i| {
+            let route = Route::new(format!("fn-{i}"), config.clone()).unwrap();
+            (route, EvaluatorPool::new(policy.clone(), 64))
+        })
+        .collect();
+    let req = common::request(&[("x-switchyard-synthetic", "true")]);
+    for round in 0..2 {
+        for (route, pool) in &functions {
+            let (decision, failure) = pool.decide(&req, route);
+            assert!(
+                failure.is_none(),
+                "round {round}, {}: {failure:?}",
+                route.function()
+            );
+            assert_eq!(decision.target, "8");
+        }
+    }
+    let idle: Vec<usize> = functions.iter().map(|(_, p)| p.idle()).collect();
+    assert!(
+        idle.iter().sum::<usize>() <= 4,
+        "idle instances over half the engine's limit: {idle:?}"
+    );
+    assert_eq!(
+        idle.last(),
+        Some(&1),
+        "the most recently used function keeps its warm instance: {idle:?}"
+    );
+
+    // A pool that goes (a route version replaced) gives its budget back.
+    drop(functions);
+    let route = Route::new("late", config).unwrap();
+    let pool = EvaluatorPool::new(policy, 64);
+    assert!(pool.decide(&req, &route).1.is_none());
+    assert_eq!(pool.idle(), 1);
+}
+
+#[test]
+fn a_failing_policy_trips_its_circuit_and_a_good_probe_closes_it() {
+    let engine = Engine::with_config(EngineConfig {
+        max_instances: 8,
+        breaker_failures: 3,
+        breaker_open: std::time::Duration::from_millis(100),
+        ..Default::default()
+    })
+    .unwrap();
+    let bytes = std::fs::read(art::BAD_TRAP).unwrap();
+    let policy = Policy::new(&engine, &bytes, "bad-trap").unwrap();
+    let route = common::synthetic_route();
+    let pool = EvaluatorPool::new(policy, 4);
+    let failing = common::request(&[]);
+    let recovered = common::request(&[("x-bad-trap-recovered", "true")]);
+    let kind = |req| {
+        let (decision, failure) = pool.decide(req, &route);
+        assert_eq!(decision.target, "7", "every answer here is stable");
+        failure.map(|e| e.kind())
+    };
+    for _ in 0..3 {
+        assert_eq!(kind(&failing), Some("trap"));
+    }
+    // Open: not evaluated, even for a request the policy would answer.
+    assert_eq!(kind(&recovered), Some("circuit-open"));
+    // After the open spell one probe runs; a good one closes the circuit.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while kind(&recovered) == Some("circuit-open") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the circuit never let a probe through"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(kind(&recovered), None, "closed: evaluated again");
+    // A failing probe opens it again at once (no three strikes).
+    for _ in 0..3 {
+        assert_eq!(kind(&failing), Some("trap"));
+    }
+    assert_eq!(kind(&failing), Some("circuit-open"));
+    while kind(&failing) == Some("circuit-open") {
+        assert!(std::time::Instant::now() < deadline, "no probe");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        kind(&failing),
+        Some("circuit-open"),
+        "the failed probe reopened it"
+    );
+}
+
+/// Log lines written through `tracing` while `f` runs.
+fn logged(f: impl FnOnce()) -> Vec<String> {
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let sink = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    text.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn fail_safe_lines_are_rate_limited() {
+    let engine = Engine::with_config(EngineConfig {
+        max_instances: 8,
+        breaker_failures: 0,
+        ..Default::default()
+    })
+    .unwrap();
+    let bytes = std::fs::read(art::BAD_TRAP).unwrap();
+    let policy = Policy::new(&engine, &bytes, "bad-trap").unwrap();
+    let route = common::synthetic_route();
+    let pool = EvaluatorPool::new(policy, 4);
+    let req = common::request(&[]);
+    let lines = logged(|| {
+        for _ in 0..200 {
+            assert_eq!(pool.decide(&req, &route).1.map(|e| e.kind()), Some("trap"));
+        }
+    });
+    let fail_safe: Vec<&String> = lines.iter().filter(|l| l.contains("fail-safe")).collect();
+    // One a second (the loop may straddle a second or two).
+    assert!(
+        !fail_safe.is_empty() && fail_safe.len() <= 3,
+        "{} fail-safe lines for 200 failures:\n{}",
+        fail_safe.len(),
+        lines.join("\n")
+    );
+}

@@ -103,10 +103,12 @@ impl RequestJson {
     /// Converts into a [`Request`], taking `default_function` when the JSON
     /// names none.
     pub fn into_request(self, default_function: Option<&str>) -> Result<Request, RequestError> {
-        let function = match (self.function, default_function) {
+        // An empty name is no name (found by the property tests: `[""]`
+        // parsed as a request for the function "").
+        let function = match (self.function.filter(|f| !f.is_empty()), default_function) {
             (Some(f), _) => f,
-            (None, Some(f)) => f.to_owned(),
-            (None, None) => return Err(RequestError::NoFunction),
+            (None, Some(f)) if !f.is_empty() => f.to_owned(),
+            (None, _) => return Err(RequestError::NoFunction),
         };
         Ok(Request::new(
             function,
@@ -142,6 +144,15 @@ mod tests {
             Request::from_json("{}", None),
             Err(RequestError::NoFunction)
         ));
+        for empty in [r#"{"function":""}"#, r#"[""]"#] {
+            assert!(
+                matches!(
+                    Request::from_json(empty, None),
+                    Err(RequestError::NoFunction)
+                ),
+                "{empty}"
+            );
+        }
         let err = Request::from_json(r#"{"fn":"x"}"#, None).unwrap_err();
         assert!(err.to_string().contains("unknown field `fn`"), "{err}");
     }

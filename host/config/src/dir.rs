@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Versions are files, so history and rollback work as in SSM. A new version
-//! is created with `O_EXCL`, so two writers never overwrite each other.
+//! is written aside and hard-linked in under the next free number, so two
+//! writers never overwrite each other and no reader sees half a version.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -155,29 +156,41 @@ impl DirStore {
         Ok(names)
     }
 
+    /// Writes the version whole, aside, then links it in under the next
+    /// free number: a reader never sees half a version, and a writer
+    /// killed halfway leaves only a hidden temporary file.
     fn put_route_now(&self, function: &str, text: &str) -> Result<u64> {
         let dir = self.function_dir(function)?;
         std::fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
-        loop {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let tmp = dir.join(format!(
+            ".new.{}.{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let written = std::fs::File::create(&tmp).and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
+            f.write_all(b"\n")?;
+            f.sync_all()
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(self.io(&tmp, e));
+        }
+        let linked = loop {
             let version = self.versions(function)?.last().copied().unwrap_or(0) + 1;
             let path = dir.join(format!("{version}.json"));
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    f.write_all(text.as_bytes())
-                        .and_then(|()| f.write_all(b"\n"))
-                        .and_then(|()| f.sync_all())
-                        .map_err(|e| self.io(&path, e))?;
-                    return Ok(version);
-                }
+            // A hard link fails when the name exists (like O_EXCL) and
+            // makes the whole file visible at once.
+            match std::fs::hard_link(&tmp, &path) {
+                Ok(()) => break Ok(version),
                 // Another writer took this number: take the next one.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(self.io(&path, e)),
+                Err(e) => break Err(self.io(&path, e)),
             }
-        }
+        };
+        let _ = std::fs::remove_file(&tmp);
+        linked
     }
 
     fn get_blob_now(&self, digest: &Digest) -> Result<Vec<u8>> {

@@ -20,6 +20,10 @@ use switchyard_core::{Digest, RouteConfig, RouteConfigError};
 /// Longest route-config document: SSM's standard-tier value limit.
 pub const MAX_ROUTE_CONFIG_CHARS: usize = 4096;
 
+/// Longest stored value read as a route config (SSM's advanced tier); a
+/// longer one is corrupt, not parsed.
+pub const MAX_STORED_ROUTE_CHARS: usize = 8192;
+
 /// One version of a function's route config, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct StoredRoute {
@@ -233,6 +237,16 @@ pub fn encode_route(function: &str, config: &RouteConfig) -> Result<String> {
 
 /// Parses a stored route config.
 pub fn decode_route(function: &str, version: u64, text: &str) -> Result<RouteConfig> {
+    // Larger than any store holds (SSM's advanced tier: 8 KB): not parsed.
+    if text.len() > MAX_STORED_ROUTE_CHARS {
+        return Err(StoreError::Corrupt {
+            what: format!("route config of {function} version {version}"),
+            why: format!(
+                "{} characters; a stored route config is at most {MAX_STORED_ROUTE_CHARS}",
+                text.len()
+            ),
+        });
+    }
     RouteConfig::from_json(text).map_err(|reason| StoreError::InvalidRoute {
         function: function.to_owned(),
         version,

@@ -236,7 +236,7 @@ pub struct WatchStats {
 /// Polls a store and keeps a [`PolicySet`] current.
 pub struct Watcher {
     store: Arc<dyn ConfigStore>,
-    loader: Loader,
+    loader: Arc<Loader>,
     set: Arc<PolicySet>,
     config: WatchConfig,
     prepare: std::sync::OnceLock<Prepare>,
@@ -261,14 +261,27 @@ impl std::fmt::Debug for Watcher {
 impl Watcher {
     /// A watcher over `store`, feeding a new [`PolicySet`].
     pub fn new(store: Arc<dyn ConfigStore>, engine: Engine, config: WatchConfig) -> Self {
+        let loader = Loader::new(
+            store.clone(),
+            engine,
+            config.cache_dir.clone(),
+            config.lru_capacity,
+        )
+        .with_cache_key(config.cache_key.clone());
+        Self::with_loader(store, Arc::new(loader), config)
+    }
+
+    /// A watcher over `store` that gets its compiled policies from
+    /// `loader`, which other watchers may share (a process embedding many
+    /// watchers of one policy compiles it once; the fleet test's thousand
+    /// hosts do). The loader's own cache settings apply, not `config`'s.
+    pub fn with_loader(
+        store: Arc<dyn ConfigStore>,
+        loader: Arc<Loader>,
+        config: WatchConfig,
+    ) -> Self {
         Watcher {
-            loader: Loader::new(
-                store.clone(),
-                engine,
-                config.cache_dir.clone(),
-                config.lru_capacity,
-            )
-            .with_cache_key(config.cache_key.clone()),
+            loader,
             store,
             set: Arc::new(PolicySet::default()),
             config,
@@ -515,7 +528,15 @@ impl Watcher {
         tokio::spawn(async move {
             // An embedding's zero interval would spin on the store.
             let interval = self.config.interval.max(crate::MIN_POLL_INTERVAL);
+            // Failures (the store down) back off exponentially. Throttling
+            // is the store's quota shared by the fleet: the poll period
+            // stretches (doubling, up to 3 intervals, which bounds how stale
+            // a host may get) and shrinks back by a fiftieth of an interval
+            // per success, so a fleet asking for more than the quota
+            // settles at what it allows; a throttled poll is retried soon,
+            // at a random point, not after minutes.
             let mut backoff = interval;
+            let mut pace = interval;
             loop {
                 let polled = tokio::time::timeout(POLL_TIMEOUT, self.poll())
                     .await
@@ -528,15 +549,23 @@ impl Watcher {
                 let wait = match polled {
                     Ok(_) => {
                         backoff = interval;
-                        interval
+                        pace = pace.saturating_sub(interval / 50).max(interval);
+                        jitter(pace)
+                    }
+                    Err(e @ StoreError::Throttled { .. }) => {
+                        backoff = interval;
+                        pace = (pace * 2).min(interval * 3);
+                        let retry_in = pace.mul_f64(0.1 + 0.2 * random_fraction());
+                        tracing::warn!(target: "switchyard::watch", store = %self.store.uri(), error = %e, ?retry_in, poll_every = ?pace, "poll throttled; serving the last known good and polling less often");
+                        retry_in
                     }
                     Err(e) => {
                         backoff = (backoff * 2).min(Duration::from_secs(300));
                         tracing::warn!(target: "switchyard::watch", store = %self.store.uri(), error = %e, retry_in = ?backoff, "poll failed; serving the last known good");
-                        backoff
+                        jitter(backoff)
                     }
                 };
-                tokio::time::sleep(jitter(wait)).await;
+                tokio::time::sleep(wait).await;
             }
         })
     }
@@ -548,10 +577,22 @@ pub const POLL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// `d` ± up to 10 %, so a fleet does not poll in lockstep.
 fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
+    d.mul_f64(0.9 + 0.2 * random_fraction())
+}
+
+/// A number in [0, 1): splitmix64 over a process-wide counter seeded from
+/// the clock, so watchers asking at the same instant get different ones.
+fn random_fraction() -> f64 {
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
+        .map(|t| t.as_nanos() as u64)
         .unwrap_or(0);
-    let factor = 0.9 + 0.2 * (f64::from(nanos % 1000) / 1000.0);
-    d.mul_f64(factor)
+    let mut z = STATE
+        .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+        .wrapping_add(seed);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
 }

@@ -57,19 +57,24 @@ fn any_number_of_functions_decide_on_a_bounded_engine() {
     assert_eq!(pool.idle(), 1);
 }
 
-#[test]
-fn a_failing_policy_trips_its_circuit_and_a_good_probe_closes_it() {
+/// A pool of `bad-trap` (it traps unless spared) on an engine of its own
+/// with the given circuit breaker.
+fn bad_trap_pool(breaker_failures: u32, breaker_open: std::time::Duration) -> EvaluatorPool {
     let engine = Engine::with_config(EngineConfig {
         max_instances: 8,
-        breaker_failures: 3,
-        breaker_open: std::time::Duration::from_millis(100),
+        breaker_failures,
+        breaker_open,
         ..Default::default()
     })
     .unwrap();
     let bytes = std::fs::read(art::BAD_TRAP).unwrap();
-    let policy = Policy::new(&engine, &bytes, "bad-trap").unwrap();
+    EvaluatorPool::new(Policy::new(&engine, &bytes, "bad-trap").unwrap(), 4)
+}
+
+#[test]
+fn a_failing_policy_trips_its_circuit_and_a_good_probe_closes_it() {
+    let pool = bad_trap_pool(3, std::time::Duration::from_millis(100));
     let route = common::synthetic_route();
-    let pool = EvaluatorPool::new(policy, 4);
     let failing = common::request(&[]);
     let recovered = common::request(&[("x-bad-trap-recovered", "true")]);
     let kind = |req| {
@@ -134,16 +139,8 @@ fn logged(f: impl FnOnce()) -> Vec<String> {
 
 #[test]
 fn fail_safe_lines_are_rate_limited() {
-    let engine = Engine::with_config(EngineConfig {
-        max_instances: 8,
-        breaker_failures: 0,
-        ..Default::default()
-    })
-    .unwrap();
-    let bytes = std::fs::read(art::BAD_TRAP).unwrap();
-    let policy = Policy::new(&engine, &bytes, "bad-trap").unwrap();
+    let pool = bad_trap_pool(0, std::time::Duration::from_secs(10));
     let route = common::synthetic_route();
-    let pool = EvaluatorPool::new(policy, 4);
     let req = common::request(&[]);
     let lines = logged(|| {
         for _ in 0..200 {

@@ -100,6 +100,24 @@ impl DirStore {
     }
 }
 
+/// A number no two calls in any process are likely to share: the clock's
+/// nanoseconds, a per-process counter and the pid, mixed.
+pub(crate) fn unique() -> u64 {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut z = nanos
+        ^ SEQ
+            .fetch_add(0x9E37_79B9_7F4A_7C15, std::sync::atomic::Ordering::Relaxed)
+            .rotate_left(17)
+        ^ u64::from(std::process::id()).rotate_left(40);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// Formats a time as RFC 3339 UTC, seconds precision.
 fn rfc3339(t: std::time::SystemTime) -> String {
     const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
@@ -145,13 +163,18 @@ impl DirStore {
             .collect())
     }
 
+    /// The functions with a version. A listing unroutes the functions it
+    /// leaves out, so it is all or an error: a folder that cannot be read
+    /// (out of descriptors, permissions) fails the whole listing rather
+    /// than dropping that function from it.
     fn functions_now(&self) -> Result<Vec<String>> {
-        let mut names: Vec<String> = self
-            .names_in(&self.root.join("functions"))?
-            .into_iter()
-            .filter(|n| check_function_name(n).is_ok())
-            .filter(|n| self.versions(n).is_ok_and(|v| !v.is_empty()))
-            .collect();
+        std::fs::metadata(&self.root).map_err(|e| self.io(&self.root, e))?;
+        let mut names = Vec::new();
+        for name in self.names_in(&self.root.join("functions"))? {
+            if check_function_name(&name).is_ok() && !self.versions(&name)?.is_empty() {
+                names.push(name);
+            }
+        }
         names.sort();
         Ok(names)
     }
@@ -162,35 +185,66 @@ impl DirStore {
     fn put_route_now(&self, function: &str, text: &str) -> Result<u64> {
         let dir = self.function_dir(function)?;
         std::fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
-        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let tmp = dir.join(format!(
-            ".new.{}.{}",
-            std::process::id(),
-            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let written = std::fs::File::create(&tmp).and_then(|mut f| {
-            f.write_all(text.as_bytes())?;
-            f.write_all(b"\n")?;
-            f.sync_all()
-        });
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(self.io(&tmp, e));
-        }
-        let linked = loop {
-            let version = self.versions(function)?.last().copied().unwrap_or(0) + 1;
-            let path = dir.join(format!("{version}.json"));
-            // A hard link fails when the name exists (like O_EXCL) and
-            // makes the whole file visible at once.
-            match std::fs::hard_link(&tmp, &path) {
-                Ok(()) => break Ok(version),
-                // Another writer took this number: take the next one.
+        let text = format!("{text}\n");
+        // A name no other writer (another process, another container on
+        // the same volume with the same pid) will pick: created, never
+        // truncated.
+        let (tmp, mut file) = loop {
+            let tmp = dir.join(format!(".new.{}.{:016x}", std::process::id(), unique()));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+            {
+                Ok(f) => break (tmp, f),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => break Err(self.io(&path, e)),
+                Err(e) => return Err(self.io(&tmp, e)),
             }
         };
+        let written = file
+            .write_all(text.as_bytes())
+            .and_then(|()| file.sync_all());
+        drop(file);
+        let linked = written
+            .map_err(|e| self.io(&tmp, e))
+            .and_then(|()| self.link_next(function, &dir, &tmp, &text));
         let _ = std::fs::remove_file(&tmp);
         linked
+    }
+
+    /// Links `tmp` in as the next free version. A hard link fails when
+    /// the name exists (like `O_EXCL`) and shows the whole file at once;
+    /// where the file system has no hard links, the version is written in
+    /// place with `O_EXCL` instead.
+    fn link_next(&self, function: &str, dir: &Path, tmp: &Path, text: &str) -> Result<u64> {
+        loop {
+            let version = self.versions(function)?.last().copied().unwrap_or(0) + 1;
+            let path = dir.join(format!("{version}.json"));
+            let linked = match std::fs::hard_link(tmp, &path) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Unsupported | std::io::ErrorKind::PermissionDenied
+                    ) =>
+                {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&path)
+                        .and_then(|mut f| {
+                            f.write_all(text.as_bytes())?;
+                            f.sync_all()
+                        })
+                }
+                other => other,
+            };
+            match linked {
+                Ok(()) => return Ok(version),
+                // Another writer took this number: take the next one.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(self.io(&path, e)),
+            }
+        }
     }
 
     fn get_blob_now(&self, digest: &Digest) -> Result<Vec<u8>> {

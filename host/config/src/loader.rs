@@ -122,6 +122,26 @@ fn private(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// A cache directory of this user's that others may read or write (made
+/// by an older version, or under a loose umask) is made `0700`; the files
+/// in it are still checked one by one (and a loose one rewritten).
+fn tighten(dir: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let Ok(meta) = std::fs::symlink_metadata(dir) else {
+            return;
+        };
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if meta.is_dir() && meta.uid() == me && meta.mode() & 0o077 != 0 {
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
 /// Makes `dir` (and its parents) if missing, `0700` where this creates it.
 fn make_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut b = std::fs::DirBuilder::new();
@@ -181,6 +201,7 @@ impl Loader {
         let root = self.cache_dir.as_ref()?;
         let dir = root.join(sub);
         for d in [root, &dir] {
+            tighten(d);
             if let Err(why) = private(d) {
                 if d.exists() {
                     tracing::warn!(target: "switchyard::watch", dir = %d.display(), %why, "cache directory not private; ignored");
@@ -322,10 +343,16 @@ impl Loader {
         let write = || -> std::io::Result<()> {
             make_private_dir(&dir)?;
             for d in [&root, &dir] {
+                tighten(d);
                 private(d).map_err(std::io::Error::other)?;
             }
             let path = dir.join(format!("{}.json", stored.function));
-            atomic_write(&path, serde_json::to_string(stored)?.as_bytes())
+            let json = serde_json::to_vec(stored)?;
+            if let Some(key) = &self.cache_key {
+                let tag = hex::encode(key.mac(&[&json]));
+                atomic_write(&path.with_extension("mac"), tag.as_bytes())?;
+            }
+            atomic_write(&path, &json)
         };
         if let Err(e) = write() {
             tracing::warn!(target: "switchyard::watch", dir = %dir.display(), error = %e, "cannot save the last known good route");
@@ -339,6 +366,7 @@ impl Loader {
             return;
         };
         let path = dir.join("routes").join(format!("{function}.json"));
+        let _ = std::fs::remove_file(path.with_extension("mac"));
         if let Err(e) = std::fs::remove_file(&path)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -357,22 +385,42 @@ impl Loader {
         };
         entries
             .filter_map(|e| e.ok())
-            .map(|entry| {
-                let path = entry.path();
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|x| x == "json"))
+            .map(|path| {
                 let stored = private(&path)
                     .ok()
-                    .and_then(|()| std::fs::read_to_string(&path).ok())
-                    .and_then(|t| serde_json::from_str::<StoredRoute>(&t).ok());
+                    .and_then(|()| std::fs::read(&path).ok())
+                    .filter(|json| self.route_authentic(&path, json))
+                    .and_then(|json| serde_json::from_slice::<StoredRoute>(&json).ok());
                 (path, stored)
             })
             .collect()
+    }
+
+    /// Whether a cached route's bytes carry this host's MAC (always, with
+    /// no cache key): a route says where traffic goes and with what
+    /// context, so with a key it is authenticated like the code.
+    fn route_authentic(&self, path: &Path, json: &[u8]) -> bool {
+        let Some(key) = &self.cache_key else {
+            return true;
+        };
+        let tag = std::fs::read_to_string(path.with_extension("mac"))
+            .ok()
+            .and_then(|t| hex::decode(t.trim()).ok());
+        let ok = tag.is_some_and(|t| key.verify(&[json], &t));
+        if !ok {
+            tracing::warn!(target: "switchyard::watch", path = %path.display(), "cached route's MAC is missing or does not match SWITCHYARD_CACHE_KEY; ignored");
+            metrics::counter!("switchyard_cache_refused_total").increment(1);
+        }
+        ok
     }
 }
 
 /// Writes `bytes` to `path` as a new `0600` file swapped in whole.
 fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = path.with_extension(format!("tmp{:016x}", crate::dir::unique()));
     let _ = std::fs::remove_file(&tmp);
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create_new(true);

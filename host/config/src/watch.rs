@@ -555,6 +555,13 @@ impl Watcher {
                     Err(e @ StoreError::Throttled { .. }) => {
                         backoff = interval;
                         pace = (pace * 2).min(interval * 3);
+                        // Retried soon, at a random point. (Waiting the
+                        // whole period after repeated throttles was tried:
+                        // 1,000 hosts at 10 s then took 40-64 s to converge
+                        // instead of 32 s. Past what the cap can absorb,
+                        // hosts over 3 x interval x quota, a throttled host
+                        // asks up to 3 times as often as a calm one; size the
+                        // interval instead, see BENCHMARKS.md.)
                         let retry_in = pace.mul_f64(0.1 + 0.2 * random_fraction());
                         tracing::warn!(target: "switchyard::watch", store = %self.store.uri(), error = %e, ?retry_in, poll_every = ?pace, "poll throttled; serving the last known good and polling less often");
                         retry_in

@@ -824,6 +824,12 @@ async fn a_tampered_or_exposed_cache_is_never_loaded() {
 
     // Untouched, with the key: restored (so the refusals below can fail).
     assert_eq!(host(key.clone()).restore_from_cache(), ["orders"]);
+    // A cached route edited (still valid JSON): refused with the key.
+    let route = root.join("routes/orders.json");
+    let original = std::fs::read_to_string(&route).unwrap();
+    std::fs::write(&route, original.replace("synthetic", "production")).unwrap();
+    assert!(host(key.clone()).restore_from_cache().is_empty());
+    std::fs::write(&route, &original).unwrap();
     // Another key, or none written when one is expected: refused.
     assert!(
         host(CacheKey::new(b"another-key-0123456789"))
@@ -850,7 +856,10 @@ async fn a_tampered_or_exposed_cache_is_never_loaded() {
     assert!(host(key.clone()).restore_from_cache().is_empty());
     assert!(host(None).restore_from_cache().is_empty());
     std::fs::set_permissions(&code, std::fs::Permissions::from_mode(0o600)).unwrap();
-    // A cache directory others may write: ignored as a whole.
+    // A cache directory of ours that others may write (an older version's,
+    // a loose umask) is made private again; its files are still checked
+    // one by one.
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
-    assert!(host(key).restore_from_cache().is_empty());
+    assert_eq!(host(key).restore_from_cache(), ["orders"]);
+    assert_eq!(mode(&root), 0o700);
 }

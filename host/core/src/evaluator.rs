@@ -340,7 +340,19 @@ impl EvaluatorPool {
             };
             return (fail_safe(route, &e.to_string()), Some(e));
         }
+        // A probe that never reports back (a panic) must not leave the
+        // circuit waiting for it.
+        struct ProbeGuard<'a>(Option<&'a AtomicBool>);
+        impl Drop for ProbeGuard<'_> {
+            fn drop(&mut self) {
+                if let Some(p) = self.0 {
+                    p.store(false, Ordering::Release);
+                }
+            }
+        }
+        let guard = ProbeGuard(probe.then_some(&self.breaker.probing));
         let out = self.evaluate(req, route);
+        std::mem::forget(guard);
         match &out {
             Ok(_) if probe => {
                 self.breaker.failures.store(0, Ordering::Relaxed);
@@ -402,15 +414,15 @@ impl EvaluatorPool {
     /// An evaluation on a pooled evaluator, retried once on a fresh
     /// instance budget when none could be made.
     fn evaluate(&self, req: &Arc<Request>, route: &Route) -> Result<Decision, EvalError> {
-        let idle = self
-            .shared
-            .idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop();
-        if idle.is_some() {
-            self.budget.idle.fetch_sub(1, Ordering::AcqRel);
-        }
+        let idle = {
+            let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let ev = idle.pop();
+            if ev.is_some() {
+                // Counted under the pool's lock, as every change is.
+                self.budget.idle.fetch_sub(1, Ordering::AcqRel);
+            }
+            ev
+        };
         let mut ev = idle.unwrap_or_else(|| self.policy.evaluator());
         let mut out = ev.evaluate(req, route);
         if matches!(out, Err(EvalError::Instantiate(_)))
@@ -425,14 +437,18 @@ impl EvaluatorPool {
     /// Returns `ev` to the idle list when there is room, here and in the
     /// engine's budget.
     fn keep(&self, ev: Evaluator) {
+        // One that lost its instance (a trap) holds nothing worth keeping.
+        if ev.instance.is_none() {
+            return;
+        }
         {
             let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
             if idle.len() >= self.max_idle {
                 return;
             }
             idle.push(ev);
+            self.budget.idle.fetch_add(1, Ordering::AcqRel);
         }
-        self.budget.idle.fetch_add(1, Ordering::AcqRel);
         // Mark this pool used, at most once a second (the LRU's lock is
         // shared by every pool).
         let now = self.budget.now();
@@ -451,13 +467,15 @@ impl EvaluatorPool {
 
 impl Drop for EvaluatorPool {
     fn drop(&mut self) {
-        let n = self
-            .shared
-            .idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len();
-        self.budget.idle.fetch_sub(n, Ordering::AcqRel);
+        // Taken under the lock, so an eviction racing this drop finds
+        // nothing left to count again.
+        let gone = {
+            let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let gone = std::mem::take(&mut *idle);
+            self.budget.idle.fetch_sub(gone.len(), Ordering::AcqRel);
+            gone
+        };
+        drop(gone);
         self.budget
             .lru
             .lock()
@@ -488,10 +506,26 @@ impl Policy {
         );
         store.limiter(|s| s as &mut dyn ResourceLimiter);
         refuel(&mut store, engine.fuel).map_err(|e| EvalError::Instantiate(format!("{e:#}")))?;
-        let router = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| EvalError::Instantiate(format!("{e:#}")))?;
+        let router = self.pre.instantiate(&mut store).map_err(|e| {
+            // The engine out of instances is the host's problem; a policy
+            // whose start-up runs out of fuel or memory, or traps, is the
+            // policy's (and counts for its circuit breaker).
+            if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                .is_some()
+            {
+                EvalError::Instantiate(format!("{e:#}"))
+            } else if store.data().memory_denied {
+                EvalError::Memory {
+                    limit: engine.memory_limit,
+                }
+            } else if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
+                EvalError::Budget {
+                    fuel: engine.fuel.unwrap_or_default(),
+                }
+            } else {
+                EvalError::Trap(format!("at start-up: {}", trap_summary(&e)))
+            }
+        })?;
         store.data_mut().instantiated = true;
         Ok(Instance {
             store,

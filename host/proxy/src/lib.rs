@@ -598,14 +598,18 @@ enum BodyError {
     Broken,
 }
 
-/// The whole body, within the size limit and with no stall longer than
-/// `body_timeout` between its parts.
+/// The whole body, within the size limit, with no stall longer than
+/// `body_timeout` between its parts and all of it within four times that
+/// (a client dripping a byte a minute cannot hold a connection for ever).
 async fn read_body(p: &Proxy, body: Body) -> Result<Bytes, BodyError> {
     use http_body_util::BodyExt;
     let mut body = body;
     let mut buf = bytes::BytesMut::new();
+    let start = tokio::time::Instant::now();
+    let all_by = start + p.config.body_timeout * 4;
     loop {
-        let frame = match tokio::time::timeout(p.config.body_timeout, body.frame()).await {
+        let next_by = (tokio::time::Instant::now() + p.config.body_timeout).min(all_by);
+        let frame = match tokio::time::timeout_at(next_by, body.frame()).await {
             Err(_) => return Err(BodyError::Stalled),
             Ok(None) => return Ok(buf.freeze()),
             Ok(Some(Err(_))) => return Err(BodyError::Broken),
@@ -632,8 +636,9 @@ fn body_error(p: &Proxy, e: BodyError, invoke: bool) -> Response {
             StatusCode::REQUEST_TIMEOUT,
             "ServiceException",
             format!(
-                "the request body stalled: no byte for {:?}",
-                p.config.body_timeout
+                "the request body stalled: no byte for {:?}, or not all of it within {:?}",
+                p.config.body_timeout,
+                p.config.body_timeout * 4
             ),
         ),
         BodyError::Broken => (
@@ -674,10 +679,17 @@ fn header_pairs(headers: &HeaderMap) -> impl Iterator<Item = (String, String)> +
 /// Whether a path has a `.` or `..` segment (also percent-encoded), which
 /// upstreams may resolve differently from the mesh.
 fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|seg| {
-        let lower = seg.to_ascii_lowercase();
-        let decoded = lower.replace("%2e", ".");
-        decoded == "." || decoded == ".."
+    let lower = path.to_ascii_lowercase();
+    // Separators and dots as some upstreams decode them: `%2f`, `%5c`,
+    // `\`, and a segment's `;param` (`..;/` passes for `../` in some).
+    let decoded = lower
+        .replace("%2e", ".")
+        .replace("%2f", "/")
+        .replace("%5c", "/")
+        .replace('\\', "/");
+    decoded.split('/').any(|seg| {
+        let seg = seg.split(';').next().unwrap_or(seg);
+        seg == "." || seg == ".."
     })
 }
 

@@ -359,7 +359,14 @@ async fn callers_cannot_forge_mesh_headers_or_reach_around_the_path() {
     assert_eq!((status, &echo["path"]), (200, &json!("/")), "{echo}");
 
     // Dot segments, plain or encoded, are refused rather than forwarded.
-    for path in ["/orders/a/../../admin", "/orders/%2e%2E/x", "/orders/./x"] {
+    for path in [
+        "/orders/a/../../admin",
+        "/orders/%2e%2E/x",
+        "/orders/./x",
+        "/orders/..;/admin",
+        "/orders/a%2f..%2fadmin",
+        "/orders/a%5c..%5cadmin",
+    ] {
         let (status, body) =
             send(&r.addr, &format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n")).await;
         assert_eq!(status, 400, "{path}: {body}");

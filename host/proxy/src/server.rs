@@ -225,8 +225,11 @@ struct Activity {
     /// The connection speaks HTTP/2: its frames (pings, settings) do not
     /// start a request head.
     h2: AtomicBool,
-    /// Whether the first read was looked at for the HTTP/2 preface.
+    /// Whether the start of the connection was looked at for the HTTP/2
+    /// preface.
     sniffed: AtomicBool,
+    /// The connection's first bytes, until there are enough to tell.
+    start_bytes: std::sync::Mutex<Vec<u8>>,
 }
 
 impl Activity {
@@ -240,6 +243,7 @@ impl Activity {
             last_progress: AtomicU64::new(0),
             h2: AtomicBool::new(false),
             sniffed: AtomicBool::new(false),
+            start_bytes: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -251,8 +255,22 @@ impl Activity {
     fn read(&self, bytes: &[u8]) {
         let now = self.now();
         self.last_progress.store(now, Ordering::Relaxed);
-        if !self.sniffed.swap(true, Ordering::Relaxed) && bytes.starts_with(b"PRI * HTTP/2.0") {
-            self.h2.store(true, Ordering::Relaxed);
+        if !self.sniffed.load(Ordering::Relaxed) {
+            // The preface may come in more than one read.
+            const PREFACE: &[u8] = b"PRI * HTTP/2.0";
+            let mut start = self.start_bytes.lock().unwrap_or_else(|e| e.into_inner());
+            let want = PREFACE.len() - start.len();
+            start.extend_from_slice(&bytes[..bytes.len().min(want)]);
+            if start.len() == PREFACE.len() || !PREFACE.starts_with(&start) {
+                let h2 = start[..] == *PREFACE;
+                self.h2.store(h2, Ordering::Relaxed);
+                if h2 {
+                    // Its frames are not a request head.
+                    self.head_started.store(0, Ordering::Release);
+                }
+                self.sniffed.store(true, Ordering::Relaxed);
+                *start = Vec::new();
+            }
         }
         if self.in_flight.load(Ordering::Acquire) == 0 && !self.h2.load(Ordering::Relaxed) {
             let _ = self

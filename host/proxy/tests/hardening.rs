@@ -449,3 +449,48 @@ async fn the_admin_listener_hides_context_and_takes_a_token() {
     let (status, _) = admin_call(&guarded.addr, "/v1/decide", Some("s3cret"), SYNTHETIC).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_gets_the_idle_timeout_not_the_header_timeout() {
+    let r = rig(
+        ECHO_ROUTE,
+        ProxyConfig {
+            connections: limits(Duration::from_millis(300), Duration::from_secs(30), 64),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut s = TcpStream::connect(&r.addr).await.unwrap();
+    // The preface in two reads' worth, then an empty SETTINGS frame.
+    s.write_all(b"PRI * HT").await.unwrap();
+    s.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(b"TP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    // Idle past the header timeout, then a PING: still answered.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    s.write_all(b"\x00\x00\x08\x06\x00\x00\x00\x00\x00pingpong")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    let acked = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return false;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            // A PING frame with the ACK flag, echoing the payload.
+            if seen.windows(9).any(|w| w[3] == 0x06 && w[4] == 0x01)
+                && seen.windows(8).any(|w| w == b"pingpong")
+            {
+                return true;
+            }
+        }
+    })
+    .await
+    .expect("no answer at all");
+    assert!(acked, "the idle HTTP/2 connection was closed: {seen:?}");
+}

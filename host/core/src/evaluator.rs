@@ -140,17 +140,7 @@ impl Evaluator {
                 self.instance = None;
             }),
             Err(e) => {
-                let err = if inst.store.data().memory_denied {
-                    EvalError::Memory {
-                        limit: engine.memory_limit,
-                    }
-                } else if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
-                    EvalError::Budget {
-                        fuel: engine.fuel.unwrap_or_default(),
-                    }
-                } else {
-                    EvalError::Trap(trap_summary(&e))
-                };
+                let err = policy_failure(&e, &inst.store, engine.fuel, "");
                 self.instance = None;
                 Err(err)
             }
@@ -514,16 +504,8 @@ impl Policy {
                 .is_some()
             {
                 EvalError::Instantiate(format!("{e:#}"))
-            } else if store.data().memory_denied {
-                EvalError::Memory {
-                    limit: engine.memory_limit,
-                }
-            } else if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
-                EvalError::Budget {
-                    fuel: engine.fuel.unwrap_or_default(),
-                }
             } else {
-                EvalError::Trap(format!("at start-up: {}", trap_summary(&e)))
+                policy_failure(&e, &store, engine.fuel, "at start-up: ")
             }
         })?;
         store.data_mut().instantiated = true;
@@ -533,6 +515,28 @@ impl Policy {
             calls: 0,
             configured: None,
         })
+    }
+}
+
+/// What a failed call of the policy was: out of memory, out of fuel, or a
+/// trap (`context` prefixes the trap's summary).
+fn policy_failure(
+    e: &wasmtime::Error,
+    store: &Store<HostState>,
+    fuel: Option<u64>,
+    context: &str,
+) -> EvalError {
+    let state = store.data();
+    if state.memory_denied {
+        EvalError::Memory {
+            limit: state.memory_limit,
+        }
+    } else if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
+        EvalError::Budget {
+            fuel: fuel.unwrap_or_default(),
+        }
+    } else {
+        EvalError::Trap(format!("{context}{}", trap_summary(e)))
     }
 }
 

@@ -1,9 +1,9 @@
 //! The fault matrix: a host serving while its store is down at start (with
-//! and without a cache), goes down mid-run, throttles, answers slowly,
-//! holds a corrupt blob or an oversized value, or was left half-written
-//! by a killed publish. In each, requests keep being answered by the last
-//! known good version (0 failed), the failure is counted as what it is,
-//! and the host catches up once the store is well.
+//! and without a cache), goes down mid-run, throttles, answers slowly (10 s
+//! a call), holds a corrupt blob or an oversized value, or was left
+//! half-written by a killed publish. In each, requests keep being answered
+//! by the last known good version (0 failed), the failure is counted as
+//! what it is, and the host catches up once the store is well.
 //!
 //! The store is the loopback SSM of `fake_ssm` (moto has no faults); a
 //! "request" is a decision on the host's live policy, one a millisecond.
@@ -213,13 +213,13 @@ async fn down_throttled_or_slow_mid_run_keeps_serving() {
         serves(&host, v).await;
     }
 
-    // Slow: every read takes 3 s; a version published meanwhile arrives
+    // Slow: every read takes 10 s; a version published meanwhile arrives
     // with the slow poll, and requests never wait for it.
-    r.ssm.set_fault(Fault::Slow(Duration::from_secs(3)));
+    r.ssm.set_fault(Fault::Slow(Duration::from_secs(10)));
     let v = r.publish(Mode::Production).await;
     let t0 = Instant::now();
     serves(&host, v).await;
-    assert!(t0.elapsed() >= Duration::from_secs(2), "it was not slow");
+    assert!(t0.elapsed() >= Duration::from_secs(9), "it was not slow");
     r.ssm.set_fault(Fault::None);
 
     let (requests, failed) = traffic.counts();

@@ -100,24 +100,6 @@ impl DirStore {
     }
 }
 
-/// A number no two calls in any process are likely to share: the clock's
-/// nanoseconds, a per-process counter and the pid, mixed.
-pub(crate) fn unique() -> u64 {
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut z = nanos
-        ^ SEQ
-            .fetch_add(0x9E37_79B9_7F4A_7C15, std::sync::atomic::Ordering::Relaxed)
-            .rotate_left(17)
-        ^ u64::from(std::process::id()).rotate_left(40);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// Formats a time as RFC 3339 UTC, seconds precision.
 fn rfc3339(t: std::time::SystemTime) -> String {
     const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
@@ -190,7 +172,11 @@ impl DirStore {
         // the same volume with the same pid) will pick: created, never
         // truncated.
         let (tmp, mut file) = loop {
-            let tmp = dir.join(format!(".new.{}.{:016x}", std::process::id(), unique()));
+            let tmp = dir.join(format!(
+                ".new.{}.{:016x}",
+                std::process::id(),
+                crate::random::unique()
+            ));
             match std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)

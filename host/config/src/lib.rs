@@ -39,6 +39,7 @@ mod duration;
 mod loader;
 mod log;
 mod open;
+mod random;
 #[cfg(feature = "aws")]
 mod s3;
 #[cfg(feature = "aws")]

@@ -78,13 +78,19 @@ impl CacheKey {
         mac
     }
 
-    fn mac(&self, parts: &[&[u8]]) -> Vec<u8> {
-        hmac::Mac::finalize(self.keyed(parts)).into_bytes().to_vec()
+    /// Writes the MAC of `parts` to `mac_path` (hex).
+    fn write_mac(&self, mac_path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+        let tag = hmac::Mac::finalize(self.keyed(parts)).into_bytes();
+        atomic_write(mac_path, hex::encode(tag).as_bytes())
     }
 
-    /// Whether `tag` is the MAC of `parts` (compared in constant time).
-    fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
-        hmac::Mac::verify_slice(self.keyed(parts), tag).is_ok()
+    /// Whether `mac_path` holds the MAC of `parts` (compared in constant
+    /// time); a missing or unreadable file does not.
+    fn check_mac(&self, mac_path: &Path, parts: &[&[u8]]) -> bool {
+        std::fs::read_to_string(mac_path)
+            .ok()
+            .and_then(|t| hex::decode(t.trim()).ok())
+            .is_some_and(|tag| hmac::Mac::verify_slice(self.keyed(parts), &tag).is_ok())
     }
 }
 
@@ -195,6 +201,20 @@ impl Loader {
         self
     }
 
+    /// Makes `sub` of the cache dir for writing: created `0700`, and (as
+    /// for reading, [`Loader::trusted_dir`]) tightened when it is ours and
+    /// refused when it is not private.
+    fn writable_dir(&self, sub: &str) -> std::io::Result<()> {
+        let root = self.cache_dir.as_ref().expect("called with a cache dir");
+        let dir = root.join(sub);
+        make_private_dir(&dir)?;
+        for d in [root, &dir] {
+            tighten(d);
+            private(d).map_err(std::io::Error::other)?;
+        }
+        Ok(())
+    }
+
     /// `sub` of the cache dir when the cache dir and it are private (see
     /// the module docs); a warning and `None` otherwise.
     fn trusted_dir(&self, sub: &str) -> Option<PathBuf> {
@@ -284,14 +304,11 @@ impl Loader {
         }
         let info_text = std::fs::read(&info_path).ok()?;
         let code = std::fs::read(&code_path).ok()?;
-        if let Some(key) = &self.cache_key {
-            let tag = std::fs::read_to_string(base.with_extension("mac"))
-                .ok()
-                .and_then(|t| hex::decode(t.trim()).ok());
-            if !tag.is_some_and(|t| key.verify(&[&info_text, &code], &t)) {
-                refuse("its MAC is missing or does not match SWITCHYARD_CACHE_KEY".into());
-                return None;
-            }
+        if let Some(key) = &self.cache_key
+            && !key.check_mac(&base.with_extension("mac"), &[&info_text, &code])
+        {
+            refuse("its MAC is missing or does not match SWITCHYARD_CACHE_KEY".into());
+            return None;
         }
         let info: PolicyInfo = serde_json::from_slice(&info_text).ok()?;
         if &info.digest != digest {
@@ -311,19 +328,14 @@ impl Loader {
         let Some(dir) = &self.cache_dir else {
             return;
         };
-        let root = dir.clone();
         let dir = dir.join("compiled");
         let base = dir.join(format!("sha256-{}", policy.digest().hex()));
         let write = || -> std::io::Result<()> {
-            make_private_dir(&dir)?;
-            for d in [&root, &dir] {
-                private(d).map_err(std::io::Error::other)?;
-            }
+            self.writable_dir("compiled")?;
             let bytes = policy.serialize().map_err(std::io::Error::other)?;
             let info = serde_json::to_vec(policy.info())?;
             if let Some(key) = &self.cache_key {
-                let tag = hex::encode(key.mac(&[&info, &bytes]));
-                atomic_write(&base.with_extension("mac"), tag.as_bytes())?;
+                key.write_mac(&base.with_extension("mac"), &[&info, &bytes])?;
             }
             atomic_write(&base.with_extension("cwasm"), &bytes)?;
             atomic_write(&base.with_extension("json"), &info)
@@ -338,19 +350,13 @@ impl Loader {
         let Some(dir) = &self.cache_dir else {
             return;
         };
-        let root = dir.clone();
         let dir = dir.join("routes");
         let write = || -> std::io::Result<()> {
-            make_private_dir(&dir)?;
-            for d in [&root, &dir] {
-                tighten(d);
-                private(d).map_err(std::io::Error::other)?;
-            }
+            self.writable_dir("routes")?;
             let path = dir.join(format!("{}.json", stored.function));
             let json = serde_json::to_vec(stored)?;
             if let Some(key) = &self.cache_key {
-                let tag = hex::encode(key.mac(&[&json]));
-                atomic_write(&path.with_extension("mac"), tag.as_bytes())?;
+                key.write_mac(&path.with_extension("mac"), &[&json])?;
             }
             atomic_write(&path, &json)
         };
@@ -405,10 +411,7 @@ impl Loader {
         let Some(key) = &self.cache_key else {
             return true;
         };
-        let tag = std::fs::read_to_string(path.with_extension("mac"))
-            .ok()
-            .and_then(|t| hex::decode(t.trim()).ok());
-        let ok = tag.is_some_and(|t| key.verify(&[json], &t));
+        let ok = key.check_mac(&path.with_extension("mac"), &[json]);
         if !ok {
             tracing::warn!(target: "switchyard::watch", path = %path.display(), "cached route's MAC is missing or does not match SWITCHYARD_CACHE_KEY; ignored");
             metrics::counter!("switchyard_cache_refused_total").increment(1);
@@ -420,7 +423,7 @@ impl Loader {
 /// Writes `bytes` to `path` as a new `0600` file swapped in whole.
 fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension(format!("tmp{:016x}", crate::dir::unique()));
+    let tmp = path.with_extension(format!("tmp{:016x}", crate::random::unique()));
     let _ = std::fs::remove_file(&tmp);
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create_new(true);

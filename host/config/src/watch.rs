@@ -383,11 +383,12 @@ impl Watcher {
         if listing {
             // Only a successful listing unroutes: a not-found or an outage
             // may be transient.
+            let listed: std::collections::HashSet<&String> = functions.iter().collect();
             for gone in self
                 .set
                 .functions()
                 .into_iter()
-                .filter(|f| !functions.contains(f))
+                .filter(|f| !listed.contains(f))
             {
                 self.set.remove(&gone);
                 self.loader.forget_route(&gone);
@@ -562,7 +563,7 @@ impl Watcher {
                         // hosts over 3 x interval x quota, a throttled host
                         // asks up to 3 times as often as a calm one; size the
                         // interval instead, see BENCHMARKS.md.)
-                        let retry_in = pace.mul_f64(0.1 + 0.2 * random_fraction());
+                        let retry_in = pace.mul_f64(0.1 + 0.2 * crate::random::fraction());
                         tracing::warn!(target: "switchyard::watch", store = %self.store.uri(), error = %e, ?retry_in, poll_every = ?pace, "poll throttled; serving the last known good and polling less often");
                         retry_in
                     }
@@ -584,22 +585,5 @@ pub const POLL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// `d` ± up to 10 %, so a fleet does not poll in lockstep.
 fn jitter(d: Duration) -> Duration {
-    d.mul_f64(0.9 + 0.2 * random_fraction())
-}
-
-/// A number in [0, 1): splitmix64 over a process-wide counter seeded from
-/// the clock, so watchers asking at the same instant get different ones.
-fn random_fraction() -> f64 {
-    static STATE: AtomicU64 = AtomicU64::new(0);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut z = STATE
-        .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-        .wrapping_add(seed);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
+    d.mul_f64(0.9 + 0.2 * crate::random::fraction())
 }

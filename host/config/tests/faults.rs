@@ -13,10 +13,10 @@ use switchyard_test_support as common;
 mod fake_ssm;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use fake_ssm::{FakeSsm, Fault, fake_ssm, host_store};
+use fake_ssm::{FakeSsm, Fault, Traffic, fake_ssm, host_store};
 use switchyard_config::{
     Bootstrap, ConfigStore, DirStore, FirstPoll, Outcome, StoreError, WatchConfig, Watcher,
     bootstrap,
@@ -76,53 +76,6 @@ impl Rig {
     }
 }
 
-/// Requests against `host`, one a millisecond, until dropped: each must
-/// be answered by a live version's policy.
-struct Traffic {
-    requests: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Traffic {
-    fn start(host: &Arc<Watcher>) -> Self {
-        let (requests, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let (h, r, f) = (host.clone(), requests.clone(), failed.clone());
-        let task = tokio::spawn(async move {
-            let req = common::request(&[("x-switchyard-synthetic", "true")]);
-            loop {
-                r.fetch_add(1, Ordering::Relaxed);
-                match h.policies().get("orders") {
-                    Some(a) if a.pool.decide(&req, &a.route).1.is_none() => {}
-                    _ => {
-                        f.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        });
-        Traffic {
-            requests,
-            failed,
-            task,
-        }
-    }
-
-    /// (requests, failed) so far.
-    fn counts(&self) -> (u64, u64) {
-        (
-            self.requests.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
-    }
-}
-
-impl Drop for Traffic {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// Waits (at most 30 s) until `host` serves `version`.
 async fn serves(host: &Watcher, version: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -168,7 +121,7 @@ async fn the_store_down_at_start_with_and_without_a_cache() {
         "{:?}",
         started.first_poll
     );
-    let traffic = Traffic::start(&host);
+    let traffic = Traffic::start(vec![host.clone()]);
     failed_polls(&host, host.stats.store_errors.load(Ordering::Relaxed), 2).await;
     // Without one: nothing to serve until the store answers.
     let bare = r.host(false);
@@ -199,7 +152,7 @@ async fn down_throttled_or_slow_mid_run_keeps_serving() {
     let host = r.host(false);
     host.poll().await.unwrap();
     host.clone().spawn();
-    let traffic = Traffic::start(&host);
+    let traffic = Traffic::start(vec![host.clone()]);
 
     for (fault, kind) in [(Fault::Down, "unavailable"), (Fault::Throttle, "throttled")] {
         r.ssm.set_fault(fault.clone());
@@ -238,7 +191,7 @@ async fn corrupt_blobs_and_oversized_values_keep_the_last_good() {
         .unwrap()
         .version;
     host.poll().await.unwrap();
-    let traffic = Traffic::start(&host);
+    let traffic = Traffic::start(vec![host.clone()]);
 
     // A new policy whose stored chunk is garbage: refused for good.
     let bytes = std::fs::read(art::STICKY_CANARY).unwrap();

@@ -20,10 +20,10 @@ use switchyard_test_support as common;
 mod fake_ssm;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use fake_ssm::{fake_ssm, host_store};
+use fake_ssm::{Traffic, fake_ssm, host_store};
 use switchyard_config::{Loader, WatchConfig, Watcher};
 use switchyard_core::{Mode, RouteConfig};
 use switchyard_test_artifacts as art;
@@ -105,25 +105,7 @@ async fn run(hosts: usize, interval: Duration, rate: f64, settle: u32, give_up: 
     tokio::time::sleep(interval * settle).await;
 
     // Requests, all through the publish and the convergence.
-    let (requests, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let load = {
-        let (watchers, requests, failed) = (watchers.clone(), requests.clone(), failed.clone());
-        tokio::spawn(async move {
-            let req = common::request(&[("x-switchyard-synthetic", "true")]);
-            let mut i = 0usize;
-            loop {
-                i = (i + 7919) % watchers.len();
-                requests.fetch_add(1, Ordering::Relaxed);
-                match watchers[i].policies().get("orders") {
-                    Some(a) if a.pool.decide(&req, &a.route).1.is_none() => {}
-                    _ => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
-    };
+    let traffic = Traffic::start(watchers.clone());
     let polls_before: u64 = watchers
         .iter()
         .map(|w| w.stats.polls.load(Ordering::Relaxed))
@@ -141,7 +123,8 @@ async fn run(hosts: usize, interval: Duration, rate: f64, settle: u32, give_up: 
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    load.abort();
+    let (requests, failed_requests) = traffic.counts();
+    drop(traffic);
     let polls: u64 = watchers
         .iter()
         .map(|w| w.stats.polls.load(Ordering::Relaxed))
@@ -164,8 +147,8 @@ async fn run(hosts: usize, interval: Duration, rate: f64, settle: u32, give_up: 
         calls_per_poll: (calls + throttled) as f64 / polls.max(1) as f64,
         throttled_total: throttled_before + throttled,
         throttled,
-        failed_requests: failed.load(Ordering::Relaxed),
-        requests: requests.load(Ordering::Relaxed),
+        failed_requests,
+        requests,
     }
 }
 

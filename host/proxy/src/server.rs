@@ -302,14 +302,16 @@ impl Activity {
                 )
             } else {
                 match self.head_started.load(Ordering::Acquire) {
-                    0 if self.served.load(Ordering::Relaxed) > 0 => (
-                        self.idle_since.load(Ordering::Relaxed) + ms(limits.idle_timeout),
-                        "idle-timeout",
-                    ),
-                    0 if self.h2.load(Ordering::Relaxed) => (
-                        self.idle_since.load(Ordering::Relaxed) + ms(limits.idle_timeout),
-                        "idle-timeout",
-                    ),
+                    // Kept alive after a request, or HTTP/2 (whose frames
+                    // are not a request head): idle.
+                    0 if self.served.load(Ordering::Relaxed) > 0
+                        || self.h2.load(Ordering::Relaxed) =>
+                    {
+                        (
+                            self.idle_since.load(Ordering::Relaxed) + ms(limits.idle_timeout),
+                            "idle-timeout",
+                        )
+                    }
                     0 => (
                         self.idle_since.load(Ordering::Relaxed) + ms(limits.header_timeout),
                         "header-timeout",

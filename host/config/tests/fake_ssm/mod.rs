@@ -2,7 +2,8 @@
 //! the calls hosts and publishers make (`GetParameters`, `PutParameter`)
 //! as SSM does, with a token bucket on reads that answers
 //! `ThrottlingException` past it, and faults on demand (down, throttling,
-//! slow). moto has neither a quota nor faults.
+//! slow). moto has neither a quota nor faults. Also the requests those
+//! tests run against their hosts meanwhile.
 #![allow(dead_code)] // each test file uses part of it
 
 use std::collections::HashMap;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
-use switchyard_config::{ConfigStore, SsmStore};
+use switchyard_config::{ConfigStore, SsmStore, Watcher};
 
 /// The quota and the parameters of an SSM-like store on loopback.
 pub struct FakeSsm {
@@ -216,4 +217,60 @@ pub fn host_store(url: &str, name: &str) -> Arc<dyn ConfigStore> {
         .retry_config(RetryConfig::disabled())
         .build();
     Arc::new(SsmStore::new(aws_sdk_ssm::Client::from_conf(conf), "/fleet").unwrap())
+}
+
+/// Requests against `hosts` in turn, one a millisecond, until dropped: a
+/// decision for `orders` on the host's live policy; one fails when the
+/// host has none or its policy fails.
+pub struct Traffic {
+    requests: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Traffic {
+    pub fn start(hosts: Vec<Arc<Watcher>>) -> Self {
+        let (requests, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (r, f) = (requests.clone(), failed.clone());
+        let task = tokio::spawn(async move {
+            let req = Arc::new(switchyard_core::Request::new(
+                "orders",
+                "GET",
+                "/",
+                [("x-switchyard-synthetic", "true")],
+            ));
+            let mut i = 0usize;
+            loop {
+                // A stride prime to any fleet size used here.
+                i = (i + 7919) % hosts.len();
+                r.fetch_add(1, Ordering::Relaxed);
+                match hosts[i].policies().get("orders") {
+                    Some(a) if a.pool.decide(&req, &a.route).1.is_none() => {}
+                    _ => {
+                        f.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        Traffic {
+            requests,
+            failed,
+            task,
+        }
+    }
+
+    /// (requests, failed) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

@@ -1,28 +1,33 @@
 #!/usr/bin/env bash
 # Switchyard under load, on loopback, in one run (see BENCHMARKS.md):
 #
-#   bash benches/load.sh compare    # req/s and p50/p99: direct, switchyard (policy),
-#                                   # switchyard (--bypass-policies), nginx (map on the header)
+#   bash benches/load.sh compare    # req/s, CPU per request, p50/p99: direct, switchyard
+#                                   # (policy), switchyard (--bypass-policies), nginx (map on
+#                                   # the header), HAProxy (ACL on the header)
 #   bash benches/load.sh soak       # 60 s of load while the mode flips every 5 s and a new
 #                                   # policy version is published every 15 s
 #   bash benches/load.sh footprint  # RSS with 1 and 100 functions, per warm instance,
 #                                   # and process start to first decision (cold/warm cache)
+#   bash benches/load.sh profile    # perf profile of the policy proxy under wrk (where
+#                                   # its CPU goes; needs perf)
 #   bash benches/load.sh all
 #
-# Installs wrk, nginx-light and hyperfine from Debian when missing (needs root or sudo),
-# builds the release CLI and the synthetic-header policy. Knobs: LOAD_DURATION (10s),
-# LOAD_CONNECTIONS (32), LOAD_THREADS (1), LOAD_ROUNDS (3; the four paths take turns each
+# Installs wrk, nginx-light, haproxy and hyperfine from Debian when missing (needs root or sudo),
+# builds the release CLI and the synthetic-header policy. Knobs: LOAD_DURATION (5s),
+# LOAD_CONNECTIONS (32), LOAD_THREADS (1), LOAD_ROUNDS (10; the five paths take turns each
 # round and medians are reported, because this VM drifts by tens of percent between
 # minutes), SOAK_SECONDS (60). Results are printed as
 # Markdown tables and kept in target/load/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-compare}
-duration=${LOAD_DURATION:-10s}
+duration=${LOAD_DURATION:-5s}
 conns=${LOAD_CONNECTIONS:-32}
 threads=${LOAD_THREADS:-1}
 soak_seconds=${SOAK_SECONDS:-60}
-rounds=${LOAD_ROUNDS:-3}
+rounds=${LOAD_ROUNDS:-10}
+# Extra flags for both switchyard serve runs of compare (e.g. --runtime multi-thread).
+read -r -a SERVE_FLAGS <<< "${SERVE_FLAGS:-}"
 out=target/load
 mkdir -p "$out"
 work=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-load.XXXXXX")
@@ -48,6 +53,7 @@ need() { # need <command> <debian package>
 }
 need wrk wrk
 need hyperfine hyperfine
+need haproxy haproxy
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need nginx nginx-light
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
@@ -141,13 +147,22 @@ print(f"{rps:.0f} {ms(p['50']):.3f} {ms(p['99']):.3f} {reqs} {errs}")
 EOF
 }
 
+# CPU ticks (user + system) of a process and its threads so far.
+cpu_ticks() { # cpu_ticks <pid>...
+  local t=0 pid
+  for pid in "$@"; do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$t"
+}
+
 compare() {
-  log "compare: wrk -t$threads -c$conns -d$duration --latency, header x-switchyard-synthetic: true"
-  local ps pb pn
-  ps=$(free_port); pb=$(free_port); pn=$(free_port)
+  log "compare: wrk -t$threads -c$conns -d$duration --latency, header x-switchyard-synthetic: true, $rounds interleaved rounds"
+  local ps pb pn ph
+  ps=$(free_port); pb=$(free_port); pn=$(free_port); ph=$(free_port)
   mkdir -p "$work/peer"
   cat > "$work/peer/nginx.conf" <<EOF
-worker_processes 2;
+worker_processes $(nproc);
 pid $work/peer/nginx.pid;
 error_log $work/peer/error.log warn;
 events { worker_connections 4096; }
@@ -172,41 +187,98 @@ http {
 }
 EOF
   "$NGINX" -p "$work/peer" -c "$work/peer/nginx.conf" -e "$work/peer/error.log"
-  wait_port "$pn"
-  serve "$ps"
-  serve "$pb" --bypass-policies
+  # HAProxy: one thread per core, connections to the versions reused
+  # across clients, an ACL on the header choosing the backend and setting
+  # the traffic class.
+  cat > "$work/peer/haproxy.cfg" <<EOF
+global
+  nbthread $(nproc)
+  maxconn 8192
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend switch
+  bind 127.0.0.1:$ph
+  acl synthetic req.hdr(x-switchyard-synthetic) -i true 1
+  http-request set-header x-switchyard-traffic synthetic if synthetic
+  http-request set-header x-switchyard-traffic production unless synthetic
+  use_backend v8 if synthetic
+  default_backend v7
+backend v7
+  server s7 127.0.0.1:$p7
+backend v8
+  server s8 127.0.0.1:$p8
+EOF
+  haproxy -q -f "$work/peer/haproxy.cfg" & pids+=($!)
+  local haproxy_pid=$!
+  wait_port "$pn"; wait_port "$ph"
+  serve "$ps" "${SERVE_FLAGS[@]}"
+  local policy_pid=${pids[-1]}
+  serve "$pb" --bypass-policies "${SERVE_FLAGS[@]}"
+  local bypass_pid=${pids[-1]}
+  # Whose CPU each path is charged: the process doing the routing (for
+  # direct, the upstream itself).
+  local upstream_pids nginx_pids
+  upstream_pids=$(pgrep -P "$(cat "$work/up/nginx.pid")" | tr '\n' ' ')
+  nginx_pids=$(pgrep -P "$(cat "$work/peer/nginx.pid")" | tr '\n' ' ')
+  declare -A cpu_of=(
+    [direct]="$upstream_pids" [policy]="$policy_pid" [bypass]="$bypass_pid"
+    [nginx]="$nginx_pids" [haproxy]="$haproxy_pid"
+  )
+  local -a paths=(
+    "direct http://127.0.0.1:$p8/x" "policy http://127.0.0.1:$ps/orders/x"
+    "bypass http://127.0.0.1:$pb/orders/x" "nginx http://127.0.0.1:$pn/x"
+    "haproxy http://127.0.0.1:$ph/x"
+  )
   # Warm every path, then measure each alone.
-  for u in "http://127.0.0.1:$p8/x" "http://127.0.0.1:$ps/orders/x" "http://127.0.0.1:$pb/orders/x" "http://127.0.0.1:$pn/x"; do
-    run_wrk "$u" 2s >/dev/null
-  done
+  local u
+  for u in "${paths[@]}"; do run_wrk "${u#* }" 2s >/dev/null; done
   : > "$work/compare"
-  local round
+  local round before after name
   for round in $(seq 1 "$rounds"); do
     log "round $round of $rounds"
-    for u in "direct http://127.0.0.1:$p8/x" "policy http://127.0.0.1:$ps/orders/x" \
-             "bypass http://127.0.0.1:$pb/orders/x" "nginx http://127.0.0.1:$pn/x"; do
-      echo "$round ${u%% *} $(run_wrk "${u#* }" "$duration")" >> "$work/compare"
+    for u in "${paths[@]}"; do
+      name=${u%% *}
+      # shellcheck disable=SC2086 # pid lists
+      before=$(cpu_ticks ${cpu_of[$name]})
+      r=$(run_wrk "${u#* }" "$duration")
+      # shellcheck disable=SC2086
+      after=$(cpu_ticks ${cpu_of[$name]})
+      echo "$round $name $r $((after - before))" >> "$work/compare"
     done
   done
   cp "$work/compare" "$out/compare.txt"
-  python3 - "$work/compare" "$conns" "$duration" "$rounds" <<'EOF' | tee "$out/compare.md"
+  python3 - "$work/compare" "$conns" "$duration" "$rounds" "$(getconf CLK_TCK)" <<'EOF' | tee "$out/compare.md"
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+tck = float(sys.argv[5])
 names = {"direct": "direct to the upstream", "policy": "switchyard serve, synthetic-header policy",
-         "bypass": "switchyard serve --bypass-policies", "nginx": "nginx, map on the header"}
+         "bypass": "switchyard serve --bypass-policies", "nginx": "nginx, map on the header",
+         "haproxy": "HAProxy, ACL on the header"}
 by = {k: [r for r in rows if r[1] == k] for k in names}
-med = lambda k, i: statistics.median(float(r[i]) for r in by[k])
-print(f"| path ({sys.argv[2]} connections, {sys.argv[3]} x {sys.argv[4]} rounds) | req/s (median) | req/s per round | p50 ms | p99 ms | errors |")
-print("|---|---:|---|---:|---:|---:|")
+# CPU per request in microseconds: the routing process's user + system
+# time over the requests wrk completed.
+cpu = lambda r: float(r[7]) / tck * 1e6 / max(1, int(r[5]))
+med = lambda k, f: statistics.median(f(r) for r in by[k])
+print(f"| path ({sys.argv[2]} connections, {sys.argv[3]} x {sys.argv[4]} rounds) | req/s (median) | req/s min-max | CPU us/request (median) | p50 ms | p99 ms | errors |")
+print("|---|---:|---|---:|---:|---:|---:|")
 for k, n in names.items():
-    per = ", ".join(f"{float(r[2]):.0f}" for r in by[k])
+    rps = [float(r[2]) for r in by[k]]
     errs = sum(int(r[6]) for r in by[k])
-    print(f"| {n} | {med(k, 2):.0f} | {per} | {med(k, 3):.3f} | {med(k, 4):.3f} | {errs} |")
+    print(f"| {n} | {med(k, lambda r: float(r[2])):.0f} | {min(rps):.0f}-{max(rps):.0f} | {med(k, cpu):.1f} | {med(k, lambda r: float(r[3])):.3f} | {med(k, lambda r: float(r[4])):.3f} | {errs} |")
 print()
-ratio = lambda a, b: [float(x[2]) / float(y[2]) for x, y in zip(by[a], by[b])]
-fmt = lambda xs: ", ".join(f"{x:.3f}" for x in xs)
-print(f"policy / bypass throughput: median {statistics.median(ratio('policy', 'bypass')):.3f} (rounds: {fmt(ratio('policy', 'bypass'))}; goal >= 0.95)")
-print(f"policy / nginx throughput: median {statistics.median(ratio('policy', 'nginx')):.3f} (rounds: {fmt(ratio('policy', 'nginx'))}; goal >= 1.0)")
+def ratio(a, b, f):
+    xs = [f(x) / f(y) for x, y in zip(by[a], by[b])]
+    return f"median {statistics.median(xs):.3f} (rounds {min(xs):.3f}-{max(xs):.3f})"
+rps = lambda r: float(r[2])
+print(f"- policy / nginx throughput: {ratio('policy', 'nginx', rps)}; goal >= 1.0")
+print(f"- policy / HAProxy throughput: {ratio('policy', 'haproxy', rps)}; goal >= 1.0")
+print(f"- policy / bypass throughput: {ratio('policy', 'bypass', rps)}")
+print(f"- policy / bypass CPU per request: {ratio('policy', 'bypass', cpu)}; goal <= 1.05")
+print(f"- policy / nginx CPU per request: {ratio('policy', 'nginx', cpu)}")
 EOF
 }
 
@@ -256,6 +328,21 @@ print(f"| windows with a swap | {len(swapped)} |")
 print(f"| p99 ms in windows with a swap (median / worst) | {cell(swapped)} |")
 print(f"| p99 ms in windows without (median / worst) | {cell(calm)} |")
 EOF
+}
+
+profile() {
+  log "profile: perf record -g of switchyard serve (policy) under wrk for $duration"
+  command -v perf >/dev/null 2>&1 || need perf linux-perf
+  local ps; ps=$(free_port)
+  serve "$ps" "${SERVE_FLAGS[@]}"
+  local pid=${pids[-1]}
+  run_wrk "http://127.0.0.1:$ps/orders/x" 2s >/dev/null
+  perf record -F 999 -g -o "$out/perf.data" -p "$pid" -- sleep "${duration%s}" >/dev/null 2>&1 &
+  local perf_pid=$!
+  run_wrk "http://127.0.0.1:$ps/orders/x" "$duration" >/dev/null
+  wait "$perf_pid" || true
+  perf report -i "$out/perf.data" --no-children --percent-limit 0.7 --stdio -g none --sort dso,symbol 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' | head -60 | tee "$out/profile.txt"
 }
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
@@ -314,6 +401,7 @@ case "$what" in
   compare) compare ;;
   soak) soak ;;
   footprint) footprint ;;
+  profile) profile ;;
   all) compare; soak; footprint ;;
-  *) echo "usage: bash benches/load.sh [compare|soak|footprint|all]" >&2; exit 2 ;;
+  *) echo "usage: bash benches/load.sh [compare|soak|footprint|profile|all]" >&2; exit 2 ;;
 esac

@@ -1,7 +1,10 @@
-//! What every dispatcher of a process shares: an HTTP(S) client, the Lambda
-//! client, the upstream timeout and the bounded mirror slots.
+//! What every dispatcher of a process shares: the HTTP(S) clients (one per
+//! serving thread, so a thread reuses the upstream connections its own
+//! runtime drives), the Lambda client, the upstream timeout and the bounded
+//! mirror slots.
 
-use std::sync::Arc;
+use std::cell::Cell;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,6 +33,9 @@ pub struct ClientsConfig {
     /// The Lambda client; by default one is made from the environment
     /// (like any AWS SDK client) on first use.
     pub lambda_client: Option<aws_sdk_lambda::Client>,
+    /// Serving threads that each get their own HTTP(S) client and
+    /// connection pool (see [`enter_worker`]); 1 shares one among all.
+    pub workers: usize,
 }
 
 impl Default for ClientsConfig {
@@ -39,8 +45,30 @@ impl Default for ClientsConfig {
             upstream_idle_timeout: Duration::from_secs(90),
             mirror_slots: 64,
             lambda_client: None,
+            workers: 1,
         }
     }
+}
+
+thread_local! {
+    /// The serving thread this is, set by [`enter_worker`].
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the calling thread as serving thread `index` (of
+/// [`ClientsConfig::workers`]): the HTTP(S) calls it makes go through its
+/// own client, whose connections are driven by the thread's own runtime
+/// (a thread-per-core server, where a connection made on another thread's
+/// runtime would cost a cross-thread wake-up per request). Threads never
+/// marked share client 0.
+pub fn enter_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
+/// The serving thread this is ([`enter_worker`]; 0 for threads never
+/// marked): for state kept per thread, like its clients.
+pub fn worker() -> usize {
+    WORKER.with(Cell::get)
 }
 
 /// The trust roots could not be loaded.
@@ -50,9 +78,12 @@ pub struct TlsError(String);
 
 /// The clients every dispatcher of a process shares.
 pub struct Clients {
-    /// Made on first use: loading the trust roots costs milliseconds that
-    /// a Lambda cold start whose targets are all `lambda` need not pay.
-    http: std::sync::OnceLock<Result<HttpClient, TlsError>>,
+    /// One per serving thread, each made on first use: loading the trust
+    /// roots costs milliseconds that a Lambda cold start whose targets are
+    /// all `lambda` need not pay.
+    http: Vec<OnceLock<HttpClient>>,
+    /// The TLS settings (trust roots loaded), shared by the HTTP clients.
+    tls: OnceLock<Result<rustls::ClientConfig, TlsError>>,
     lambda: OnceCell<aws_sdk_lambda::Client>,
     pub(crate) timeout: Duration,
     idle_timeout: Duration,
@@ -74,7 +105,10 @@ impl Clients {
     /// The roots are loaded when the first HTTP(S) call is made.
     pub fn new(config: ClientsConfig) -> Arc<Self> {
         Arc::new(Clients {
-            http: std::sync::OnceLock::new(),
+            http: (0..config.workers.max(1))
+                .map(|_| OnceLock::new())
+                .collect(),
+            tls: OnceLock::new(),
             lambda: OnceCell::new_with(config.lambda_client),
             timeout: config.upstream_timeout,
             idle_timeout: config.upstream_idle_timeout,
@@ -82,30 +116,32 @@ impl Clients {
         })
     }
 
-    /// The HTTP(S) client, made on first use.
+    /// The calling thread's HTTP(S) client, made on first use.
     pub(crate) fn http(&self) -> Result<&HttpClient, TlsError> {
-        self.http
-            .get_or_init(|| {
-                let mut http = HttpConnector::new();
-                // Small request/answer pairs: Nagle's algorithm would hold
-                // each back for the peer's delayed ACK.
-                http.set_nodelay(true);
-                http.enforce_http(false);
-                let https = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_tls_config(tls_config()?)
-                    .https_or_http()
-                    .enable_http1()
-                    .enable_http2()
-                    .wrap_connector(http);
-                // The pool's timer reaps connections idle past the
-                // timeout; without one they are kept forever.
-                Ok(Client::builder(TokioExecutor::new())
-                    .pool_timer(TokioTimer::new())
-                    .pool_idle_timeout(self.idle_timeout)
-                    .build(https))
-            })
-            .as_ref()
-            .map_err(Clone::clone)
+        let slot = &self.http[worker() % self.http.len()];
+        if let Some(client) = slot.get() {
+            return Ok(client);
+        }
+        let tls = self.tls.get_or_init(tls_config).clone()?;
+        Ok(slot.get_or_init(|| {
+            let mut http = HttpConnector::new();
+            // Small request/answer pairs: Nagle's algorithm would hold
+            // each back for the peer's delayed ACK.
+            http.set_nodelay(true);
+            http.enforce_http(false);
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(http);
+            // The pool's timer reaps connections idle past the timeout;
+            // without one they are kept forever.
+            Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(self.idle_timeout)
+                .build(https)
+        }))
     }
 
     /// How long a target may take.

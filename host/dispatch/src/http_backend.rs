@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use http::uri::{Authority, Scheme};
 use http::{StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use serde::Deserialize;
@@ -42,9 +43,42 @@ impl HttpSpec {
 
 #[derive(Debug)]
 pub(crate) struct HttpDispatcher {
-    /// Qualifier -> base URL without a trailing `/`.
-    urls: BTreeMap<String, String>,
+    /// Qualifier -> base URL, parsed once per route version.
+    urls: BTreeMap<String, Base>,
     clients: Arc<Clients>,
+}
+
+/// A version's base URL, in the parts a request's URI is built from.
+#[derive(Debug)]
+struct Base {
+    scheme: Scheme,
+    authority: Authority,
+    /// The base path without a trailing `/` (often empty).
+    prefix: String,
+}
+
+impl Base {
+    /// The upstream URI for a request's `path` and `query`.
+    fn uri(&self, path: &str, query: &str) -> Result<Uri, http::Error> {
+        let mut pq = String::with_capacity(self.prefix.len() + path.len() + query.len() + 1);
+        pq.push_str(&self.prefix);
+        pq.push_str(path);
+        if !query.is_empty() {
+            pq.push('?');
+            pq.push_str(query);
+        }
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+    }
+}
+
+impl std::fmt::Display for Base {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.prefix)
+    }
 }
 
 impl HttpDispatcher {
@@ -53,8 +87,23 @@ impl HttpDispatcher {
         let urls = spec
             .urls
             .into_iter()
-            .map(|(q, u)| (q, u.trim_end_matches('/').to_owned()))
-            .collect();
+            .map(|(q, u)| {
+                // `check` saw an absolute http(s) URL with a host.
+                let parts = u.parse::<Uri>().map_err(|e| {
+                    SpecError::Invalid(format!("dispatch url for {q:?} is {u:?}: {e}"))
+                })?.into_parts();
+                let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
+                    return Err(SpecError::Invalid(format!(
+                        "dispatch url for {q:?} is {u:?}; expected an absolute http:// or https:// URL"
+                    )));
+                };
+                let prefix = parts
+                    .path_and_query
+                    .map(|pq| pq.path().trim_end_matches('/').to_owned())
+                    .unwrap_or_default();
+                Ok((q, Base { scheme, authority, prefix }))
+            })
+            .collect::<Result<_, SpecError>>()?;
         Ok(HttpDispatcher { urls, clients })
     }
 }
@@ -73,15 +122,13 @@ impl Dispatcher for HttpDispatcher {
                 ),
             ));
         };
-        let url = if call.query.is_empty() {
-            format!("{base}{}", call.path)
-        } else {
-            format!("{base}{}?{}", call.path, call.query)
-        };
-        let uri: Uri = url.parse().map_err(|e| {
+        let uri = base.uri(&call.path, &call.query).map_err(|e| {
             DispatchError::internal(
                 "BadUrl",
-                format!("{function}: bad upstream url {url:?}: {e}"),
+                format!(
+                    "{function}: bad upstream url {base}{}?{}: {e}",
+                    call.path, call.query
+                ),
             )
         })?;
         let mut req = http::Request::builder()
@@ -108,8 +155,9 @@ impl Dispatcher for HttpDispatcher {
                 StatusCode::BAD_GATEWAY,
                 "Unreachable",
                 format!(
-                    "{function} qualifier {} at {url} failed: {}",
+                    "{function} qualifier {} at {base}{} failed: {}",
                     to.qualifier,
+                    call.path,
                     causes(&e)
                 ),
             )),

@@ -34,7 +34,7 @@ pub use apigw::{
     BadEvent, BadProxyResponse, RequestContext, event as apigw_event, proxy_response,
     request_from_event, response_event,
 };
-pub use clients::{Clients, ClientsConfig, TlsError};
+pub use clients::{Clients, ClientsConfig, TlsError, enter_worker, worker};
 pub use dispatcher::{Body, Call, Dispatcher, HttpCall, InvokeCall, Target, full};
 pub use error::{DispatchError, Side, SpecError, causes};
 pub use headers::{HOP_BY_HOP, is_tag, outgoing as outgoing_headers, strip_hop_by_hop, tags};

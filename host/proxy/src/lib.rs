@@ -34,11 +34,11 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request as AxumRequest, State};
+use axum::extract::{Request as AxumRequest, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 use serde_json::json;
 use switchyard_config::{Active, Bootstrap, PolicySet, Started, WatchConfig, Watcher, bootstrap};
 use switchyard_core::{
@@ -50,9 +50,15 @@ use switchyard_dispatch::{
     RouteDispatch, Target, custom_fields, is_tag, split_function_name,
 };
 
+mod handles;
 mod server;
 
-pub use server::{ConnectionLimits, default_max_connections, raise_open_file_limit, serve_router};
+use handles::Handles;
+
+pub use server::{
+    ConnectionLimits, Handler, bind_reuseport, default_max_connections, raise_open_file_limit,
+    router_handler, serve_router, serve_threads,
+};
 
 /// Limits and timeouts of the proxy.
 #[derive(Clone)]
@@ -75,6 +81,9 @@ pub struct ProxyConfig {
     pub admin: AdminConfig,
     /// Mirror copies in flight at once; more are dropped and counted.
     pub mirror_slots: usize,
+    /// Serving threads with their own upstream connections (see
+    /// [`serve_public_threads`]); 1 for one shared pool.
+    pub workers: usize,
     /// Functions that must have a policy for `/healthz` to say ready.
     pub expected_functions: Vec<String>,
     /// Log one in this many decision lines. 1 logs every decision; 0 logs
@@ -124,6 +133,7 @@ impl Default for ProxyConfig {
             connections: ConnectionLimits::default(),
             admin: AdminConfig::default(),
             mirror_slots: 64,
+            workers: 1,
             expected_functions: Vec::new(),
             decision_log_sample: 1,
             bypass_policies: false,
@@ -196,6 +206,8 @@ pub struct Proxy {
     config: ProxyConfig,
     clients: Arc<Clients>,
     decisions: AtomicU64,
+    /// Metric handles, one set per serving thread.
+    handles: Vec<std::sync::Mutex<Handles>>,
 }
 
 impl fmt::Debug for Proxy {
@@ -214,11 +226,15 @@ impl Proxy {
             upstream_idle_timeout: config.upstream_idle_timeout,
             mirror_slots: config.mirror_slots,
             lambda_client: config.lambda_client.clone(),
+            workers: config.workers,
         });
         Arc::new(Proxy {
             policies,
             clients,
             decisions: AtomicU64::new(0),
+            handles: (0..config.workers.max(1))
+                .map(|_| std::sync::Mutex::new(Handles::default()))
+                .collect(),
             config,
         })
     }
@@ -230,6 +246,13 @@ impl Proxy {
     /// the first one's clients (timeout, mirror slots, Lambda client).
     pub fn prepare_hook(&self) -> switchyard_config::Prepare {
         switchyard_dispatch::prepare(self.clients.clone())
+    }
+
+    /// The calling serving thread's metric handles (its own lock: never
+    /// contended in a thread-per-core server).
+    fn handles(&self) -> std::sync::MutexGuard<'_, Handles> {
+        let slot = &self.handles[switchyard_dispatch::worker() % self.handles.len()];
+        slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The dispatcher of `active`'s version.
@@ -310,24 +333,103 @@ pub fn install_metrics_recorder() -> metrics_exporter_prometheus::PrometheusHand
 }
 
 /// The public listener's routes: the functions, the Invoke API and a
-/// bare `/healthz`. Every answer to a request for a function (path
-/// routing, the Invoke API, and a path that routes nowhere), errors
-/// included, is counted in `switchyard_requests_total`; `/healthz` is not.
+/// bare `/healthz`, all served by [`public`]. Every answer to a request for
+/// a function (path routing, the Invoke API, and a path that routes
+/// nowhere), errors included, is counted in `switchyard_requests_total`;
+/// `/healthz` is not.
 pub fn router(proxy: Arc<Proxy>) -> Router {
     Router::new()
-        .route("/healthz", get(ready))
-        .merge(front_routes())
+        .fallback(|State(p): State<Arc<Proxy>>, req: AxumRequest| public(p, req))
         .with_state(proxy)
 }
 
+/// The function routes and the Invoke API, for routers that add their own
+/// `/healthz` (the mesh's).
 fn front_routes() -> Router<Arc<Proxy>> {
-    Router::new()
-        .route("/2015-03-31/functions/{name}/invocations", post(invoke_api))
-        .route("/{function}", any(forward_root))
-        .route("/{function}/", any(forward_root))
-        .route("/{function}/{*rest}", any(forward))
-        .fallback(no_route)
-        .layer(middleware::from_fn(count))
+    Router::new().fallback(|State(p): State<Arc<Proxy>>, req: AxumRequest| public(p, req))
+}
+
+/// The Invoke API's path prefix and suffix:
+/// `/2015-03-31/functions/{name}/invocations`.
+const INVOKE_PREFIX: &str = "/2015-03-31/functions/";
+const INVOKE_SUFFIX: &str = "/invocations";
+
+/// The public listener's requests, routed by hand: the hot path, with no
+/// route table to search and no extractor allocations.
+///
+/// * `GET /healthz`: readiness;
+/// * `POST /2015-03-31/functions/{name}/invocations`: the Invoke API;
+/// * `/{function}` and `/{function}/{rest...}`: path routing;
+/// * anything else: 404 naming the two shapes.
+pub async fn public(p: Arc<Proxy>, req: AxumRequest) -> Response {
+    let path = req.uri().path();
+    if path == "/healthz" {
+        return if matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
+            ready(&p)
+        } else {
+            method_not_allowed("GET, HEAD")
+        };
+    }
+    let response = if let Some(name) = path
+        .strip_prefix(INVOKE_PREFIX)
+        .and_then(|rest| rest.strip_suffix(INVOKE_SUFFIX))
+        .filter(|name| !name.is_empty() && !name.contains('/'))
+    {
+        if req.method() != http::Method::POST {
+            method_not_allowed("POST")
+        } else {
+            match decoded_segment(name).map(|n| n.into_owned()) {
+                Some(name) => invoke_api(&p, &name, req).await,
+                None => bad_segment(),
+            }
+        }
+    } else {
+        // `/{function}` or `/{function}/{rest...}`, the function non-empty.
+        let tail = &path[1..];
+        let segment = tail.split('/').next().unwrap_or("");
+        if segment.is_empty() {
+            no_route()
+        } else {
+            match decoded_segment(segment).map(|f| f.into_owned()) {
+                None => bad_segment(),
+                Some(function) => {
+                    // Forward the rest as the client sent it (still
+                    // percent-encoded): decoding would turn `%2F` into a
+                    // separator.
+                    let rest = match &tail[segment.len()..] {
+                        "" => "/".to_owned(),
+                        rest => rest.to_owned(),
+                    };
+                    forward(&p, &function, rest, req).await
+                }
+            }
+        }
+    };
+    count(&p, response)
+}
+
+/// A path segment percent-decoded; `None` when that is not UTF-8.
+fn decoded_segment(segment: &str) -> Option<std::borrow::Cow<'_, str>> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+}
+
+fn bad_segment() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "a path segment percent-decodes to invalid UTF-8",
+    )
+}
+
+fn method_not_allowed(allow: &'static str) -> Response {
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("this path takes {allow}"),
+    );
+    r.headers_mut()
+        .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+    r
 }
 
 fn admin_routes() -> Router<Arc<Proxy>> {
@@ -403,29 +505,19 @@ struct Counted {
     traffic: &'static str,
 }
 
-/// Counts every front-end answer. One that was never decided (a 400, 404,
+/// Counts a front-end answer. One that was never decided (a 400, 404,
 /// 413, 431) is counted with `target="none"`, `traffic="none"`, and
 /// `function="-"` when the function is not one this proxy routes (so
 /// callers cannot mint label values).
-async fn count(req: AxumRequest, next: Next) -> Response {
-    let response = next.run(req).await;
-    let labels = response
-        .extensions()
-        .get::<Counted>()
-        .cloned()
-        .unwrap_or(Counted {
-            function: "-".into(),
-            target: "none".into(),
-            traffic: "none",
-        });
-    metrics::counter!(
-        "switchyard_requests_total",
-        "function" => labels.function,
-        "target" => labels.target,
-        "traffic" => labels.traffic,
-        "status" => response.status().as_u16().to_string()
-    )
+fn count(p: &Proxy, response: Response) -> Response {
+    let status = response.status().as_u16();
+    let mut handles = p.handles();
+    match response.extensions().get::<Counted>() {
+        Some(c) => handles.request(&c.function, &c.target, c.traffic, status),
+        None => handles.request("-", "none", "none", status),
+    }
     .increment(1);
+    drop(handles);
     response
 }
 
@@ -439,7 +531,7 @@ fn for_function(mut response: Response, function: &str) -> Response {
     response
 }
 
-async fn no_route() -> Response {
+fn no_route() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "no route: send /{function}/... or POST /2015-03-31/functions/{name}/invocations",
@@ -453,7 +545,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// The public readiness probe: whether every expected function has a
 /// policy, and nothing about which.
-async fn ready(State(p): State<Arc<Proxy>>) -> Response {
+fn ready(p: &Proxy) -> Response {
     let live = p.policies.functions();
     let ready = !live.is_empty() && p.config.expected_functions.iter().all(|f| live.contains(f));
     let status = if ready {
@@ -528,7 +620,8 @@ fn decide(p: &Proxy, active: &Active, req: &Arc<Request>) -> Decision {
             .reason
             .push_str("; synthetic: the calling invocation is synthetic");
     }
-    metrics::histogram!("switchyard_decision_seconds", "function" => req.function.clone())
+    p.handles()
+        .decision(&req.function)
         .record(nanos as f64 / 1e9);
     if let Some(e) = &failure {
         metrics::counter!("switchyard_fail_safe_total", "function" => req.function.clone(), "kind" => e.kind())
@@ -740,59 +833,31 @@ async fn decide_api(
     axum::Json(decision).into_response()
 }
 
-async fn forward_root(
-    state: State<Arc<Proxy>>,
-    Path(function): Path<String>,
-    req: AxumRequest,
-) -> Response {
-    forward_inner(state, function, String::new(), req).await
-}
-
-async fn forward(
-    state: State<Arc<Proxy>>,
-    Path((function, rest)): Path<(String, String)>,
-    req: AxumRequest,
-) -> Response {
-    forward_inner(state, function, rest, req).await
-}
-
-async fn forward_inner(
-    State(p): State<Arc<Proxy>>,
-    function: String,
-    rest: String,
-    req: AxumRequest,
-) -> Response {
+/// Path routing: `req` for `function`, forwarded with `path` (the rest of
+/// the request's path, as sent).
+async fn forward(p: &Proxy, function: &str, path: String, req: AxumRequest) -> Response {
     // The function first: an answer labelled with a function must name one
     // this proxy routes (a caller cannot mint metric labels).
-    let Some(active) = p.policies.get(&function) else {
-        return unknown_function(&function);
+    let Some(active) = p.policies.get(function) else {
+        return unknown_function(function);
     };
-    if let Some(r) = check_headers(&p, req.headers()) {
-        return for_function(r, &function);
+    if let Some(r) = check_headers(p, req.headers()) {
+        return for_function(r, function);
     }
     if has_dot_segment(req.uri().path()) {
         let r = error(
             StatusCode::BAD_REQUEST,
             "the path has a '.' or '..' segment; send it resolved",
         );
-        return for_function(r, &function);
+        return for_function(r, function);
     }
     let (mut parts, body) = req.into_parts();
-    let body = match read_body(&p, body).await {
+    let body = match read_body(p, body).await {
         Ok(b) => b,
-        Err(e) => return for_function(body_error(&p, e, false), &function),
-    };
-    // Forward the path as the client sent it (still percent-encoded), not
-    // the decoded `rest`: decoding would turn `%2F` into a separator. The
-    // function exists, so its name is plain `[A-Za-z0-9_-]` and the raw
-    // path starts with `/{function}`.
-    let raw = parts.uri.path();
-    let path = match raw.get(function.len() + 1..) {
-        Some(p) if raw.starts_with(&format!("/{function}")) && !p.is_empty() => p.to_owned(),
-        _ => format!("/{rest}"),
+        Err(e) => return for_function(body_error(p, e, false), function),
     };
     let policy_req = Arc::new(Request::new(
-        function.clone(),
+        function.to_owned(),
         parts.method.as_str(),
         path.clone(),
         header_pairs(&parts.headers),
@@ -805,7 +870,7 @@ async fn forward_inner(
         body,
         request_context: parts.extensions.remove::<RequestContext>(),
     });
-    decide_and_dispatch(&p, &function, &active, &policy_req, call).await
+    decide_and_dispatch(p, function, &active, &policy_req, call).await
 }
 
 /// The step every front end shares: decide with the function's policy,
@@ -912,12 +977,8 @@ fn resolve_invoked(p: &Proxy, name: &str) -> Option<(String, Arc<Active>)> {
 /// and its client context's `custom` fields as headers (plus
 /// `x-amz-qualifier` when the caller named one), and the chosen qualifier
 /// is invoked with the payload unchanged.
-async fn invoke_api(
-    State(p): State<Arc<Proxy>>,
-    Path(name): Path<String>,
-    req: AxumRequest,
-) -> Response {
-    let (lambda_name, mut requested) = split_function_name(&name);
+async fn invoke_api(p: &Proxy, name: &str, req: AxumRequest) -> Response {
+    let (lambda_name, mut requested) = split_function_name(name);
     let query_qualifier = req.uri().query().and_then(|q| {
         form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "Qualifier")
@@ -926,20 +987,20 @@ async fn invoke_api(
     if query_qualifier.is_some() {
         requested = query_qualifier.as_deref();
     }
-    let Some((function, active)) = resolve_invoked(&p, lambda_name) else {
+    let Some((function, active)) = resolve_invoked(p, lambda_name) else {
         return lambda_api_error(
             StatusCode::NOT_FOUND,
             "ResourceNotFoundException",
             format!("Function not found: {lambda_name} is not routed by this switchyard"),
         );
     };
-    if let Some(r) = check_headers(&p, req.headers()) {
+    if let Some(r) = check_headers(p, req.headers()) {
         return for_function(r, &function);
     }
     let (parts, body) = req.into_parts();
-    let payload = match read_body(&p, body).await {
+    let payload = match read_body(p, body).await {
         Ok(b) => b,
-        Err(e) => return for_function(body_error(&p, e, true), &function),
+        Err(e) => return for_function(body_error(p, e, true), &function),
     };
 
     let header = |n: &str| {
@@ -970,19 +1031,47 @@ async fn invoke_api(
         log_type: header("x-amz-log-type"),
         headers: parts.headers,
     });
-    decide_and_dispatch(&p, &function, &active, &policy_req, call).await
+    decide_and_dispatch(p, &function, &active, &policy_req, call).await
 }
 
-/// Serves [`router`] on `listener` within the proxy's
+/// [`public`] as a [`Handler`]: the public listener's hot path, without
+/// a router in front.
+pub fn public_handler(proxy: Arc<Proxy>) -> Handler {
+    Arc::new(move |req| Box::pin(public(proxy.clone(), req)))
+}
+
+/// Serves the public routes ([`public`]) on `listener` within the proxy's
 /// [`ConnectionLimits`] until `shutdown` resolves; in-flight requests get
-/// the shutdown grace to finish.
+/// the shutdown grace to finish. One listener on the calling runtime; see
+/// [`serve_public_threads`] for a thread per core.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     proxy: Arc<Proxy>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = proxy.config.connections.clone();
-    serve_router(listener, router(proxy), limits, "public", shutdown).await
+    server::serve_one(listener, public_handler(proxy), limits, "public", shutdown).await
+}
+
+/// Serves the public routes thread-per-core: thread `i` runs a
+/// single-threaded runtime accepting on `listeners[i]` (see
+/// [`bind_reuseport`]) with its own upstream connections (the proxy's
+/// [`ProxyConfig::workers`] should be `listeners.len()`). The threads end
+/// once `shutdown` says `true` and their connections are done.
+pub fn serve_public_threads(
+    listeners: Vec<std::net::TcpListener>,
+    proxy: Arc<Proxy>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<Vec<std::thread::JoinHandle<std::io::Result<()>>>> {
+    let limits = proxy.config.connections.clone();
+    serve_threads(
+        listeners,
+        public_handler(proxy),
+        limits,
+        "public",
+        shutdown,
+        Arc::new(switchyard_dispatch::enter_worker),
+    )
 }
 
 /// Serves [`admin_router`] on `listener` (the same connection limits)

@@ -49,10 +49,11 @@ pub struct ConnectionLimits {
     /// way for this long is closed (a client that stopped reading). Default
     /// 90 s: longer than an upstream may take plus a body stall.
     pub busy_timeout: Duration,
-    /// Connections open at once; past it the listener stops accepting
-    /// until one closes (clients wait in the kernel's backlog). Default
-    /// from the open-file limit: half of it, less a reserve for the store
-    /// and upstream sockets.
+    /// Connections served at once; past it each listener holds one more
+    /// accepted connection unserved and stops accepting until one closes
+    /// (clients wait in the kernel's backlog). Listeners served by
+    /// [`serve_threads`] share one cap. Default from the open-file limit:
+    /// half of it, less a reserve for the store and upstream sockets.
     pub max_connections: usize,
     /// After a shutdown signal, how long in-flight requests may take before
     /// their connections are dropped. Default 30 s.
@@ -126,6 +127,25 @@ fn open_file_limit() -> Option<u64> {
     None
 }
 
+/// What answers a listener's requests: a router, or [`crate::public`]
+/// called directly on the hot path.
+pub type Handler = Arc<
+    dyn Fn(Request<Body>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
+>;
+
+/// `router` as a [`Handler`].
+pub fn router_handler(router: Router) -> Handler {
+    Arc::new(move |req| {
+        let mut router = router.clone();
+        Box::pin(async move {
+            match tower_service::Service::call(&mut router, req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            }
+        })
+    })
+}
+
 /// Serves `router` on `listener` within `limits` until `shutdown`
 /// resolves, then lets in-flight requests finish for up to
 /// `limits.shutdown_grace`. `name` labels the connection metrics
@@ -138,17 +158,117 @@ pub async fn serve_router(
     name: &'static str,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    serve_one(listener, router_handler(router), limits, name, shutdown).await
+}
+
+/// [`serve_router`] for any handler.
+pub(crate) async fn serve_one(
+    listener: TcpListener,
+    handler: Handler,
+    limits: ConnectionLimits,
+    name: &'static str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    serve_handler(listener, handler, Arc::new(limits), slots, name, shutdown).await
+}
+
+/// Binds `workers` listening sockets to `addr`, all with `SO_REUSEPORT`,
+/// so the kernel spreads new connections over them: one per serving
+/// thread. The address is tried first without `SO_REUSEPORT`, so one
+/// already in use (by another switchyard too) is an error, not a silent
+/// share. Port 0 picks one free port for all.
+pub fn bind_reuseport(addr: &str, workers: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    use std::net::ToSocketAddrs;
+    let wanted = addr.to_socket_addrs()?.next().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{addr} names no address"),
+        )
+    })?;
+    // In use? And which port, for port 0.
+    let at = std::net::TcpListener::bind(wanted)?.local_addr()?;
+    (0..workers.max(1))
+        .map(|_| {
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(at),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            socket.set_reuse_address(true)?;
+            #[cfg(unix)]
+            socket.set_reuse_port(true)?;
+            socket.set_nonblocking(true)?;
+            socket.bind(&at.into())?;
+            socket.listen(1024)?;
+            Ok(socket.into())
+        })
+        .collect()
+}
+
+/// Serves `handler` on each of `listeners` (see [`bind_reuseport`]) from
+/// a thread of its own running a single-threaded runtime: a
+/// thread-per-core server, where a connection, its upstream connections
+/// and its timers stay on one thread. `enter(i)` runs first on thread `i`
+/// (to pick its own clients). All share one cap of
+/// `limits.max_connections`. Returns the threads; each ends once
+/// `shutdown` says `true` and its connections are done (or the grace is
+/// over).
+pub fn serve_threads(
+    listeners: Vec<std::net::TcpListener>,
+    handler: Handler,
+    limits: ConnectionLimits,
+    name: &'static str,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    enter: Arc<dyn Fn(usize) + Send + Sync>,
+) -> io::Result<Vec<std::thread::JoinHandle<io::Result<()>>>> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let limits = Arc::new(limits);
+    listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, listener)| {
+            let (handler, limits, slots, enter) = (
+                handler.clone(),
+                limits.clone(),
+                slots.clone(),
+                enter.clone(),
+            );
+            let mut shutdown = shutdown.clone();
+            std::thread::Builder::new()
+                .name(format!("switchyard-{name}-{i}"))
+                .spawn(move || {
+                    enter(i);
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    runtime.block_on(async move {
+                        let listener = TcpListener::from_std(listener)?;
+                        let stop = async move {
+                            let _ = shutdown.wait_for(|s| *s).await;
+                        };
+                        serve_handler(listener, handler, limits, slots, name, stop).await
+                    })
+                })
+        })
+        .collect()
+}
+
+/// The accept loop: [`serve_router`]'s and each [`serve_threads`]
+/// thread's.
+async fn serve_handler(
+    listener: TcpListener,
+    handler: Handler,
+    limits: Arc<ConnectionLimits>,
+    slots: Arc<Semaphore>,
+    name: &'static str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
-    let limits = Arc::new(limits);
     let open = metrics::gauge!("switchyard_connections_open", "listener" => name);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-            _ = &mut shutdown => break,
-        };
         let stream = tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, _)) => stream,
@@ -164,12 +284,21 @@ pub async fn serve_router(
             },
             _ = &mut shutdown => break,
         };
+        // The slot is taken after the accept, not before: listeners
+        // sharing one cap (a thread each) must not each hold a slot while
+        // waiting for a connection that may come to another. Past the
+        // cap, a listener holds this one connection unserved and accepts
+        // nothing more; the next clients wait in the kernel's backlog.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = &mut shutdown => break,
+        };
         // Small request/answer pairs: Nagle's algorithm would hold each
         // back for the client's delayed ACK.
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
         let service = ConnService {
-            router: router.clone(),
+            handler: handler.clone(),
             activity: activity.clone(),
         };
         let io = TokioIo::new(Watched {
@@ -402,11 +531,11 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// The router as a hyper service that marks each request in progress
+/// The handler as a hyper service that marks each request in progress
 /// until its response body is done.
 #[derive(Clone)]
 struct ConnService {
-    router: Router,
+    handler: Handler,
     activity: Arc<Activity>,
 }
 
@@ -418,10 +547,9 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let guard = self.activity.begin();
-        let mut router = self.router.clone();
+        let response = (self.handler)(req.map(Body::new));
         Box::pin(async move {
-            let response = tower_service::Service::call(&mut router, req.map(Body::new)).await?;
-            Ok(response.map(|body| Tracked {
+            Ok(response.await.map(|body| Tracked {
                 inner: body,
                 _guard: guard,
             }))

@@ -24,9 +24,20 @@ const PATIENCE: Duration = Duration::from_secs(15);
 struct Rig {
     addr: String,
     admin: String,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: Option<Box<dyn FnOnce() + Send>>,
     served: tokio::task::JoinHandle<std::io::Result<()>>,
     _tmp: tempfile::TempDir,
+}
+
+/// How the rig serves the public listener.
+#[derive(Debug, Clone, Copy)]
+enum Serving {
+    /// `serve`: one listener on the test's runtime.
+    One,
+    /// `serve_public_threads`: this many threads, each with its own
+    /// listener on one port and its own runtime (`serve --runtime
+    /// per-core`).
+    Threads(usize),
 }
 
 const ECHO_ROUTE: &str = r#"{"mode":"synthetic","versions":{"stable":"7","candidate":"8"},
@@ -35,6 +46,11 @@ const ECHO_ROUTE: &str = r#"{"mode":"synthetic","versions":{"stable":"7","candid
 /// `orders` with `route` and the `synthetic-header` policy, served with
 /// `config` on a public and an admin listener.
 async fn rig(route: &str, config: ProxyConfig) -> Rig {
+    rig_in(Serving::One, route, config).await
+}
+
+/// [`rig`], served as `serving` says.
+async fn rig_in(serving: Serving, route: &str, mut config: ProxyConfig) -> Rig {
     let tmp = tempfile::tempdir().unwrap();
     let store: Arc<dyn ConfigStore> = Arc::new(DirStore::new(tmp.path()).unwrap());
     let mut cfg = RouteConfig::from_json(route).unwrap();
@@ -49,11 +65,12 @@ async fn rig(route: &str, config: ProxyConfig) -> Rig {
             ..Default::default()
         },
     ));
+    if let Serving::Threads(n) = serving {
+        config.workers = n;
+    }
     let proxy = Proxy::new(watcher.policies(), config);
     watcher.set_prepare(proxy.prepare_hook());
     watcher.poll().await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = admin_listener.local_addr().unwrap().to_string();
     tokio::spawn(switchyard_proxy::serve_admin(
@@ -61,14 +78,37 @@ async fn rig(route: &str, config: ProxyConfig) -> Rig {
         proxy.clone(),
         std::future::pending(),
     ));
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(switchyard_proxy::serve(listener, proxy, async {
-        let _ = rx.await;
-    }));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (addr, served) = match serving {
+        Serving::One => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let mut stopped = stopped;
+            let served = tokio::spawn(switchyard_proxy::serve(listener, proxy, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }));
+            (addr, served)
+        }
+        Serving::Threads(n) => {
+            let listeners = switchyard_proxy::bind_reuseport("127.0.0.1:0", n).unwrap();
+            let addr = listeners[0].local_addr().unwrap().to_string();
+            let threads =
+                switchyard_proxy::serve_public_threads(listeners, proxy, stopped).unwrap();
+            let served = tokio::task::spawn_blocking(move || {
+                for t in threads {
+                    t.join().expect("a serving thread panicked")?;
+                }
+                Ok(())
+            });
+            (addr, served)
+        }
+    };
     Rig {
         addr,
         admin,
-        shutdown: Some(tx),
+        shutdown: Some(Box::new(move || {
+            let _ = stop.send(true);
+        })),
         served,
         _tmp: tmp,
     }
@@ -137,7 +177,17 @@ async fn one_response(s: &mut TcpStream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_and_silent_clients_are_cut_at_their_timeouts() {
-    let r = rig(
+    stalled_and_silent_clients_are_cut_at_their_timeouts_in(Serving::One).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_silent_clients_are_cut_at_their_timeouts_thread_per_core() {
+    stalled_and_silent_clients_are_cut_at_their_timeouts_in(Serving::Threads(2)).await;
+}
+
+async fn stalled_and_silent_clients_are_cut_at_their_timeouts_in(serving: Serving) {
+    let r = rig_in(
+        serving,
         ECHO_ROUTE,
         ProxyConfig {
             connections: limits(Duration::from_millis(300), Duration::from_millis(600), 64),
@@ -196,7 +246,17 @@ async fn stalled_and_silent_clients_are_cut_at_their_timeouts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_cap_holds_new_clients_until_a_slot_frees() {
-    let r = rig(
+    the_connection_cap_holds_new_clients_until_a_slot_frees_in(Serving::One).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_cap_holds_new_clients_until_a_slot_frees_thread_per_core() {
+    the_connection_cap_holds_new_clients_until_a_slot_frees_in(Serving::Threads(2)).await;
+}
+
+async fn the_connection_cap_holds_new_clients_until_a_slot_frees_in(serving: Serving) {
+    let r = rig_in(
+        serving,
         ECHO_ROUTE,
         ProxyConfig {
             connections: limits(Duration::from_secs(60), Duration::from_secs(60), 2),
@@ -232,7 +292,17 @@ async fn the_connection_cap_holds_new_clients_until_a_slot_frees() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_is_bounded_by_the_grace_period() {
-    let mut r = rig(
+    shutdown_is_bounded_by_the_grace_period_in(Serving::One).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_bounded_by_the_grace_period_thread_per_core() {
+    shutdown_is_bounded_by_the_grace_period_in(Serving::Threads(2)).await;
+}
+
+async fn shutdown_is_bounded_by_the_grace_period_in(serving: Serving) {
+    let mut r = rig_in(
+        serving,
         ECHO_ROUTE,
         ProxyConfig {
             connections: limits(Duration::from_secs(60), Duration::from_secs(60), 64),
@@ -252,7 +322,7 @@ async fn shutdown_is_bounded_by_the_grace_period() {
         .write_all(b"POST /orders/x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
         .await
         .unwrap();
-    r.shutdown.take().unwrap().send(()).unwrap();
+    (r.shutdown.take().unwrap())();
     tokio::time::timeout(PATIENCE, &mut r.served)
         .await
         .expect("serve returns once the grace period is over")
@@ -262,6 +332,15 @@ async fn shutdown_is_bounded_by_the_grace_period() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_upstream_connections_are_closed() {
+    idle_upstream_connections_are_closed_in(Serving::One).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_are_closed_thread_per_core() {
+    idle_upstream_connections_are_closed_in(Serving::Threads(2)).await;
+}
+
+async fn idle_upstream_connections_are_closed_in(serving: Serving) {
     // A raw upstream: answers one request, then reports when the proxy
     // closes the connection.
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -285,7 +364,8 @@ async fn idle_upstream_connections_are_closed() {
         r#"{{"mode":"production","versions":{{"stable":"7"}},
             "dispatch":{{"type":"http","urls":{{"7":"{url}"}}}}}}"#
     );
-    let r = rig(
+    let r = rig_in(
+        serving,
         &route,
         ProxyConfig {
             upstream_idle_timeout: Duration::from_millis(300),
@@ -493,4 +573,95 @@ async fn an_idle_http2_connection_gets_the_idle_timeout_not_the_header_timeout()
     .await
     .expect("no answer at all");
     assert!(acked, "the idle HTTP/2 connection was closed: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_thread_per_core_listener_is_served() {
+    // The kernel spreads connections over the listeners by their address
+    // pair: 32 of them all landing on one of two listeners is a chance of
+    // 2^-31, so a listener nobody accepts on leaves some unanswered.
+    let r = rig_in(Serving::Threads(2), ECHO_ROUTE, ProxyConfig::default()).await;
+    let clients: Vec<_> = (0..32)
+        .map(|i| {
+            let addr = r.addr.clone();
+            tokio::spawn(async move {
+                send(
+                    &addr,
+                    &format!("GET /orders/{i} HTTP/1.1\r\nHost: a\r\nx-switchyard-synthetic: true\r\n\r\n"),
+                )
+                .await
+            })
+        })
+        .collect();
+    for (i, c) in clients.into_iter().enumerate() {
+        let (status, echo) = tokio::time::timeout(PATIENCE, c)
+            .await
+            .expect("a connection was never served")
+            .unwrap();
+        assert_eq!(status, 200, "{echo}");
+        assert_eq!(echo["path"], format!("/{i}"));
+        assert_eq!(echo["qualifier"], "8", "{echo}");
+    }
+}
+
+#[test]
+fn a_port_in_use_is_refused_not_shared() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let e = switchyard_proxy::bind_reuseport(&addr, 2).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+    // Nor does a second switchyard share the port of a first (both would
+    // set SO_REUSEPORT).
+    let first = switchyard_proxy::bind_reuseport("127.0.0.1:0", 2).unwrap();
+    let port = first[0].local_addr().unwrap();
+    assert!(first.iter().all(|l| l.local_addr().unwrap() == port));
+    let e = switchyard_proxy::bind_reuseport(&port.to_string(), 2).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_routes_answer_every_path_shape() {
+    let r = rig(ECHO_ROUTE, ProxyConfig::default()).await;
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
+    // The function alone, with a slash, percent-encoded; the rest is
+    // forwarded as sent.
+    for (path, forwarded) in [
+        ("/orders", "/"),
+        ("/orders/", "/"),
+        ("/ord%65rs/a%2Fb?q=1", "/a%2Fb"),
+    ] {
+        let (status, echo) = send(&r.addr, &get(path)).await;
+        assert_eq!(status, 200, "{path}: {echo}");
+        assert_eq!(echo["path"], forwarded, "{path}: {echo}");
+    }
+    // Wrong methods are told the right one.
+    for (request, allow) in [
+        (
+            "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+            "GET, HEAD",
+        ),
+        (
+            "GET /2015-03-31/functions/orders/invocations HTTP/1.1\r\nHost: a\r\n\r\n",
+            "POST",
+        ),
+    ] {
+        let mut s = TcpStream::connect(&r.addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let text = one_response(&mut s).await;
+        assert!(text.starts_with("HTTP/1.1 405"), "{text}");
+        assert!(
+            text.to_ascii_lowercase()
+                .contains(&format!("allow: {}", allow.to_ascii_lowercase())),
+            "{text}"
+        );
+    }
+    // A segment that is not UTF-8, and no function at all.
+    let (status, body) = send(&r.addr, &get("/%FF/x")).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = send(&r.addr, &get("//x")).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("no route"),
+        "{body}"
+    );
 }

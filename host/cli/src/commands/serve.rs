@@ -88,6 +88,33 @@ pub(crate) struct ServeArgs {
     /// measuring what the policies cost (see BENCHMARKS.md).
     #[arg(long)]
     pub(crate) bypass_policies: bool,
+    /// How requests are served. `per-core`: one thread per core, each a
+    /// single-threaded runtime with its own listener on the same port
+    /// (SO_REUSEPORT) and its own upstream connections; the fastest for
+    /// HTTP upstreams (see BENCHMARKS.md). `multi-thread`: one
+    /// work-stealing runtime and one listener, which evens out uneven
+    /// connections (few long-lived clients, slow Lambda calls).
+    #[arg(long, value_enum, default_value_t = Runtime::PerCore)]
+    pub(crate) runtime: Runtime,
+    /// Serving threads (`--runtime per-core`) or runtime workers
+    /// (`multi-thread`). Default: the cores this process may use.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) workers: Option<u16>,
+}
+
+/// How `serve` runs its listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Runtime {
+    /// A thread per core, each with its own listener and upstream pool.
+    PerCore,
+    /// One work-stealing runtime.
+    MultiThread,
+}
+
+/// The public listener, bound before anything is announced.
+enum Public {
+    One(tokio::net::TcpListener),
+    PerCore(Vec<std::net::TcpListener>),
 }
 
 pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Result<()> {
@@ -117,7 +144,18 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
             .unwrap_or_else(switchyard_proxy::default_max_connections),
         shutdown_grace: args.shutdown_grace,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let workers = args.workers.map(usize::from).unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if args.runtime == Runtime::PerCore {
+        // The control plane only (polling, the admin listener, signals):
+        // the serving threads are the per-core ones.
+        runtime.worker_threads(1);
+    } else {
+        runtime.worker_threads(workers);
+    }
+    let runtime = runtime
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -146,6 +184,11 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
                 max_header_bytes: args.max_header_bytes,
                 decision_log_sample: args.decision_log_sample,
                 bypass_policies: args.bypass_policies,
+                workers: if args.runtime == Runtime::PerCore {
+                    workers
+                } else {
+                    1
+                },
                 expected_functions: args.functions.clone(),
                 metrics,
                 ..Default::default()
@@ -171,10 +214,22 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
             }
             None => {}
         }
-        let listener = tokio::net::TcpListener::bind(&args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
-        let addr = listener.local_addr()?;
+        let listen_error = || format!("cannot listen on {}", args.listen);
+        let public = match args.runtime {
+            Runtime::MultiThread => Public::One(
+                tokio::net::TcpListener::bind(&args.listen)
+                    .await
+                    .with_context(listen_error)?,
+            ),
+            Runtime::PerCore => Public::PerCore(
+                switchyard_proxy::bind_reuseport(&args.listen, workers)
+                    .with_context(listen_error)?,
+            ),
+        };
+        let addr = match &public {
+            Public::One(l) => l.local_addr()?,
+            Public::PerCore(ls) => ls[0].local_addr()?,
+        };
         let admin = if args.admin_listen == "off" {
             None
         } else {
@@ -190,8 +245,12 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
         };
         let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
         eprintln!(
-            "switchyard serving {} on http://{addr} (store {}, polling every {:?}){}",
+            "switchyard serving {} on http://{addr} ({}; store {}, polling every {:?}){}",
             host.watcher.policies().functions().join(", "),
+            match args.runtime {
+                Runtime::PerCore => format!("{workers} threads, one listener each"),
+                Runtime::MultiThread => format!("one runtime, {workers} workers"),
+            },
             store.uri(),
             args.poll_interval,
             admin_addr
@@ -221,7 +280,26 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
                 until(stopped.clone()),
             ))
         });
-        switchyard_proxy::serve(listener, host.proxy.clone(), until(stopped)).await?;
+        match public {
+            Public::One(listener) => {
+                switchyard_proxy::serve(listener, host.proxy.clone(), until(stopped)).await?
+            }
+            Public::PerCore(listeners) => {
+                let threads =
+                    switchyard_proxy::serve_public_threads(listeners, host.proxy.clone(), stopped)
+                        .context("cannot start the serving threads")?;
+                tokio::task::spawn_blocking(move || {
+                    for t in threads {
+                        match t.join() {
+                            Ok(r) => r?,
+                            Err(panic) => std::panic::resume_unwind(panic),
+                        }
+                    }
+                    std::io::Result::Ok(())
+                })
+                .await??;
+            }
+        }
         if let Some(t) = admin_task {
             t.abort();
         }

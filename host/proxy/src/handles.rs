@@ -1,0 +1,100 @@
+//! Metric handles by their labels, so a request neither builds label
+//! strings nor searches the recorder's registry: looked up by borrowed
+//! labels, made once per label set.
+
+use std::collections::HashMap;
+
+use metrics::{Counter, Histogram};
+
+/// Label sets kept before the cache is emptied and refilled: they are
+/// functions x targets x statuses, a few hundred in practice; the bound
+/// keeps a policy that invents targets from growing it for ever (the
+/// recorder keeps its own series regardless).
+const MAX_SETS: usize = 4096;
+
+/// Counters by traffic class and status.
+type ByOutcome = HashMap<(&'static str, u16), Counter>;
+
+/// One serving thread's handles.
+#[derive(Default)]
+pub(crate) struct Handles {
+    /// `switchyard_requests_total` by function, target, then traffic and
+    /// status.
+    requests: HashMap<String, HashMap<String, ByOutcome>>,
+    /// `switchyard_decision_seconds` by function.
+    decisions: HashMap<String, Histogram>,
+    sets: usize,
+}
+
+impl Handles {
+    /// `switchyard_requests_total{function,target,traffic,status}`.
+    pub(crate) fn request(
+        &mut self,
+        function: &str,
+        target: &str,
+        traffic: &'static str,
+        status: u16,
+    ) -> &Counter {
+        let cached = self
+            .requests
+            .get(function)
+            .and_then(|t| t.get(target))
+            .is_some_and(|s| s.contains_key(&(traffic, status)));
+        if !cached {
+            self.make_room();
+            self.sets += 1;
+            let counter = metrics::counter!(
+                "switchyard_requests_total",
+                "function" => function.to_owned(),
+                "target" => target.to_owned(),
+                "traffic" => traffic,
+                "status" => status.to_string()
+            );
+            self.requests
+                .entry(function.to_owned())
+                .or_default()
+                .entry(target.to_owned())
+                .or_default()
+                .insert((traffic, status), counter);
+        }
+        &self.requests[function][target][&(traffic, status)]
+    }
+
+    /// `switchyard_decision_seconds{function}`.
+    pub(crate) fn decision(&mut self, function: &str) -> &Histogram {
+        if !self.decisions.contains_key(function) {
+            self.make_room();
+            self.sets += 1;
+            let h = metrics::histogram!("switchyard_decision_seconds", "function" => function.to_owned());
+            self.decisions.insert(function.to_owned(), h);
+        }
+        &self.decisions[function]
+    }
+
+    fn make_room(&mut self) {
+        if self.sets >= MAX_SETS {
+            self.requests.clear();
+            self.decisions.clear();
+            self.sets = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_label_set_is_made_once_and_the_cache_stays_bounded() {
+        let mut h = Handles::default();
+        for _ in 0..3 {
+            h.request("orders", "8", "synthetic", 200);
+            h.decision("orders");
+        }
+        assert_eq!(h.sets, 2, "repeated label sets are looked up, not made");
+        for i in 0..(MAX_SETS * 2) {
+            h.request("orders", &format!("invented-{i}"), "production", 200);
+            assert!(h.sets <= MAX_SETS, "{} sets kept", h.sets);
+        }
+    }
+}

@@ -3,10 +3,16 @@
 # default store (a local folder). It builds the CLI and the synthetic-header
 # policy, tests and publishes the policy, starts two stand-in versions of a
 # function "orders" (7 = stable, 8 = candidate) and the proxy in front of
-# them, then sends requests, flips the mode and rolls it back, live.
+# them, then sends requests, flips the mode and rolls it back, live, and ends
+# by measuring the decision latency and what the proxy adds to a request.
 #
 #   bash policies/demo.sh          # then keeps serving on http://127.0.0.1:8080 until Ctrl-C
 #   bash policies/demo.sh --once   # stops after the tour (CI runs this)
+#
+# The proxy is a release build, as it would be deployed (the first build
+# takes about 15 minutes on 2 cores). SWITCHYARD_DEMO_PROFILE=debug uses the
+# debug build the tests share instead (CI does; its timings are not
+# representative).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 once=${1:-}
@@ -22,9 +28,18 @@ for p in "$port" "$admin_port" "$stable_port" "$candidate_port"; do
 done
 
 rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-unknown-unknown
-echo "== building the switchyard CLI (the first build compiles wasmtime: minutes)" >&2
-cargo build -q --workspace  # the whole workspace: shares the test build's artifacts
-S=target/debug/switchyard
+profile=${SWITCHYARD_DEMO_PROFILE:-release}
+case "$profile" in
+  release)
+    echo "== building the switchyard CLI, release (the first build compiles wasmtime: about 15 minutes)" >&2
+    cargo build -q --release -p switchyard --bin switchyard
+    S=target/release/switchyard ;;
+  debug)
+    echo "== building the switchyard CLI, debug (shares the test build's artifacts)" >&2
+    cargo build -q --workspace
+    S=target/debug/switchyard ;;
+  *) echo "error: SWITCHYARD_DEMO_PROFILE is release or debug, not $profile" >&2; exit 1 ;;
+esac
 store=dir:target/demo-store
 rm -rf target/demo-store
 
@@ -46,8 +61,11 @@ trap cleanup EXIT INT TERM
 python3 policies/demo/upstream.py "$stable_port" 7 & pids+=($!)
 python3 policies/demo/upstream.py "$candidate_port" 8 & pids+=($!)
 
-echo "== switchyard serve --store $store --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$admin_port --poll-interval 1s" >&2
-$S serve --store "$store" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" --poll-interval 1s >/dev/null & pids+=($!)
+# The proxy's log (a decision line per request) goes to a file; the tour
+# shows the line of each request it sends.
+log=target/demo-serve.log
+echo "== switchyard serve --store $store --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$admin_port --poll-interval 1s 2> $log" >&2
+$S serve --store "$store" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" --poll-interval 1s >/dev/null 2> "$log" & pids+=($!)
 ready=
 for _ in $(seq 1 100); do
   if curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 \
@@ -59,7 +77,14 @@ for _ in $(seq 1 100); do
 done
 [ -n "$ready" ] || { echo "error: the proxy or the stand-in versions did not start" >&2; exit 1; }
 
-show() { echo "\$ curl $*" >&2; curl -sS "$@"; echo; }
+decisions() { grep -c 'switchyard::decision' "$log" || true; }
+# A request, its answer, and the decision line the proxy logged for it.
+show() {
+  local before; before=$(decisions)
+  echo "\$ curl $*" >&2; curl -sS "$@"; echo
+  [ "$(decisions)" -gt "$before" ] && grep 'switchyard::decision' "$log" | tail -n 1 | sed 's/^/   proxy log: /' >&2
+  return 0
+}
 echo "== a QA request tagged synthetic reaches the candidate, tagged synthetic" >&2
 show -X POST "http://127.0.0.1:$port/orders/api/orders" -H 'x-switchyard-synthetic: true' -d '{"item":1}'
 echo "== an ordinary request reaches stable" >&2
@@ -76,6 +101,36 @@ $S rollback --store "$store" orders >/dev/null
 sleep 1.5
 show "http://127.0.0.1:$port/orders/api/orders" -H 'x-switchyard-synthetic: true'
 $S status --store "$store" orders >&2
+
+burst=${SWITCHYARD_DEMO_BURST:-2000}
+echo "== how fast: $burst QA requests through the proxy, then $burst straight to the candidate (one keep-alive connection each)" >&2
+skip=$(decisions)
+python3 - "$port" "$candidate_port" "$burst" "$log" "$skip" "$profile" <<'EOF'
+import http.client, re, sys, time
+port, direct, n, log, skip, profile = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6]
+def burst(p, path, headers):
+    c = http.client.HTTPConnection("127.0.0.1", p)
+    took = []
+    for _ in range(n):
+        t = time.perf_counter()
+        c.request("GET", path, headers=headers)
+        r = c.getresponse(); r.read()
+        took.append(time.perf_counter() - t)
+        assert r.status == 200, r.status
+    return sorted(took)
+tag = {"x-switchyard-synthetic": "true"}
+proxied = burst(port, "/orders/api/orders", tag)
+straight = burst(direct, "/api/orders", tag)
+q = lambda xs, f: xs[min(len(xs) - 1, int(f * len(xs)))]
+lines = [l for l in open(log) if "switchyard::decision" in l][skip:]
+evals = sorted(int(m.group(1)) for l in lines if (m := re.search(r"eval_ns=(\d+)", l)))
+us = lambda s: f"{s * 1e6:.0f} us"
+if evals:
+    print(f"decision (eval_ns in the {len(evals)} decision lines, {profile} build): p50 {q(evals, .5) / 1000:.1f} us, p99 {q(evals, .99) / 1000:.1f} us", file=sys.stderr)
+print(f"request through the proxy: p50 {us(q(proxied, .5))}, p99 {us(q(proxied, .99))}", file=sys.stderr)
+print(f"request straight to the candidate: p50 {us(q(straight, .5))}, p99 {us(q(straight, .99))}", file=sys.stderr)
+print(f"the proxy adds (p50 through - p50 straight): {us(q(proxied, .5) - q(straight, .5))}, the policy's decision included", file=sys.stderr)
+EOF
 
 if [ "$once" = "--once" ]; then
   echo "== done" >&2

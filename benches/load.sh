@@ -147,13 +147,14 @@ print(f"{rps:.0f} {ms(p['50']):.3f} {ms(p['99']):.3f} {reqs} {errs}")
 EOF
 }
 
-# CPU ticks (user + system) of a process and its threads so far.
+# CPU ticks of processes and their threads so far: "user system".
 cpu_ticks() { # cpu_ticks <pid>...
-  local t=0 pid
+  local u=0 s=0 pid a b
   for pid in "$@"; do
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    read -r a b < <(awk '{print $14, $15}' "/proc/$pid/stat")
+    u=$((u + a)); s=$((s + b))
   done
-  echo "$t"
+  echo "$u $s"
 }
 
 compare() {
@@ -237,17 +238,18 @@ EOF
   local u
   for u in "${paths[@]}"; do run_wrk "${u#* }" 2s >/dev/null; done
   : > "$work/compare"
-  local round before after name
+  local round u0 s0 u1 s1 name
   for round in $(seq 1 "$rounds"); do
     log "round $round of $rounds"
     for u in "${paths[@]}"; do
       name=${u%% *}
       # shellcheck disable=SC2086 # pid lists
-      before=$(cpu_ticks ${cpu_of[$name]})
+      read -r u0 s0 < <(cpu_ticks ${cpu_of[$name]})
       r=$(run_wrk "${u#* }" "$duration")
       # shellcheck disable=SC2086
-      after=$(cpu_ticks ${cpu_of[$name]})
-      echo "$round $name $r $((after - before))" >> "$work/compare"
+      read -r u1 s1 < <(cpu_ticks ${cpu_of[$name]})
+      # Columns: round path rps p50 p99 requests errors cpu_ticks user_ticks system_ticks
+      echo "$round $name $r $((u1 - u0 + s1 - s0)) $((u1 - u0)) $((s1 - s0))" >> "$work/compare"
     done
   done
   cp "$work/compare" "$out/compare.txt"
@@ -263,12 +265,14 @@ by = {k: [r for r in rows if r[1] == k] for k in names}
 # time over the requests wrk completed.
 cpu = lambda r: float(r[7]) / tck * 1e6 / max(1, int(r[5]))
 med = lambda k, f: statistics.median(f(r) for r in by[k])
-print(f"| path ({sys.argv[2]} connections, {sys.argv[3]} x {sys.argv[4]} rounds) | req/s (median) | req/s min-max | CPU us/request (median) | p50 ms | p99 ms | errors |")
-print("|---|---:|---|---:|---:|---:|---:|")
+user = lambda r: float(r[8]) / tck * 1e6 / max(1, int(r[5]))
+system = lambda r: float(r[9]) / tck * 1e6 / max(1, int(r[5]))
+print(f"| path ({sys.argv[2]} connections, {sys.argv[3]} x {sys.argv[4]} rounds) | req/s (median) | req/s min-max | CPU us/request (median) | of it user / system | p50 ms | p99 ms | errors |")
+print("|---|---:|---|---:|---:|---:|---:|---:|")
 for k, n in names.items():
     rps = [float(r[2]) for r in by[k]]
     errs = sum(int(r[6]) for r in by[k])
-    print(f"| {n} | {med(k, lambda r: float(r[2])):.0f} | {min(rps):.0f}-{max(rps):.0f} | {med(k, cpu):.1f} | {med(k, lambda r: float(r[3])):.3f} | {med(k, lambda r: float(r[4])):.3f} | {errs} |")
+    print(f"| {n} | {med(k, lambda r: float(r[2])):.0f} | {min(rps):.0f}-{max(rps):.0f} | {med(k, cpu):.1f} | {med(k, user):.1f} / {med(k, system):.1f} | {med(k, lambda r: float(r[3])):.3f} | {med(k, lambda r: float(r[4])):.3f} | {errs} |")
 print()
 def ratio(a, b, f):
     xs = [f(x) / f(y) for x, y in zip(by[a], by[b])]
@@ -341,8 +345,24 @@ profile() {
   local perf_pid=$!
   run_wrk "http://127.0.0.1:$ps/orders/x" "$duration" >/dev/null
   wait "$perf_pid" || true
-  perf report -i "$out/perf.data" --no-children --percent-limit 0.7 --stdio -g none --sort dso,symbol 2>/dev/null \
-    | grep -v '^#' | grep -v '^$' | head -60 | tee "$out/profile.txt"
+  {
+    echo "== where the CPU goes, by object"
+    perf report -i "$out/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null \
+      | grep -v '^#' | grep -v '^$' | cut -c1-60 | head -8
+    echo "== the hottest symbols"
+    perf report -i "$out/perf.data" --no-children --percent-limit 0.4 --stdio -g none --sort dso,symbol 2>/dev/null \
+      | grep -v '^#' | grep -v '^$' | cut -c1-140 | head -40
+  } | tee "$out/profile.txt"
+  if command -v strace >/dev/null 2>&1; then
+    log "system calls per request (strace -c -f, 3 s of wrk; strace slows the proxy, the counts per request hold)"
+    strace -c -f -p "$pid" -o "$out/strace.txt" & local strace_pid=$!
+    sleep 0.5
+    local n
+    n=$(run_wrk "http://127.0.0.1:$ps/orders/x" 3s | cut -d' ' -f4)
+    kill -INT "$strace_pid" 2>/dev/null; wait "$strace_pid" 2>/dev/null || true
+    awk -v n="$n" 'NR > 2 && $NF != "total" && $4 ~ /^[0-9]+$/ {printf "%-16s %6.2f per request\n", $NF, $4 / n}' "$out/strace.txt" \
+      | sort -k2 -nr | head -6 | tee -a "$out/profile.txt"
+  fi
 }
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }

@@ -12,7 +12,8 @@
 //!   (`unmetered`); `exhaust`: how long `bad-loop` takes to burn the default
 //!   fuel budget (what "1 ms" means in fuel).
 //! * `instantiate`: `wasm_fresh` with copy-on-write memory initialisation
-//!   off (the default) and on.
+//!   off and on (the default), and with memory kept resident between
+//!   instances, reset whole or (`_pagemap`) only where dirtied.
 //! * `swap`: `compile` (component bytes to a ready policy: verified and
 //!   compiled), `deserialize` (the same from the precompiled cache file),
 //!   `swap` (end to end: a new route version in a `dir` store naming another
@@ -151,14 +152,26 @@ fn instantiate(c: &mut Criterion) {
             })
         });
     }
-    for keep in [64usize << 10, 128 << 10, 256 << 10, 1 << 20] {
+    // Memory (and tables) kept resident between instances, reset by
+    // memset: of the whole kept part, or (PAGEMAP_SCAN) of the pages the
+    // last instance dirtied.
+    for (keep, pagemap_scan) in [
+        (256usize << 10, false),
+        (1 << 20, false),
+        (256 << 10, true),
+        (1 << 20, true),
+        (16 << 20, true),
+    ] {
         let engine = Engine::with_config(EngineConfig {
             keep_resident: keep,
+            table_keep_resident: if keep > 0 { 64 << 10 } else { 0 },
+            pagemap_scan,
             ..Default::default()
         })
         .unwrap();
         let policy = Policy::new(&engine, &bytes, "sticky-canary").unwrap();
-        g.bench_function(format!("wasm_fresh/keep_{}k", keep >> 10), |b| {
+        let scan = if pagemap_scan { "_pagemap" } else { "" };
+        g.bench_function(format!("wasm_fresh/keep_{}k{scan}", keep >> 10), |b| {
             b.iter(|| {
                 policy
                     .evaluator()

@@ -31,14 +31,7 @@ const FRAMING: &[&str] = &["content-length", "transfer-encoding", "trailer"];
 /// stay (a body passed through as it streams needs them).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_framing: bool) {
     let keep = |name: &str| keep_framing && FRAMING.iter().any(|f| name.eq_ignore_ascii_case(f));
-    let named: Vec<String> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .filter(|n| !n.is_empty())
-        .collect();
+    let named = connection_named(headers);
     for name in named
         .iter()
         .map(String::as_str)
@@ -48,6 +41,19 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_framing: bool) {
             headers.remove(name);
         }
     }
+}
+
+/// The header names a `Connection` header lists, lower-cased (rarely any:
+/// no allocation then).
+fn connection_named(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect()
 }
 
 /// Whether a client-sent header (or client context `custom` key) would pose
@@ -81,15 +87,7 @@ pub fn tags(to: &Target) -> Vec<(String, String)> {
 /// plus the mesh's tags. Built in one pass over the client's headers (the
 /// hot path: no copy of the map to prune afterwards).
 pub fn outgoing(headers: &HeaderMap, to: &Target) -> HeaderMap {
-    // Names a `Connection` header lists (rarely any: no allocation then).
-    let named: Vec<String> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .filter(|n| !n.is_empty())
-        .collect();
+    let named = connection_named(headers);
     let mut out = HeaderMap::with_capacity(headers.len() + 1 + to.context.len());
     for (name, value) in headers {
         // Header map names are lower case already.

@@ -338,13 +338,11 @@ pub fn install_metrics_recorder() -> metrics_exporter_prometheus::PrometheusHand
 /// nowhere), errors included, is counted in `switchyard_requests_total`;
 /// `/healthz` is not.
 pub fn router(proxy: Arc<Proxy>) -> Router {
-    Router::new()
-        .fallback(|State(p): State<Arc<Proxy>>, req: AxumRequest| public(p, req))
-        .with_state(proxy)
+    front_routes().with_state(proxy)
 }
 
-/// The function routes and the Invoke API, for routers that add their own
-/// `/healthz` (the mesh's).
+/// Every request to [`public`]; a router that adds its own `/healthz` (the
+/// mesh's) answers that one first.
 fn front_routes() -> Router<Arc<Proxy>> {
     Router::new().fallback(|State(p): State<Arc<Proxy>>, req: AxumRequest| public(p, req))
 }

@@ -92,7 +92,7 @@ fn main() {
         let component = wit_component::ComponentEncoder::default()
             .validate(true)
             .module(&bytes)
-            .and_then(|mut e| e.encode())
+            .and_then(|e| e.encode())
             .unwrap_or_else(|e| panic!("componentizing {name}: {e:?}"));
         let path = out.join(format!("{name}.component.wasm"));
         fs::write(&path, component).unwrap();

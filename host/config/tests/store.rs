@@ -863,3 +863,75 @@ async fn a_tampered_or_exposed_cache_is_never_loaded() {
     assert_eq!(host(key).restore_from_cache(), ["orders"]);
     assert_eq!(mode(&root), 0o700);
 }
+
+/// A precompiled cache written by another wasmtime (here: this one's file
+/// with its engine section claiming an older release, as a host upgraded in
+/// place finds its `/tmp`) is refused by wasmtime's compatibility check,
+/// never loaded; the store serves the policy again and it is recompiled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_from_another_wasmtime_is_recompiled_not_loaded() {
+    let (store, _b) = Dir::fresh().await;
+    let (_, digest) = publish(&*store, "orders", art::SYNTHETIC_HEADER, "synthetic").await;
+    let cache = tempfile::tempdir().unwrap();
+    let root = cache.path().join("cache");
+    let host = || {
+        Watcher::new(
+            store.clone(),
+            common::engine().clone(),
+            WatchConfig {
+                functions: vec!["orders".into()],
+                cache_dir: Some(root.clone()),
+                ..Default::default()
+            },
+        )
+    };
+    host().poll().await.unwrap();
+    assert_eq!(
+        host().restore_from_cache(),
+        ["orders"],
+        "restores untouched"
+    );
+
+    // wasmtime stamps its release into the file's `.wasmtime.engine`
+    // section as a length-prefixed string.
+    let code = root.join(format!("compiled/sha256-{}.cwasm", digest.hex()));
+    let good = std::fs::read(&code).unwrap();
+    let at = engine_version_at(&good).expect("a wasmtime version string in the cwasm");
+    let len = good[at] as usize;
+    let release = std::str::from_utf8(&good[at + 1..at + 1 + len]).unwrap();
+    // wasmtime writes its major release, e.g. "50"; claim the one before.
+    let major: u32 = release.parse().expect("a major release number");
+    let older = format!("{:0>len$}", major - 1);
+    let mut old = good.clone();
+    old[at + 1..at + 1 + len].copy_from_slice(older.as_bytes());
+    std::fs::write(&code, &old).unwrap();
+
+    let bytes = std::fs::read(art::SYNTHETIC_HEADER).unwrap();
+    let info = switchyard_core::inspect(&bytes, "synthetic-header").unwrap();
+    let err = switchyard_core::Policy::from_precompiled_bytes(common::engine(), info, &old)
+        .expect_err("wasmtime refuses another release's code");
+    assert!(err.to_string().contains("version"), "{err}");
+    assert!(host().restore_from_cache().is_empty(), "never loaded");
+
+    // The next poll fetches from the store and recompiles over it.
+    assert!(matches!(
+        host().poll().await.unwrap()[0].1,
+        Outcome::Swapped { .. }
+    ));
+    assert_eq!(
+        std::fs::read(&code).unwrap(),
+        good,
+        "rewritten by this wasmtime"
+    );
+    assert_eq!(host().restore_from_cache(), ["orders"]);
+}
+
+/// Where, in the cwasm's `.wasmtime.engine` section (a format byte, a
+/// length byte, then the release of the wasmtime that wrote the file),
+/// the length byte is.
+fn engine_version_at(code: &[u8]) -> Option<usize> {
+    use object::{Object, ObjectSection};
+    let elf = object::File::parse(code).ok()?;
+    let (start, _) = elf.section_by_name(".wasmtime.engine")?.file_range()?;
+    (code.get(start as usize) == Some(&0)).then_some(start as usize + 1)
+}

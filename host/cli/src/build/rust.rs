@@ -13,7 +13,7 @@ pub fn componentize(core: &[u8], what: &str) -> Result<Vec<u8>, BuildError> {
     wit_component::ComponentEncoder::default()
         .validate(true)
         .module(core)
-        .and_then(|mut e| e.encode())
+        .and_then(|e| e.encode())
         .map_err(|e| BuildError::Componentize {
             path: what.to_owned(),
             message: format!("{e:#}"),

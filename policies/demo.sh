@@ -27,7 +27,9 @@ for p in "$port" "$admin_port" "$stable_port" "$candidate_port"; do
   fi
 done
 
-rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-unknown-unknown
+# The toolchain rust-toolchain.toml pins (with the wasm32 target), when rustup
+# does not install it by itself (RUSTUP_AUTO_INSTALL=0).
+rustup toolchain install >/dev/null 2>&1 || rustup toolchain install
 profile=${SWITCHYARD_DEMO_PROFILE:-release}
 case "$profile" in
   release)

@@ -56,7 +56,7 @@ impl NativeCanary {
         let versions = &route.config().versions;
         let (role, reason) = match req.header(&self.header) {
             None => ("stable", "no sticky key"),
-            Some(key) if bucket(key, &self.salt) < self.threshold => ("candidate", "in canary"),
+            Some(key) if bucket(&key, &self.salt) < self.threshold => ("candidate", "in canary"),
             Some(_) => ("stable", "not in canary"),
         };
         let target = versions
@@ -99,7 +99,7 @@ pub fn rego_input(req: &Request, route: &Route, with_bucket: bool) -> regorus::V
     if with_bucket {
         let native = NativeCanary::configure(route);
         if let Some(key) = req.header(&native.header) {
-            input["bucket"] = bucket(key, &native.salt).into();
+            input["bucket"] = bucket(&key, &native.salt).into();
         }
     }
     serde_json::from_value(input).expect("a JSON value is a regorus value")

@@ -43,23 +43,24 @@ pub struct EngineConfig {
     /// of copying data segments. On: a fresh instance of `sticky-canary`
     /// measured 15 % faster with it (BENCHMARKS.md, group `instantiate`).
     pub copy_on_write: bool,
-    /// Bytes at the start of each pooled linear memory that are zeroed with
-    /// `memset` and kept resident when an instance is dropped, instead of
-    /// being handed back to the kernel (`madvise`) and faulted in again by
-    /// the next instance. 0 hands everything back. With policies built by
-    /// `switchyard policy build` (64 KiB stack first), 256 KiB made a fresh
-    /// instance 28 % faster but keeps that much resident per pool slot ever
-    /// used, hence off by default (BENCHMARKS.md, fresh instances).
+    /// Bytes at the start of each pooled linear memory that are reset and
+    /// kept resident when an instance is dropped, instead of being handed
+    /// back to the kernel (`madvise`) and faulted in again by the next
+    /// instance. 0 hands everything back. By default [`KEEP_RESIDENT`]
+    /// where the kernel has `PAGEMAP_SCAN` (see `pagemap_scan`: then only
+    /// the pages a policy dirtied are reset and stay resident), else 0 (a
+    /// reset would `memset`, and so keep resident, the whole kept part of
+    /// every pool slot ever used). BENCHMARKS.md, fresh instances.
     pub keep_resident: usize,
-    /// Bytes of each pooled table kept resident the same way.
+    /// Bytes of each pooled table kept resident the same way (by default
+    /// [`TABLE_KEEP_RESIDENT`] where `keep_resident` is on, else 0).
     pub table_keep_resident: usize,
     /// With `keep_resident` or `table_keep_resident` set: reset only the
     /// pages an instance dirtied when its slot is reused, found with
     /// Linux's `PAGEMAP_SCAN` (6.7 and later; older kernels, such as some
     /// Lambda hosts, fall back to resetting the whole kept part). With it,
-    /// keeping memory resident costs what a policy touches, and a fresh
-    /// instance took 10.6 µs instead of 24.6 µs (BENCHMARKS.md, "With
-    /// `PAGEMAP_SCAN`"). No effect while nothing is kept.
+    /// keeping memory resident costs what a policy touches. No effect
+    /// while nothing is kept.
     pub pagemap_scan: bool,
 }
 
@@ -69,6 +70,9 @@ pub const DEFAULT_FUEL: u64 = 10_000_000;
 
 impl Default for EngineConfig {
     fn default() -> Self {
+        // Keeping memory resident is cheap only where resets touch just the
+        // dirtied pages (Linux 6.7 and later).
+        let scan = wasmtime::PoolingAllocationConfig::is_pagemap_scan_available();
         EngineConfig {
             fuel: Some(DEFAULT_FUEL),
             memory_limit: 16 << 20,
@@ -78,12 +82,20 @@ impl Default for EngineConfig {
             breaker_failures: 5,
             breaker_open: std::time::Duration::from_secs(10),
             copy_on_write: true,
-            keep_resident: 0,
-            table_keep_resident: 0,
+            keep_resident: if scan { KEEP_RESIDENT } else { 0 },
+            table_keep_resident: if scan { TABLE_KEEP_RESIDENT } else { 0 },
             pagemap_scan: true,
         }
     }
 }
+
+/// Default [`EngineConfig::keep_resident`] where the kernel can reset only
+/// dirtied pages: a policy built by `switchyard policy build` starts with
+/// a 64 KiB stack, and its data and heap follow.
+pub const KEEP_RESIDENT: usize = 256 << 10;
+
+/// Default [`EngineConfig::table_keep_resident`] with [`KEEP_RESIDENT`].
+pub const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 
 /// Core module instances one policy component may create (an interpreter
 /// linked from shared libraries needs dozens).

@@ -72,18 +72,18 @@ impl RequestImports for HostState {
     }
 
     fn header(&mut self, name: String) -> Option<String> {
-        self.request.as_ref()?.header(&name).map(str::to_owned)
+        self.request.as_ref()?.header(&name).map(|v| v.into_owned())
     }
 
     fn header_bucket(&mut self, name: String, salt: String) -> Option<u32> {
         let value = self.request.as_ref()?.header(&name)?;
-        Some(bucket(value, &salt))
+        Some(bucket(&value, &salt))
     }
 
     fn headers(&mut self) -> Vec<(String, String)> {
         self.request
             .as_ref()
-            .map(|r| r.headers().to_vec())
+            .map(|r| r.headers())
             .unwrap_or_default()
     }
 }

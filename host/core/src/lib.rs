@@ -63,8 +63,8 @@ pub use decision::{
 };
 pub use digest::{Digest, DigestParseError};
 pub use engine::{
-    DEFAULT_FUEL, Engine, EngineConfig, EngineError, MAX_CORE_INSTANCES_PER_POLICY,
-    MAX_MEMORIES_PER_POLICY, MAX_TABLES_PER_POLICY,
+    DEFAULT_FUEL, Engine, EngineConfig, EngineError, KEEP_RESIDENT, MAX_CORE_INSTANCES_PER_POLICY,
+    MAX_MEMORIES_PER_POLICY, MAX_TABLES_PER_POLICY, TABLE_KEEP_RESIDENT,
 };
 pub use evaluator::{EvalError, Evaluator, EvaluatorPool, fail_safe};
 pub use host::bucket;

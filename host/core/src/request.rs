@@ -1,10 +1,16 @@
 //! The request a policy decides on.
 
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-/// One request to a function: what a policy sees. Header names are stored
+/// One request to a function: what a policy sees. Header names are
 /// lower-cased; lookups are case-insensitive.
+///
+/// A proxy hands over the request's own [`http::HeaderMap`]
+/// ([`Request::from_http`]): the policy reads it in place, with no copy of
+/// the headers it does not ask for, and the proxy takes it back
+/// ([`Request::into_http_headers`]) to send the request on.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Request {
     /// Logical function name, e.g. `orders`.
@@ -13,7 +19,21 @@ pub struct Request {
     pub method: String,
     /// Path, e.g. `/api/v1/orders/1`.
     pub path: String,
-    headers: Vec<(String, String)>,
+    headers: Headers,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Headers {
+    /// Names lower-cased, in arrival order.
+    Pairs(Vec<(String, String)>),
+    /// A request's own header map.
+    Http(http::HeaderMap),
+}
+
+impl Default for Headers {
+    fn default() -> Self {
+        Headers::Pairs(Vec::new())
+    }
 }
 
 impl Request {
@@ -34,28 +54,81 @@ impl Request {
             function: function.into(),
             method,
             path: path.into(),
-            headers: headers
+            headers: Headers::Pairs(
+                headers
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let mut k = k.into();
+                        k.make_ascii_lowercase();
+                        (k, v.into())
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// A request over an HTTP request's own header map, moved in (not
+    /// copied). Values that are not UTF-8 read as their lossy UTF-8.
+    pub fn from_http(
+        function: impl Into<String>,
+        method: &http::Method,
+        path: impl Into<String>,
+        headers: http::HeaderMap,
+    ) -> Self {
+        Request {
+            function: function.into(),
+            method: method.as_str().to_ascii_uppercase(),
+            path: path.into(),
+            headers: Headers::Http(headers),
+        }
+    }
+
+    /// The header map given to [`Request::from_http`], back (a request
+    /// built from pairs gives the pairs that are valid HTTP headers).
+    pub fn into_http_headers(self) -> http::HeaderMap {
+        match self.headers {
+            Headers::Http(map) => map,
+            Headers::Pairs(pairs) => pairs
                 .into_iter()
-                .map(|(k, v)| {
-                    let mut k = k.into();
-                    k.make_ascii_lowercase();
-                    (k, v.into())
+                .filter_map(|(k, v)| {
+                    Some((
+                        http::HeaderName::from_bytes(k.as_bytes()).ok()?,
+                        http::HeaderValue::from_str(&v).ok()?,
+                    ))
                 })
                 .collect(),
         }
     }
 
     /// First value of header `name`, matched case-insensitively.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+    pub fn header(&self, name: &str) -> Option<Cow<'_, str>> {
+        match &self.headers {
+            Headers::Pairs(pairs) => pairs
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| Cow::Borrowed(v.as_str())),
+            // `get` parses `name` as a header name, lower-casing it; a name
+            // no header can have has no value.
+            Headers::Http(map) => map.get(name).map(|v| String::from_utf8_lossy(v.as_bytes())),
+        }
     }
 
-    /// All headers, names lower-cased, in arrival order.
-    pub fn headers(&self) -> &[(String, String)] {
-        &self.headers
+    /// All headers, names lower-cased, in arrival order (from an HTTP
+    /// request, a repeated name's values come together, where the name
+    /// first arrived).
+    pub fn headers(&self) -> Vec<(String, String)> {
+        match &self.headers {
+            Headers::Pairs(pairs) => pairs.clone(),
+            Headers::Http(map) => map
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+        }
     }
 
     /// Parses the request JSON contract:
@@ -126,11 +199,52 @@ mod tests {
     #[test]
     fn header_lookup_is_case_insensitive_and_names_are_lowered() {
         let r = Request::new("f", "get", "/", [("X-User-Id", "u1"), ("Accept", "a")]);
-        assert_eq!(r.header("x-user-id"), Some("u1"));
-        assert_eq!(r.header("X-USER-ID"), Some("u1"));
+        assert_eq!(r.header("x-user-id").as_deref(), Some("u1"));
+        assert_eq!(r.header("X-USER-ID").as_deref(), Some("u1"));
         assert_eq!(r.headers()[0].0, "x-user-id");
         assert_eq!(r.method, "GET");
         assert_eq!(r.header("missing"), None);
+    }
+
+    #[test]
+    fn an_http_header_map_reads_like_pairs_and_comes_back_whole() {
+        let mut map = http::HeaderMap::new();
+        map.append("x-user-id", http::HeaderValue::from_static("u1"));
+        map.append("accept", http::HeaderValue::from_static("a"));
+        map.append("x-user-id", http::HeaderValue::from_static("u2"));
+        map.append("x-raw", http::HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        let r = Request::from_http("f", &http::Method::GET, "/", map.clone());
+        assert_eq!(r.method, "GET");
+        assert_eq!(
+            r.header("X-User-Id").as_deref(),
+            Some("u1"),
+            "the first value"
+        );
+        assert_eq!(
+            r.header("x-raw").as_deref(),
+            Some("caf\u{fffd}"),
+            "lossy UTF-8"
+        );
+        assert_eq!(r.header("missing"), None);
+        assert_eq!(r.header("not a header name"), None);
+        let pairs = r.headers();
+        assert_eq!(
+            pairs
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+            [
+                "x-user-id=u1",
+                "x-user-id=u2",
+                "accept=a",
+                "x-raw=caf\u{fffd}"
+            ]
+        );
+        assert_eq!(r.into_http_headers(), map);
+        let from_pairs = Request::new("f", "get", "/", [("X-A", "1"), ("bad name", "2")]);
+        let back = from_pairs.into_http_headers();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back["x-a"], "1");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Switchyard's front ends: requests in, the policy decides, the dispatch
 //! layer reaches the chosen version. One shared step,
-//! [`decide_and_dispatch`](Proxy), serves every front end.
+//! [`dispatch_decided`](Proxy), serves every front end.
 //!
 //! Two listeners, so what reveals config never shares a port with traffic:
 //!
@@ -196,7 +196,7 @@ fn marked_synthetic(req: &Request, route: &Route) -> Request {
         req.function.clone(),
         req.method.clone(),
         req.path.clone(),
-        markers.into_iter().chain(req.headers().iter().cloned()),
+        markers.into_iter().chain(req.headers()),
     )
 }
 
@@ -854,35 +854,61 @@ async fn forward(p: &Proxy, function: &str, path: String, req: AxumRequest) -> R
         Ok(b) => b,
         Err(e) => return for_function(body_error(p, e, false), function),
     };
-    let policy_req = Arc::new(Request::new(
-        function.to_owned(),
-        parts.method.as_str(),
-        path.clone(),
-        header_pairs(&parts.headers),
+    // The policy reads the request's own header map in place, minus any
+    // tag a caller forged under the names the mesh sets (they are dropped
+    // on the way out too); the call takes the map back after the decision.
+    drop_tags(&mut parts.headers);
+    let policy_req = Arc::new(Request::from_http(
+        function,
+        &parts.method,
+        path.as_str(),
+        std::mem::take(&mut parts.headers),
     ));
+    let decision = decide(p, &active, &policy_req);
+    let headers = match Arc::try_unwrap(policy_req) {
+        Ok(req) => req.into_http_headers(),
+        // Nothing keeps the request after deciding; were it still shared,
+        // the copy would still be right.
+        Err(shared) => Request::clone(&shared).into_http_headers(),
+    };
     let call = Call::Http(HttpCall {
-        method: parts.method.clone(),
+        method: parts.method,
         path,
         query: parts.uri.query().unwrap_or("").to_owned(),
-        headers: std::mem::take(&mut parts.headers),
+        headers,
         body,
         request_context: parts.extensions.remove::<RequestContext>(),
     });
-    decide_and_dispatch(p, function, &active, &policy_req, call).await
+    dispatch_decided(p, function, &active, decision, call).await
 }
 
-/// The step every front end shares: decide with the function's policy,
-/// send a mirror copy when the decision asks for one, send the call to the
+/// Removes the headers a caller may not send (the mesh's own tags:
+/// `x-switchyard-traffic`, `x-switchyard-target`, `x-switchyard-ctx-*`),
+/// so a policy never reads a forged one.
+fn drop_tags(headers: &mut HeaderMap) {
+    if headers.keys().any(|k| is_tag(k.as_str())) {
+        let forged: Vec<_> = headers
+            .keys()
+            .filter(|k| is_tag(k.as_str()))
+            .cloned()
+            .collect();
+        for name in forged {
+            headers.remove(&name);
+        }
+    }
+}
+
+/// The step every front end shares once its policy has decided: send a
+/// mirror copy when the decision asks for one, send the call to the
 /// target, and answer (errors in the front end's own shape), labelled for
 /// the request counter and telling the caller where it went.
-async fn decide_and_dispatch(
+async fn dispatch_decided(
     p: &Proxy,
     function: &str,
     active: &Active,
-    policy_req: &Arc<Request>,
+    decision: Decision,
     call: Call,
 ) -> Response {
-    let decision = decide(p, active, policy_req);
     let invoke = matches!(call, Call::Invoke(_));
     let response = match p.dispatcher(active) {
         Err(e) => render_error(&e, invoke),
@@ -1029,7 +1055,8 @@ async fn invoke_api(p: &Proxy, name: &str, req: AxumRequest) -> Response {
         log_type: header("x-amz-log-type"),
         headers: parts.headers,
     });
-    decide_and_dispatch(p, &function, &active, &policy_req, call).await
+    let decision = decide(p, &active, &policy_req);
+    dispatch_decided(p, &function, &active, decision, call).await
 }
 
 /// [`public`] as a [`Handler`]: the public listener's hot path, without

@@ -10,6 +10,8 @@
 #                                   # and process start to first decision (cold/warm cache)
 #   bash benches/load.sh profile    # perf profile of the policy proxy under wrk (where
 #                                   # its CPU goes; needs perf)
+#   bash benches/load.sh allocs     # heap allocations per request, policy and bypass
+#                                   # (perf uprobes on libc's malloc/calloc/realloc)
 #   bash benches/load.sh all
 #
 # Installs wrk, nginx-light, haproxy and hyperfine from Debian when missing (needs root or sudo),
@@ -365,6 +367,33 @@ profile() {
   fi
 }
 
+allocs() {
+  log "allocs: heap allocations per request (perf uprobes on libc's malloc, calloc, realloc), policy and bypass"
+  command -v perf >/dev/null 2>&1 || need perf linux-perf
+  local libc event events=() mode ps pid n counts
+  libc=$(ldd "$S" | awk '/libc\.so/ {print $3}')
+  for event in malloc calloc realloc; do
+    perf probe -q -x "$libc" "$event" 2>/dev/null || true   # already there from an earlier run
+    events+=(-e "probe_libc:$event")
+  done
+  echo "| path (wrk -c$conns, 3 s) | requests | malloc / request | calloc / request | realloc / request |"
+  echo "|---|---:|---:|---:|---:|"
+  for mode in policy bypass; do
+    ps=$(free_port)
+    if [ "$mode" = bypass ]; then serve "$ps" --bypass-policies "${SERVE_FLAGS[@]}"; else serve "$ps" "${SERVE_FLAGS[@]}"; fi
+    pid=${pids[-1]}
+    run_wrk "http://127.0.0.1:$ps/orders/x" 2s >/dev/null
+    perf stat -x, "${events[@]}" -p "$pid" -o "$work/allocs-$mode.csv" -- sleep 4 &
+    local stat_pid=$!
+    sleep 0.5
+    n=$(run_wrk "http://127.0.0.1:$ps/orders/x" 3s | cut -d' ' -f4)
+    wait "$stat_pid" || true
+    counts=$(awk -F, -v n="$n" '/probe_libc/ {printf " %.1f |", $1 / n}' "$work/allocs-$mode.csv")
+    echo "| $mode | $n |$counts"
+    kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+  done | tee "$out/allocs.md"
+}
+
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 footprint() {
@@ -422,6 +451,7 @@ case "$what" in
   soak) soak ;;
   footprint) footprint ;;
   profile) profile ;;
+  allocs) allocs ;;
   all) compare; soak; footprint ;;
-  *) echo "usage: bash benches/load.sh [compare|soak|footprint|profile|all]" >&2; exit 2 ;;
+  *) echo "usage: bash benches/load.sh [compare|soak|footprint|profile|allocs|all]" >&2; exit 2 ;;
 esac

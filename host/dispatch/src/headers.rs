@@ -31,10 +31,15 @@ const FRAMING: &[&str] = &["content-length", "transfer-encoding", "trailer"];
 /// stay (a body passed through as it streams needs them).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_framing: bool) {
     let keep = |name: &str| keep_framing && FRAMING.iter().any(|f| name.eq_ignore_ascii_case(f));
-    let named = connection_named(headers);
+    // Names `Connection` lists beyond the hop-by-hop ones (rarely any:
+    // `keep-alive` and `close` need no copy).
+    let named: Vec<HeaderName> = connection_named(headers)
+        .filter(|n| !HOP_BY_HOP.iter().any(|h| n.eq_ignore_ascii_case(h)))
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect();
     for name in named
         .iter()
-        .map(String::as_str)
+        .map(HeaderName::as_str)
         .chain(HOP_BY_HOP.iter().copied())
     {
         if !keep(name) {
@@ -43,17 +48,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_framing: bool) {
     }
 }
 
-/// The header names a `Connection` header lists, lower-cased (rarely any:
-/// no allocation then).
-fn connection_named(headers: &HeaderMap) -> Vec<String> {
+/// The header names a `Connection` header lists, as sent (compare them
+/// case-insensitively).
+fn connection_named(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
+        .map(str::trim)
         .filter(|n| !n.is_empty())
-        .collect()
 }
 
 /// Whether a client-sent header (or client context `custom` key) would pose
@@ -87,7 +91,6 @@ pub fn tags(to: &Target) -> Vec<(String, String)> {
 /// plus the mesh's tags. Built in one pass over the client's headers (the
 /// hot path: no copy of the map to prune afterwards).
 pub fn outgoing(headers: &HeaderMap, to: &Target) -> HeaderMap {
-    let named = connection_named(headers);
     let mut out = HeaderMap::with_capacity(headers.len() + 1 + to.context.len());
     for (name, value) in headers {
         // Header map names are lower case already.
@@ -97,7 +100,7 @@ pub fn outgoing(headers: &HeaderMap, to: &Target) -> HeaderMap {
             || n == "host"
             || n == "content-length"
             || is_tag(n)
-            || named.iter().any(|x| x == n);
+            || connection_named(headers).any(|x| x.eq_ignore_ascii_case(n));
         if !dropped {
             out.append(name.clone(), value.clone());
         }

@@ -797,26 +797,12 @@ async fn the_store_dying_mid_run_keeps_the_live_policy() {
 async fn a_tampered_or_exposed_cache_is_never_loaded() {
     use std::os::unix::fs::PermissionsExt;
     use switchyard_config::CacheKey;
-    let (store, _b) = Dir::fresh().await;
-    let (_, digest) = publish(&*store, "orders", art::SYNTHETIC_HEADER, "synthetic").await;
-    let cache = tempfile::tempdir().unwrap();
-    let root = cache.path().join("cache");
+    let rig = CacheRig::new().await;
+    let (root, code) = (&rig.root, rig.code());
     let key = CacheKey::new(b"0123456789abcdef-test-key");
-    let host = |key: Option<CacheKey>| {
-        Watcher::new(
-            store.clone(),
-            common::engine().clone(),
-            WatchConfig {
-                functions: vec!["orders".into()],
-                cache_dir: Some(root.clone()),
-                cache_key: key,
-                ..Default::default()
-            },
-        )
-    };
+    let host = |key: Option<CacheKey>| rig.host(key);
     host(key.clone()).poll().await.unwrap();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    let code = root.join(format!("compiled/sha256-{}.cwasm", digest.hex()));
     assert_eq!(mode(&root), 0o700);
     assert_eq!(mode(&root.join("compiled")), 0o700);
     assert_eq!(mode(&code), 0o600);
@@ -870,21 +856,8 @@ async fn a_tampered_or_exposed_cache_is_never_loaded() {
 /// never loaded; the store serves the policy again and it is recompiled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cache_from_another_wasmtime_is_recompiled_not_loaded() {
-    let (store, _b) = Dir::fresh().await;
-    let (_, digest) = publish(&*store, "orders", art::SYNTHETIC_HEADER, "synthetic").await;
-    let cache = tempfile::tempdir().unwrap();
-    let root = cache.path().join("cache");
-    let host = || {
-        Watcher::new(
-            store.clone(),
-            common::engine().clone(),
-            WatchConfig {
-                functions: vec!["orders".into()],
-                cache_dir: Some(root.clone()),
-                ..Default::default()
-            },
-        )
-    };
+    let rig = CacheRig::new().await;
+    let host = || rig.host(None);
     host().poll().await.unwrap();
     assert_eq!(
         host().restore_from_cache(),
@@ -894,7 +867,7 @@ async fn a_cache_from_another_wasmtime_is_recompiled_not_loaded() {
 
     // wasmtime stamps its release into the file's `.wasmtime.engine`
     // section as a length-prefixed string.
-    let code = root.join(format!("compiled/sha256-{}.cwasm", digest.hex()));
+    let code = rig.code();
     let good = std::fs::read(&code).unwrap();
     let at = engine_version_at(&good).expect("a wasmtime version string in the cwasm");
     let len = good[at] as usize;
@@ -924,6 +897,52 @@ async fn a_cache_from_another_wasmtime_is_recompiled_not_loaded() {
         "rewritten by this wasmtime"
     );
     assert_eq!(host().restore_from_cache(), ["orders"]);
+}
+
+/// `orders` published to a fresh `dir` store, and a cache directory for
+/// the hosts a precompiled-cache test starts over it.
+struct CacheRig {
+    store: Arc<dyn ConfigStore>,
+    _backend: Dir,
+    digest: Digest,
+    _cache: tempfile::TempDir,
+    root: std::path::PathBuf,
+}
+
+impl CacheRig {
+    async fn new() -> Self {
+        let (store, backend) = Dir::fresh().await;
+        let (_, digest) = publish(&*store, "orders", art::SYNTHETIC_HEADER, "synthetic").await;
+        let cache = tempfile::tempdir().unwrap();
+        let root = cache.path().join("cache");
+        CacheRig {
+            store,
+            _backend: backend,
+            digest,
+            _cache: cache,
+            root,
+        }
+    }
+
+    /// A host of `orders` over the store and the cache.
+    fn host(&self, cache_key: Option<switchyard_config::CacheKey>) -> Watcher {
+        Watcher::new(
+            self.store.clone(),
+            common::engine().clone(),
+            WatchConfig {
+                functions: vec!["orders".into()],
+                cache_dir: Some(self.root.clone()),
+                cache_key,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// The policy's precompiled code in the cache.
+    fn code(&self) -> std::path::PathBuf {
+        self.root
+            .join(format!("compiled/sha256-{}.cwasm", self.digest.hex()))
+    }
 }
 
 /// Where, in the cwasm's `.wasmtime.engine` section (a format byte, a

@@ -803,7 +803,7 @@ async fn a_tampered_or_exposed_cache_is_never_loaded() {
     let host = |key: Option<CacheKey>| rig.host(key);
     host(key.clone()).poll().await.unwrap();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&root), 0o700);
+    assert_eq!(mode(root), 0o700);
     assert_eq!(mode(&root.join("compiled")), 0o700);
     assert_eq!(mode(&code), 0o600);
     assert_eq!(mode(&root.join("routes/orders.json")), 0o600);
@@ -845,9 +845,9 @@ async fn a_tampered_or_exposed_cache_is_never_loaded() {
     // A cache directory of ours that others may write (an older version's,
     // a loose umask) is made private again; its files are still checked
     // one by one.
-    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o777)).unwrap();
     assert_eq!(host(key).restore_from_cache(), ["orders"]);
-    assert_eq!(mode(&root), 0o700);
+    assert_eq!(mode(root), 0o700);
 }
 
 /// A precompiled cache written by another wasmtime (here: this one's file

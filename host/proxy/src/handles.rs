@@ -2,7 +2,9 @@
 //! strings nor searches the recorder's registry: looked up by borrowed
 //! labels, made once per label set.
 
-use std::collections::HashMap;
+use std::collections::HashMap as StdMap;
+
+type HashMap<K, V> = StdMap<K, V, foldhash::fast::RandomState>;
 
 use metrics::{Counter, Histogram};
 
@@ -24,6 +26,8 @@ pub(crate) struct Handles {
     /// `switchyard_decision_seconds` by function.
     decisions: HashMap<String, Histogram>,
     sets: usize,
+    /// Decisions made on this thread, for the sampled decision log.
+    decided: u64,
 }
 
 impl Handles {
@@ -69,6 +73,13 @@ impl Handles {
             self.decisions.insert(function.to_owned(), h);
         }
         &self.decisions[function]
+    }
+
+    /// The sequence number of this thread's next decision (the decision
+    /// log samples per serving thread: no counter shared between cores).
+    pub(crate) fn next_decision(&mut self) -> u64 {
+        self.decided += 1;
+        self.decided - 1
     }
 
     fn make_room(&mut self) {

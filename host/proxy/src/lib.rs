@@ -29,7 +29,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -86,8 +85,9 @@ pub struct ProxyConfig {
     pub workers: usize,
     /// Functions that must have a policy for `/healthz` to say ready.
     pub expected_functions: Vec<String>,
-    /// Log one in this many decision lines. 1 logs every decision; 0 logs
-    /// none. (Metrics count every request regardless.)
+    /// Log one in this many decision lines, counted per serving thread
+    /// (each logs its first). 1 logs every decision; 0 logs none. (Metrics
+    /// count every request regardless.)
     pub decision_log_sample: u64,
     /// Skip the policies: every request goes to its function's `stable`
     /// version as production traffic (an operator's kill switch, and the
@@ -205,7 +205,6 @@ pub struct Proxy {
     policies: Arc<PolicySet>,
     config: ProxyConfig,
     clients: Arc<Clients>,
-    decisions: AtomicU64,
     /// Metric handles, one set per serving thread.
     handles: Vec<std::sync::Mutex<Handles>>,
 }
@@ -231,7 +230,6 @@ impl Proxy {
         Arc::new(Proxy {
             policies,
             clients,
-            decisions: AtomicU64::new(0),
             handles: (0..config.workers.max(1))
                 .map(|_| std::sync::Mutex::new(Handles::default()))
                 .collect(),
@@ -611,15 +609,17 @@ fn decide(p: &Proxy, active: &Active, req: &Arc<Request>) -> Decision {
             .reason
             .push_str("; synthetic: the calling invocation is synthetic");
     }
-    p.handles()
-        .decision(&req.function)
-        .record(nanos as f64 / 1e9);
+    let seq = {
+        let mut handles = p.handles();
+        handles.decision(&req.function).record(nanos as f64 / 1e9);
+        handles.next_decision()
+    };
     if let Some(e) = &failure {
         metrics::counter!("switchyard_fail_safe_total", "function" => req.function.clone(), "kind" => e.kind())
             .increment(1);
     }
     let sample = p.config.decision_log_sample;
-    let logged = sampled(p.decisions.fetch_add(1, Ordering::Relaxed), sample);
+    let logged = sampled(seq, sample);
     if !logged {
         return decision;
     }

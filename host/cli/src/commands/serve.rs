@@ -79,8 +79,8 @@ pub(crate) struct ServeArgs {
     /// (431 above).
     #[arg(long, default_value_t = 32 << 10)]
     pub(crate) max_header_bytes: usize,
-    /// Log one in N decision lines; 0 logs none. Metrics count every
-    /// request regardless.
+    /// Log one in N decision lines (counted on each serving thread); 0
+    /// logs none. Metrics count every request regardless.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub(crate) decision_log_sample: u64,
     /// Do not run policies: send every request to its function's stable

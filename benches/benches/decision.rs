@@ -8,6 +8,8 @@
 //!   extension) and `regorus_rvm` (regorus's Rego VM, `bucket` precomputed
 //!   in the input); building their input from the request is
 //!   `regorus_input`, timed apart.
+//! * `pool`: `EvaluatorPool::decide` (the proxy's path) on one thread, and
+//!   on two threads at once for the same function (the shared pool's cost).
 //! * `sandbox`: `wasm_warm` with the fuel budget (`fuel`) and without
 //!   (`unmetered`); `exhaust`: how long `bad-loop` takes to burn the default
 //!   fuel budget (what "1 ms" means in fuel).
@@ -98,6 +100,75 @@ fn decision(c: &mut Criterion) {
         b.iter(|| rego_input(black_box(&req), &route, false))
     });
     g.finish();
+}
+
+/// The pooled path the proxy takes (`EvaluatorPool::decide`: an idle
+/// evaluator taken and returned, the circuit breaker and the idle budget
+/// checked) on one thread, then on two threads deciding for the same
+/// function at once, as two serving cores do: per decision, what the
+/// pool's shared lock and counters cost when both cores touch them.
+fn pool(c: &mut Criterion) {
+    let engine = Engine::new().unwrap();
+    let bytes = std::fs::read(switchyard_test_artifacts::STICKY_CANARY).unwrap();
+    let policy = Policy::new(&engine, &bytes, "sticky-canary").unwrap();
+    let pool = switchyard_core::EvaluatorPool::new(policy, 64);
+    let (req, route) = (bench_request(), bench_route());
+    assert!(pool.decide(&req, &route).1.is_none());
+    let mut g = c.benchmark_group("pool");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("decide_1_thread", |b| {
+        b.iter(|| pool.decide(black_box(&req), &route))
+    });
+    // Wall time of `iters` decisions on each of two threads (the slower
+    // one's): with nothing shared, the one-thread figure. The baseline
+    // shares nothing: each thread its own warm evaluator, no pool.
+    let two_threads = |iters: u64, decide: &(dyn Fn() + Sync)| {
+        let start = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        let t = Instant::now();
+                        for _ in 0..iters {
+                            decide();
+                        }
+                        t.elapsed()
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .max()
+                .unwrap()
+        })
+    };
+    g.bench_function("decide_2_threads", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, &|| {
+                black_box(pool.decide(black_box(&req), &route));
+            })
+        })
+    });
+    g.bench_function("warm_2_threads_no_pool", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, &|| {
+                EVALUATOR.with(|ev| {
+                    let mut ev = ev.borrow_mut();
+                    let ev = ev.get_or_insert_with(|| pool.policy().evaluator());
+                    black_box(ev.evaluate(black_box(&req), &route).unwrap());
+                })
+            })
+        })
+    });
+    g.finish();
+}
+
+thread_local! {
+    /// `pool/warm_2_threads_no_pool`: each thread's own warm evaluator.
+    static EVALUATOR: std::cell::RefCell<Option<switchyard_core::Evaluator>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 fn sandbox(c: &mut Criterion) {
@@ -268,5 +339,5 @@ fn swap(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
-criterion_group!(benches, decision, sandbox, instantiate, swap);
+criterion_group!(benches, decision, pool, sandbox, instantiate, swap);
 criterion_main!(benches);

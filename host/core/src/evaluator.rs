@@ -213,9 +213,7 @@ impl IdleBudget {
                 if let Some(pool) = weak.upgrade() {
                     // Out of the LRU: its next use must put it back.
                     pool.touched.store(u64::MAX, Ordering::Relaxed);
-                    let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
-                    self.idle.fetch_sub(idle.len(), Ordering::AcqRel);
-                    dropped.append(&mut idle);
+                    dropped.append(&mut pool.drain(&self.idle));
                 }
             }
             if let Some(weak) = skipped {
@@ -229,9 +227,66 @@ impl IdleBudget {
 
 struct PoolShared {
     id: u64,
-    idle: Mutex<Vec<Evaluator>>,
+    /// Idle evaluators, a list per serving thread ([`thread_shard`]), so
+    /// threads deciding for the same function at once share no lock.
+    shards: Box<[Shard]>,
     /// When the pool was last marked used in the budget's LRU (seconds).
     touched: AtomicU64,
+}
+
+/// One thread's idle evaluators, on a cache line of its own.
+#[repr(align(128))]
+struct Shard(Mutex<Vec<Evaluator>>);
+
+impl PoolShared {
+    /// The calling thread's idle list.
+    fn shard(&self) -> &Mutex<Vec<Evaluator>> {
+        &self.shards[thread_shard() % self.shards.len()].0
+    }
+
+    /// Every idle evaluator, taken out and counted out of the engine's
+    /// `idle` budget under each list's lock.
+    fn drain(&self, idle: &AtomicUsize) -> Vec<Evaluator> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            let mut list = shard.0.lock().unwrap_or_else(|e| e.into_inner());
+            idle.fetch_sub(list.len(), Ordering::AcqRel);
+            all.append(&mut list);
+        }
+        all
+    }
+}
+
+thread_local! {
+    static SHARD: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// Pins the calling thread to idle list `index` of every pool (a
+/// thread-per-core server numbers its serving threads 0, 1, ...). Other
+/// threads are numbered in the order they first decide.
+pub fn set_thread_shard(index: usize) {
+    SHARD.with(|s| s.set(Some(index)));
+}
+
+fn thread_shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    SHARD.with(|s| {
+        s.get().unwrap_or_else(|| {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            s.set(Some(n));
+            n
+        })
+    })
+}
+
+/// Idle lists per pool: one per core (at most 64).
+fn shard_count() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 64)
+    })
 }
 
 /// The circuit breaker of one pool, and its log rate limit. Times are
@@ -279,7 +334,9 @@ impl EvaluatorPool {
         let budget = policy.engine.idle_budget().clone();
         let shared = Arc::new(PoolShared {
             id: budget.next_id.fetch_add(1, Ordering::Relaxed),
-            idle: Mutex::new(Vec::new()),
+            shards: (0..shard_count())
+                .map(|_| Shard(Mutex::new(Vec::new())))
+                .collect(),
             touched: AtomicU64::new(u64::MAX),
         });
         EvaluatorPool {
@@ -302,10 +359,10 @@ impl EvaluatorPool {
     /// Warm instances this pool holds now.
     pub fn idle(&self) -> usize {
         self.shared
-            .idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+            .shards
+            .iter()
+            .map(|s| s.0.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
     }
 
     /// [`Evaluator::decide`] on a pooled evaluator. When no instance can be
@@ -401,18 +458,16 @@ impl EvaluatorPool {
         );
     }
 
-    /// An evaluation on a pooled evaluator, retried once on a fresh
-    /// instance budget when none could be made.
+    /// An evaluation on a pooled evaluator (from the calling thread's idle
+    /// list), retried once on a fresh instance budget when none could be
+    /// made.
     fn evaluate(&self, req: &Arc<Request>, route: &Route) -> Result<Decision, EvalError> {
-        let idle = {
-            let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
-            let ev = idle.pop();
-            if ev.is_some() {
-                // Counted under the pool's lock, as every change is.
-                self.budget.idle.fetch_sub(1, Ordering::AcqRel);
-            }
-            ev
-        };
+        let shard = self.shared.shard();
+        let idle = shard.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        // An idle evaluator stays counted in the engine's budget while it
+        // decides and after it goes back, so a decision writes no counter
+        // the other cores share; a new one is counted when first kept.
+        let counted = idle.is_some();
         let mut ev = idle.unwrap_or_else(|| self.policy.evaluator());
         let mut out = ev.evaluate(req, route);
         if matches!(out, Err(EvalError::Instantiate(_)))
@@ -420,29 +475,40 @@ impl EvaluatorPool {
         {
             out = ev.evaluate(req, route);
         }
-        self.keep(ev);
+        self.keep(shard, ev, counted);
         out
     }
 
-    /// Returns `ev` to the idle list when there is room, here and in the
-    /// engine's budget.
-    fn keep(&self, ev: Evaluator) {
+    /// Returns `ev` to `shard` when there is room, here and in the
+    /// engine's budget (`counted`: it is in the budget already).
+    fn keep(&self, shard: &Mutex<Vec<Evaluator>>, ev: Evaluator, counted: bool) {
         // One that lost its instance (a trap) holds nothing worth keeping.
-        if ev.instance.is_none() {
+        let kept = ev.instance.is_some() && {
+            let mut idle = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let room = idle.len() < self.max_idle.div_ceil(self.shared.shards.len());
+            if room {
+                idle.push(ev);
+                if !counted {
+                    // Counted under the list's lock, as every change is.
+                    self.budget.idle.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            room
+        };
+        if !kept {
+            // (An evaluator not kept is torn down outside the lock.)
+            if counted {
+                self.budget.idle.fetch_sub(1, Ordering::AcqRel);
+            }
             return;
         }
-        {
-            let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() >= self.max_idle {
-                return;
-            }
-            idle.push(ev);
-            self.budget.idle.fetch_add(1, Ordering::AcqRel);
-        }
         // Mark this pool used, at most once a second (the LRU's lock is
-        // shared by every pool).
+        // shared by every pool; the read keeps the line shared between
+        // cores the rest of the second).
         let now = self.budget.now();
-        if self.shared.touched.swap(now, Ordering::Relaxed) != now {
+        if self.shared.touched.load(Ordering::Relaxed) != now
+            && self.shared.touched.swap(now, Ordering::Relaxed) != now
+        {
             self.budget
                 .lru
                 .lock()
@@ -459,12 +525,7 @@ impl Drop for EvaluatorPool {
     fn drop(&mut self) {
         // Taken under the lock, so an eviction racing this drop finds
         // nothing left to count again.
-        let gone = {
-            let mut idle = self.shared.idle.lock().unwrap_or_else(|e| e.into_inner());
-            let gone = std::mem::take(&mut *idle);
-            self.budget.idle.fetch_sub(gone.len(), Ordering::AcqRel);
-            gone
-        };
+        let gone = self.shared.drain(&self.budget.idle);
         drop(gone);
         self.budget
             .lru

@@ -66,7 +66,7 @@ pub use engine::{
     DEFAULT_FUEL, Engine, EngineConfig, EngineError, KEEP_RESIDENT, MAX_CORE_INSTANCES_PER_POLICY,
     MAX_MEMORIES_PER_POLICY, MAX_TABLES_PER_POLICY, TABLE_KEEP_RESIDENT,
 };
-pub use evaluator::{EvalError, Evaluator, EvaluatorPool, fail_safe};
+pub use evaluator::{EvalError, Evaluator, EvaluatorPool, fail_safe, set_thread_shard};
 pub use host::bucket;
 pub use policy::Policy;
 pub use request::{Request, RequestError, RequestJson};

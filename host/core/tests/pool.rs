@@ -57,6 +57,60 @@ fn any_number_of_functions_decide_on_a_bounded_engine() {
     assert_eq!(pool.idle(), 1);
 }
 
+/// Two serving threads deciding for the same forty functions at once, each
+/// from its own idle lists: the engine-wide cap on idle instances holds
+/// across them, nothing fails, and the budget comes back when the pools go.
+#[test]
+fn serving_threads_share_the_idle_budget_not_the_lists() {
+    let engine = Engine::with_config(EngineConfig {
+        max_instances: 8,
+        ..Default::default()
+    })
+    .unwrap();
+    let bytes = std::fs::read(art::SYNTHETIC_HEADER).unwrap();
+    let policy = Policy::new(&engine, &bytes, "synthetic-header").unwrap();
+    let config =
+        RouteConfig::from_json(r#"{"mode":"synthetic","versions":{"stable":"7","candidate":"8"}}"#)
+            .unwrap();
+    let functions: Vec<(Route, EvaluatorPool)> = (0..40)
+        .map(|i| {
+            let route = Route::new(format!("fn-{i}"), config.clone()).unwrap();
+            (route, EvaluatorPool::new(policy.clone(), 64))
+        })
+        .collect();
+    let req = common::request(&[("x-switchyard-synthetic", "true")]);
+    std::thread::scope(|s| {
+        for thread in 0..2 {
+            let (functions, req) = (&functions, &req);
+            s.spawn(move || {
+                switchyard_core::set_thread_shard(thread);
+                for round in 0..3 {
+                    for (route, pool) in functions {
+                        let (decision, failure) = pool.decide(req, route);
+                        assert!(
+                            failure.is_none(),
+                            "thread {thread}, round {round}: {failure:?}"
+                        );
+                        assert_eq!(decision.target, "8");
+                    }
+                }
+            });
+        }
+    });
+    let idle: usize = functions.iter().map(|(_, p)| p.idle()).sum();
+    assert!(
+        (1..=4).contains(&idle),
+        "idle instances within half the engine's limit: {idle}"
+    );
+    drop(functions);
+    let route = Route::new("late", config).unwrap();
+    let pool = EvaluatorPool::new(policy, 64);
+    for _ in 0..3 {
+        assert!(pool.decide(&req, &route).1.is_none());
+    }
+    assert_eq!(pool.idle(), 1, "one warm instance, reused");
+}
+
 /// A pool of `bad-trap` (it traps unless spared) on an engine of its own
 /// with the given circuit breaker.
 fn bad_trap_pool(breaker_failures: u32, breaker_open: std::time::Duration) -> EvaluatorPool {

@@ -60,9 +60,11 @@ thread_local! {
 /// own client, whose connections are driven by the thread's own runtime
 /// (a thread-per-core server, where a connection made on another thread's
 /// runtime would cost a cross-thread wake-up per request). Threads never
-/// marked share client 0.
+/// marked share client 0. Its policy decisions take warm evaluators from
+/// its own idle list of each pool too ([`switchyard_core::set_thread_shard`]).
 pub fn enter_worker(index: usize) {
     WORKER.with(|w| w.set(index));
+    switchyard_core::set_thread_shard(index);
 }
 
 /// The serving thread this is ([`enter_worker`]; 0 for threads never

@@ -7,9 +7,13 @@ use switchyard_test_support as common;
 use switchyard_core::{Engine, EngineConfig, EvaluatorPool, Policy, Route, RouteConfig};
 use switchyard_test_artifacts as art;
 
-#[test]
-fn any_number_of_functions_decide_on_a_bounded_engine() {
-    // Eight instances in all (so at most four idle), forty functions.
+/// Forty functions, each with its own pool of `synthetic-header`, on an
+/// engine of eight instances in all (so at most four idle).
+fn forty_functions() -> (
+    std::sync::Arc<Policy>,
+    RouteConfig,
+    Vec<(Route, EvaluatorPool)>,
+) {
     let engine = Engine::with_config(EngineConfig {
         max_instances: 8,
         ..Default::default()
@@ -20,12 +24,18 @@ fn any_number_of_functions_decide_on_a_bounded_engine() {
     let config =
         RouteConfig::from_json(r#"{"mode":"synthetic","versions":{"stable":"7","candidate":"8"}}"#)
             .unwrap();
-    let functions: Vec<(Route, EvaluatorPool)> = (0..40)
+    let functions = (0..40)
         .map(|i| {
             let route = Route::new(format!("fn-{i}"), config.clone()).unwrap();
             (route, EvaluatorPool::new(policy.clone(), 64))
         })
         .collect();
+    (policy, config, functions)
+}
+
+#[test]
+fn any_number_of_functions_decide_on_a_bounded_engine() {
+    let (policy, config, functions) = forty_functions();
     let req = common::request(&[("x-switchyard-synthetic", "true")]);
     for round in 0..2 {
         for (route, pool) in &functions {
@@ -62,22 +72,7 @@ fn any_number_of_functions_decide_on_a_bounded_engine() {
 /// across them, nothing fails, and the budget comes back when the pools go.
 #[test]
 fn serving_threads_share_the_idle_budget_not_the_lists() {
-    let engine = Engine::with_config(EngineConfig {
-        max_instances: 8,
-        ..Default::default()
-    })
-    .unwrap();
-    let bytes = std::fs::read(art::SYNTHETIC_HEADER).unwrap();
-    let policy = Policy::new(&engine, &bytes, "synthetic-header").unwrap();
-    let config =
-        RouteConfig::from_json(r#"{"mode":"synthetic","versions":{"stable":"7","candidate":"8"}}"#)
-            .unwrap();
-    let functions: Vec<(Route, EvaluatorPool)> = (0..40)
-        .map(|i| {
-            let route = Route::new(format!("fn-{i}"), config.clone()).unwrap();
-            (route, EvaluatorPool::new(policy.clone(), 64))
-        })
-        .collect();
+    let (policy, config, functions) = forty_functions();
     let req = common::request(&[("x-switchyard-synthetic", "true")]);
     std::thread::scope(|s| {
         for thread in 0..2 {

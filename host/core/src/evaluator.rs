@@ -172,6 +172,10 @@ impl Evaluator {
 /// Past the cap, the least recently used pool's idle instances go.
 pub(crate) struct IdleBudget {
     cap: usize,
+    /// Warm instances of every pool: those idle, and those taken from an
+    /// idle list to decide (they stay counted until dropped, so a decision
+    /// writes no counter the cores share). A new instance is counted when
+    /// first kept; eviction takes only idle ones.
     idle: AtomicUsize,
     /// Pools with idle instances, least recently used first.
     lru: Mutex<lru::LruCache<u64, Weak<PoolShared>>>,

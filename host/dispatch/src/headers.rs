@@ -91,6 +91,8 @@ pub fn tags(to: &Target) -> Vec<(String, String)> {
 /// plus the mesh's tags. Built in one pass over the client's headers (the
 /// hot path: no copy of the map to prune afterwards).
 pub fn outgoing(headers: &HeaderMap, to: &Target) -> HeaderMap {
+    // Once, not per header (no allocation when there is no `Connection`).
+    let listed: Vec<&str> = connection_named(headers).collect();
     let mut out = HeaderMap::with_capacity(headers.len() + 1 + to.context.len());
     for (name, value) in headers {
         // Header map names are lower case already.
@@ -100,7 +102,7 @@ pub fn outgoing(headers: &HeaderMap, to: &Target) -> HeaderMap {
             || n == "host"
             || n == "content-length"
             || is_tag(n)
-            || connection_named(headers).any(|x| x.eq_ignore_ascii_case(n));
+            || listed.iter().any(|x| x.eq_ignore_ascii_case(n));
         if !dropped {
             out.append(name.clone(), value.clone());
         }

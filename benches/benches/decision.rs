@@ -2,7 +2,10 @@
 //!
 //! Groups:
 //! * `decision`: `native` (the same logic in plain Rust: the floor),
-//!   `wasm_warm` (reused instance), `wasm_fresh` (new pooled instance per
+//!   `wasm_warm` (reused instance), `wasm_warm_no_reason` (the same, the
+//!   reason not asked for: the proxy's path unless the decision is logged),
+//!   `wasm_warm_0.1.0` (the same source as published against the previous
+//!   contract), `wasm_fresh` (new pooled instance per
 //!   evaluation, configured, then evaluated), and the peers `regorus_engine`
 //!   (the same decision in Rego, regorus's interpreter, `bucket` as an
 //!   extension) and `regorus_rvm` (regorus's Rego VM, `bucket` precomputed
@@ -43,10 +46,20 @@ fn decision(c: &mut Criterion) {
     let route = bench_route();
     let native = NativeCanary::configure(&route);
     let mut warm = policy.evaluator();
+    let old = std::fs::read(switchyard_test_artifacts::STICKY_CANARY_0_1_0).unwrap();
+    let mut previous = Policy::new(&engine, &old, "sticky-canary@0.1.0")
+        .unwrap()
+        .evaluator();
 
     // All must agree before anything is timed.
     let expected = native.evaluate(&req, &route);
     assert_eq!(warm.evaluate(&req, &route).unwrap(), expected);
+    assert_eq!(previous.evaluate(&req, &route).unwrap(), expected);
+    let no_reason = warm.evaluate_with(&req, &route, false).unwrap();
+    assert_eq!(
+        (&no_reason.target, no_reason.reason.as_str()),
+        (&expected.target, "")
+    );
     assert_eq!(policy.evaluator().evaluate(&req, &route).unwrap(), expected);
 
     let mut g = c.benchmark_group("decision");
@@ -56,6 +69,14 @@ fn decision(c: &mut Criterion) {
     });
     g.bench_function("wasm_warm", |b| {
         b.iter(|| warm.evaluate(black_box(&req), &route).unwrap())
+    });
+    // The proxy's path: the reason is asked for only for a logged decision.
+    g.bench_function("wasm_warm_no_reason", |b| {
+        b.iter(|| warm.evaluate_with(black_box(&req), &route, false).unwrap())
+    });
+    // The same source as published against `switchyard:policy@0.1.0`.
+    g.bench_function("wasm_warm_0.1.0", |b| {
+        b.iter(|| previous.evaluate(black_box(&req), &route).unwrap())
     });
     g.bench_function("wasm_fresh", |b| {
         b.iter(|| {

@@ -36,7 +36,9 @@
 #![deny(missing_docs)]
 
 use std::cell::RefCell;
+use std::fmt::{self, Write as _};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Bindings generated from the `switchyard:policy` WIT package. Policy authors
 /// rarely need them directly.
@@ -103,6 +105,23 @@ impl Config {
         &self.versions
     }
 
+    /// Where `role` is in [`Config::versions`]: what a [`Target::Version`]
+    /// holds.
+    pub fn position(&self, role: &str) -> Option<u32> {
+        self.versions
+            .iter()
+            .position(|(k, _)| k == role)
+            .map(|i| i as u32)
+    }
+
+    /// The qualifier a target names (`None`: a position past the versions).
+    pub fn qualifier<'a>(&'a self, target: &'a Target) -> Option<&'a str> {
+        match target {
+            Target::Version(i) => self.versions.get(*i as usize).map(|(_, q)| q.as_str()),
+            Target::Qualifier(q) => Some(q),
+        }
+    }
+
     /// The raw value of flag `name`.
     pub fn flag(&self, name: &str) -> Option<&str> {
         lookup(&self.flags, name)
@@ -147,7 +166,7 @@ impl Request {
 
     /// Value of header `name`, matched case-insensitively.
     pub fn header(&self, name: &str) -> Option<String> {
-        request::header(name)
+        request::header_at(header_id(name))
     }
 
     /// Whether header `name` is present with a truthy value (`true` or `1`,
@@ -163,7 +182,7 @@ impl Request {
     /// when the header is absent. Faster than `bucket(&req.header(name)?, salt)`:
     /// one host call, and the value is never copied into the policy.
     pub fn header_bucket(&self, name: &str, salt: &str) -> Option<u32> {
-        request::header_bucket(name, salt)
+        request::header_bucket_at(header_id(name), salt)
     }
 
     /// All headers, names lower-cased. Copies every header: prefer
@@ -172,6 +191,35 @@ impl Request {
         request::headers()
     }
 }
+
+thread_local! {
+    /// Header names this instance registered with the host, and their ids.
+    static HEADER_IDS: RefCell<Vec<(String, u32)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The host's id for header `name` (`host.header-id`), asked once per name:
+/// the host then checks the name once, not on every request.
+fn header_id(name: &str) -> u32 {
+    HEADER_IDS.with(|ids| {
+        if let Some((_, id)) = ids.borrow().iter().find(|(n, _)| n == name) {
+            return *id;
+        }
+        let id = host::header_id(name);
+        ids.borrow_mut().push((name.to_owned(), id));
+        id
+    })
+}
+
+/// Whether the host will show the reason of the decision being made (a
+/// sampled decision log line, `switchyard decide` or `explain`, a test).
+/// [`Decision::reason`] checks it for you; check it yourself only to skip
+/// work that only feeds a reason.
+pub fn explaining() -> bool {
+    EXPLAIN.load(Ordering::Relaxed)
+}
+
+/// Outside the component (unit tests of policy logic) reasons are kept.
+static EXPLAIN: AtomicBool = AtomicBool::new(true);
 
 /// Stable sticky bucket of `key` in `[0, 10000)`, identical on every host and
 /// in every language (the algorithm is documented in `wit/policy.wit`).
@@ -184,27 +232,38 @@ pub fn log(message: &str) {
     host::log(message)
 }
 
+/// A version a decision names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The route config's version at this position of [`Config::versions`]
+    /// (what [`Decision::stable`] and [`Decision::role`] answer: nothing
+    /// is copied back to the host).
+    Version(u32),
+    /// A qualifier (version number or alias) given literally.
+    Qualifier(String),
+}
+
 /// A routing decision, built fluently.
 #[derive(Debug, Clone, PartialEq)]
 #[must_use]
 pub struct Decision {
-    /// Qualifier to invoke.
-    pub target: String,
+    /// The version to invoke.
+    pub target: Target,
     /// Traffic class.
     pub traffic: Traffic,
-    /// Qualifier that also gets a copy of the request.
-    pub mirror: Option<String>,
+    /// The version that also gets a copy of the request.
+    pub mirror: Option<Target>,
     /// Key/values handed to the target.
     pub context: Vec<(String, String)>,
-    /// Which rule decided.
+    /// Which rule decided (empty when the host does not ask for it: see
+    /// [`explaining`]).
     pub reason: String,
 }
 
 impl Decision {
-    /// Route to a qualifier given literally (a version number or an alias).
-    pub fn qualifier(target: impl Into<String>) -> Self {
+    fn to(target: Target) -> Self {
         Decision {
-            target: target.into(),
+            target,
             traffic: Traffic::Production,
             mirror: None,
             context: Vec::new(),
@@ -212,22 +271,26 @@ impl Decision {
         }
     }
 
+    /// Route to a qualifier given literally (a version number or an alias).
+    pub fn qualifier(target: impl Into<String>) -> Self {
+        Self::to(Target::Qualifier(target.into()))
+    }
+
     /// Route to the `stable` version, production traffic.
     pub fn stable(cfg: &Config) -> Self {
-        Self::qualifier(cfg.version("stable").unwrap_or("stable"))
+        match cfg.position("stable") {
+            Some(i) => Self::to(Target::Version(i)),
+            None => Self::qualifier("stable"),
+        }
     }
 
     /// Route to the version configured for `role` (e.g. `"candidate"`). When
     /// the route config has no such role, routes to `stable` and says so in
     /// the reason.
     pub fn role(cfg: &Config, role: &str) -> Self {
-        match cfg.version(role) {
-            Some(q) => Self::qualifier(q),
-            None => {
-                let mut d = Self::stable(cfg);
-                d.reason = format!("no '{role}' version configured; ");
-                d
-            }
+        match cfg.position(role) {
+            Some(i) => Self::to(Target::Version(i)),
+            None => Self::stable(cfg).reason(format_args!("no '{role}' version configured; ")),
         }
     }
 
@@ -246,7 +309,7 @@ impl Decision {
     /// Also send a copy to the version configured for `role` (ignored when
     /// the role is not configured).
     pub fn mirror_role(mut self, cfg: &Config, role: &str) -> Self {
-        self.mirror = cfg.version(role).map(str::to_owned);
+        self.mirror = cfg.position(role).map(Target::Version);
         self
     }
 
@@ -256,9 +319,14 @@ impl Decision {
         self
     }
 
-    /// Say which rule decided (appended to any note already there).
-    pub fn reason(mut self, reason: impl AsRef<str>) -> Self {
-        self.reason.push_str(reason.as_ref());
+    /// Say which rule decided (appended to any note already there). Kept
+    /// only when the host will show it ([`explaining`]); pass
+    /// `format_args!(..)` rather than `format!(..)` and the text is not
+    /// even formatted otherwise.
+    pub fn reason(mut self, reason: impl fmt::Display) -> Self {
+        if explaining() {
+            let _ = write!(self.reason, "{reason}");
+        }
         self
     }
 }
@@ -289,8 +357,8 @@ macro_rules! export_policy {
                 fn configure(config: $crate::bindings::RouteConfig) {
                     STATE.configure(config)
                 }
-                fn evaluate() -> $crate::bindings::Decision {
-                    STATE.evaluate()
+                fn evaluate(explain: bool) -> $crate::bindings::Decision {
+                    STATE.evaluate(explain)
                 }
             }
     $crate::bindings::export!(__SwitchyardExport with_types_in $crate::bindings);
@@ -335,20 +403,29 @@ pub mod __private {
             *self.cell.borrow_mut() = Some((cfg, policy));
         }
 
-        pub fn evaluate(&self) -> bindings::Decision {
+        pub fn evaluate(&self, explain: bool) -> bindings::Decision {
             let guard = self.cell.borrow();
             let Some((cfg, policy)) = guard.as_ref() else {
                 // The host always configures first; trap loudly if not.
                 panic!("evaluate called before configure");
             };
+            EXPLAIN.store(explain, Ordering::Relaxed);
             let d = policy.evaluate(&Request { _private: () }, cfg);
             bindings::Decision {
-                target: d.target,
+                target: wit_target(d.target),
                 traffic: d.traffic,
-                mirror: d.mirror,
+                mirror: d.mirror.map(wit_target),
                 context: d.context,
                 reason: d.reason,
             }
+        }
+    }
+
+    fn wit_target(t: Target) -> bindings::switchyard::policy::types::Target {
+        use bindings::switchyard::policy::types::Target as Wit;
+        match t {
+            Target::Version(i) => Wit::Version(i),
+            Target::Qualifier(q) => Wit::Qualifier(q),
         }
     }
 }

@@ -168,7 +168,7 @@ fn decide_explains_bad_inputs() {
                 "--config".into(),
                 route.clone(),
             ],
-            "does not implement world `switchyard:policy/router@0.1.0`",
+            "does not implement world `switchyard:policy/router@0.2.0` (nor its previous version, 0.1.0)",
         ),
         (
             vec![
@@ -283,7 +283,7 @@ fn inspect_reports_and_refuses() {
         .map(|i| i.as_str().unwrap())
         .collect();
     assert!(
-        imports.contains(&"switchyard:policy/request@0.1.0"),
+        imports.contains(&"switchyard:policy/request@0.2.0"),
         "{imports:?}"
     );
     assert!(

@@ -1,25 +1,50 @@
-//! The host side of the `switchyard:policy` WIT contract: the crate's one
-//! `bindgen!`, re-exported as a small curated API.
+//! The host side of the `switchyard:policy` WIT contract: one `bindgen!` for
+//! each version a host loads (the current one, `wit/policy.wit`, and the
+//! previous one, kept in `wit-0.1.0/`). The imports are linked by hand
+//! ([`crate::host::link`]) so string arguments are read in place from the
+//! policy's memory; the generated code is used for the exports.
 
 #[allow(missing_docs)]
-mod generated {
+mod v1 {
+    wasmtime::component::bindgen!({
+        path: "wit-0.1.0",
+        world: "router",
+    });
+}
+
+#[allow(missing_docs)]
+mod v2 {
     wasmtime::component::bindgen!({
         path: "../../wit",
         world: "router",
     });
 }
 
-pub(crate) use generated::Router;
-pub(crate) use generated::RouterPre;
-pub(crate) use generated::switchyard::policy::host::Host as HostImports;
-pub(crate) use generated::switchyard::policy::request::Host as RequestImports;
-pub(crate) use generated::switchyard::policy::types::{
-    Decision as WitDecision, Host as TypesImports, Mode as WitMode, RouteConfig as WitRouteConfig,
-    Traffic as WitTraffic,
-};
+/// `switchyard:policy@0.1.0`, the previous contract.
+pub(crate) mod previous {
+    pub(crate) use super::v1::Router;
+    pub(crate) use super::v1::RouterPre;
+    pub(crate) use super::v1::switchyard::policy::types::{Decision, Mode, RouteConfig, Traffic};
+}
 
-/// Import names a policy may have: the `switchyard:policy` interfaces, nothing else.
+/// `switchyard:policy@0.2.0`, the current contract.
+pub(crate) mod current {
+    pub(crate) use super::v2::Router;
+    pub(crate) use super::v2::RouterPre;
+    pub(crate) use super::v2::switchyard::policy::types::{
+        Decision, Mode, RouteConfig, Target, Traffic,
+    };
+}
+
+/// Contract versions a host loads, newest first.
+pub const VERSIONS: &[&str] = &["0.2.0", "0.1.0"];
+
+/// Import names a policy may have: the `switchyard:policy` interfaces (of
+/// either version), nothing else.
 pub const ALLOWED_IMPORTS: &[&str] = &[
+    "switchyard:policy/types@0.2.0",
+    "switchyard:policy/request@0.2.0",
+    "switchyard:policy/host@0.2.0",
     "switchyard:policy/types@0.1.0",
     "switchyard:policy/request@0.1.0",
     "switchyard:policy/host@0.1.0",
@@ -29,4 +54,4 @@ pub const ALLOWED_IMPORTS: &[&str] = &[
 pub const REQUIRED_EXPORTS: &[&str] = &["configure", "evaluate"];
 
 /// The world's full name, for error messages.
-pub const WORLD: &str = "switchyard:policy/router@0.1.0";
+pub const WORLD: &str = "switchyard:policy/router@0.2.0";

@@ -3,10 +3,9 @@
 
 use std::sync::Arc;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, OptLevel, PoolingAllocationConfig};
 
-use crate::bindings::Router;
 use crate::host::HostState;
 
 /// Limits and sizing of the policy engine.
@@ -174,8 +173,7 @@ impl Engine {
         let wasmtime = wasmtime::Engine::new(&wt).map_err(|e| EngineError(format!("{e:#}")))?;
 
         let mut linker = Linker::new(&wasmtime);
-        Router::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(|e| EngineError(format!("{e:#}")))?;
+        crate::host::link(&mut linker).map_err(|e| EngineError(format!("{e:#}")))?;
 
         Ok(Engine {
             inner: Arc::new(EngineInner {

@@ -9,10 +9,10 @@ use std::time::Instant;
 
 use wasmtime::{ResourceLimiter, Store, Trap};
 
-use crate::bindings::{Router, WitDecision, WitTraffic};
+use crate::bindings::{current, previous};
 use crate::decision::{Decision, Traffic};
 use crate::host::HostState;
-use crate::policy::Policy;
+use crate::policy::{Policy, Pre};
 use crate::request::Request;
 use crate::route::{Route, valid_qualifier};
 
@@ -83,6 +83,34 @@ struct Instance {
     configured: Option<u64>,
 }
 
+/// An instance's exports, of the contract version it was built against.
+enum Router {
+    Current(current::Router),
+    Previous(previous::Router),
+}
+
+impl Router {
+    fn configure(&self, store: &mut Store<HostState>, route: &Route) -> wasmtime::Result<()> {
+        match self {
+            Router::Current(r) => r.call_configure(store, &route.to_wit()),
+            Router::Previous(r) => r.call_configure(store, &route.to_wit_previous()),
+        }
+    }
+
+    /// The policy's answer, its strings not yet checked.
+    fn evaluate(&self, store: &mut Store<HostState>, explain: bool) -> wasmtime::Result<Answer> {
+        Ok(match self {
+            Router::Current(r) => Answer::Current(r.call_evaluate(store, explain)?),
+            Router::Previous(r) => Answer::Previous(r.call_evaluate(store)?),
+        })
+    }
+}
+
+enum Answer {
+    Current(current::Decision),
+    Previous(previous::Decision),
+}
+
 /// One warm instance of a policy, reused across evaluations (policies are
 /// pure) and replaced after a trap or after `recycle_after` calls. Not shared
 /// between threads: keep one per worker.
@@ -108,6 +136,19 @@ impl Evaluator {
     /// discarded and the error returned; see [`Evaluator::decide`] for the
     /// fail-safe.
     pub fn evaluate(&mut self, req: &Arc<Request>, route: &Route) -> Result<Decision, EvalError> {
+        self.evaluate_with(req, route, true)
+    }
+
+    /// [`Evaluator::evaluate`], saying whether the decision's reason will
+    /// be shown (`explain`). Without it, a policy built against
+    /// `switchyard:policy@0.2.0` may leave the reason empty and save the
+    /// work of building it and of copying it out.
+    pub fn evaluate_with(
+        &mut self,
+        req: &Arc<Request>,
+        route: &Route,
+        explain: bool,
+    ) -> Result<Decision, EvalError> {
         let engine = *self.policy.engine.config();
         if self
             .instance
@@ -125,12 +166,11 @@ impl Evaluator {
         let result = (|| {
             if inst.configured != Some(route.id()) {
                 refuel(&mut inst.store, engine.fuel)?;
-                inst.router
-                    .call_configure(&mut inst.store, &route.to_wit())?;
+                inst.router.configure(&mut inst.store, route)?;
                 inst.configured = Some(route.id());
             }
             refuel(&mut inst.store, engine.fuel)?;
-            inst.router.call_evaluate(&mut inst.store)
+            inst.router.evaluate(&mut inst.store, explain)
         })();
         inst.store.data_mut().request = None;
         match result {
@@ -150,7 +190,7 @@ impl Evaluator {
     /// Evaluates, and answers any failure with the fail-safe decision
     /// (stable, production, reason `fail-safe: <why>`), logging it.
     pub fn decide(&mut self, req: &Arc<Request>, route: &Route) -> (Decision, Option<EvalError>) {
-        match self.evaluate(req, route) {
+        match self.evaluate_with(req, route, true) {
             Ok(d) => (d, None),
             Err(e) => {
                 tracing::warn!(
@@ -380,6 +420,18 @@ impl EvaluatorPool {
     ///
     /// [`EngineConfig::breaker_failures`]: crate::EngineConfig::breaker_failures
     pub fn decide(&self, req: &Arc<Request>, route: &Route) -> (Decision, Option<EvalError>) {
+        self.decide_with(req, route, true)
+    }
+
+    /// [`EvaluatorPool::decide`], saying whether the reason will be shown
+    /// (see [`Evaluator::evaluate_with`]): a proxy that logs one decision in
+    /// N asks for the reason of that one only.
+    pub fn decide_with(
+        &self,
+        req: &Arc<Request>,
+        route: &Route,
+        explain: bool,
+    ) -> (Decision, Option<EvalError>) {
         let config = *self.policy.engine.config();
         let now = self.budget.start.elapsed().as_millis() as u64;
         let open_until = self.breaker.open_until.load(Ordering::Acquire);
@@ -402,7 +454,7 @@ impl EvaluatorPool {
             }
         }
         let guard = ProbeGuard(probe.then_some(&self.breaker.probing));
-        let out = self.evaluate(req, route);
+        let out = self.evaluate(req, route, explain);
         std::mem::forget(guard);
         match &out {
             Ok(_) if probe => {
@@ -465,7 +517,12 @@ impl EvaluatorPool {
     /// An evaluation on a pooled evaluator (from the calling thread's idle
     /// list), retried once on a fresh instance budget when none could be
     /// made.
-    fn evaluate(&self, req: &Arc<Request>, route: &Route) -> Result<Decision, EvalError> {
+    fn evaluate(
+        &self,
+        req: &Arc<Request>,
+        route: &Route,
+        explain: bool,
+    ) -> Result<Decision, EvalError> {
         let shard = self.shared.shard();
         let idle = shard.lock().unwrap_or_else(|e| e.into_inner()).pop();
         // An idle evaluator stays counted in the engine's budget while it
@@ -473,11 +530,11 @@ impl EvaluatorPool {
         // the other cores share; a new one is counted when first kept.
         let counted = idle.is_some();
         let mut ev = idle.unwrap_or_else(|| self.policy.evaluator());
-        let mut out = ev.evaluate(req, route);
+        let mut out = ev.evaluate_with(req, route, explain);
         if matches!(out, Err(EvalError::Instantiate(_)))
             && self.budget.evict(self.shared.id, true) > 0
         {
-            out = ev.evaluate(req, route);
+            out = ev.evaluate_with(req, route, explain);
         }
         self.keep(shard, ev, counted);
         out
@@ -557,11 +614,16 @@ impl Policy {
                 memory_grown: 0,
                 memory_denied: false,
                 digest: self.info.digest,
+                header_ids: Vec::new(),
             },
         );
         store.limiter(|s| s as &mut dyn ResourceLimiter);
         refuel(&mut store, engine.fuel).map_err(|e| EvalError::Instantiate(format!("{e:#}")))?;
-        let router = self.pre.instantiate(&mut store).map_err(|e| {
+        let router = match &self.pre {
+            Pre::Current(pre) => pre.instantiate(&mut store).map(Router::Current),
+            Pre::Previous(pre) => pre.instantiate(&mut store).map(Router::Previous),
+        };
+        let router = router.map_err(|e| {
             // The engine out of instances is the host's problem; a policy
             // whose start-up runs out of fuel or memory, or traps, is the
             // policy's (and counts for its circuit breaker).
@@ -652,31 +714,37 @@ const MAX_CONTEXT: usize = 64;
 /// Longest reason kept (longer ones are cut).
 const MAX_REASON: usize = 1024;
 
-fn convert(d: WitDecision, route: &Route) -> Result<Decision, EvalError> {
-    if !valid_qualifier(&d.target) {
-        return Err(EvalError::BadDecision(format!(
-            "target {:?} is not a valid qualifier",
-            d.target
-        )));
-    }
-    if let Some(m) = &d.mirror
-        && !valid_qualifier(m)
-    {
-        return Err(EvalError::BadDecision(format!(
-            "mirror {m:?} is not a valid qualifier"
-        )));
-    }
-    if d.context.len() > MAX_CONTEXT {
+/// The policy's answer as a [`Decision`], checked: targets that are
+/// qualifiers (or positions in the route's versions), bounded context, the
+/// reason cut to [`MAX_REASON`]; the route's context for the target added.
+fn convert(answer: Answer, route: &Route) -> Result<Decision, EvalError> {
+    let (target, traffic, mirror, context, reason) = match answer {
+        Answer::Current(d) => (
+            resolve(d.target, route, "target")?,
+            matches!(d.traffic, current::Traffic::Synthetic),
+            d.mirror.map(|m| resolve(m, route, "mirror")).transpose()?,
+            d.context,
+            d.reason,
+        ),
+        Answer::Previous(d) => (
+            qualifier(d.target, "target")?,
+            matches!(d.traffic, previous::Traffic::Synthetic),
+            d.mirror.map(|m| qualifier(m, "mirror")).transpose()?,
+            d.context,
+            d.reason,
+        ),
+    };
+    if context.len() > MAX_CONTEXT {
         return Err(EvalError::BadDecision(format!(
             "{} context entries (at most {MAX_CONTEXT})",
-            d.context.len()
+            context.len()
         )));
     }
-    let mut context: BTreeMap<String, String> = d.context.into_iter().collect();
-    if let Some(configured) = route.config().context.get(&d.target) {
+    let mut context: BTreeMap<String, String> = context.into_iter().collect();
+    if let Some(configured) = route.config().context.get(&target) {
         context.extend(configured.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
-    let mut reason = d.reason;
+    let mut reason = reason;
     if reason.len() > MAX_REASON {
         let mut cut = MAX_REASON;
         while !reason.is_char_boundary(cut) {
@@ -685,13 +753,88 @@ fn convert(d: WitDecision, route: &Route) -> Result<Decision, EvalError> {
         reason.truncate(cut);
     }
     Ok(Decision {
-        target: d.target,
-        traffic: match d.traffic {
-            WitTraffic::Production => Traffic::Production,
-            WitTraffic::Synthetic => Traffic::Synthetic,
+        target,
+        traffic: if traffic {
+            Traffic::Synthetic
+        } else {
+            Traffic::Production
         },
-        mirror: d.mirror,
+        mirror,
         context,
         reason,
     })
+}
+
+/// A `target` of the current contract as a qualifier: a position in the
+/// route's versions, or a qualifier given literally.
+fn resolve(target: current::Target, route: &Route, what: &str) -> Result<String, EvalError> {
+    match target {
+        current::Target::Version(i) => route
+            .config()
+            .versions
+            .values()
+            .nth(i as usize)
+            .cloned()
+            .ok_or_else(|| {
+                EvalError::BadDecision(format!(
+                    "{what} is version {i}, but the route config has {} version(s) (0-based)",
+                    route.config().versions.len()
+                ))
+            }),
+        current::Target::Qualifier(q) => qualifier(q, what),
+    }
+}
+
+fn qualifier(q: String, what: &str) -> Result<String, EvalError> {
+    if valid_qualifier(&q) {
+        Ok(q)
+    } else {
+        Err(EvalError::BadDecision(format!(
+            "{what} {q:?} is not a valid qualifier"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::RouteConfig;
+
+    #[test]
+    fn a_target_by_position_names_the_routes_version_or_is_refused() {
+        let route = Route::new(
+            "f",
+            RouteConfig::from_json(
+                r#"{"mode":"production","versions":{"stable":"7","candidate":"8"}}"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        // Positions count `versions` in the order `configure` hands them
+        // over (sorted by role).
+        let roles: Vec<_> = route.to_wit().versions;
+        assert_eq!(roles[0], ("candidate".into(), "8".into()));
+        assert_eq!(
+            resolve(current::Target::Version(0), &route, "target").unwrap(),
+            "8"
+        );
+        assert_eq!(
+            resolve(current::Target::Version(1), &route, "target").unwrap(),
+            "7"
+        );
+        let err = resolve(current::Target::Version(2), &route, "mirror").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "policy returned an unusable decision: mirror is version 2, but the route config has 2 version(s) (0-based)"
+        );
+        assert!(
+            resolve(
+                current::Target::Qualifier("$LATEST".into()),
+                &route,
+                "target"
+            )
+            .is_ok()
+        );
+        assert!(resolve(current::Target::Qualifier("a b".into()), &route, "target").is_err());
+    }
 }

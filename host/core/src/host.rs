@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, WasmStr};
 
-use crate::bindings::{HostImports, RequestImports, TypesImports};
 use crate::digest::Digest;
 use crate::request::Request;
 
@@ -19,6 +20,8 @@ pub(crate) struct HostState {
     pub(crate) memory_grown: usize,
     pub(crate) memory_denied: bool,
     pub(crate) digest: Digest,
+    /// Header names registered with `host.header-id`; an id is an index.
+    pub(crate) header_ids: Vec<http::HeaderName>,
 }
 
 impl ResourceLimiter for HostState {
@@ -54,57 +57,129 @@ impl ResourceLimiter for HostState {
     }
 }
 
-impl TypesImports for HostState {}
+/// Most header names one instance may register (`host.header-id`).
+pub(crate) const MAX_HEADER_IDS: usize = 64;
 
-impl RequestImports for HostState {
-    fn method(&mut self) -> String {
-        self.request
-            .as_ref()
-            .map(|r| r.method.clone())
-            .unwrap_or_default()
+/// The id `host.header-id` gives a name no header can have: it reads as
+/// absent.
+const NO_HEADER: u32 = u32::MAX;
+
+impl HostState {
+    fn request(&self) -> Option<&Request> {
+        self.request.as_deref()
     }
 
-    fn path(&mut self) -> String {
-        self.request
-            .as_ref()
-            .map(|r| r.path.clone())
-            .unwrap_or_default()
+    /// `host.header-id`: the same id for the same (case-insensitive) name.
+    fn header_id(&mut self, name: &str) -> wasmtime::Result<u32> {
+        let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) else {
+            return Ok(NO_HEADER);
+        };
+        if let Some(id) = self.header_ids.iter().position(|n| *n == name) {
+            return Ok(id as u32);
+        }
+        if self.header_ids.len() >= MAX_HEADER_IDS {
+            wasmtime::bail!(
+                "host.header-id: more than {MAX_HEADER_IDS} header names registered by one instance (register the names a policy reads in `configure`)"
+            );
+        }
+        self.header_ids.push(name);
+        Ok(self.header_ids.len() as u32 - 1)
     }
 
-    fn header(&mut self, name: String) -> Option<String> {
-        self.request.as_ref()?.header(&name).map(|v| v.into_owned())
-    }
-
-    fn header_bucket(&mut self, name: String, salt: String) -> Option<u32> {
-        let value = self.request.as_ref()?.header(&name)?;
-        Some(bucket(&value, &salt))
-    }
-
-    fn headers(&mut self) -> Vec<(String, String)> {
-        self.request
-            .as_ref()
-            .map(|r| r.headers())
-            .unwrap_or_default()
+    /// The value of the header registered as `id`.
+    fn header_at(&self, id: u32) -> wasmtime::Result<Option<std::borrow::Cow<'_, str>>> {
+        if id == NO_HEADER {
+            return Ok(None);
+        }
+        let Some(name) = self.header_ids.get(id as usize) else {
+            wasmtime::bail!("header id {id} was never returned by host.header-id in this instance");
+        };
+        Ok(self.request().and_then(|r| r.header_named(name)))
     }
 }
 
-impl HostImports for HostState {
-    fn bucket(&mut self, key: String, salt: String) -> u32 {
-        bucket(&key, &salt)
-    }
-
-    fn log(&mut self, message: String) {
-        let mut message = message;
-        if message.len() > 1024 {
-            let mut cut = 1024;
+/// Links the `switchyard:policy` imports of every contract version a host
+/// loads (`bindings::VERSIONS`). By hand rather than through the generated
+/// `add_to_linker`: string arguments are read in place from the policy's
+/// memory ([`WasmStr`]) instead of being copied into a `String` per call.
+pub(crate) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    for version in crate::bindings::VERSIONS {
+        let current = *version != "0.1.0";
+        // The types interface has types only; it must still be there.
+        linker.instance(&format!("switchyard:policy/types@{version}"))?;
+        let mut request = linker.instance(&format!("switchyard:policy/request@{version}"))?;
+        request.func_wrap("method", |s: Cx<'_>, (): ()| {
+            Ok((s
+                .data()
+                .request()
+                .map(|r| r.method.clone())
+                .unwrap_or_default(),))
+        })?;
+        request.func_wrap("path", |s: Cx<'_>, (): ()| {
+            Ok((s
+                .data()
+                .request()
+                .map(|r| r.path.clone())
+                .unwrap_or_default(),))
+        })?;
+        request.func_wrap("header", |s: Cx<'_>, (name,): (WasmStr,)| {
+            let name = name.to_str(&s)?;
+            let value = s.data().request().and_then(|r| r.header(&name));
+            Ok((value.map(|v| v.into_owned()),))
+        })?;
+        request.func_wrap(
+            "header-bucket",
+            |s: Cx<'_>, (name, salt): (WasmStr, WasmStr)| {
+                let name = name.to_str(&s)?;
+                let bucket = match s.data().request().and_then(|r| r.header(&name)) {
+                    Some(value) => Some(bucket(&value, &salt.to_str(&s)?)),
+                    None => None,
+                };
+                Ok((bucket,))
+            },
+        )?;
+        request.func_wrap("headers", |s: Cx<'_>, (): ()| {
+            Ok((s.data().request().map(|r| r.headers()).unwrap_or_default(),))
+        })?;
+        if current {
+            request.func_wrap("header-at", |s: Cx<'_>, (id,): (u32,)| {
+                Ok((s.data().header_at(id)?.map(|v| v.into_owned()),))
+            })?;
+            request.func_wrap(
+                "header-bucket-at",
+                |s: Cx<'_>, (id, salt): (u32, WasmStr)| {
+                    let bucket = match s.data().header_at(id)? {
+                        Some(value) => Some(bucket(&value, &salt.to_str(&s)?)),
+                        None => None,
+                    };
+                    Ok((bucket,))
+                },
+            )?;
+        }
+        let mut host = linker.instance(&format!("switchyard:policy/host@{version}"))?;
+        host.func_wrap("bucket", |s: Cx<'_>, (key, salt): (WasmStr, WasmStr)| {
+            Ok((bucket(&key.to_str(&s)?, &salt.to_str(&s)?),))
+        })?;
+        host.func_wrap("log", |s: Cx<'_>, (message,): (WasmStr,)| {
+            let message = message.to_str(&s)?;
+            let mut cut = message.len().min(1024);
             while !message.is_char_boundary(cut) {
                 cut -= 1;
             }
-            message.truncate(cut);
+            tracing::debug!(target: "switchyard::policy", policy = %s.data().digest.short(), "{}", &message[..cut]);
+            Ok(())
+        })?;
+        if current {
+            host.func_wrap("header-id", |mut s: Cx<'_>, (name,): (WasmStr,)| {
+                let name = name.to_str(&s)?.into_owned();
+                Ok((s.data_mut().header_id(&name)?,))
+            })?;
         }
-        tracing::debug!(target: "switchyard::policy", policy = %self.digest.short(), "{message}");
     }
+    Ok(())
 }
+
+type Cx<'a> = StoreContextMut<'a, HostState>;
 
 /// The sticky bucket of `key` in `[0, 10000)`: FNV-1a 64 over
 /// `salt ++ [0xff] ++ key`, then murmur3's fmix64, modulo 10000. The algorithm
@@ -144,6 +219,49 @@ mod tests {
     }
 
     #[test]
+    fn header_ids_are_per_name_bounded_and_read_the_request() {
+        let mut s = HostState {
+            request: Some(Arc::new(Request::new(
+                "f",
+                "GET",
+                "/",
+                [("X-User-Id", "u-1"), ("x-other", "o")],
+            ))),
+            memory_limit: 0,
+            instantiated: true,
+            memory_grown: 0,
+            memory_denied: false,
+            digest: Digest::of(b""),
+            header_ids: Vec::new(),
+        };
+        let user = s.header_id("x-user-id").unwrap();
+        assert_eq!(s.header_id("X-USER-ID").unwrap(), user, "case-insensitive");
+        let other = s.header_id("x-other").unwrap();
+        assert_ne!(other, user);
+        let missing = s.header_id("x-missing").unwrap();
+        assert_eq!(s.header_at(user).unwrap().as_deref(), Some("u-1"));
+        assert_eq!(s.header_at(other).unwrap().as_deref(), Some("o"));
+        assert_eq!(s.header_at(missing).unwrap(), None);
+        // No header can have this name: it reads as absent, takes no slot.
+        let bad = s.header_id("not a header").unwrap();
+        assert_eq!(s.header_at(bad).unwrap(), None);
+        assert_eq!(s.header_ids.len(), 3);
+        // An id never handed out is the policy's bug: a trap, not a guess.
+        let err = s.header_at(3).unwrap_err().to_string();
+        assert!(err.contains("never returned by host.header-id"), "{err}");
+        for i in 3..MAX_HEADER_IDS {
+            s.header_id(&format!("x-h{i}")).unwrap();
+        }
+        assert_eq!(
+            s.header_id("x-other").unwrap(),
+            other,
+            "known names still resolve"
+        );
+        let err = s.header_id("x-one-more").unwrap_err().to_string();
+        assert!(err.contains("more than 64 header names"), "{err}");
+    }
+
+    #[test]
     fn memory_growth_after_instantiation_counts_from_zero_pages_too() {
         let mut s = HostState {
             request: None,
@@ -152,6 +270,7 @@ mod tests {
             memory_grown: 0,
             memory_denied: false,
             digest: Digest::of(b""),
+            header_ids: Vec::new(),
         };
         // Initial images, however large (the pool caps them), and a 0-page memory.
         assert!(s.memory_growing(0, 40 << 20, None).unwrap());

@@ -55,7 +55,7 @@ mod request;
 mod route;
 mod verify;
 
-pub use bindings::{ALLOWED_IMPORTS, REQUIRED_EXPORTS, WORLD};
+pub use bindings::{ALLOWED_IMPORTS, REQUIRED_EXPORTS, VERSIONS, WORLD};
 pub use cases::{Case, CaseError, CaseFile, CaseResult, Expect};
 pub use decision::{
     CONTEXT_HEADER_PREFIX, DEFAULT_SYNTHETIC_HEADER, Decision, TARGET_HEADER, TRAFFIC_HEADER,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use wasmtime::component::Component;
 
-use crate::bindings::RouterPre;
+use crate::bindings::{current, previous};
 use crate::digest::Digest;
 use crate::engine::Engine;
 use crate::host::HostState;
@@ -15,7 +15,16 @@ use crate::verify::{PolicyError, PolicyInfo, check, check_interface};
 pub struct Policy {
     pub(crate) engine: Engine,
     pub(crate) info: PolicyInfo,
-    pub(crate) pre: RouterPre<HostState>,
+    pub(crate) pre: Pre,
+}
+
+/// A policy's exports, ready to instantiate, typed by the contract version
+/// it was built against.
+pub(crate) enum Pre {
+    /// `switchyard:policy@0.2.0`.
+    Current(current::RouterPre<HostState>),
+    /// `switchyard:policy@0.1.0`.
+    Previous(previous::RouterPre<HostState>),
 }
 
 impl fmt::Debug for Policy {
@@ -54,7 +63,15 @@ impl Policy {
             .linker()
             .instantiate_pre(&component)
             .map_err(wrong_world)?;
-        let pre = RouterPre::new(pre).map_err(wrong_world)?;
+        // The current contract's exports, else the previous one's; a
+        // component with neither is told what the current one expects.
+        let pre = match current::RouterPre::new(pre.clone()) {
+            Ok(pre) => Pre::Current(pre),
+            Err(e) => match previous::RouterPre::new(pre) {
+                Ok(pre) => Pre::Previous(pre),
+                Err(_) => return Err(wrong_world(e)),
+            },
+        };
         Ok(Arc::new(Policy {
             engine: engine.clone(),
             info,
@@ -74,7 +91,19 @@ impl Policy {
 
     /// The compiled component.
     pub fn component(&self) -> &Component {
-        self.pre.instance_pre().component()
+        match &self.pre {
+            Pre::Current(pre) => pre.instance_pre().component(),
+            Pre::Previous(pre) => pre.instance_pre().component(),
+        }
+    }
+
+    /// The contract version the policy was built against (`0.2.0` or
+    /// `0.1.0`).
+    pub fn contract_version(&self) -> &'static str {
+        match &self.pre {
+            Pre::Current(_) => crate::bindings::VERSIONS[0],
+            Pre::Previous(_) => "0.1.0",
+        }
     }
 
     /// The compiled machine code, for a precompiled cache.

@@ -113,6 +113,17 @@ impl Request {
         }
     }
 
+    /// First value of header `name` (a parsed, lower-case name).
+    pub fn header_named(&self, name: &http::HeaderName) -> Option<Cow<'_, str>> {
+        match &self.headers {
+            Headers::Pairs(pairs) => pairs
+                .iter()
+                .find(|(k, _)| k == name.as_str())
+                .map(|(_, v)| Cow::Borrowed(v.as_str())),
+            Headers::Http(map) => map.get(name).map(|v| String::from_utf8_lossy(v.as_bytes())),
+        }
+    }
+
     /// All headers, names lower-cased, in arrival order (from an HTTP
     /// request, a repeated name's values come together, where the name
     /// first arrived).

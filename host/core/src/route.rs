@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::bindings::{WitMode, WitRouteConfig};
+use crate::bindings::{current, previous};
 
 /// A function's mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -221,19 +221,36 @@ impl Route {
         &self.config
     }
 
-    pub(crate) fn to_wit(&self) -> WitRouteConfig {
-        let pairs =
-            |m: &BTreeMap<String, String>| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        WitRouteConfig {
+    /// The config as the current contract hands it to `configure`: its
+    /// `versions` in the order a decision's `target` counts them.
+    pub(crate) fn to_wit(&self) -> current::RouteConfig {
+        current::RouteConfig {
             function: self.function.clone(),
             mode: match self.config.mode {
-                Mode::Production => WitMode::Production,
-                Mode::Synthetic => WitMode::Synthetic,
+                Mode::Production => current::Mode::Production,
+                Mode::Synthetic => current::Mode::Synthetic,
             },
             versions: pairs(&self.config.versions),
             flags: pairs(&self.config.flags),
         }
     }
+
+    /// The same for a policy built against `switchyard:policy@0.1.0`.
+    pub(crate) fn to_wit_previous(&self) -> previous::RouteConfig {
+        previous::RouteConfig {
+            function: self.function.clone(),
+            mode: match self.config.mode {
+                Mode::Production => previous::Mode::Production,
+                Mode::Synthetic => previous::Mode::Synthetic,
+            },
+            versions: pairs(&self.config.versions),
+            flags: pairs(&self.config.flags),
+        }
+    }
+}
+
+fn pairs(m: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ pub enum PolicyError {
     },
     /// Does not implement the `router` world.
     #[error(
-        "policy {digest} does not implement world `{WORLD}`: {detail}; it exports [{exports}]",
+        "policy {digest} does not implement world `{WORLD}` (nor its previous version, 0.1.0): {detail}; it exports [{exports}]",
         exports = exports.join(", ")
     )]
     WrongWorld {

@@ -243,3 +243,61 @@ fn the_instance_pool_exhausted_is_a_fail_safe_not_a_crash() {
     assert!(matches!(err, Some(EvalError::Instantiate(_))), "{err:?}");
     assert_eq!(d.target, "7");
 }
+
+/// Policies published against `switchyard:policy@0.1.0` (component binaries
+/// kept as they were built then) still load, and decide exactly as the same
+/// sources built against the current contract; asked for no reason, a
+/// current build leaves it out and decides the same.
+#[test]
+fn policies_built_for_the_previous_contract_decide_as_the_current_builds() {
+    use switchyard_test_artifacts as art;
+    let routes = [
+        r#"{"mode":"synthetic","versions":{"stable":"7","candidate":"8"},"flags":{"canary-percent":"30","mirror-role":"candidate"},"context":{"8":{"Q":"cand"}}}"#,
+        r#"{"mode":"production","versions":{"stable":"7","candidate":"8"},"flags":{"canary-percent":"100","sticky-header":"X-Tenant"}}"#,
+        r#"{"mode":"synthetic","versions":{"a":"1","b":"2","stable":"3"},"flags":{"canary-percent":"50","synthetic-header":"x-qa","mirror-role":"b"}}"#,
+        r#"{"mode":"synthetic","versions":{"stable":"live"},"flags":{"canary-percent":"abc"}}"#,
+    ];
+    let values = ["true", "1", " TRUE ", "no", ""];
+    for (old, new) in [
+        (art::STICKY_CANARY_0_1_0, art::STICKY_CANARY),
+        (art::SYNTHETIC_HEADER_0_1_0, art::SYNTHETIC_HEADER),
+    ] {
+        let (old, new) = (load(old), load(new));
+        assert_eq!(
+            (old.contract_version(), new.contract_version()),
+            ("0.1.0", "0.2.0")
+        );
+        let (mut o, mut n) = (old.evaluator(), new.evaluator());
+        let mut reasons = std::collections::BTreeSet::new();
+        for json in routes {
+            let route = route(json);
+            for i in 0..60 {
+                let user = format!("user-{i}");
+                let value = values[i % values.len()];
+                let mut headers = vec![("x-user-id", user.as_str()), ("x-tenant", &user[5..])];
+                if i % 3 != 0 {
+                    headers.push(("x-switchyard-synthetic", value));
+                    headers.push(("X-QA", value));
+                }
+                let req = request(&headers);
+                let want = o.evaluate(&req, &route).unwrap();
+                assert_eq!(
+                    n.evaluate(&req, &route).unwrap(),
+                    want,
+                    "{json} {headers:?}"
+                );
+                let quiet = n.evaluate_with(&req, &route, false).unwrap();
+                assert_eq!(quiet.reason, "", "no reason built when none is asked for");
+                assert_eq!(
+                    (quiet.target, quiet.traffic, quiet.mirror, quiet.context),
+                    (want.target, want.traffic, want.mirror, want.context)
+                );
+                reasons.insert(want.reason);
+            }
+        }
+        assert!(
+            reasons.len() >= 3,
+            "the requests take several rules: {reasons:?}"
+        );
+    }
+}

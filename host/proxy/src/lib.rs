@@ -581,7 +581,9 @@ async fn render_metrics(State(p): State<Arc<Proxy>>) -> Response {
 }
 
 /// Decides with the function's live policy, recording the decision.
-fn decide(p: &Proxy, active: &Active, req: &Arc<Request>) -> Decision {
+/// `shown`: the caller shows the decision (the decide API), so its reason is
+/// wanted even when no log line is.
+fn decide(p: &Proxy, active: &Active, req: &Arc<Request>, shown: bool) -> Decision {
     let inherited = p
         .config
         .inherited_traffic
@@ -595,12 +597,17 @@ fn decide(p: &Proxy, active: &Active, req: &Arc<Request>) -> Decision {
         }
         return decision;
     }
+    // Whether this decision is logged is known before it is made, so a
+    // policy is asked for its reason only when it will be shown.
+    let seq = p.handles().next_decision();
+    let logged = sampled(seq, p.config.decision_log_sample);
+    let explain = shown || logged;
     let start = Instant::now();
     let (mut decision, failure) = if inherited {
         let marked = Arc::new(marked_synthetic(req, &active.route));
-        active.pool.decide(&marked, &active.route)
+        active.pool.decide_with(&marked, &active.route, explain)
     } else {
-        active.pool.decide(req, &active.route)
+        active.pool.decide_with(req, &active.route, explain)
     };
     let nanos = start.elapsed().as_nanos() as u64;
     if inherited && decision.traffic != Traffic::Synthetic {
@@ -609,17 +616,13 @@ fn decide(p: &Proxy, active: &Active, req: &Arc<Request>) -> Decision {
             .reason
             .push_str("; synthetic: the calling invocation is synthetic");
     }
-    let seq = {
-        let mut handles = p.handles();
-        handles.decision(&req.function).record(nanos as f64 / 1e9);
-        handles.next_decision()
-    };
+    p.handles()
+        .decision(&req.function)
+        .record(nanos as f64 / 1e9);
     if let Some(e) = &failure {
         metrics::counter!("switchyard_fail_safe_total", "function" => req.function.clone(), "kind" => e.kind())
             .increment(1);
     }
-    let sample = p.config.decision_log_sample;
-    let logged = sampled(seq, sample);
     if !logged {
         return decision;
     }
@@ -853,7 +856,7 @@ async fn decide_api(
     let Some(active) = p.policies.get(&req.function) else {
         return unknown_function(&req.function);
     };
-    let mut decision = decide(&p, &active, &req);
+    let mut decision = decide(&p, &active, &req, true);
     if !reveal {
         for v in decision.context.values_mut() {
             *v = "(hidden)".to_owned();
@@ -895,7 +898,7 @@ async fn forward(p: &Proxy, function: &str, path: String, req: AxumRequest) -> R
         path.as_str(),
         std::mem::take(&mut parts.headers),
     ));
-    let decision = decide(p, &active, &policy_req);
+    let decision = decide(p, &active, &policy_req, false);
     let headers = match Arc::try_unwrap(policy_req) {
         Ok(req) => req.into_http_headers(),
         // Nothing keeps the request after deciding; were it still shared,
@@ -1093,7 +1096,7 @@ async fn invoke_api(p: &Proxy, name: &str, req: AxumRequest) -> Response {
         log_type: header("x-amz-log-type"),
         headers: parts.headers,
     });
-    let decision = decide(p, &active, &policy_req);
+    let decision = decide(p, &active, &policy_req, false);
     dispatch_decided(p, &function, &active, decision, call).await
 }
 

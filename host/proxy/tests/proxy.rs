@@ -104,10 +104,21 @@ async fn rig_route(cfg: RouteConfig, seen: Seen, config: ProxyConfig) -> Rig {
 }
 
 /// The proxy serving `function` with route config `cfg`.
-async fn rig_named(function: &str, mut cfg: RouteConfig, seen: Seen, config: ProxyConfig) -> Rig {
+async fn rig_named(function: &str, cfg: RouteConfig, seen: Seen, config: ProxyConfig) -> Rig {
+    rig_policy(art::SYNTHETIC_HEADER, function, cfg, seen, config).await
+}
+
+/// The proxy serving `function` with the policy component at `policy`.
+async fn rig_policy(
+    policy: &str,
+    function: &str,
+    mut cfg: RouteConfig,
+    seen: Seen,
+    config: ProxyConfig,
+) -> Rig {
     let tmp = tempfile::tempdir().unwrap();
     let store: Arc<dyn ConfigStore> = Arc::new(DirStore::new(tmp.path()).unwrap());
-    let bytes = std::fs::read(art::SYNTHETIC_HEADER).unwrap();
+    let bytes = std::fs::read(policy).unwrap();
     cfg.policy = Some(store.put_blob(&bytes, &|_, _| {}).await.unwrap());
     store.put_route(function, &cfg).await.unwrap();
     let watcher = Arc::new(Watcher::new(
@@ -288,6 +299,53 @@ async fn routes_tags_and_hot_swaps() {
     ] {
         assert!(text.contains(want), "{want} missing from /metrics:\n{text}");
     }
+}
+
+/// A policy published before the contract moved to 0.2.0 (the component
+/// binary as built then) is published to the store, loaded and routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_published_against_the_previous_contract_routes() {
+    let seen: Seen = Arc::default();
+    let urls = HashMap::from([
+        ("7", upstream("7", Duration::ZERO, seen.clone()).await),
+        ("8", upstream("8", Duration::ZERO, seen.clone()).await),
+    ]);
+    let cfg = route("synthetic", &urls, "");
+    let r = rig_policy(
+        art::SYNTHETIC_HEADER_0_1_0,
+        "orders",
+        cfg,
+        seen,
+        ProxyConfig::default(),
+    )
+    .await;
+    for (headers, version, traffic) in [
+        (&[("x-switchyard-synthetic", "true")][..], "8", "synthetic"),
+        (&[][..], "7", "production"),
+    ] {
+        let (status, answer, body) =
+            call("GET", &format!("{}/orders/x", r.base), headers, "").await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            (body["version"].as_str(), body["traffic"].as_str()),
+            (Some(version), Some(traffic))
+        );
+        assert_eq!(answer["x-switchyard-target"], version);
+    }
+    // `decide` shows its reason, as the policy wrote it then.
+    let (status, _, decided) = call(
+        "POST",
+        &format!("{}/v1/decide", r.admin),
+        &[],
+        r#"{"function":"orders","headers":{"x-switchyard-synthetic":"1"}}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(decided["target"], "8");
+    assert_eq!(
+        decided["reason"],
+        "synthetic mode and x-switchyard-synthetic is true"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

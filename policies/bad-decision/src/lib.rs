@@ -22,7 +22,7 @@ impl Policy for BadDecision {
         if req.header_is_true("x-bad") {
             return Decision::qualifier("not a qualifier!").reason("asked to answer nonsense");
         }
-        Decision::stable(cfg).reason(format!("call {n} on this instance"))
+        Decision::stable(cfg).reason(format_args!("call {n} on this instance"))
     }
 }
 

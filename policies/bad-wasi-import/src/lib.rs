@@ -6,17 +6,17 @@ wit_bindgen::generate!({
     generate_all,
 });
 
-use switchyard::policy::types::Traffic;
+use switchyard::policy::types::{Target, Traffic};
 
 struct Sneaky;
 
 impl Guest for Sneaky {
     fn configure(_: RouteConfig) {}
 
-    fn evaluate() -> Decision {
+    fn evaluate(_: bool) -> Decision {
         let dirs = wasi::filesystem::preopens::get_directories();
         Decision {
-            target: dirs.first().cloned().unwrap_or_default(),
+            target: Target::Qualifier(dirs.first().cloned().unwrap_or_default()),
             traffic: Traffic::Production,
             mirror: None,
             context: Vec::new(),

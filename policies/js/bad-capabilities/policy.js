@@ -4,7 +4,7 @@
 // nothing real came back: built with WASI stubbed out (QuickJS) or disabled
 // (SpiderMonkey), a call either fails inside the policy or traps, and the
 // host's fail-safe applies. (JavaScript engines have no file API at all.)
-import * as request from 'switchyard:policy/request@0.1.0';
+import * as request from 'switchyard:policy/request@0.2.0';
 
 function attempt(what) {
   switch (what) {
@@ -33,5 +33,5 @@ export function evaluate() {
   } catch (e) {
     outcome = `failed: ${e}`;
   }
-  return { target: 'stable', traffic: 'production', mirror: undefined, context: [], reason: `${what} ${outcome}` };
+  return { target: { tag: 'qualifier', val: 'stable' }, traffic: 'production', mirror: undefined, context: [], reason: `${what} ${outcome}` };
 }

@@ -11,7 +11,7 @@
 // component imports only switchyard:policy.
 // An option<T> import result is `undefined` (jco/SpiderMonkey) or `null` (QuickJS)
 // when none, so test it with `== null`.
-import * as request from 'switchyard:policy/request@0.1.0';
+import * as request from 'switchyard:policy/request@0.2.0';
 
 // First pair with the key wins, like guest-sdk's `lookup`.
 function lookup(pairs, key) {
@@ -26,12 +26,12 @@ const asciiTrim = (s) => s.replace(/^[ \t\n\v\f\r]+|[ \t\n\v\f\r]+$/g, '');
 
 function stable(cfg) {
   const q = lookup(cfg.versions, 'stable');
-  return { target: q ?? 'stable', traffic: 'production', mirror: undefined, context: [], reason: '' };
+  return { target: { tag: 'qualifier', val: q ?? 'stable' }, traffic: 'production', mirror: undefined, context: [], reason: '' };
 }
 
 function role(cfg, name) {
   const q = lookup(cfg.versions, name);
-  if (q !== undefined) return { target: q, traffic: 'production', mirror: undefined, context: [], reason: '' };
+  if (q !== undefined) return { target: { tag: 'qualifier', val: q }, traffic: 'production', mirror: undefined, context: [], reason: '' };
   const d = stable(cfg);
   d.reason = `no '${name}' version configured; `;
   return d;

@@ -1,7 +1,7 @@
 // In synthetic mode, requests from the tenants listed in flag `qa-tenants`
 // (comma-separated; the tenant is header `x-tenant`) go to the candidate as
 // synthetic traffic. Everything else goes to stable as production.
-import * as request from 'switchyard:policy/request@0.1.0';
+import * as request from 'switchyard:policy/request@0.2.0';
 
 let config; // the route config: function, mode, versions, flags
 let tenants = [];
@@ -24,7 +24,7 @@ function decision(role, traffic, reason) {
     target = lookup(config.versions, 'stable') ?? 'stable';
     reason = `no '${role}' version configured; ${reason}`;
   }
-  return { target, traffic, mirror: undefined, context: [], reason };
+  return { target: { tag: 'qualifier', val: target }, traffic, mirror: undefined, context: [], reason };
 }
 
 // Once per request.

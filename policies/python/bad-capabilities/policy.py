@@ -11,7 +11,7 @@ import time
 
 from wit_world import WitWorld as Router
 from wit_world.imports import request
-from wit_world.imports.types import Decision, RouteConfig, Traffic
+from wit_world.imports.types import Decision, RouteConfig, Target_Qualifier, Traffic
 
 
 def attempt(what):
@@ -35,10 +35,10 @@ class WitWorld(Router):
     def configure(self, config: RouteConfig) -> None:
         pass
 
-    def evaluate(self) -> Decision:
+    def evaluate(self, explain: bool) -> Decision:
         what = request.header("x-try") or ""
         try:
             outcome = "got " + attempt(what)
         except Exception as e:  # the clean failure: an error inside the policy
             outcome = f"failed: {type(e).__name__}: {e}"
-        return Decision("stable", Traffic.PRODUCTION, None, [], f"{what} {outcome}")
+        return Decision(Target_Qualifier("stable"), Traffic.PRODUCTION, None, [], f"{what} {outcome}")

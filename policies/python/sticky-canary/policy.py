@@ -16,7 +16,7 @@ import re
 
 from wit_world import WitWorld as Router
 from wit_world.imports import request
-from wit_world.imports.types import Decision, RouteConfig, Traffic
+from wit_world.imports.types import Decision, RouteConfig, Target_Qualifier, Traffic
 
 _ASCII_SPACE = " \t\n\r\x0b\x0c"
 # What Rust's `str::parse::<f64>` accepts (inf and nan are never in range).
@@ -77,8 +77,9 @@ class Settings:
         self.threshold = basis_points(lookup(config.flags, "canary-percent"))
         self.header = ascii_lower(lookup_or(config.flags, "sticky-header", "x-user-id"))
         self.salt = lookup_or(config.flags, "sticky-salt", config.function)
-        self.stable = lookup_or(config.versions, "stable", "stable")
-        self.candidate = lookup(config.versions, "candidate")
+        self.stable = Target_Qualifier(lookup_or(config.versions, "stable", "stable"))
+        candidate = lookup(config.versions, "candidate")
+        self.candidate = None if candidate is None else Target_Qualifier(candidate)
 
 
 _settings = None
@@ -89,7 +90,7 @@ class WitWorld(Router):
         global _settings
         _settings = Settings(config)
 
-    def evaluate(self) -> Decision:
+    def evaluate(self, explain: bool) -> Decision:
         s = _settings
         if isinstance(s.threshold, str):
             return Decision(s.stable, Traffic.PRODUCTION, None, [], s.threshold)

@@ -16,7 +16,7 @@ Build, test:
 
 from wit_world import WitWorld as Router
 from wit_world.imports import request
-from wit_world.imports.types import Decision, Mode, RouteConfig, Traffic
+from wit_world.imports.types import Decision, Mode, RouteConfig, Target_Qualifier, Traffic
 
 _ASCII_SPACE = " \t\n\r\x0b\x0c"
 
@@ -50,9 +50,10 @@ class Settings:
         self.config = config
         self.header = ascii_lower(
             lookup_or(config.flags, "synthetic-header", "x-switchyard-synthetic"))
-        self.stable = lookup_or(config.versions, "stable", "stable")
+        self.stable = Target_Qualifier(lookup_or(config.versions, "stable", "stable"))
         role = lookup(config.flags, "mirror-role")
-        self.mirror = lookup(config.versions, role) if role is not None else None
+        mirror = lookup(config.versions, role) if role is not None else None
+        self.mirror = None if mirror is None else Target_Qualifier(mirror)
 
 
 _settings = None
@@ -63,7 +64,7 @@ class WitWorld(Router):
         global _settings
         _settings = Settings(config)
 
-    def evaluate(self) -> Decision:
+    def evaluate(self, explain: bool) -> Decision:
         s = _settings
         if s.config.mode == Mode.PRODUCTION:
             return Decision(s.stable, Traffic.PRODUCTION, s.mirror, [],
@@ -75,6 +76,6 @@ class WitWorld(Router):
             if candidate is None:
                 return Decision(s.stable, Traffic.SYNTHETIC, None, [],
                                 "no 'candidate' version configured; " + reason)
-            return Decision(candidate, Traffic.SYNTHETIC, None, [], reason)
+            return Decision(Target_Qualifier(candidate), Traffic.SYNTHETIC, None, [], reason)
         return Decision(s.stable, Traffic.PRODUCTION, s.mirror, [],
                         f"synthetic mode, no true {s.header}")

@@ -4,7 +4,7 @@ synthetic traffic. Everything else goes to stable as production."""
 
 from wit_world import WitWorld as Router
 from wit_world.imports import request
-from wit_world.imports.types import Decision, Mode, RouteConfig, Traffic
+from wit_world.imports.types import Decision, Mode, RouteConfig, Target_Qualifier, Traffic
 
 config = None  # the route config: function, mode, versions, flags
 tenants = []
@@ -20,7 +20,7 @@ def decision(role, traffic, reason):
     if target is None:
         target = lookup(config.versions, "stable") or "stable"
         reason = f"no '{role}' version configured; {reason}"
-    return Decision(target, traffic, None, [], reason)
+    return Decision(Target_Qualifier(target), traffic, None, [], reason)
 
 
 class WitWorld(Router):
@@ -31,7 +31,7 @@ class WitWorld(Router):
         flag = lookup(config.flags, "qa-tenants") or ""
         tenants = [t.strip() for t in flag.split(",") if t.strip()]
 
-    def evaluate(self) -> Decision:
+    def evaluate(self, explain: bool) -> Decision:
         """Once per request."""
         if config.mode == Mode.PRODUCTION:
             return decision("stable", Traffic.PRODUCTION, "production mode")

@@ -31,10 +31,10 @@ impl Policy for SyntheticHeader {
         if req.header_is_true(&self.header) {
             Decision::role(cfg, "candidate")
                 .synthetic()
-                .reason(format!("synthetic mode and {} is true", self.header))
+                .reason(format_args!("synthetic mode and {} is true", self.header))
         } else {
             self.mirrored(Decision::stable(cfg), cfg)
-                .reason(format!("synthetic mode, no true {}", self.header))
+                .reason(format_args!("synthetic mode, no true {}", self.header))
         }
     }
 }

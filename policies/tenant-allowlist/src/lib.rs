@@ -27,7 +27,7 @@ impl Policy for TenantAllowlist {
         match req.header("x-tenant") {
             Some(tenant) if self.tenants.contains(&tenant) => Decision::role(cfg, "candidate")
                 .synthetic()
-                .reason(format!("QA tenant {tenant}")),
+                .reason(format_args!("QA tenant {tenant}")),
             _ => Decision::stable(cfg).reason("not a QA tenant"),
         }
     }

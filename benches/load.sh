@@ -11,7 +11,7 @@
 #   bash benches/load.sh profile    # perf profile of the policy proxy under wrk (where
 #                                   # its CPU goes; needs perf)
 #   bash benches/load.sh allocs     # heap allocations per request, policy and bypass
-#                                   # (perf uprobes on libc's malloc/calloc/realloc)
+#                                   # (perf uprobes on the binary's mimalloc entry points)
 #   bash benches/load.sh all
 #
 # Installs wrk, nginx-light, haproxy and hyperfine from Debian when missing (needs root or sudo),
@@ -368,16 +368,18 @@ profile() {
 }
 
 allocs() {
-  log "allocs: heap allocations per request (perf uprobes on libc's malloc, calloc, realloc), policy and bypass"
+  log "allocs: heap allocations per request (perf uprobes on the binary's allocator, mimalloc: mi_malloc_aligned, mi_zalloc_aligned, mi_realloc_aligned; and on libc's malloc, which C code may still call), policy and bypass"
   command -v perf >/dev/null 2>&1 || need perf linux-perf
   local libc event events=() mode ps pid n counts
   libc=$(ldd "$S" | awk '/libc\.so/ {print $3}')
-  for event in malloc calloc realloc; do
-    perf probe -q -x "$libc" "$event" 2>/dev/null || true   # already there from an earlier run
-    events+=(-e "probe_libc:$event")
+  for event in mi_malloc_aligned mi_zalloc_aligned mi_realloc_aligned; do
+    perf probe -q -x "$S" "$event" 2>/dev/null || true   # already there from an earlier run
+    events+=(-e "probe_switchyard:$event")
   done
-  echo "| path (wrk -c$conns, 3 s) | requests | malloc / request | calloc / request | realloc / request |"
-  echo "|---|---:|---:|---:|---:|"
+  perf probe -q -x "$libc" malloc 2>/dev/null || true
+  events+=(-e probe_libc:malloc)
+  echo "| path (wrk -c$conns, 3 s) | requests | alloc / request | alloc_zeroed / request | realloc / request | libc malloc / request |"
+  echo "|---|---:|---:|---:|---:|---:|"
   for mode in policy bypass; do
     ps=$(free_port)
     if [ "$mode" = bypass ]; then serve "$ps" --bypass-policies "${SERVE_FLAGS[@]}"; else serve "$ps" "${SERVE_FLAGS[@]}"; fi
@@ -388,8 +390,16 @@ allocs() {
     sleep 0.5
     n=$(run_wrk "http://127.0.0.1:$ps/orders/x" 3s | cut -d' ' -f4)
     wait "$stat_pid" || true
-    counts=$(awk -F, -v n="$n" '/probe_libc/ {printf " %.1f |", $1 / n}' "$work/allocs-$mode.csv")
+    counts=$(awk -F, -v n="$n" '/probe_(switchyard|libc)/ {printf " %.1f |", $1 / n}' "$work/allocs-$mode.csv")
     echo "| $mode | $n |$counts"
+    if [ -n "${ALLOC_SITES:-}" ]; then # where they come from: call stacks of 1 s of allocations
+      perf record -q -e probe_switchyard:mi_malloc_aligned --call-graph dwarf,16384 -o "$work/allocs-$mode.data" -p "$pid" -- sleep 1 >/dev/null 2>&1 &
+      local rec_pid=$!
+      run_wrk "http://127.0.0.1:$ps/orders/x" 2s >/dev/null
+      wait "$rec_pid" || true
+      perf report -i "$work/allocs-$mode.data" --no-children --stdio -g folded,0,caller,count --percent-limit 1 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' > "$out/alloc-sites-$mode.txt" || true
+    fi
     kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
   done | tee "$out/allocs.md"
 }

@@ -1,10 +1,18 @@
 //! The `switchyard` binary: see `switchyard --help`. The process globals
-//! are set here and nowhere else: the tracing subscriber and the metrics
-//! recorder.
+//! are set here and nowhere else: the heap allocator, the tracing
+//! subscriber and the metrics recorder.
 
 use std::sync::Arc;
 
 use clap::Parser;
+
+/// mimalloc rather than glibc's malloc: a proxied request allocates about
+/// forty times; with mimalloc the proxy spends about 1 µs less user CPU
+/// per request (BENCHMARKS.md, "The hot path, step by step"). Built
+/// without transparent huge pages (`no_thp`): with them, its arenas made
+/// 48 MiB of huge pages resident in a one-function `serve`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = switchyard::Cli::parse();

@@ -158,6 +158,8 @@ fn pipeline(store: &str, corrupt: impl Fn(&str)) {
     assert!(String::from_utf8_lossy(&o.stderr).contains("wasi:filesystem/preopens"));
     assert_eq!(ok_json(store, &["status", "orders"])[0]["version"], 3);
 
+    set_and_promote(store);
+
     corrupt(p["policy"].as_str().unwrap());
     let o = run(store, &["decide", "--store", store, "--function", "orders"]);
     assert_eq!(o.status.code(), Some(1));
@@ -166,6 +168,130 @@ fn pipeline(store: &str, corrupt: impl Fn(&str)) {
     assert!(
         err.contains("digest mismatch") || err.contains("corrupt"),
         "{err}"
+    );
+}
+
+/// From version 3 (synthetic, stable 7, candidate 8): a pipeline points
+/// the candidate at a new version and the canary at 25 % without editing
+/// JSON, then promotes it.
+fn set_and_promote(store: &str) {
+    let set = [
+        "set",
+        "orders",
+        "--version",
+        "candidate=9",
+        "--flag",
+        "canary-percent=25",
+        "--context",
+        "9:QUEUE_URL=https://sqs.example/q9",
+    ];
+    let s = ok_json(store, &set);
+    assert_eq!(s["version"], 4);
+    assert_eq!(
+        s["changed"],
+        serde_json::json!([
+            "flags.canary-percent",
+            "versions.candidate",
+            "context.9.QUEUE_URL"
+        ])
+    );
+    assert_eq!(
+        s["versions"],
+        serde_json::json!({"stable": "7", "candidate": "9"})
+    );
+    assert_eq!(s["flags"]["canary-percent"], "25");
+    assert_eq!(s["context-keys"]["9"], serde_json::json!(["QUEUE_URL"]));
+    assert!(
+        !s.to_string().contains("sqs.example/q9"),
+        "context values are not printed: {s}"
+    );
+    assert_eq!(
+        target(store),
+        "9",
+        "tagged requests reach the new candidate"
+    );
+    let again = ok_json(store, &set);
+    assert_eq!(
+        (&again["version"], &again["changed"]),
+        (&serde_json::json!(4), &serde_json::json!([])),
+        "the same settings again write nothing"
+    );
+    for (args, says) in [
+        (
+            &["set", "orders", "--version", "candidate=not ok"][..],
+            "is not a qualifier",
+        ),
+        (
+            &["set", "orders", "--flag", "no-equals"][..],
+            "is not of the form NAME=VALUE",
+        ),
+        (
+            &["set", "orders", "--context", "9=x"][..],
+            "is not of the form QUALIFIER:KEY=VALUE",
+        ),
+        (
+            &["set", "orders", "--unset-version", "stable"][..],
+            "every route needs a stable version",
+        ),
+        (&["set", "orders"][..], "nothing to set"),
+    ] {
+        let o = run(store, args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+
+    let p = ok_json(store, &["promote", "orders"]);
+    assert_eq!(
+        (
+            &p["version"],
+            &p["stable"],
+            &p["previous-stable"],
+            &p["mode"],
+            &p["candidate"]
+        ),
+        (
+            &serde_json::json!(5),
+            &serde_json::json!("9"),
+            &serde_json::json!("7"),
+            &serde_json::json!("production"),
+            &serde_json::Value::Null
+        )
+    );
+    let status = ok_json(store, &["status", "orders"]);
+    assert_eq!(status[0]["versions"], serde_json::json!({"stable": "9"}));
+    assert_eq!(status[0]["mode"], "production");
+    assert_eq!(target(store), "9", "the promoted version serves everything");
+    let o = run(store, &["promote", "orders"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("orders has no candidate to promote (version 5 has stable=9)")
+            && err.contains("switchyard set orders --version candidate=<qualifier>"),
+        "{err}"
+    );
+
+    ok_json(store, &["set", "orders", "--version", "candidate=10"]);
+    let p = ok_json(store, &["promote", "orders", "--keep-candidate"]);
+    assert_eq!(
+        (&p["version"], &p["stable"], &p["candidate"]),
+        (
+            &serde_json::json!(7),
+            &serde_json::json!("10"),
+            &serde_json::json!("10")
+        )
+    );
+    let history = ok_json(store, &["history", "orders"]);
+    let stables: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["versions"]["stable"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stables,
+        ["7", "7", "7", "7", "9", "9", "10"],
+        "each step is one version in history"
     );
 }
 

@@ -5,9 +5,11 @@ mod decide;
 mod history;
 mod mode;
 mod policy;
+mod promote;
 mod publish;
 mod rollback;
 mod serve;
+mod set;
 mod shared;
 mod status;
 
@@ -56,6 +58,21 @@ enum Command {
     /// Set a function's mode: writes a new route-config version with only the
     /// mode changed.
     Mode(mode::ModeArgs),
+    /// Promote a function's candidate to stable and go to production mode.
+    ///
+    /// Writes one new version in which the candidate's qualifier is
+    /// `stable`, the `candidate` role is cleared (or kept, --keep-candidate)
+    /// and the mode is production. Refuses when there is no candidate.
+    /// Prints {"function","version","stable","previous-stable","candidate","mode"}.
+    Promote(promote::PromoteArgs),
+    /// Change a function's flags, versions or context without editing JSON.
+    ///
+    /// Writes one new version with only those changed (none when nothing
+    /// differs), e.g. `switchyard set orders --flag canary-percent=25
+    /// --version candidate=9 --context 9:QUEUE_URL=https://...`. Prints
+    /// {"function","version","changed",...}: the context's keys, not its
+    /// values.
+    Set(set::SetArgs),
     /// Roll a function back: writes a new version whose content equals
     /// version N (default: the version before the current one). Live hosts
     /// pick it up within one poll interval.
@@ -107,6 +124,8 @@ pub fn run(cli: Cli, metrics: Option<RenderMetrics>) -> ExitCode {
         Command::Publish(args) => publish::run(args).map(|()| ExitCode::SUCCESS),
         Command::Mode(args) => mode::run(args).map(|()| ExitCode::SUCCESS),
         Command::Rollback(args) => rollback::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Promote(args) => promote::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Set(args) => set::run(args).map(|()| ExitCode::SUCCESS),
         Command::Status(args) => status::run(args).map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => serve::run(args, metrics).map(|()| ExitCode::SUCCESS),
         Command::History(args) => history::run(args).map(|()| ExitCode::SUCCESS),

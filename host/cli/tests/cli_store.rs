@@ -95,6 +95,33 @@ fn pipeline(store: &str, corrupt: impl Fn(&str)) {
     assert!(status[0]["modified"].is_string());
     assert_eq!(target(store), "8");
 
+    // What decided, and with what: the rule, the policy, the route version.
+    let e = ok_json(
+        store,
+        &["explain", "orders", "-H", "x-switchyard-synthetic: true"],
+    );
+    assert_eq!(e["decision"]["target"], "8");
+    assert_eq!(
+        e["rule"],
+        "synthetic mode and x-switchyard-synthetic is true"
+    );
+    assert_eq!(e["decision"]["policy"], p["policy"]);
+    assert_eq!(e["decision"]["route-version"], 1);
+    assert_eq!(e["route-config"]["versions"]["candidate"], "8");
+    assert_eq!(e["request"]["headers"]["x-switchyard-synthetic"], "true");
+    let o = run(store, &["explain", "orders"]);
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        said.contains("orders version 1, policy sha256:")
+            && said.contains("GET / -> 7 as production traffic, because: synthetic mode, no true x-switchyard-synthetic"),
+        "{said}"
+    );
+    let d = ok_json(store, &["decide", "--store", store, "--function", "orders"]);
+    assert_eq!(
+        (&d["policy"], &d["route-version"]),
+        (&p["policy"], &serde_json::json!(1))
+    );
+
     assert_eq!(
         ok_json(store, &["mode", "orders", "production"])["version"],
         2

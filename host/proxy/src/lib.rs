@@ -862,7 +862,11 @@ async fn decide_api(
             *v = "(hidden)".to_owned();
         }
     }
-    axum::Json(decision).into_response()
+    // Beside the reason: which policy and which route version decided.
+    let mut body = serde_json::to_value(&decision).unwrap_or_default();
+    body["policy"] = json!(active.policy.digest());
+    body["route-version"] = json!(active.stored.version);
+    axum::Json(body).into_response()
 }
 
 /// Path routing: `req` for `function`, forwarded with `path` (the rest of

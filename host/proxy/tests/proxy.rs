@@ -368,6 +368,13 @@ async fn decide_api_health_and_errors() {
     )
     .await;
     assert_eq!(status, 200);
+    assert_eq!(body["route-version"], 1, "{body}");
+    assert!(
+        body["policy"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("sha256:")),
+        "{body}"
+    );
     assert_eq!(
         (body["target"].as_str(), body["traffic"].as_str()),
         (Some("8"), Some("synthetic"))

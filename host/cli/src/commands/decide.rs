@@ -9,9 +9,11 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use switchyard_config::Loader;
-use switchyard_core::{Decision, Engine, Request, RequestError, RequestJson, Route};
+use switchyard_core::{
+    Decision, Engine, Policy, Request, RequestError, RequestJson, Route, RouteConfig,
+};
 
-use super::shared::{block_on, latest, load_config, load_policy};
+use super::shared::{block_on, latest, load_config, load_policy, print_json};
 
 #[derive(Debug, Args)]
 pub(crate) struct DecideArgs {
@@ -58,8 +60,28 @@ fn parse_header(raw: &str) -> Result<(String, String)> {
     }
 }
 
-pub(crate) fn run(args: DecideArgs) -> Result<()> {
-    let engine = Engine::new()?;
+/// Where a decision's policy and route config came from: the policy, the
+/// config, and the route version when they were read from a store.
+struct Source {
+    policy: Arc<Policy>,
+    config: RouteConfig,
+    route_version: Option<u64>,
+}
+
+impl Source {
+    /// A decision as the host reports it: the decision's fields, then the
+    /// policy's digest and the route version it was made with.
+    fn report(&self, decision: &Decision) -> Result<serde_json::Value> {
+        let mut v = serde_json::to_value(decision)?;
+        v["policy"] = serde_json::to_value(self.policy.digest())?;
+        v["route-version"] = serde_json::to_value(self.route_version)?;
+        Ok(v)
+    }
+}
+
+/// The policy and route config `args` name: files, or a store's current
+/// version of the function.
+fn source(engine: &Engine, args: &DecideArgs) -> Result<Source> {
     // SWITCHYARD_STORE only when neither source is named, so an exported
     // store does not override --policy/--config.
     let from_env = || {
@@ -72,7 +94,7 @@ pub(crate) fn run(args: DecideArgs) -> Result<()> {
         (None, None) => from_env(),
         (None, Some(_)) => None,
     };
-    let (policy, config) = match (&store, &args.policy, &args.config) {
+    Ok(match (&store, &args.policy, &args.config) {
         (Some(uri), _, _) => {
             if args.function.is_none() {
                 bail!(
@@ -96,12 +118,26 @@ pub(crate) fn run(args: DecideArgs) -> Result<()> {
                 let policy = loader.policy(&digest).await?;
                 anyhow::Ok((policy, stored))
             })?;
-            (policy, stored.config)
+            Source {
+                policy,
+                route_version: Some(stored.version),
+                config: stored.config,
+            }
         }
-        (None, Some(policy), Some(config)) => (load_policy(&engine, policy)?, load_config(config)?),
+        (None, Some(policy), Some(config)) => Source {
+            policy: load_policy(engine, policy)?,
+            config: load_config(config)?,
+            route_version: None,
+        },
         _ => bail!("pass --policy and --config, or --store (or set SWITCHYARD_STORE)"),
-    };
-    let mut evaluator = policy.evaluator();
+    })
+}
+
+pub(crate) fn run(args: DecideArgs) -> Result<()> {
+    let engine = Engine::new()?;
+    let source = source(&engine, &args)?;
+    let config = &source.config;
+    let mut evaluator = source.policy.evaluator();
     // One Route per function, so the instance is configured once per function.
     let mut routes: HashMap<String, Route> = HashMap::new();
     let mut decide_one = |request: Request| -> Result<Decision> {
@@ -124,7 +160,10 @@ pub(crate) fn run(args: DecideArgs) -> Result<()> {
             .map(|h| parse_header(h))
             .collect::<Result<Vec<_>>>()?;
         let decision = decide_one(Request::new(function, args.method, args.path, headers))?;
-        println!("{}", serde_json::to_string_pretty(&decision)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&source.report(&decision)?)?
+        );
         return Ok(());
     };
 
@@ -156,11 +195,101 @@ pub(crate) fn run(args: DecideArgs) -> Result<()> {
             })
             .with_context(|| format!("{} line {}", requests.display(), n + 1))?;
         let decision = decide_one(request)?;
-        serde_json::to_writer(&mut out, &decision)?;
+        serde_json::to_writer(&mut out, &source.report(&decision)?)?;
         writeln!(out)?;
     }
     out.flush()?;
     Ok(())
+}
+
+/// `switchyard explain <function> [-H ...]`: one decision with what it was
+/// made from.
+#[derive(Debug, Args)]
+pub(crate) struct ExplainArgs {
+    /// The function.
+    function: String,
+    /// The config store to read the function's current version from
+    /// (dir:<path> or ssm:<prefix>); default SWITCHYARD_STORE.
+    #[arg(long)]
+    store: Option<String>,
+    /// Explain with this policy component instead of the store's.
+    #[arg(long, requires = "config", conflicts_with = "store")]
+    policy: Option<PathBuf>,
+    /// ... and this route config file.
+    #[arg(long, requires = "policy", conflicts_with = "store")]
+    config: Option<PathBuf>,
+    /// With the store: keep the compiled policy here (as `serve --cache-dir`).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// HTTP method.
+    #[arg(short = 'X', long, default_value = "GET")]
+    method: String,
+    /// Request path.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// A request header, 'Name: value'; repeat for more.
+    #[arg(short = 'H', long = "header", value_name = "'NAME: VALUE'")]
+    headers: Vec<String>,
+}
+
+pub(crate) fn explain(args: ExplainArgs) -> Result<()> {
+    let function = args.function.clone();
+    let args = DecideArgs {
+        policy: args.policy,
+        config: args.config,
+        store: args.store,
+        cache_dir: args.cache_dir,
+        function: Some(args.function),
+        method: args.method,
+        path: args.path,
+        headers: args.headers,
+        requests: None,
+    };
+    let engine = Engine::new()?;
+    let source = source(&engine, &args)?;
+    let headers = args
+        .headers
+        .iter()
+        .map(|h| parse_header(h))
+        .collect::<Result<Vec<_>>>()?;
+    let request = Request::new(function.clone(), &args.method, &args.path, headers.clone());
+    let route = Route::new(function.clone(), source.config.clone())?;
+    let (decision, failure) = source
+        .policy
+        .evaluator()
+        .decide(&Arc::new(request.clone()), &route);
+    let version = source
+        .route_version
+        .map_or_else(|| "the given config".to_owned(), |v| format!("version {v}"));
+    eprintln!(
+        "{function} {version}, policy {}: {} {} -> {} as {} traffic{}, because: {}",
+        source.policy.digest().short(),
+        request.method,
+        request.path,
+        decision.target,
+        decision.traffic.as_str(),
+        decision
+            .mirror
+            .as_deref()
+            .map(|m| format!(", mirrored to {m}"))
+            .unwrap_or_default(),
+        decision.reason
+    );
+    print_json(&serde_json::json!({
+        "function": function,
+        "request": {
+            "method": request.method,
+            "path": request.path,
+            "headers": headers
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect::<serde_json::Map<_, _>>(),
+        },
+        "decision": source.report(&decision)?,
+        "rule": decision.reason,
+        "failed": failure.map(|e| e.to_string()),
+        "route-config": source.config,
+    }))
 }
 
 #[cfg(test)]

@@ -51,6 +51,13 @@ enum Command {
     /// a line, one decision a line, all on one warm instance). Request JSON:
     /// {"function":"orders","method":"GET","path":"/x","headers":{"name":"value"}}
     Decide(decide::DecideArgs),
+    /// Explain one decision: the decision, the rule that fired, the policy
+    /// digest, and the route config and version it was made with.
+    ///
+    /// Reads the function's current version from the store (--store or
+    /// SWITCHYARD_STORE), or takes --policy and --config files. E.g.
+    /// `switchyard explain orders -H 'x-switchyard-synthetic: 1'`.
+    Explain(decide::ExplainArgs),
     /// Publish a policy and a route config for a function: uploads the policy
     /// blob if its digest is new (and the fixture cases, if given), then writes
     /// a new route-config version. Prints {"function","version","policy"}.
@@ -121,6 +128,7 @@ pub fn run(cli: Cli, metrics: Option<RenderMetrics>) -> ExitCode {
     let outcome = match cli.command {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Decide(args) => decide::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Explain(args) => decide::explain(args).map(|()| ExitCode::SUCCESS),
         Command::Publish(args) => publish::run(args).map(|()| ExitCode::SUCCESS),
         Command::Mode(args) => mode::run(args).map(|()| ExitCode::SUCCESS),
         Command::Rollback(args) => rollback::run(args).map(|()| ExitCode::SUCCESS),

@@ -33,6 +33,9 @@ pub struct ClientsConfig {
     /// The Lambda client; by default one is made from the environment
     /// (like any AWS SDK client) on first use.
     pub lambda_client: Option<aws_sdk_lambda::Client>,
+    /// The Step Functions client; by default one is made from the
+    /// environment on first use (see [`sfn_client`](crate::sfn_client)).
+    pub sfn_client: Option<aws_sdk_sfn::Client>,
     /// Serving threads that each get their own HTTP(S) client and
     /// connection pool (see [`enter_worker`]); 1 shares one among all.
     pub workers: usize,
@@ -45,6 +48,7 @@ impl Default for ClientsConfig {
             upstream_idle_timeout: Duration::from_secs(90),
             mirror_slots: 64,
             lambda_client: None,
+            sfn_client: None,
             workers: 1,
         }
     }
@@ -87,6 +91,7 @@ pub struct Clients {
     /// The TLS settings (trust roots loaded), shared by the HTTP clients.
     tls: OnceLock<Result<rustls::ClientConfig, TlsError>>,
     lambda: OnceCell<aws_sdk_lambda::Client>,
+    sfn: OnceCell<aws_sdk_sfn::Client>,
     pub(crate) timeout: Duration,
     idle_timeout: Duration,
     mirror_slots: Arc<Semaphore>,
@@ -112,6 +117,7 @@ impl Clients {
                 .collect(),
             tls: OnceLock::new(),
             lambda: OnceCell::new_with(config.lambda_client),
+            sfn: OnceCell::new_with(config.sfn_client),
             timeout: config.upstream_timeout,
             idle_timeout: config.upstream_idle_timeout,
             mirror_slots: Arc::new(Semaphore::new(config.mirror_slots)),
@@ -159,6 +165,18 @@ impl Clients {
                     .load()
                     .await;
                 aws_sdk_lambda::Client::new(&config)
+            })
+            .await
+    }
+
+    /// The Step Functions client, made from the environment on first use.
+    pub(crate) async fn sfn(&self) -> &aws_sdk_sfn::Client {
+        self.sfn
+            .get_or_init(|| async {
+                let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .load()
+                    .await;
+                crate::step_functions::sfn_client(&config)
             })
             .await
     }

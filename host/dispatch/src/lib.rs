@@ -4,7 +4,8 @@
 //! * [`Dispatcher`]: one per route version, made by [`for_route`], the only
 //!   place the route config's `dispatch` block is matched. Backends: `http`
 //!   (any URL, `https://` included: Lambda function URLs, containers, local
-//!   development) and `lambda` (`Invoke` with the qualifier).
+//!   development), `lambda` (`Invoke` with the qualifier) and
+//!   `step-functions` (an execution of the qualified state machine).
 //! * API Gateway's HTTP API event and response, both ways
 //!   ([`apigw_event`], [`proxy_response`], [`request_from_event`],
 //!   [`response_event`]), in one module.
@@ -29,6 +30,7 @@ mod headers;
 mod http_backend;
 mod lambda;
 mod registry;
+mod step_functions;
 
 pub use apigw::{
     BadEvent, BadProxyResponse, RequestContext, event as apigw_event, proxy_response,
@@ -42,3 +44,4 @@ pub use lambda::{
     MAX_CLIENT_CONTEXT, client_context, custom_fields, error_summary, split_function_name,
 };
 pub use registry::{RouteDispatch, check, for_route, prepare};
+pub use step_functions::sfn_client;

@@ -11,7 +11,7 @@ use crate::dispatcher::Dispatcher;
 #[cfg(feature = "echo")]
 use crate::echo;
 use crate::error::SpecError;
-use crate::{http_backend, lambda};
+use crate::{http_backend, lambda, step_functions};
 
 /// The backends, as the `dispatch` block's `"type"` names them.
 #[derive(Debug, Deserialize)]
@@ -19,6 +19,7 @@ use crate::{http_backend, lambda};
 enum Backend {
     Http(http_backend::HttpSpec),
     Lambda(lambda::LambdaSpec),
+    StepFunctions(step_functions::StepFunctionsSpec),
     #[cfg(feature = "echo")]
     Echo(echo::EchoSpec),
 }
@@ -34,6 +35,10 @@ pub fn for_route(
     Ok(match backend {
         Backend::Http(s) => Arc::new(http_backend::HttpDispatcher::new(s, clients.clone())?),
         Backend::Lambda(s) => Arc::new(lambda::LambdaDispatcher::new(s, clients.clone())?),
+        Backend::StepFunctions(s) => Arc::new(step_functions::StepFunctionsDispatcher::new(
+            s,
+            clients.clone(),
+        )?),
         #[cfg(feature = "echo")]
         Backend::Echo(s) => Arc::new(echo::EchoDispatcher::new(s)),
     })
@@ -73,6 +78,7 @@ pub fn check(config: &RouteConfig) -> Result<(), SpecError> {
             match backend {
                 Backend::Http(s) => s.check(),
                 Backend::Lambda(s) => s.check(),
+                Backend::StepFunctions(s) => s.check(),
                 #[cfg(feature = "echo")]
                 Backend::Echo(_) => Ok(()),
             }

@@ -96,6 +96,9 @@ pub struct ProxyConfig {
     /// The Lambda client for `lambda` dispatch; by default one is made from
     /// the environment (like any AWS SDK client) on first use.
     pub lambda_client: Option<aws_sdk_lambda::Client>,
+    /// The Step Functions client; by default one is made from the
+    /// environment on first use.
+    pub sfn_client: Option<aws_sdk_sfn::Client>,
     /// The traffic class the calls inherit from whoever makes them (the
     /// mesh extension: the invocation in progress). While it is synthetic,
     /// every call is decided as a synthetic one and stays synthetic
@@ -138,6 +141,7 @@ impl Default for ProxyConfig {
             decision_log_sample: 1,
             bypass_policies: false,
             lambda_client: None,
+            sfn_client: None,
             inherited_traffic: None,
             metrics: None,
         }
@@ -225,6 +229,7 @@ impl Proxy {
             upstream_idle_timeout: config.upstream_idle_timeout,
             mirror_slots: config.mirror_slots,
             lambda_client: config.lambda_client.clone(),
+            sfn_client: config.sfn_client.clone(),
             workers: config.workers,
         });
         Arc::new(Proxy {

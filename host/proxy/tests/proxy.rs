@@ -973,3 +973,319 @@ async fn function_errors_are_named_gateway_errors() {
     assert_eq!(headers["x-amz-executed-version"], "2");
     assert_eq!(body["errorType"], "KeyError");
 }
+
+// ---- Step Functions dispatch ----
+//
+// Against a loopback endpoint answering as Step Functions does, not the AWS
+// API emulator: moto 5.2 has no StartSyncExecution, and its StartExecution
+// fails (HTTP 500, `'StateMachineVersion' object has no attribute
+// 'start_execution'`) for a version's ARN and refuses an alias's, which is
+// every call this backend makes.
+
+fn sfn_route(arn: &str, workflow: &str) -> RouteConfig {
+    RouteConfig::from_json(&format!(
+        r#"{{"mode":"synthetic","versions":{{"stable":"1","candidate":"2"}},
+            "context":{{"2":{{"QUEUE_URL":"q-candidate"}}}},
+            "dispatch":{{"type":"step-functions","state-machine-arn":"{arn}","workflow":"{workflow}"}}}}"#
+    ))
+    .unwrap()
+}
+
+const STATE_MACHINE: &str = "arn:aws:states:us-east-1:123456789012:stateMachine:orders";
+
+/// The proxy serving `cfg`, its Step Functions client pointed at `url`
+/// (so with the `sync-` host prefix off).
+async fn sfn_rig(cfg: RouteConfig, url: &str) -> Rig {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sfn::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .endpoint_url(url)
+        .load()
+        .await;
+    let config = ProxyConfig {
+        sfn_client: Some(switchyard_dispatch::sfn_client(&sdk)),
+        ..Default::default()
+    };
+    rig_route(cfg, Seen::default(), config).await
+}
+
+/// Through `switchyard serve`: a synthetic request starts an execution of
+/// the candidate version of a (standard) state machine, a production one of
+/// stable, each with the qualified ARN and the decision in its input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_functions_dispatch_starts_the_chosen_version() {
+    let started = Started::default();
+    let url = step_functions(started.clone()).await;
+    let r = sfn_rig(sfn_route(STATE_MACHINE, "standard"), &url).await;
+
+    let (status, headers, body) = call(
+        "POST",
+        &format!("{}/orders/api/x?y=1", r.base),
+        &[
+            ("x-switchyard-synthetic", "true"),
+            (
+                "x-amzn-trace-id",
+                "Root=1-5759e988-bd862e3fe1be46a994272793",
+            ),
+        ],
+        "hello",
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(headers["x-switchyard-target"], "2");
+    assert_eq!(
+        body["executionArn"], "arn:aws:states:us-east-1:123456789012:execution:orders:2-run",
+        "{body}"
+    );
+    let (status, headers, _) = call("GET", &format!("{}/orders/plain", r.base), &[], "").await;
+    assert_eq!(status, 202);
+    assert_eq!(headers["x-switchyard-target"], "1");
+    {
+        let seen = started.lock().unwrap();
+        let arns: Vec<(&str, &str)> = seen.iter().map(|s| (s.0.as_str(), s.1.as_str())).collect();
+        assert_eq!(
+            arns,
+            [
+                ("StartExecution", &*format!("{STATE_MACHINE}:2")),
+                ("StartExecution", &*format!("{STATE_MACHINE}:1")),
+            ]
+        );
+        let input = &seen[0].2;
+        assert_eq!(input["rawPath"], "/api/x");
+        assert_eq!(input["rawQueryString"], "y=1");
+        assert_eq!(input["body"], "hello");
+        assert_eq!(input["headers"]["x-switchyard-traffic"], "synthetic");
+        assert_eq!(
+            input["switchyard"],
+            serde_json::json!({"function": "orders", "qualifier": "2", "traffic": "synthetic",
+                "context": {"QUEUE_URL": "q-candidate"}})
+        );
+        assert_eq!(
+            seen[0].3.as_deref(),
+            Some("Root=1-5759e988-bd862e3fe1be46a994272793")
+        );
+        assert_eq!(seen[1].2["switchyard"]["traffic"], "production");
+        assert_eq!(seen[1].2["switchyard"]["context"], serde_json::json!({}));
+    }
+
+    // A version the state machine does not have: Step Functions' refusal,
+    // naming the state machine and qualifier.
+    let mut cfg = live_config(&*r.store).await;
+    cfg.versions.insert("candidate".into(), "9".into());
+    r.store.put_route("orders", &cfg).await.unwrap();
+    r.watcher.poll().await.unwrap();
+    let (status, _, body) = call(
+        "GET",
+        &format!("{}/orders/x", r.base),
+        &[("x-switchyard-synthetic", "1")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "state machine {STATE_MACHINE} qualifier 9 was not started: StateMachineDoesNotExist"
+        )),
+        "{body}"
+    );
+}
+
+/// What the loopback Step Functions endpoint saw: (operation, state
+/// machine ARN, input, trace header).
+type Started = Arc<Mutex<Vec<(String, String, serde_json::Value, Option<String>)>>>;
+
+/// A loopback endpoint answering `StartExecution` and `StartSyncExecution`
+/// as Step Functions does (its JSON 1.0 protocol). By qualifier: 1 and 2
+/// exist (a sync run of 1 outputs an API Gateway-shaped response, of 2 a
+/// plain JSON value), 3 exists and its runs fail, others do not exist.
+/// Returns its URL.
+async fn step_functions(started: Started) -> String {
+    use axum::response::IntoResponse;
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let started = started.clone();
+            async move {
+                let op = headers["x-amz-target"]
+                    .to_str()
+                    .unwrap()
+                    .trim_start_matches("AWSStepFunctions.")
+                    .to_owned();
+                let req: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let arn = req["stateMachineArn"].as_str().unwrap().to_owned();
+                let input = serde_json::from_str(req["input"].as_str().unwrap()).unwrap();
+                let trace = req["traceHeader"].as_str().map(str::to_owned);
+                started
+                    .lock()
+                    .unwrap()
+                    .push((op.clone(), arn.clone(), input, trace));
+                let json = [("content-type", "application/x-amz-json-1.0")];
+                let qualifier = arn.rsplit(':').next().unwrap().to_owned();
+                if !matches!(qualifier.as_str(), "1" | "2" | "3") {
+                    let err = serde_json::json!({
+                        "__type": "com.amazonaws.states#StateMachineDoesNotExist",
+                        "message": format!("State Machine Does Not Exist: '{arn}'"),
+                    });
+                    return (StatusCode::BAD_REQUEST, json, err.to_string()).into_response();
+                }
+                let execution = format!(
+                    "{}:{qualifier}-run",
+                    arn.rsplit_once(':')
+                        .unwrap()
+                        .0
+                        .replace(":stateMachine:", ":execution:")
+                );
+                let mut answer = serde_json::json!({"executionArn": execution, "startDate": 1.7e9});
+                if op == "StartSyncExecution" {
+                    answer["stateMachineArn"] = serde_json::json!(arn);
+                    answer["stopDate"] = serde_json::json!(1.7e9);
+                    match qualifier.as_str() {
+                        "1" => {
+                            answer["status"] = serde_json::json!("SUCCEEDED");
+                            answer["output"] = serde_json::json!(
+                                r#"{"statusCode":201,"headers":{"x-made-by":"v1"},"body":"made"}"#
+                            );
+                        }
+                        "2" => {
+                            answer["status"] = serde_json::json!("SUCCEEDED");
+                            answer["output"] = serde_json::json!(r#"{"order":42}"#);
+                        }
+                        _ => {
+                            answer["status"] = serde_json::json!("FAILED");
+                            answer["error"] = serde_json::json!("States.TaskFailed");
+                            answer["cause"] = serde_json::json!("the payment service said no");
+                        }
+                    }
+                }
+                (StatusCode::OK, json, answer.to_string()).into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// Express workflows answer with the execution's output, through a client
+/// whose `sync-` host prefix is off for the endpoint URL it was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn express_workflows_answer_with_their_output() {
+    let started = Started::default();
+    let url = step_functions(started.clone()).await;
+    let arn = STATE_MACHINE;
+    let r = sfn_rig(sfn_route(arn, "express"), &url).await;
+
+    // Stable (1): an API Gateway-shaped output is mapped to the response.
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let resp = client
+        .request(
+            http::Request::get(format!("{}/orders/x", r.base))
+                .header(
+                    "x-amzn-trace-id",
+                    "Root=1-5759e988-bd862e3fe1be46a994272793",
+                )
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(resp.headers()["x-made-by"], "v1");
+    assert_eq!(resp.headers()["x-switchyard-target"], "1");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"made");
+
+    // Candidate (2): any other output is a 200 JSON body.
+    let (status, headers, body) = call(
+        "POST",
+        &format!("{}/orders/api/x?y=1", r.base),
+        &[("x-switchyard-synthetic", "true")],
+        "hello",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, serde_json::json!({"order": 42}));
+    assert_eq!(headers["content-type"], "application/json");
+    {
+        let seen = started.lock().unwrap();
+        let ops: Vec<(&str, &str)> = seen.iter().map(|s| (s.0.as_str(), s.1.as_str())).collect();
+        assert_eq!(
+            ops,
+            [
+                ("StartSyncExecution", &*format!("{arn}:1")),
+                ("StartSyncExecution", &*format!("{arn}:2")),
+            ]
+        );
+        assert_eq!(
+            seen[0].3.as_deref(),
+            Some("Root=1-5759e988-bd862e3fe1be46a994272793")
+        );
+        assert_eq!(seen[1].2["switchyard"]["traffic"], "synthetic");
+        assert_eq!(seen[1].2["body"], "hello");
+    }
+
+    // The Invoke API front end reaches it through the same dispatcher: a
+    // boto3 Invoke of `orders` gets stable's output as the payload.
+    let out = moto_lambda(&["invoke", &r.base, "orders", r#"{"order":7}"#]);
+    assert_eq!(out["status"], 200, "{out}");
+    let payload: serde_json::Value =
+        serde_json::from_str(out["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(payload["statusCode"], 201, "{out}");
+    {
+        let seen = started.lock().unwrap();
+        let last = seen.last().unwrap();
+        assert_eq!(last.1, format!("{arn}:1"));
+        assert_eq!(last.2["order"], 7, "the payload is the input");
+        assert_eq!(last.2["switchyard"]["traffic"], "production");
+    }
+
+    // A mirror copy starts an execution of the mirror qualifier (without
+    // waiting for it), tagged synthetic.
+    let mut cfg = live_config(&*r.store).await;
+    cfg.flags.insert("mirror-role".into(), "candidate".into());
+    r.store.put_route("orders", &cfg).await.unwrap();
+    r.watcher.poll().await.unwrap();
+    let (status, _, _) = call("GET", &format!("{}/orders/m", r.base), &[], "").await;
+    assert_eq!(status, 201);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let copy = started
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.0 == "StartExecution")
+            .cloned();
+        if let Some((_, qualified, input, _)) = copy {
+            assert_eq!(qualified, format!("{arn}:2"));
+            assert_eq!(input["switchyard"]["traffic"], "synthetic");
+            assert_eq!(input["switchyard"]["context"]["QUEUE_URL"], "q-candidate");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no mirror execution started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A failed execution is a 502 naming the state machine, qualifier,
+    // error and cause.
+    let mut cfg = live_config(&*r.store).await;
+    cfg.flags.remove("mirror-role");
+    cfg.versions.insert("stable".into(), "3".into());
+    r.store.put_route("orders", &cfg).await.unwrap();
+    r.watcher.poll().await.unwrap();
+    let (status, _, body) = call("GET", &format!("{}/orders/x", r.base), &[], "").await;
+    assert_eq!(status, 502, "{body}");
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("state machine {arn} qualifier 3 failed"))
+            && message.contains("States.TaskFailed: the payment service said no"),
+        "{body}"
+    );
+}

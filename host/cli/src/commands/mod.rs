@@ -94,7 +94,10 @@ enum Command {
     /// "urls":{...}} forwards to the chosen qualifier's URL; {"type":
     /// "lambda","function-name":"..."} invokes that Lambda function with the
     /// chosen qualifier (AWS credentials and region from the environment,
-    /// like any AWS SDK; AWS_ENDPOINT_URL for an emulator).
+    /// like any AWS SDK; AWS_ENDPOINT_URL for an emulator);
+    /// {"type":"step-functions","state-machine-arn":"...","workflow":
+    /// "express"|"standard"} starts an execution of that state machine's
+    /// chosen version or alias.
     ///
     /// Also serves the Lambda Invoke API (POST /2015-03-31/functions/{name}/
     /// invocations: point an AWS SDK's endpoint URL here) and GET /healthz

@@ -92,6 +92,7 @@ pub struct Clients {
     tls: OnceLock<Result<rustls::ClientConfig, TlsError>>,
     lambda: OnceCell<aws_sdk_lambda::Client>,
     sfn: OnceCell<aws_sdk_sfn::Client>,
+    aws: OnceCell<aws_config::SdkConfig>,
     pub(crate) timeout: Duration,
     idle_timeout: Duration,
     mirror_slots: Arc<Semaphore>,
@@ -118,6 +119,7 @@ impl Clients {
             tls: OnceLock::new(),
             lambda: OnceCell::new_with(config.lambda_client),
             sfn: OnceCell::new_with(config.sfn_client),
+            aws: OnceCell::new(),
             timeout: config.upstream_timeout,
             idle_timeout: config.upstream_idle_timeout,
             mirror_slots: Arc::new(Semaphore::new(config.mirror_slots)),
@@ -166,6 +168,14 @@ impl Clients {
                     .await;
                 aws_sdk_lambda::Client::new(&config)
             })
+            .await
+    }
+
+    /// The AWS environment (credentials, region), loaded on first use: what
+    /// `aws-iam` auth signs with.
+    pub(crate) async fn aws(&self) -> &aws_config::SdkConfig {
+        self.aws
+            .get_or_init(|| aws_config::defaults(aws_config::BehaviorVersion::latest()).load())
             .await
     }
 

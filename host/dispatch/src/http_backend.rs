@@ -1,13 +1,22 @@
 //! `{"type":"http","urls":{"7":"https://..."}}`: forward to the chosen
 //! qualifier's base URL (Lambda function URLs, containers, local
 //! development), over HTTP/1.1 or HTTP/2, TLS for `https://`.
+//!
+//! An optional `auth` block authenticates each request:
+//! `{"kind":"aws-iam"}` signs it with AWS Signature Version 4 and the
+//! host's own credentials (service `lambda` and the environment's region
+//! unless `"service"` / `"region"` say otherwise: a Lambda function URL
+//! with `AuthType: AWS_IAM`); `{"kind":"header","name":"x-functions-key",
+//! "value":"..."}` adds a header (Azure Functions' key, a bearer token).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use aws_credential_types::provider::ProvideCredentials;
+use bytes::Bytes;
 use http::uri::{Authority, Scheme};
-use http::{StatusCode, Uri};
+use http::{HeaderName, HeaderValue, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use serde::Deserialize;
 
@@ -22,11 +31,88 @@ use crate::headers::{outgoing, strip_hop_by_hop};
 pub(crate) struct HttpSpec {
     /// Qualifier -> base URL.
     urls: BTreeMap<String, String>,
+    /// How each request is authenticated (none by default).
+    #[serde(default)]
+    auth: Option<AuthSpec>,
+}
+
+/// The `auth` block of `http` dispatch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+enum AuthSpec {
+    /// SigV4 with the host's own AWS credentials.
+    AwsIam {
+        /// The signing region; default the environment's (`AWS_REGION`).
+        #[serde(default)]
+        region: Option<String>,
+        /// The signing service; default `lambda` (function URLs).
+        #[serde(default = "lambda_service")]
+        service: String,
+    },
+    /// A header added to every request.
+    Header {
+        /// The header's name, e.g. `x-functions-key` or `authorization`.
+        name: String,
+        /// Its value, e.g. `Bearer ...`.
+        value: String,
+    },
+}
+
+fn lambda_service() -> String {
+    "lambda".to_owned()
+}
+
+/// An `auth` block, checked and parsed once per route version.
+#[derive(Debug)]
+enum Auth {
+    AwsIam {
+        region: Option<String>,
+        service: String,
+    },
+    Header {
+        name: HeaderName,
+        value: HeaderValue,
+    },
+}
+
+impl AuthSpec {
+    fn parse(&self) -> Result<Auth, SpecError> {
+        match self {
+            AuthSpec::AwsIam { region, service } => {
+                if service.trim().is_empty() {
+                    return Err(SpecError::Invalid(
+                        "auth \"service\" is empty; leave it out for \"lambda\" (function URLs)"
+                            .into(),
+                    ));
+                }
+                Ok(Auth::AwsIam {
+                    region: region.clone(),
+                    service: service.clone(),
+                })
+            }
+            AuthSpec::Header { name, value } => {
+                let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    SpecError::Invalid(format!("auth header name {name:?} is not a header name"))
+                })?;
+                let mut value = HeaderValue::from_str(value).map_err(|_| {
+                    SpecError::Invalid(format!(
+                        "auth header {name} has a value that cannot be sent in a header"
+                    ))
+                })?;
+                // Never shown by debug output or logged by hyper.
+                value.set_sensitive(true);
+                Ok(Auth::Header { name, value })
+            }
+        }
+    }
 }
 
 impl HttpSpec {
     /// Every URL is an absolute http(s) URL.
     pub(crate) fn check(&self) -> Result<(), SpecError> {
+        if let Some(auth) = &self.auth {
+            auth.parse()?;
+        }
         for (q, url) in &self.urls {
             let ok = url.parse::<Uri>().is_ok_and(|u| {
                 matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
@@ -45,6 +131,7 @@ impl HttpSpec {
 pub(crate) struct HttpDispatcher {
     /// Qualifier -> base URL, parsed once per route version.
     urls: BTreeMap<String, Base>,
+    auth: Option<Auth>,
     clients: Arc<Clients>,
 }
 
@@ -84,6 +171,7 @@ impl std::fmt::Display for Base {
 impl HttpDispatcher {
     pub(crate) fn new(spec: HttpSpec, clients: Arc<Clients>) -> Result<Self, SpecError> {
         spec.check()?;
+        let auth = spec.auth.as_ref().map(AuthSpec::parse).transpose()?;
         let urls = spec
             .urls
             .into_iter()
@@ -104,7 +192,77 @@ impl HttpDispatcher {
                 Ok((q, Base { scheme, authority, prefix }))
             })
             .collect::<Result<_, SpecError>>()?;
-        Ok(HttpDispatcher { urls, clients })
+        Ok(HttpDispatcher {
+            urls,
+            auth,
+            clients,
+        })
+    }
+}
+
+impl HttpDispatcher {
+    /// Signs `req` with SigV4 and the host's AWS credentials.
+    async fn sign(
+        &self,
+        req: &mut http::Request<Full<Bytes>>,
+        body: &[u8],
+        region: Option<&str>,
+        service: &str,
+        to: &Target,
+    ) -> Result<(), DispatchError> {
+        let failed = |why: String| {
+            DispatchError::internal(
+                "AuthFailed",
+                format!(
+                    "{} qualifier {}: aws-iam auth failed: {why}",
+                    to.function, to.qualifier
+                ),
+            )
+        };
+        let sdk = self.clients.aws().await;
+        let Some(provider) = sdk.credentials_provider() else {
+            return Err(failed("no AWS credentials provider is configured".into()));
+        };
+        let credentials = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| failed(format!("no AWS credentials: {}", causes(&e))))?;
+        let Some(region) = region
+            .map(str::to_owned)
+            .or_else(|| sdk.region().map(|r| r.to_string()))
+        else {
+            return Err(failed(
+                "no region: set \"region\" in the auth block or AWS_REGION".into(),
+            ));
+        };
+        let identity: aws_smithy_runtime_api::client::identity::Identity = credentials.into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&region)
+            .name(service)
+            .time(std::time::SystemTime::now())
+            .settings(aws_sigv4::http_request::SigningSettings::default())
+            .build()
+            .map_err(|e| failed(e.to_string()))?
+            .into();
+        let uri = req.uri().to_string();
+        let headers: Vec<(&str, &str)> = req
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+            .collect();
+        let signable = aws_sigv4::http_request::SignableRequest::new(
+            req.method().as_str(),
+            &uri,
+            headers.into_iter(),
+            aws_sigv4::http_request::SignableBody::Bytes(body),
+        )
+        .map_err(|e| failed(e.to_string()))?;
+        let (instructions, _) = aws_sigv4::http_request::sign(signable, &params)
+            .map_err(|e| failed(e.to_string()))?
+            .into_parts();
+        instructions.apply_to_request_http1x(req);
+        Ok(())
     }
 }
 
@@ -137,6 +295,16 @@ impl Dispatcher for HttpDispatcher {
             .body(Full::new(call.body.clone()))
             .map_err(|e| DispatchError::internal("BadRequest", format!("{function}: {e}")))?;
         *req.headers_mut() = outgoing(&call.headers, to);
+        match &self.auth {
+            None => {}
+            Some(Auth::Header { name, value }) => {
+                req.headers_mut().insert(name.clone(), value.clone());
+            }
+            Some(Auth::AwsIam { region, service }) => {
+                self.sign(&mut req, &call.body, region.as_deref(), service, to)
+                    .await?;
+            }
+        }
         let client = self
             .clients
             .http()
@@ -162,6 +330,34 @@ impl Dispatcher for HttpDispatcher {
                 ),
             )),
             Ok(Ok(resp)) => {
+                // AWS's own refusal of the signature (it names its error
+                // type), not the function's answer.
+                if matches!(self.auth, Some(Auth::AwsIam { .. }))
+                    && matches!(resp.status().as_u16(), 401 | 403)
+                    && let Some(kind) = resp.headers().get("x-amzn-errortype")
+                {
+                    let kind = kind.to_str().unwrap_or("AccessDenied").to_owned();
+                    let status = resp.status();
+                    let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+                    let detail = body
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                        .and_then(|v| {
+                            v.get("message")
+                                .or_else(|| v.get("Message"))
+                                .and_then(|m| m.as_str())
+                                .map(str::to_owned)
+                        })
+                        .unwrap_or_default();
+                    return Err(DispatchError::upstream(
+                        StatusCode::BAD_GATEWAY,
+                        &kind,
+                        format!(
+                            "{function} qualifier {}: aws-iam auth was refused ({status}, {kind}): {detail}",
+                            to.qualifier
+                        ),
+                    ));
+                }
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers, false);
                 Ok(http::Response::from_parts(

@@ -114,6 +114,22 @@ mod tests {
                 r#"{"type":"lambda","function-name":"f","extra":1}"#,
                 "unknown field `extra`",
             ),
+            (
+                r#"{"type":"http","urls":{},"auth":{"kind":"header","name":"bad name","value":"v"}}"#,
+                "auth header name \"bad name\" is not a header name",
+            ),
+            (
+                r#"{"type":"http","urls":{},"auth":{"kind":"aws-iam","service":" "}}"#,
+                "auth \"service\" is empty",
+            ),
+            (
+                r#"{"type":"http","urls":{},"auth":{"kind":"basic"}}"#,
+                "unknown variant `basic`",
+            ),
+            (
+                r#"{"type":"step-functions","state-machine-arn":"arn:aws:states:r:1:stateMachine:o","workflow":"async"}"#,
+                "unknown variant `async`",
+            ),
         ] {
             let cfg = config(&format!(
                 r#"{{"mode":"production","versions":{{"stable":"7"}},"dispatch":{bad}}}"#

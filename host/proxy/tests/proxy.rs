@@ -57,6 +57,7 @@ async fn upstream(version: &'static str, delay: Duration, seen: Seen) -> String 
                 "queue": h("x-switchyard-ctx-queue_url"),
                 "path": path,
                 "body": String::from_utf8_lossy(&body),
+                "functions-key": h("x-functions-key"),
             }))
         }
     });
@@ -1288,4 +1289,199 @@ async fn express_workflows_answer_with_their_output() {
             && message.contains("States.TaskFailed: the payment service said no"),
         "{body}"
     );
+}
+
+// ---- Authenticated HTTP dispatch ----
+
+/// The SigV4 verifier (`host/test-support/support/sigv4_verifier.py`: a
+/// loopback endpoint checking signatures with botocore's signer, as a
+/// function URL with `AuthType: AWS_IAM` does) on a free port.
+fn sigv4_verifier() -> (common::Killed, String) {
+    let port = common::free_port();
+    let child = std::process::Command::new("python3")
+        .arg(common::repo_root().join("host/test-support/support/sigv4_verifier.py"))
+        .arg(port.to_string())
+        .spawn()
+        .expect("python3 for the SigV4 verifier");
+    let killed = common::Killed(child);
+    common::wait_for_port(port, "the SigV4 verifier", Duration::from_secs(30));
+    (killed, format!("http://127.0.0.1:{port}"))
+}
+
+fn auth_route(url: &str, auth: &str) -> RouteConfig {
+    RouteConfig::from_json(&format!(
+        r#"{{"mode":"synthetic","versions":{{"stable":"7","candidate":"8"}},
+            "dispatch":{{"type":"http","urls":{{"7":"{url}/v7","8":"{url}/v8"}},"auth":{auth}}}}}"#
+    ))
+    .unwrap()
+}
+
+/// `aws-iam` auth: every request is signed (SigV4, service `lambda`) with
+/// the host's credentials, which the emulator's test credentials are here;
+/// an endpoint that refuses the signature is a 502 naming the auth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_iam_auth_signs_each_request() {
+    common::aws::endpoint(); // the test credentials and region in the environment
+    let (_verifier, url) = sigv4_verifier();
+    let r = rig_route(
+        auth_route(&url, r#"{"kind":"aws-iam"}"#),
+        Seen::default(),
+        ProxyConfig::default(),
+    )
+    .await;
+    let (status, headers, body) = call(
+        "POST",
+        &format!("{}/orders/api/x?b=2&a=1", r.base),
+        &[
+            ("x-switchyard-synthetic", "true"),
+            ("authorization", "Bearer from-the-client"),
+        ],
+        r#"{"order":1}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-switchyard-target"], "8");
+    assert_eq!(body["verified"], true, "{body}");
+    assert_eq!(body["service"], "lambda");
+    assert_eq!(body["path"], "/v8/api/x?b=2&a=1");
+    assert_eq!(body["traffic"], "synthetic");
+    let signed: Vec<&str> = body["signed-headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
+    assert!(
+        signed.contains(&"host")
+            && signed.contains(&"x-amz-date")
+            && signed.contains(&"x-switchyard-traffic"),
+        "{signed:?}"
+    );
+
+    // A signing region set in the block wins over the environment's.
+    let mut cfg = live_config(&*r.store).await;
+    let json = serde_json::to_value(&cfg.dispatch).unwrap();
+    let mut dispatch = json.as_object().unwrap().clone();
+    dispatch["auth"] = serde_json::json!({"kind": "aws-iam", "region": "eu-west-1"});
+    cfg.dispatch = serde_json::from_value(serde_json::Value::Object(dispatch)).unwrap();
+    r.store.put_route("orders", &cfg).await.unwrap();
+    r.watcher.poll().await.unwrap();
+    let (status, _, body) = call("GET", &format!("{}/orders/x", r.base), &[], "").await;
+    assert_eq!(status, 200, "another region still verifies: {body}");
+    assert_eq!(body["region"], "eu-west-1");
+}
+
+/// A host whose credentials the endpoint does not accept: a 502 naming
+/// the function and that `aws-iam` auth was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_iam_auth_refused_is_a_named_gateway_error() {
+    let (_verifier, url) = sigv4_verifier();
+    // Credentials of their own (not the test ones), through the same
+    // environment variables any AWS SDK reads, in a child `serve`.
+    let tmp = tempfile::tempdir().unwrap();
+    let store = format!("dir:{}", tmp.path().display());
+    let route = tmp.path().join("route.json");
+    std::fs::write(
+        &route,
+        serde_json::to_string(&auth_route(
+            &url,
+            r#"{"kind":"aws-iam","region":"us-east-1"}"#,
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let cli = common::workspace_bin("switchyard");
+    let published = std::process::Command::new(&cli)
+        .args([
+            "publish",
+            "--store",
+            &store,
+            "--function",
+            "orders",
+            "--policy",
+            art::SYNTHETIC_HEADER,
+            "--config",
+        ])
+        .arg(&route)
+        .output()
+        .unwrap();
+    assert!(
+        published.status.success(),
+        "{}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    for (key, says) in [
+        (
+            "not-a-known-key",
+            "aws-iam auth was refused (403 Forbidden, UnrecognizedClientException)",
+        ),
+        ("", "aws-iam auth failed: no AWS credentials"),
+    ] {
+        let port = common::free_port();
+        let mut serve = std::process::Command::new(&cli);
+        serve
+            .args([
+                "serve",
+                "--store",
+                &store,
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--admin-listen",
+                "off",
+            ])
+            .env_remove("AWS_PROFILE")
+            .env("AWS_CONFIG_FILE", tmp.path().join("none"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", tmp.path().join("none"))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_REGION", "us-east-1");
+        if key.is_empty() {
+            serve
+                .env_remove("AWS_ACCESS_KEY_ID")
+                .env_remove("AWS_SECRET_ACCESS_KEY");
+        } else {
+            serve
+                .env("AWS_ACCESS_KEY_ID", key)
+                .env("AWS_SECRET_ACCESS_KEY", "whatever");
+        }
+        let _serve = common::Killed(
+            serve
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        common::wait_for_port(port, "switchyard serve", Duration::from_secs(30));
+        let (status, _, body) =
+            call("GET", &format!("http://127.0.0.1:{port}/orders/x"), &[], "").await;
+        assert_eq!(status, 502, "{body}");
+        let message = body["error"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("orders qualifier 7: ") && message.contains(says),
+            "{key:?}: {body}"
+        );
+    }
+}
+
+/// `header` auth adds the configured header (a function key, a bearer
+/// token) to every request, over what the client sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_auth_adds_the_configured_header() {
+    let seen: Seen = Arc::default();
+    let up = upstream("7", Duration::ZERO, seen.clone()).await;
+    let cfg = RouteConfig::from_json(&format!(
+        r#"{{"mode":"production","versions":{{"stable":"7"}},
+            "dispatch":{{"type":"http","urls":{{"7":"{up}"}},
+                "auth":{{"kind":"header","name":"x-functions-key","value":"k-123"}}}}}}"#
+    ))
+    .unwrap();
+    let r = rig_route(cfg, seen, ProxyConfig::default()).await;
+    let (status, _, body) = call(
+        "GET",
+        &format!("{}/orders/x", r.base),
+        &[("x-functions-key", "forged")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["functions-key"], "k-123", "{body}");
 }

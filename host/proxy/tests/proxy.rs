@@ -1043,16 +1043,15 @@ async fn step_functions_dispatch_starts_the_chosen_version() {
     let (status, headers, _) = call("GET", &format!("{}/orders/plain", r.base), &[], "").await;
     assert_eq!(status, 202);
     assert_eq!(headers["x-switchyard-target"], "1");
+    assert_eq!(
+        operations(&started),
+        [
+            ("StartExecution".to_owned(), format!("{STATE_MACHINE}:2")),
+            ("StartExecution".to_owned(), format!("{STATE_MACHINE}:1")),
+        ]
+    );
     {
         let seen = started.lock().unwrap();
-        let arns: Vec<(&str, &str)> = seen.iter().map(|s| (s.0.as_str(), s.1.as_str())).collect();
-        assert_eq!(
-            arns,
-            [
-                ("StartExecution", &*format!("{STATE_MACHINE}:2")),
-                ("StartExecution", &*format!("{STATE_MACHINE}:1")),
-            ]
-        );
         let input = &seen[0].2;
         assert_eq!(input["rawPath"], "/api/x");
         assert_eq!(input["rawQueryString"], "y=1");
@@ -1097,6 +1096,12 @@ async fn step_functions_dispatch_starts_the_chosen_version() {
 /// What the loopback Step Functions endpoint saw: (operation, state
 /// machine ARN, input, trace header).
 type Started = Arc<Mutex<Vec<(String, String, serde_json::Value, Option<String>)>>>;
+
+/// The operations the endpoint was called with, and the ARN of each.
+fn operations(started: &Started) -> Vec<(String, String)> {
+    let seen = started.lock().unwrap();
+    seen.iter().map(|s| (s.0.clone(), s.1.clone())).collect()
+}
 
 /// A loopback endpoint answering `StartExecution` and `StartSyncExecution`
 /// as Step Functions does (its JSON 1.0 protocol). By qualifier: 1 and 2
@@ -1212,16 +1217,15 @@ async fn express_workflows_answer_with_their_output() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, serde_json::json!({"order": 42}));
     assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(
+        operations(&started),
+        [
+            ("StartSyncExecution".to_owned(), format!("{arn}:1")),
+            ("StartSyncExecution".to_owned(), format!("{arn}:2")),
+        ]
+    );
     {
         let seen = started.lock().unwrap();
-        let ops: Vec<(&str, &str)> = seen.iter().map(|s| (s.0.as_str(), s.1.as_str())).collect();
-        assert_eq!(
-            ops,
-            [
-                ("StartSyncExecution", &*format!("{arn}:1")),
-                ("StartSyncExecution", &*format!("{arn}:2")),
-            ]
-        );
         assert_eq!(
             seen[0].3.as_deref(),
             Some("Root=1-5759e988-bd862e3fe1be46a994272793")

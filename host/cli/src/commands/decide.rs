@@ -36,6 +36,16 @@ pub(crate) struct DecideArgs {
     /// The function the request is for (requests in --requests may name their own).
     #[arg(long)]
     function: Option<String>,
+    #[command(flatten)]
+    request: RequestArgs,
+    /// Decide every request of this file (one request JSON a line; '-' for stdin).
+    #[arg(long, conflicts_with_all = ["method", "path", "headers"])]
+    requests: Option<PathBuf>,
+}
+
+/// The request to decide, from flags.
+#[derive(Debug, Args)]
+struct RequestArgs {
     /// HTTP method.
     #[arg(short = 'X', long, default_value = "GET")]
     method: String,
@@ -45,9 +55,13 @@ pub(crate) struct DecideArgs {
     /// A request header, 'Name: value'; repeat for more.
     #[arg(short = 'H', long = "header", value_name = "'NAME: VALUE'")]
     headers: Vec<String>,
-    /// Decide every request of this file (one request JSON a line; '-' for stdin).
-    #[arg(long, conflicts_with_all = ["method", "path", "headers"])]
-    requests: Option<PathBuf>,
+}
+
+impl RequestArgs {
+    /// The headers as (name, value) pairs.
+    fn headers(&self) -> Result<Vec<(String, String)>> {
+        self.headers.iter().map(|h| parse_header(h)).collect()
+    }
 }
 
 /// Parses `Name: value`.
@@ -154,12 +168,9 @@ pub(crate) fn run(args: DecideArgs) -> Result<()> {
         let Some(function) = args.function else {
             bail!("name the function with --function (e.g. --function orders)");
         };
-        let headers = args
-            .headers
-            .iter()
-            .map(|h| parse_header(h))
-            .collect::<Result<Vec<_>>>()?;
-        let decision = decide_one(Request::new(function, args.method, args.path, headers))?;
+        let headers = args.request.headers()?;
+        let RequestArgs { method, path, .. } = args.request;
+        let decision = decide_one(Request::new(function, method, path, headers))?;
         println!(
             "{}",
             serde_json::to_string_pretty(&source.report(&decision)?)?
@@ -221,15 +232,8 @@ pub(crate) struct ExplainArgs {
     /// With the store: keep the compiled policy here (as `serve --cache-dir`).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
-    /// HTTP method.
-    #[arg(short = 'X', long, default_value = "GET")]
-    method: String,
-    /// Request path.
-    #[arg(long, default_value = "/")]
-    path: String,
-    /// A request header, 'Name: value'; repeat for more.
-    #[arg(short = 'H', long = "header", value_name = "'NAME: VALUE'")]
-    headers: Vec<String>,
+    #[command(flatten)]
+    request: RequestArgs,
 }
 
 pub(crate) fn explain(args: ExplainArgs) -> Result<()> {
@@ -240,19 +244,18 @@ pub(crate) fn explain(args: ExplainArgs) -> Result<()> {
         store: args.store,
         cache_dir: args.cache_dir,
         function: Some(args.function),
-        method: args.method,
-        path: args.path,
-        headers: args.headers,
+        request: args.request,
         requests: None,
     };
     let engine = Engine::new()?;
     let source = source(&engine, &args)?;
-    let headers = args
-        .headers
-        .iter()
-        .map(|h| parse_header(h))
-        .collect::<Result<Vec<_>>>()?;
-    let request = Request::new(function.clone(), &args.method, &args.path, headers.clone());
+    let headers = args.request.headers()?;
+    let request = Request::new(
+        function.clone(),
+        &args.request.method,
+        &args.request.path,
+        headers.clone(),
+    );
     let route = Route::new(function.clone(), source.config.clone())?;
     let (decision, failure) = source
         .policy

@@ -537,3 +537,143 @@ fn decide_reads_the_store_from_the_environment() {
     );
     assert_eq!(from_files["target"], "3", "{from_files}");
 }
+
+/// `replay` decides recorded requests with the live policy and a candidate
+/// policy and gates on how many decisions change.
+#[test]
+fn replay_gates_a_policy_change_on_recorded_requests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = format!("dir:{}", tmp.path().join("store").display());
+    publish_orders(&store);
+    // 10 requests: 4 tagged synthetic (3 of them from a QA tenant), 6 not.
+    let mut lines = Vec::new();
+    for i in 0..10 {
+        let mut headers = serde_json::Map::new();
+        if i < 4 {
+            headers.insert("x-switchyard-synthetic".into(), "true".into());
+        }
+        if i < 3 {
+            headers.insert("x-tenant".into(), "acme".into());
+        }
+        lines.push(serde_json::json!({"function": "orders", "path": format!("/o/{i}"), "headers": headers}).to_string());
+    }
+    let requests = tmp.path().join("requests.jsonl");
+    std::fs::write(&requests, lines.join("\n")).unwrap();
+    let requests = requests.display().to_string();
+    let config = tmp.path().join("tenants.json");
+    std::fs::write(
+        &config,
+        r#"{"mode":"synthetic","versions":{"stable":"7","candidate":"8"},"flags":{"qa-tenants":"acme"}}"#,
+    )
+    .unwrap();
+
+    // The same policy: nothing changes, the strictest gate passes.
+    let same = ok_json(
+        &store,
+        &[
+            "replay",
+            "--requests",
+            &requests,
+            "--to",
+            art::SYNTHETIC_HEADER,
+            "--max-changed",
+            "0",
+        ],
+    );
+    assert_eq!(
+        (&same["requests"], &same["changed"], &same["passed"]),
+        (
+            &serde_json::json!(10),
+            &serde_json::json!(0),
+            &serde_json::json!(true)
+        )
+    );
+
+    // tenant-allowlist sends the tagged request without a QA tenant to
+    // stable: one of ten changes target and traffic.
+    let to_tenants = [
+        "replay",
+        "--requests",
+        &requests,
+        "--to",
+        art::TENANT_ALLOWLIST,
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    let changed = ok_json(
+        &store,
+        &[&to_tenants[..], &["--max-changed", "10%"]].concat(),
+    );
+    assert_eq!(
+        (&changed["changed"], &changed["target"], &changed["traffic"]),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(1),
+            &serde_json::json!(1)
+        )
+    );
+    let example = &changed["functions"]["orders"]["examples"][0];
+    assert_eq!(example["request"]["path"], "/o/3");
+    assert_eq!(
+        (&example["from"]["target"], &example["to"]["target"]),
+        (&serde_json::json!("8"), &serde_json::json!("7"))
+    );
+    assert_eq!(example["to"]["reason"], "not a QA tenant");
+    let o = run(
+        &store,
+        &[&to_tenants[..], &["--max-changed", "5%"]].concat(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("1 of 10 decisions change (10.0 %)")
+            && err.contains("more than --max-changed 5%"),
+        "{err}"
+    );
+
+    // Against a store version, which must name its function.
+    ok_json(&store, &["mode", "orders", "production"]);
+    let from_v1 = ok_json(
+        &store,
+        &[
+            "replay",
+            "--requests",
+            &requests,
+            "--to",
+            art::SYNTHETIC_HEADER,
+            "--from",
+            "1",
+            "--function",
+            "orders",
+        ],
+    );
+    assert_eq!(
+        from_v1["changed"], 0,
+        "version 1 decided with its own config"
+    );
+    let live = ok_json(
+        &store,
+        &[
+            "replay",
+            "--requests",
+            &requests,
+            "--to",
+            art::SYNTHETIC_HEADER,
+        ],
+    );
+    assert_eq!(live["changed"], 0);
+    let o = run(
+        &store,
+        &[
+            "replay",
+            "--requests",
+            &requests,
+            "--to",
+            art::SYNTHETIC_HEADER,
+            "--from",
+            "1",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("pass --function orders"));
+}

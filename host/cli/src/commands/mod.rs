@@ -7,6 +7,7 @@ mod mode;
 mod policy;
 mod promote;
 mod publish;
+mod replay;
 mod rollback;
 mod serve;
 mod set;
@@ -58,6 +59,17 @@ enum Command {
     /// SWITCHYARD_STORE), or takes --policy and --config files. E.g.
     /// `switchyard explain orders -H 'x-switchyard-synthetic: 1'`.
     Explain(decide::ExplainArgs),
+    /// Decide recorded requests with the live policy and a new one, and say
+    /// how many decisions change.
+    ///
+    /// A gate to run before `publish`: `switchyard replay --requests
+    /// reqs.jsonl --to new.wasm --max-changed 5%` exits 1 when more than 5 %
+    /// of the decisions change target, traffic class or mirror. Compares
+    /// against each function's live version (--from live, the default), a
+    /// store version (--from N --function F) or a component file; with the
+    /// store's route config unless --config names one. Prints a summary
+    /// per function with examples.
+    Replay(replay::ReplayArgs),
     /// Publish a policy and a route config for a function: uploads the policy
     /// blob if its digest is new (and the fixture cases, if given), then writes
     /// a new route-config version. Prints {"function","version","policy"}.
@@ -132,6 +144,7 @@ pub fn run(cli: Cli, metrics: Option<RenderMetrics>) -> ExitCode {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Decide(args) => decide::run(args).map(|()| ExitCode::SUCCESS),
         Command::Explain(args) => decide::explain(args).map(|()| ExitCode::SUCCESS),
+        Command::Replay(args) => replay::run(args).map(|()| ExitCode::SUCCESS),
         Command::Publish(args) => publish::run(args).map(|()| ExitCode::SUCCESS),
         Command::Mode(args) => mode::run(args).map(|()| ExitCode::SUCCESS),
         Command::Rollback(args) => rollback::run(args).map(|()| ExitCode::SUCCESS),

@@ -49,11 +49,13 @@ use switchyard_dispatch::{
     RouteDispatch, Target, custom_fields, is_tag, split_function_name,
 };
 
+mod capture;
 mod handles;
 mod server;
 
 use handles::Handles;
 
+pub use capture::{Capture, CaptureConfig};
 pub use server::{
     ConnectionLimits, Handler, bind_reuseport, default_max_connections, raise_open_file_limit,
     router_handler, serve_router, serve_threads,
@@ -99,6 +101,9 @@ pub struct ProxyConfig {
     /// The Step Functions client; by default one is made from the
     /// environment on first use.
     pub sfn_client: Option<aws_sdk_sfn::Client>,
+    /// A sample of the decided requests written for `switchyard replay`
+    /// (`serve --capture`).
+    pub capture: Option<Arc<Capture>>,
     /// The traffic class the calls inherit from whoever makes them (the
     /// mesh extension: the invocation in progress). While it is synthetic,
     /// every call is decided as a synthetic one and stays synthetic
@@ -142,6 +147,7 @@ impl Default for ProxyConfig {
             bypass_policies: false,
             lambda_client: None,
             sfn_client: None,
+            capture: None,
             inherited_traffic: None,
             metrics: None,
         }
@@ -606,6 +612,13 @@ fn decide(p: &Proxy, active: &Active, req: &Arc<Request>, shown: bool) -> Decisi
     // policy is asked for its reason only when it will be shown.
     let seq = p.handles().next_decision();
     let logged = sampled(seq, p.config.decision_log_sample);
+    // The request as the policy sees it; the decide API's are not traffic.
+    if !shown
+        && let Some(capture) = &p.config.capture
+        && capture.sampled(seq)
+    {
+        capture.record(req);
+    }
     let explain = shown || logged;
     let start = Instant::now();
     let (mut decision, failure) = if inherited {

@@ -88,6 +88,23 @@ pub(crate) struct ServeArgs {
     /// measuring what the policies cost (see BENCHMARKS.md).
     #[arg(long)]
     pub(crate) bypass_policies: bool,
+    /// Write a sample of the decided requests to FILE, as the request JSON
+    /// lines `switchyard replay` reads: function, method, path and the
+    /// --capture-header headers, never bodies. Rotated at
+    /// --capture-max-bytes (FILE becomes FILE.1).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) capture: Option<PathBuf>,
+    /// Capture one decided request in N, counted per serving thread.
+    #[arg(long, default_value_t = 100, value_name = "N", requires = "capture")]
+    pub(crate) capture_sample: u64,
+    /// A header to keep in captured requests; repeat for more (the headers
+    /// your policies read). Default: x-switchyard-synthetic. Cookies and
+    /// credentials are never written unless named.
+    #[arg(long = "capture-header", value_name = "NAME", requires = "capture")]
+    pub(crate) capture_headers: Vec<String>,
+    /// Rotate the capture file past this many bytes.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES", requires = "capture")]
+    pub(crate) capture_max_bytes: u64,
     /// How requests are served. `per-core`: one thread per core, each a
     /// single-threaded runtime with its own listener on the same port
     /// (SO_REUSEPORT) and its own upstream connections; the fastest for
@@ -159,6 +176,21 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let capture = match &args.capture {
+        Some(path) => Some(switchyard_proxy::Capture::start(
+            switchyard_proxy::CaptureConfig {
+                path: path.clone(),
+                sample: args.capture_sample,
+                headers: if args.capture_headers.is_empty() {
+                    vec![switchyard_core::DEFAULT_SYNTHETIC_HEADER.to_owned()]
+                } else {
+                    args.capture_headers.clone()
+                },
+                max_bytes: args.capture_max_bytes,
+            },
+        )?),
+        None => None,
+    };
     runtime.block_on(async move {
         let store = switchyard_config::open(&args.store.store).await?;
         let host = switchyard_proxy::start(
@@ -190,6 +222,7 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
                     1
                 },
                 expected_functions: args.functions.clone(),
+                capture,
                 metrics,
                 ..Default::default()
             },

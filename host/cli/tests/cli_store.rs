@@ -187,6 +187,24 @@ fn pipeline(store: &str, corrupt: impl Fn(&str)) {
 
     set_and_promote(store);
 
+    // A pipeline pins the version it read: a write in between is refused,
+    // naming both versions, not overwritten.
+    let o = run(
+        store,
+        &["mode", "orders", "synthetic", "--expect-version", "3"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("orders is at version 7, not 3 (--expect-version)"),
+        "{err}"
+    );
+    let pinned = ok_json(
+        store,
+        &["mode", "orders", "synthetic", "--expect-version", "7"],
+    );
+    assert_eq!(pinned["version"], 8);
+
     corrupt(p["policy"].as_str().unwrap());
     let o = run(store, &["decide", "--store", store, "--function", "orders"]);
     assert_eq!(o.status.code(), Some(1));
@@ -676,4 +694,75 @@ fn replay_gates_a_policy_change_on_recorded_requests() {
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("pass --function orders"));
+}
+
+/// Pipelines writing the same function at once: each write is conditional
+/// on the version its command read, so no change is lost; the writers that
+/// lost a race are told to retry.
+fn racing_pipelines(store: &str) {
+    publish_orders(store);
+    // One after another, every write goes in.
+    for i in 0..4 {
+        ok_json(
+            store,
+            &["set", "orders", "--flag", &format!("pipeline-{i}=done")],
+        );
+    }
+    // At once: the racers that read a version another one replaced first
+    // are refused, and said why.
+    let spawned: Vec<_> = (0..4)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_switchyard"))
+                .args(["set", "orders", "--flag", &format!("racer-{i}=done")])
+                .env("SWITCHYARD_STORE", store)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut won = Vec::new();
+    for (i, child) in spawned.into_iter().enumerate() {
+        let o = child.wait_with_output().unwrap();
+        if o.status.success() {
+            won.push(i);
+        } else {
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                err.contains("changed while this was being written")
+                    || err.contains("is being written by another writer"),
+                "racer {i} failed otherwise: {err}"
+            );
+        }
+    }
+    assert!(!won.is_empty(), "someone wins");
+    let status = ok_json(store, &["status", "orders"]);
+    let live = ok_json(store, &["explain", "orders"]);
+    let flags = &live["route-config"]["flags"];
+    for i in 0..4 {
+        assert_eq!(flags[format!("pipeline-{i}")], "done", "{flags}");
+        let present = flags.get(format!("racer-{i}")).is_some();
+        assert_eq!(
+            present,
+            won.contains(&i),
+            "racer {i}: won {won:?}, flags {flags}"
+        );
+    }
+    assert_eq!(
+        status[0]["version"],
+        1 + 4 + won.len() as u64,
+        "one version per write that won"
+    );
+}
+
+#[test]
+fn racing_pipelines_on_a_dir_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    racing_pipelines(&format!("dir:{}", tmp.path().display()));
+}
+
+#[test]
+fn racing_pipelines_on_an_ssm_store() {
+    aws::endpoint();
+    racing_pipelines(&format!("ssm:/race{}", std::process::id()));
 }

@@ -164,7 +164,10 @@ impl DirStore {
     /// Writes the version whole, aside, then links it in under the next
     /// free number: a reader never sees half a version, and a writer
     /// killed halfway leaves only a hidden temporary file.
-    fn put_route_now(&self, function: &str, text: &str) -> Result<u64> {
+    /// Writes `text` as the next version; with `expected`, only as version
+    /// `expected + 1` (creating that file fails when another writer took
+    /// it: the compare-and-swap).
+    fn put_route_now(&self, function: &str, text: &str, expected: Option<u64>) -> Result<u64> {
         let dir = self.function_dir(function)?;
         std::fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
         let text = format!("{text}\n");
@@ -193,7 +196,7 @@ impl DirStore {
         drop(file);
         let linked = written
             .map_err(|e| self.io(&tmp, e))
-            .and_then(|()| self.link_next(function, &dir, &tmp, &text));
+            .and_then(|()| self.link_next(function, &dir, &tmp, &text, expected));
         let _ = std::fs::remove_file(&tmp);
         linked
     }
@@ -202,9 +205,27 @@ impl DirStore {
     /// the name exists (like `O_EXCL`) and shows the whole file at once;
     /// where the file system has no hard links, the version is written in
     /// place with `O_EXCL` instead.
-    fn link_next(&self, function: &str, dir: &Path, tmp: &Path, text: &str) -> Result<u64> {
+    fn link_next(
+        &self,
+        function: &str,
+        dir: &Path,
+        tmp: &Path,
+        text: &str,
+        expected: Option<u64>,
+    ) -> Result<u64> {
+        let conflict = |s: &Self| -> Result<u64> {
+            Err(StoreError::Conflict {
+                function: function.to_owned(),
+                expected: expected.unwrap_or_default(),
+                found: s.versions(function)?.last().copied().unwrap_or(0),
+            })
+        };
         loop {
-            let version = self.versions(function)?.last().copied().unwrap_or(0) + 1;
+            let latest = self.versions(function)?.last().copied().unwrap_or(0);
+            if expected.is_some_and(|e| e != latest) {
+                return conflict(self);
+            }
+            let version = latest + 1;
             let path = dir.join(format!("{version}.json"));
             let linked = match std::fs::hard_link(tmp, &path) {
                 Err(e)
@@ -226,8 +247,14 @@ impl DirStore {
             };
             match linked {
                 Ok(()) => return Ok(version),
-                // Another writer took this number: take the next one.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                // Another writer took this number: take the next one, or
+                // (compare-and-swap) say so.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if expected.is_some() {
+                        return conflict(self);
+                    }
+                    continue;
+                }
                 Err(e) => return Err(self.io(&path, e)),
             }
         }
@@ -292,7 +319,19 @@ impl ConfigStore for DirStore {
     async fn put_route(&self, function: &str, config: &RouteConfig) -> Result<u64> {
         let text = encode_route(function, config)?;
         let function = function.to_owned();
-        self.blocking(move |s| s.put_route_now(&function, &text))
+        self.blocking(move |s| s.put_route_now(&function, &text, None))
+            .await
+    }
+
+    async fn put_route_if(
+        &self,
+        function: &str,
+        config: &RouteConfig,
+        expected: u64,
+    ) -> Result<u64> {
+        let text = encode_route(function, config)?;
+        let function = function.to_owned();
+        self.blocking(move |s| s.put_route_now(&function, &text, Some(expected)))
             .await
     }
 

@@ -112,6 +112,78 @@ impl SsmStore {
         Ok(format!("{}/functions/{function}", self.prefix))
     }
 
+    /// The parameter a writer holds while it writes `function` (SSM has
+    /// no conditional write of an existing parameter, but creating one is
+    /// conditional: `Overwrite=false`).
+    fn lock_name(&self, function: &str) -> Result<String> {
+        check_function_name(function)?;
+        Ok(format!("{}/locks/{function}", self.prefix))
+    }
+
+    /// Takes `function`'s write lock: creates its lock parameter, holding a
+    /// lease of [`LOCK_LEASE`]. A lease past its end (a writer that died)
+    /// is taken over; a live one is waited for up to [`LOCK_WAIT`], then
+    /// [`StoreError::Busy`].
+    async fn lock(&self, function: &str) -> Result<String> {
+        let name = self.lock_name(function)?;
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let mut pause = std::time::Duration::from_millis(25);
+        loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let lease = serde_json::json!({
+                "holder": format!("pid {} on {}", std::process::id(), host_name()),
+                "until": now + LOCK_LEASE.as_secs(),
+            })
+            .to_string();
+            let created = self
+                .client
+                .put_parameter()
+                .name(&name)
+                .value(lease)
+                .r#type(ParameterType::String)
+                .overwrite(false)
+                .send()
+                .await;
+            match created {
+                Ok(_) => return Ok(name),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_parameter_already_exists()) => {}
+                Err(e) => return Err(self.err(e)),
+            }
+            let held = self.get_many(std::slice::from_ref(&name)).await?;
+            let Some((text, _, _)) = held.get(&name) else {
+                continue; // released in between
+            };
+            let until = serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|v| v["until"].as_u64())
+                .unwrap_or(0);
+            if until < now {
+                // A writer that died holding it: its lease is over.
+                self.unlock(&name).await;
+                continue;
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(StoreError::Busy {
+                    function: function.to_owned(),
+                    holder: format!("lock {name}: {text}"),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(400));
+        }
+    }
+
+    /// Releases a write lock (best effort: a lock left behind expires).
+    async fn unlock(&self, name: &str) {
+        if let Err(e) = self.client.delete_parameter().name(name).send().await {
+            tracing::debug!(target: "switchyard::store", lock = name, error = %crate::aws::sdk_message(&e).1, "write lock not released; its lease will end");
+        }
+    }
+
     fn blob_dir(&self, digest: &Digest) -> String {
         format!("{}/policies/sha256-{}", self.prefix, digest.hex())
     }
@@ -195,6 +267,18 @@ impl SsmStore {
             }
         }
     }
+}
+
+/// How long a write lock is held at most before others may take it over.
+const LOCK_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a writer waits for another's lock before giving up.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// This machine's name, for a lock's holder (best effort).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "this host".to_owned())
 }
 
 fn fmt_date(d: &DateTime) -> Option<String> {
@@ -326,6 +410,35 @@ impl ConfigStore for SsmStore {
         let text = encode_route(function, config)?;
         let name = self.route_name(function)?;
         self.put(&name, &text, true).await
+    }
+
+    async fn put_route_if(
+        &self,
+        function: &str,
+        config: &RouteConfig,
+        expected: u64,
+    ) -> Result<u64> {
+        let text = encode_route(function, config)?;
+        let name = self.route_name(function)?;
+        let lock = self.lock(function).await?;
+        let written = async {
+            let found = self
+                .get_many(std::slice::from_ref(&name))
+                .await?
+                .get(&name)
+                .map_or(0, |(_, version, _)| *version);
+            if found != expected {
+                return Err(StoreError::Conflict {
+                    function: function.to_owned(),
+                    expected,
+                    found,
+                });
+            }
+            self.put(&name, &text, true).await
+        }
+        .await;
+        self.unlock(&lock).await;
+        written
     }
 
     async fn has_blob(&self, digest: &Digest) -> Result<bool> {

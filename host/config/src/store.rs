@@ -97,6 +97,28 @@ pub enum StoreError {
         /// What is wrong.
         reason: RouteConfigError,
     },
+    /// A conditional write whose precondition no longer holds: the
+    /// function moved on since it was read.
+    #[error(
+        "{function} changed while this was being written: it was read at version {expected}, and the store now has version {found} (another pipeline or an operator wrote in between); read it again and retry"
+    )]
+    Conflict {
+        /// The function.
+        function: String,
+        /// The version the writer read (0: none).
+        expected: u64,
+        /// The version the store has now.
+        found: u64,
+    },
+    /// Another writer holds the function's write lock (stores without a
+    /// conditional write serialise writers with one).
+    #[error("{function} is being written by another writer ({holder}); retry in a moment")]
+    Busy {
+        /// The function.
+        function: String,
+        /// Who holds the lock, and until when.
+        holder: String,
+    },
     /// A name the store cannot hold.
     #[error("{0}")]
     InvalidName(String),
@@ -130,6 +152,7 @@ impl StoreError {
             StoreError::DigestMismatch { .. }
             | StoreError::Corrupt { .. }
             | StoreError::InvalidRoute { .. } => "corrupt",
+            StoreError::Conflict { .. } | StoreError::Busy { .. } => "conflict",
             StoreError::TooLarge { .. }
             | StoreError::InvalidName(_)
             | StoreError::Unsupported(_)
@@ -182,6 +205,19 @@ pub trait ConfigStore: Send + Sync + fmt::Debug {
     /// Writes a new version of a function's route config; returns its
     /// version number.
     async fn put_route(&self, function: &str, config: &RouteConfig) -> Result<u64>;
+
+    /// Writes a new version only while the function's latest version is
+    /// still `expected` (0: it has none): a compare-and-swap, so two
+    /// writers that read the same version cannot both write, and neither
+    /// change is lost. Otherwise [`StoreError::Conflict`] naming both
+    /// versions (or [`StoreError::Busy`] while another writer holds the
+    /// lock, where the store needs one). Returns the new version number.
+    async fn put_route_if(
+        &self,
+        function: &str,
+        config: &RouteConfig,
+        expected: u64,
+    ) -> Result<u64>;
 
     /// Whether a blob is stored (completely) under `digest`.
     async fn has_blob(&self, digest: &Digest) -> Result<bool>;

@@ -592,6 +592,94 @@ async fn listings_span_pages<B: Backend>() {
     );
 }
 
+/// Conditional writes: a stale precondition is a conflict naming both
+/// versions, and writers racing from the same version lose nothing (each
+/// retries on a conflict; every one's change is in the end result).
+async fn writes_are_compare_and_swap<B: Backend>() {
+    let (store, _b) = B::fresh().await;
+    assert_eq!(
+        store
+            .put_route_if("orders", &config("synthetic"), 0)
+            .await
+            .unwrap(),
+        1
+    );
+    match store.put_route_if("orders", &config("production"), 0).await {
+        Err(StoreError::Conflict {
+            function,
+            expected: 0,
+            found: 1,
+        }) => assert_eq!(function, "orders"),
+        other => panic!("a stale write must conflict: {other:?}"),
+    }
+    let err = store
+        .put_route_if("orders", &config("production"), 0)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("it was read at version 0, and the store now has version 1"),
+        "{err}"
+    );
+    assert_eq!(
+        store
+            .put_route_if("orders", &config("production"), 1)
+            .await
+            .unwrap(),
+        2
+    );
+
+    let writers: Vec<_> = (0..5)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                loop {
+                    let read = store
+                        .latest(&["orders".into()])
+                        .await
+                        .unwrap()
+                        .pop()
+                        .unwrap();
+                    let read = read.unwrap().unwrap();
+                    let mut cfg = read.config.clone();
+                    cfg.flags.insert(format!("writer-{i}"), "done".into());
+                    match store.put_route_if("orders", &cfg, read.version).await {
+                        Ok(version) => return version,
+                        Err(StoreError::Conflict { .. } | StoreError::Busy { .. }) => continue,
+                        Err(e) => panic!("writer {i}: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for w in writers {
+        versions.push(w.await.unwrap());
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, [3, 4, 5, 6, 7], "each write its own version");
+    let last = store
+        .latest(&["orders".into()])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.version, 7);
+    for i in 0..5 {
+        assert_eq!(
+            last.config
+                .flags
+                .get(&format!("writer-{i}"))
+                .map(String::as_str),
+            Some("done"),
+            "writer {i}'s change was lost: {:?}",
+            last.config.flags
+        );
+    }
+}
+
 macro_rules! suite {
     ($module:ident, $backend:ident: $($test:ident),* $(,)?) => {
         mod $module {
@@ -607,10 +695,12 @@ macro_rules! suite {
 
 suite!(dir, Dir: routes_versions_and_history, blobs_round_trip_and_are_verified, bad_values_are_refused,
        watcher_swaps_and_keeps_last_known_good, failing_fixture_cases_keep_a_version_out,
-       cache_serves_when_the_store_is_down, listings_span_pages, one_bad_function_holds_no_one_back);
+       cache_serves_when_the_store_is_down, listings_span_pages, one_bad_function_holds_no_one_back,
+       writes_are_compare_and_swap);
 suite!(ssm, Ssm: routes_versions_and_history, blobs_round_trip_and_are_verified, bad_values_are_refused,
        watcher_swaps_and_keeps_last_known_good, failing_fixture_cases_keep_a_version_out,
-       cache_serves_when_the_store_is_down, listings_span_pages, one_bad_function_holds_no_one_back);
+       cache_serves_when_the_store_is_down, listings_span_pages, one_bad_function_holds_no_one_back,
+       writes_are_compare_and_swap);
 suite!(ssm_s3, SsmS3: routes_versions_and_history, blobs_round_trip_and_are_verified,
        bad_values_are_refused, watcher_swaps_and_keeps_last_known_good,
        failing_fixture_cases_keep_a_version_out, cache_serves_when_the_store_is_down);

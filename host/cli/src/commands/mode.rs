@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use switchyard_core::Mode;
 
-use super::shared::{StoreArg, block_on, latest, print_json};
+use super::shared::{ExpectArg, StoreArg, block_on, latest, print_json, write_route};
 
 // `switchyard mode <function> production|synthetic`.
 #[derive(Debug, Args)]
@@ -16,6 +16,8 @@ pub(crate) struct ModeArgs {
     /// The new mode.
     #[arg(value_parser = ["production", "synthetic"])]
     mode: String,
+    #[command(flatten)]
+    expect: ExpectArg,
 }
 
 pub(crate) fn run(args: ModeArgs) -> Result<()> {
@@ -23,6 +25,7 @@ pub(crate) fn run(args: ModeArgs) -> Result<()> {
         store,
         function,
         mode,
+        expect,
     } = args;
     block_on(async {
         let store = switchyard_config::open(&store.store).await?;
@@ -32,7 +35,14 @@ pub(crate) fn run(args: ModeArgs) -> Result<()> {
         } else {
             Mode::Production
         };
-        let version = store.put_route(&function, &current.config).await?;
+        let version = write_route(
+            &*store,
+            &function,
+            &current.config,
+            current.version,
+            &expect,
+        )
+        .await?;
         print_json(&serde_json::json!({"function": function, "version": version, "mode": mode}))
     })
 }

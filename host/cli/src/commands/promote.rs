@@ -4,7 +4,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use switchyard_core::Mode;
 
-use super::shared::{StoreArg, block_on, latest, print_json};
+use super::shared::{ExpectArg, StoreArg, block_on, latest, print_json, write_route};
 
 // `switchyard promote <function> [--keep-candidate]`.
 #[derive(Debug, Args)]
@@ -17,6 +17,8 @@ pub(crate) struct PromoteArgs {
     /// instead of clearing it.
     #[arg(long)]
     keep_candidate: bool,
+    #[command(flatten)]
+    expect: ExpectArg,
 }
 
 pub(crate) fn run(args: PromoteArgs) -> Result<()> {
@@ -24,6 +26,7 @@ pub(crate) fn run(args: PromoteArgs) -> Result<()> {
         store,
         function,
         keep_candidate,
+        expect,
     } = args;
     block_on(async {
         let store = switchyard_config::open(&store.store).await?;
@@ -49,7 +52,7 @@ pub(crate) fn run(args: PromoteArgs) -> Result<()> {
             config.versions.remove("candidate");
         }
         config.mode = Mode::Production;
-        let version = store.put_route(&function, &config).await?;
+        let version = write_route(&*store, &function, &config, current.version, &expect).await?;
         eprintln!(
             "{function}: version {version} makes {candidate} stable (was {previous}), mode production{}",
             if keep_candidate {

@@ -6,7 +6,10 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use switchyard_core::{CaseFile, Engine, Policy};
 
-use super::shared::{StoreArg, block_on, load_config, print_json, read_policy, with_hint};
+use super::shared::{
+    ExpectArg, StoreArg, block_on, live_version, load_config, print_json, read_policy, with_hint,
+    write_route,
+};
 
 #[derive(Debug, Args)]
 pub(crate) struct PublishArgs {
@@ -25,6 +28,8 @@ pub(crate) struct PublishArgs {
     /// before the version goes live.
     #[arg(long)]
     pub(crate) cases: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) expect: ExpectArg,
 }
 
 pub(crate) fn run(args: PublishArgs) -> Result<()> {
@@ -76,7 +81,8 @@ pub(crate) fn run(args: PublishArgs) -> Result<()> {
             config.cases = Some(store.put_blob(cases, &|_, _| {}).await?);
         }
         config.policy = Some(digest);
-        let version = store.put_route(&args.function, &config).await?;
+        let read = live_version(&*store, &args.function).await?;
+        let version = write_route(&*store, &args.function, &config, read, &args.expect).await?;
         print_json(
             &serde_json::json!({"function": args.function, "version": version, "policy": digest}),
         )

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::shared::{StoreArg, block_on, print_json};
+use super::shared::{ExpectArg, StoreArg, block_on, print_json, write_route};
 
 // `switchyard rollback <function> [--to N]`.
 #[derive(Debug, Args)]
@@ -15,6 +15,8 @@ pub(crate) struct RollbackArgs {
     /// The version to restore.
     #[arg(long)]
     to: Option<u64>,
+    #[command(flatten)]
+    expect: ExpectArg,
 }
 
 pub(crate) fn run(args: RollbackArgs) -> Result<()> {
@@ -22,6 +24,7 @@ pub(crate) fn run(args: RollbackArgs) -> Result<()> {
         store,
         function,
         to,
+        expect,
     } = args;
     block_on(async {
         let store = switchyard_config::open(&store.store).await?;
@@ -72,7 +75,8 @@ pub(crate) fn run(args: RollbackArgs) -> Result<()> {
                 })?
             }
         };
-        let version = store.put_route(&function, &target.config).await?;
+        let read = current_version.unwrap_or(current.version);
+        let version = write_route(&*store, &function, &target.config, read, &expect).await?;
         eprintln!(
             "{function}: version {version} restores version {} (was {})",
             target.version,

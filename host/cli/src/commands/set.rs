@@ -4,7 +4,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use switchyard_core::valid_qualifier;
 
-use super::shared::{StoreArg, block_on, latest, print_json};
+use super::shared::{ExpectArg, StoreArg, block_on, latest, print_json, write_route};
 
 // `switchyard set <function> [--flag k=v]... [--version role=q]... [--context q:k=v]...`.
 #[derive(Debug, Args)]
@@ -32,6 +32,8 @@ pub(crate) struct SetArgs {
     /// Remove a context value. Repeat for more.
     #[arg(long = "unset-context", value_name = "QUALIFIER:KEY")]
     unset_context: Vec<String>,
+    #[command(flatten)]
+    expect: ExpectArg,
 }
 
 /// `k=v` split at the first `=`; the key must not be empty.
@@ -136,7 +138,8 @@ pub(crate) fn run(args: SetArgs) -> Result<()> {
             );
             current.version
         } else {
-            let version = store.put_route(&function, &config).await?;
+            let version =
+                write_route(&*store, &function, &config, current.version, &args.expect).await?;
             eprintln!(
                 "{function}: version {version} changes {} (was version {})",
                 changed.join(", "),

@@ -45,6 +45,47 @@ pub(crate) fn summary(r: &StoredRoute) -> serde_json::Value {
     })
 }
 
+/// A write command's precondition from a pipeline.
+#[derive(Debug, Args)]
+pub(crate) struct ExpectArg {
+    /// Write only if the function's live version is N (the one the
+    /// pipeline read and decided on); any other is a conflict, not an
+    /// overwrite. Without it the version this command reads is the
+    /// precondition: a write in between is a conflict either way.
+    #[arg(long, value_name = "N")]
+    pub(crate) expect_version: Option<u64>,
+}
+
+/// Writes `config` as `function`'s next version, only over version `read`
+/// (the one this command read; 0: none) and, with --expect-version, only
+/// when that is the one the pipeline expects: no write in between is
+/// silently overwritten.
+pub(crate) async fn write_route(
+    store: &dyn ConfigStore,
+    function: &str,
+    config: &RouteConfig,
+    read: u64,
+    expect: &ExpectArg,
+) -> Result<u64> {
+    if let Some(n) = expect.expect_version
+        && n != read
+    {
+        anyhow::bail!(
+            "{function} is at version {read}, not {n} (--expect-version): it changed after the pipeline read it; read it again and retry"
+        );
+    }
+    Ok(store.put_route_if(function, config, read).await?)
+}
+
+/// The latest version number of `function` (0: none), readable or not.
+pub(crate) async fn live_version(store: &dyn ConfigStore, function: &str) -> Result<u64> {
+    match store.latest(&[function.to_owned()]).await?.pop() {
+        Some(Ok(Some(r))) => Ok(r.version),
+        Some(Ok(None)) | None => Ok(0),
+        Some(Err(e)) => e.version().ok_or(e).map_err(Into::into),
+    }
+}
+
 pub(crate) async fn latest(store: &dyn ConfigStore, function: &str) -> Result<StoredRoute> {
     store
         .latest(&[function.to_owned()])

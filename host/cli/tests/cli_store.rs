@@ -123,7 +123,16 @@ fn pipeline(store: &str, corrupt: impl Fn(&str)) {
     );
 
     assert_eq!(
-        ok_json(store, &["mode", "orders", "production"])["version"],
+        ok_json(
+            store,
+            &[
+                "mode",
+                "orders",
+                "production",
+                "--reason",
+                "QA found a bug in 8"
+            ]
+        )["version"],
         2
     );
     assert_eq!(
@@ -147,6 +156,29 @@ fn pipeline(store: &str, corrupt: impl Fn(&str)) {
         .map(|h| h["mode"].as_str().unwrap())
         .collect();
     assert_eq!(modes, ["synthetic", "production", "synthetic"]);
+    // Who wrote each version, with which command and why.
+    let notes: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["note"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            "switchyard publish",
+            "switchyard mode: QA found a bug in 8",
+            "switchyard rollback"
+        ]
+    );
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["by"].as_str().is_some_and(|b| !b.is_empty())),
+        "{history}"
+    );
 
     let o = run(store, &["rollback", "orders", "--to", "42"]);
     assert_eq!(o.status.code(), Some(1));

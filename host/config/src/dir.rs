@@ -91,13 +91,37 @@ impl DirStore {
             .and_then(|m| m.modified())
             .ok()
             .map(rfc3339);
+        let note = std::fs::read_to_string(path.with_extension("note"))
+            .ok()
+            .map(|n| n.trim_end().to_owned());
         Ok(StoredRoute {
             function: function.to_owned(),
             version,
             modified,
             config: decode_route(function, version, &text)?,
+            by: owner(&path),
+            note,
         })
     }
+}
+
+/// The name of the user owning `path` (from `/etc/passwd`; else the uid).
+#[cfg(unix)]
+fn owner(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata(path).ok()?.uid();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name = passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)? == uid.to_string()).then(|| name.to_owned())
+    });
+    Some(name.unwrap_or_else(|| format!("uid {uid}")))
+}
+
+#[cfg(not(unix))]
+fn owner(_: &Path) -> Option<String> {
+    None
 }
 
 /// Formats a time as RFC 3339 UTC, seconds precision.
@@ -328,11 +352,22 @@ impl ConfigStore for DirStore {
         function: &str,
         config: &RouteConfig,
         expected: u64,
+        note: &str,
     ) -> Result<u64> {
         let text = encode_route(function, config)?;
         let function = function.to_owned();
-        self.blocking(move |s| s.put_route_now(&function, &text, Some(expected)))
-            .await
+        let note = crate::store::cut_note(note).to_owned();
+        self.blocking(move |s| {
+            let version = s.put_route_now(&function, &text, Some(expected))?;
+            // Beside the version, after it: a version without its note
+            // (a crash in between) is still a good version.
+            let path = s.function_dir(&function)?.join(format!("{version}.note"));
+            if let Err(e) = std::fs::write(&path, format!("{note}\n")) {
+                tracing::warn!(target: "switchyard::store", path = %path.display(), error = %e, "the version's note was not written");
+            }
+            Ok(version)
+        })
+        .await
     }
 
     async fn has_blob(&self, digest: &Digest) -> Result<bool> {

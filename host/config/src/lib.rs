@@ -59,8 +59,8 @@ pub use s3::{BlobBucket, client as s3_client};
 #[cfg(feature = "aws")]
 pub use ssm::{DEFAULT_BLOB_THRESHOLD, GET_PARAMETERS_MAX, SsmStore};
 pub use store::{
-    ConfigStore, Entry, MAX_ROUTE_CONFIG_CHARS, MAX_STORED_ROUTE_CHARS, Result, StoreError,
-    StoredRoute, check_function_name, decode_route, encode_route,
+    ConfigStore, Entry, MAX_NOTE_CHARS, MAX_ROUTE_CONFIG_CHARS, MAX_STORED_ROUTE_CHARS, Result,
+    StoreError, StoredRoute, check_function_name, decode_route, encode_route,
 };
 pub use watch::{
     Active, Outcome, POLL_TIMEOUT, PolicySet, Prepare, Prepared, RejectReason, WatchConfig,

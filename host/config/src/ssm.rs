@@ -313,6 +313,8 @@ impl ConfigStore for SsmStore {
                     version: *version,
                     modified: modified.clone(),
                     config: decode_route(function, *version, text)?,
+                    by: None,
+                    note: None,
                 })),
             })
             .collect())
@@ -348,6 +350,8 @@ impl ConfigStore for SsmStore {
             version,
             modified: p.last_modified_date().and_then(fmt_date),
             config: decode_route(function, version, p.value().unwrap_or_default())?,
+            by: None,
+            note: None,
         })
     }
 
@@ -375,6 +379,8 @@ impl ConfigStore for SsmStore {
                             version,
                             modified: p.last_modified_date().and_then(fmt_date),
                             config,
+                            by: p.last_modified_user().map(str::to_owned),
+                            note: p.description().map(str::to_owned),
                         }
                     });
                 routes.push((version, route));
@@ -417,6 +423,7 @@ impl ConfigStore for SsmStore {
         function: &str,
         config: &RouteConfig,
         expected: u64,
+        note: &str,
     ) -> Result<u64> {
         let text = encode_route(function, config)?;
         let name = self.route_name(function)?;
@@ -434,7 +441,21 @@ impl ConfigStore for SsmStore {
                     found,
                 });
             }
-            self.put(&name, &text, true).await
+            // The note rides as the version's description, which
+            // GetParameterHistory returns with the writer's principal.
+            let out = self
+                .client
+                .put_parameter()
+                .name(&name)
+                .value(&text)
+                .description(crate::store::cut_note(note))
+                .r#type(ParameterType::String)
+                .tier(ParameterTier::Standard)
+                .overwrite(true)
+                .send()
+                .await
+                .map_err(|e| self.err(e))?;
+            Ok(out.version() as u64)
         }
         .await;
         self.unlock(&lock).await;

@@ -24,6 +24,18 @@ pub const MAX_ROUTE_CONFIG_CHARS: usize = 4096;
 /// longer one is corrupt, not parsed.
 pub const MAX_STORED_ROUTE_CHARS: usize = 8192;
 
+/// Longest note kept with a version (SSM's limit for a parameter's
+/// description); longer ones are cut.
+pub const MAX_NOTE_CHARS: usize = 1024;
+
+/// `note` cut to [`MAX_NOTE_CHARS`] characters.
+pub(crate) fn cut_note(note: &str) -> &str {
+    match note.char_indices().nth(MAX_NOTE_CHARS) {
+        Some((at, _)) => &note[..at],
+        None => note,
+    }
+}
+
 /// One version of a function's route config, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct StoredRoute {
@@ -35,6 +47,14 @@ pub struct StoredRoute {
     pub modified: Option<String>,
     /// The config.
     pub config: RouteConfig,
+    /// Who wrote this version, where the store records it (SSM: the
+    /// writer's principal; `dir`: the version file's owner). Read by
+    /// `history`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// What its writer said of it: the command and its `--reason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// What can go wrong talking to a store.
@@ -212,11 +232,14 @@ pub trait ConfigStore: Send + Sync + fmt::Debug {
     /// change is lost. Otherwise [`StoreError::Conflict`] naming both
     /// versions (or [`StoreError::Busy`] while another writer holds the
     /// lock, where the store needs one). Returns the new version number.
+    /// `note` (the command and its reason, at most [`MAX_NOTE_CHARS`]) is
+    /// kept with the version, for `history`.
     async fn put_route_if(
         &self,
         function: &str,
         config: &RouteConfig,
         expected: u64,
+        note: &str,
     ) -> Result<u64>;
 
     /// Whether a blob is stored (completely) under `digest`.

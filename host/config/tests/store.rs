@@ -599,12 +599,15 @@ async fn writes_are_compare_and_swap<B: Backend>() {
     let (store, _b) = B::fresh().await;
     assert_eq!(
         store
-            .put_route_if("orders", &config("synthetic"), 0)
+            .put_route_if("orders", &config("synthetic"), 0, "switchyard test")
             .await
             .unwrap(),
         1
     );
-    match store.put_route_if("orders", &config("production"), 0).await {
+    match store
+        .put_route_if("orders", &config("production"), 0, "switchyard test")
+        .await
+    {
         Err(StoreError::Conflict {
             function,
             expected: 0,
@@ -613,7 +616,7 @@ async fn writes_are_compare_and_swap<B: Backend>() {
         other => panic!("a stale write must conflict: {other:?}"),
     }
     let err = store
-        .put_route_if("orders", &config("production"), 0)
+        .put_route_if("orders", &config("production"), 0, "switchyard test")
         .await
         .unwrap_err();
     assert!(
@@ -623,7 +626,7 @@ async fn writes_are_compare_and_swap<B: Backend>() {
     );
     assert_eq!(
         store
-            .put_route_if("orders", &config("production"), 1)
+            .put_route_if("orders", &config("production"), 1, "switchyard test")
             .await
             .unwrap(),
         2
@@ -643,7 +646,10 @@ async fn writes_are_compare_and_swap<B: Backend>() {
                     let read = read.unwrap().unwrap();
                     let mut cfg = read.config.clone();
                     cfg.flags.insert(format!("writer-{i}"), "done".into());
-                    match store.put_route_if("orders", &cfg, read.version).await {
+                    match store
+                        .put_route_if("orders", &cfg, read.version, &format!("writer {i}"))
+                        .await
+                    {
                         Ok(version) => return version,
                         Err(StoreError::Conflict { .. } | StoreError::Busy { .. }) => continue,
                         Err(e) => panic!("writer {i}: {e}"),
@@ -678,6 +684,23 @@ async fn writes_are_compare_and_swap<B: Backend>() {
             last.config.flags
         );
     }
+    // Each version keeps its writer's note, and who wrote it.
+    let history = store.history("orders").await.unwrap();
+    let notes: Vec<String> = history
+        .iter()
+        .map(|r| r.as_ref().unwrap().note.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(notes[..2], ["switchyard test", "switchyard test"]);
+    let mut writers = notes[2..].to_vec();
+    writers.sort();
+    assert_eq!(
+        writers,
+        (0..5).map(|i| format!("writer {i}")).collect::<Vec<_>>()
+    );
+    assert!(
+        history.iter().all(|r| r.as_ref().unwrap().by.is_some()),
+        "{history:?}"
+    );
 }
 
 macro_rules! suite {

@@ -41,6 +41,7 @@ pub(crate) fn run(args: ModeArgs) -> Result<()> {
             &current.config,
             current.version,
             &expect,
+            "mode",
         )
         .await?;
         print_json(&serde_json::json!({"function": function, "version": version, "mode": mode}))

@@ -52,7 +52,15 @@ pub(crate) fn run(args: PromoteArgs) -> Result<()> {
             config.versions.remove("candidate");
         }
         config.mode = Mode::Production;
-        let version = write_route(&*store, &function, &config, current.version, &expect).await?;
+        let version = write_route(
+            &*store,
+            &function,
+            &config,
+            current.version,
+            &expect,
+            "promote",
+        )
+        .await?;
         eprintln!(
             "{function}: version {version} makes {candidate} stable (was {previous}), mode production{}",
             if keep_candidate {

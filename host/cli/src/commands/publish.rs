@@ -82,7 +82,15 @@ pub(crate) fn run(args: PublishArgs) -> Result<()> {
         }
         config.policy = Some(digest);
         let read = live_version(&*store, &args.function).await?;
-        let version = write_route(&*store, &args.function, &config, read, &args.expect).await?;
+        let version = write_route(
+            &*store,
+            &args.function,
+            &config,
+            read,
+            &args.expect,
+            "publish",
+        )
+        .await?;
         print_json(
             &serde_json::json!({"function": args.function, "version": version, "policy": digest}),
         )

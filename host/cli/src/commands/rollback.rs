@@ -76,7 +76,15 @@ pub(crate) fn run(args: RollbackArgs) -> Result<()> {
             }
         };
         let read = current_version.unwrap_or(current.version);
-        let version = write_route(&*store, &function, &target.config, read, &expect).await?;
+        let version = write_route(
+            &*store,
+            &function,
+            &target.config,
+            read,
+            &expect,
+            "rollback",
+        )
+        .await?;
         eprintln!(
             "{function}: version {version} restores version {} (was {})",
             target.version,

@@ -138,8 +138,15 @@ pub(crate) fn run(args: SetArgs) -> Result<()> {
             );
             current.version
         } else {
-            let version =
-                write_route(&*store, &function, &config, current.version, &args.expect).await?;
+            let version = write_route(
+                &*store,
+                &function,
+                &config,
+                current.version,
+                &args.expect,
+                "set",
+            )
+            .await?;
             eprintln!(
                 "{function}: version {version} changes {} (was version {})",
                 changed.join(", "),

@@ -42,6 +42,8 @@ pub(crate) fn summary(r: &StoredRoute) -> serde_json::Value {
         "policy": r.config.policy,
         "cases": r.config.cases,
         "modified": r.modified,
+        "by": r.by,
+        "note": r.note,
     })
 }
 
@@ -54,6 +56,10 @@ pub(crate) struct ExpectArg {
     /// precondition: a write in between is a conflict either way.
     #[arg(long, value_name = "N")]
     pub(crate) expect_version: Option<u64>,
+    /// Why: kept with the version (with the command's name) and shown by
+    /// `history`, beside who wrote it and when.
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) reason: Option<String>,
 }
 
 /// Writes `config` as `function`'s next version, only over version `read`
@@ -66,6 +72,7 @@ pub(crate) async fn write_route(
     config: &RouteConfig,
     read: u64,
     expect: &ExpectArg,
+    command: &str,
 ) -> Result<u64> {
     if let Some(n) = expect.expect_version
         && n != read
@@ -74,7 +81,11 @@ pub(crate) async fn write_route(
             "{function} is at version {read}, not {n} (--expect-version): it changed after the pipeline read it; read it again and retry"
         );
     }
-    Ok(store.put_route_if(function, config, read).await?)
+    let note = match &expect.reason {
+        Some(why) => format!("switchyard {command}: {why}"),
+        None => format!("switchyard {command}"),
+    };
+    Ok(store.put_route_if(function, config, read, &note).await?)
 }
 
 /// The latest version number of `function` (0: none), readable or not.

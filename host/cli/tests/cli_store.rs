@@ -605,31 +605,39 @@ fn replay_gates_a_policy_change_on_recorded_requests() {
         if i < 3 {
             headers.insert("x-tenant".into(), "acme".into());
         }
-        lines.push(serde_json::json!({"function": "orders", "path": format!("/o/{i}"), "headers": headers}).to_string());
+        lines.push(
+            serde_json::json!({"function": "orders", "path": format!("/o/{i}"), "headers": headers})
+                .to_string(),
+        );
     }
-    let requests = tmp.path().join("requests.jsonl");
-    std::fs::write(&requests, lines.join("\n")).unwrap();
-    let requests = requests.display().to_string();
+    let path = tmp.path().join("requests.jsonl");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let requests = path.display().to_string();
     let config = tmp.path().join("tenants.json");
     std::fs::write(
         &config,
         r#"{"mode":"synthetic","versions":{"stable":"7","candidate":"8"},"flags":{"qa-tenants":"acme"}}"#,
     )
     .unwrap();
+    let config = config.display().to_string();
+    // `switchyard replay` of these requests to `to`, with `more` arguments.
+    let replay = |to: &'static str, more: &[&str]| -> Vec<String> {
+        ["replay", "--requests", requests.as_str(), "--to", to]
+            .iter()
+            .chain(more)
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let run_replay =
+        |args: Vec<String>| run(&store, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let ok_replay = |args: Vec<String>| {
+        let o = run_replay(args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
 
     // The same policy: nothing changes, the strictest gate passes.
-    let same = ok_json(
-        &store,
-        &[
-            "replay",
-            "--requests",
-            &requests,
-            "--to",
-            art::SYNTHETIC_HEADER,
-            "--max-changed",
-            "0",
-        ],
-    );
+    let same = ok_replay(replay(art::SYNTHETIC_HEADER, &["--max-changed", "0"]));
     assert_eq!(
         (&same["requests"], &same["changed"], &same["passed"]),
         (
@@ -641,19 +649,13 @@ fn replay_gates_a_policy_change_on_recorded_requests() {
 
     // tenant-allowlist sends the tagged request without a QA tenant to
     // stable: one of ten changes target and traffic.
-    let to_tenants = [
-        "replay",
-        "--requests",
-        &requests,
-        "--to",
-        art::TENANT_ALLOWLIST,
-        "--config",
-        config.to_str().unwrap(),
-    ];
-    let changed = ok_json(
-        &store,
-        &[&to_tenants[..], &["--max-changed", "10%"]].concat(),
-    );
+    let to_tenants = |gate: &str| {
+        replay(
+            art::TENANT_ALLOWLIST,
+            &["--config", &config, "--max-changed", gate],
+        )
+    };
+    let changed = ok_replay(to_tenants("10%"));
     assert_eq!(
         (&changed["changed"], &changed["target"], &changed["traffic"]),
         (
@@ -669,10 +671,7 @@ fn replay_gates_a_policy_change_on_recorded_requests() {
         (&serde_json::json!("8"), &serde_json::json!("7"))
     );
     assert_eq!(example["to"]["reason"], "not a QA tenant");
-    let o = run(
-        &store,
-        &[&to_tenants[..], &["--max-changed", "5%"]].concat(),
-    );
+    let o = run_replay(to_tenants("5%"));
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -683,47 +682,16 @@ fn replay_gates_a_policy_change_on_recorded_requests() {
 
     // Against a store version, which must name its function.
     ok_json(&store, &["mode", "orders", "production"]);
-    let from_v1 = ok_json(
-        &store,
-        &[
-            "replay",
-            "--requests",
-            &requests,
-            "--to",
-            art::SYNTHETIC_HEADER,
-            "--from",
-            "1",
-            "--function",
-            "orders",
-        ],
-    );
+    let from_v1 = ok_replay(replay(
+        art::SYNTHETIC_HEADER,
+        &["--from", "1", "--function", "orders"],
+    ));
     assert_eq!(
         from_v1["changed"], 0,
         "version 1 decided with its own config"
     );
-    let live = ok_json(
-        &store,
-        &[
-            "replay",
-            "--requests",
-            &requests,
-            "--to",
-            art::SYNTHETIC_HEADER,
-        ],
-    );
-    assert_eq!(live["changed"], 0);
-    let o = run(
-        &store,
-        &[
-            "replay",
-            "--requests",
-            &requests,
-            "--to",
-            art::SYNTHETIC_HEADER,
-            "--from",
-            "1",
-        ],
-    );
+    assert_eq!(ok_replay(replay(art::SYNTHETIC_HEADER, &[]))["changed"], 0);
+    let o = run_replay(replay(art::SYNTHETIC_HEADER, &["--from", "1"]));
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("pass --function orders"));
 }

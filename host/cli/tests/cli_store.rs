@@ -766,3 +766,139 @@ fn racing_pipelines_on_an_ssm_store() {
     aws::endpoint();
     racing_pipelines(&format!("ssm:/race{}", std::process::id()));
 }
+
+/// `switchyard serve` on `store` with `--poll-interval 200ms` and extra
+/// environment; returns it and its admin listener's URL.
+fn serve_admin(store: &str, env: &[(&str, &str)]) -> (Killed, String) {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, admin) = (free(), free());
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    serve
+        .args([
+            "serve",
+            "--store",
+            store,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args(["--poll-interval", "200ms"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        serve.env(k, v);
+    }
+    (
+        Killed(serve.spawn().unwrap()),
+        format!("http://127.0.0.1:{admin}"),
+    )
+}
+
+/// A fleet upgrading one host at a time: a config that needs a newer
+/// route-config schema is refused at publish unless the operator says the
+/// fleet runs hosts that read it; then a host that reads only the older
+/// schema (the same binary told so) keeps serving its version and counts
+/// the newer one, while an upgraded host serves it.
+#[test]
+fn an_older_host_keeps_its_version_while_a_newer_one_serves_the_new_schema() {
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = format!("dir:{}", tmp.path().join("store").display());
+    let write = |name: &str, auth: &str| {
+        let path = tmp.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"mode":"synthetic","versions":{{"stable":"7","candidate":"8"}},
+                    "dispatch":{{"type":"http","urls":{{"7":"http://127.0.0.1:9","8":"http://127.0.0.1:9"}}{auth}}}}}"#
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let publish = |config: &str, more: &[&str]| {
+        run(
+            &store,
+            &[
+                &[
+                    "publish",
+                    "--function",
+                    "orders",
+                    "--policy",
+                    art::SYNTHETIC_HEADER,
+                    "--config",
+                    config,
+                ][..],
+                more,
+            ]
+            .concat(),
+        )
+    };
+    let plain = write("plain.json", "");
+    let keyed = write(
+        "keyed.json",
+        r#","auth":{"kind":"header","name":"x-functions-key","value":"k"}"#,
+    );
+    assert!(publish(&plain, &[]).status.success());
+
+    let (_old, old) = serve_admin(&store, &[("SWITCHYARD_ROUTE_SCHEMA", "1")]);
+    let (_new, new) = serve_admin(&store, &[]);
+    let version = |admin: &str| {
+        let out = curl(&[
+            "-X",
+            "POST",
+            &format!("{admin}/v1/decide"),
+            "-d",
+            r#"{"function":"orders"}"#,
+        ]);
+        serde_json::from_str::<serde_json::Value>(&out)
+            .ok()
+            .and_then(|d| d["route-version"].as_u64())
+    };
+    let until = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    until("both hosts serve version 1", &|| {
+        version(&old) == Some(1) && version(&new) == Some(1)
+    });
+
+    // The auth block needs hosts of 0.2.0: refused until the operator says so.
+    let o = publish(&keyed, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("needs hosts of switchyard 0.2.0 or later (route-config schema 2")
+            && err.contains("--min-host-version is 0.1.0"),
+        "{err}"
+    );
+    let o = publish(&keyed, &["--min-host-version", "0.2.0"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stored = std::fs::read_to_string(tmp.path().join("store/functions/orders/2.json")).unwrap();
+    assert!(
+        stored.contains(r#""schema": 2"#) || stored.contains(r#""schema":2"#),
+        "{stored}"
+    );
+
+    until("the upgraded host serves version 2", &|| {
+        version(&new) == Some(2)
+    });
+    let metrics = || curl(&[&format!("{old}/metrics")]);
+    until("the older host counts the version it cannot read", &|| {
+        metrics().contains(r#"switchyard_route_schema_too_new_total{function="orders"}"#)
+    });
+    assert_eq!(
+        version(&old),
+        Some(1),
+        "the older host keeps serving version 1"
+    );
+}

@@ -169,6 +169,10 @@ impl StoreError {
             StoreError::Throttled { .. } => "throttled",
             StoreError::Unavailable { .. } => "unavailable",
             StoreError::NotFound(_) => "not-found",
+            StoreError::InvalidRoute {
+                reason: switchyard_core::RouteConfigError::SchemaTooNew { .. },
+                ..
+            } => "too-new",
             StoreError::DigestMismatch { .. }
             | StoreError::Corrupt { .. }
             | StoreError::InvalidRoute { .. } => "corrupt",

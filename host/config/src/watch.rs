@@ -406,6 +406,9 @@ impl Watcher {
                 Err(e) => {
                     let kind = e.kind();
                     metrics::counter!("switchyard_store_errors_total", "kind" => kind).increment(1);
+                    if kind == "too-new" {
+                        metrics::counter!("switchyard_route_schema_too_new_total", "function" => function.clone()).increment(1);
+                    }
                     tracing::warn!(target: "switchyard::watch", %function, kind, error = %e, live = ?self.set.get(&function).map(|a| a.stored.version), "route config unreadable; the live version keeps serving");
                     Outcome::Unreadable {
                         kind,

@@ -25,6 +25,12 @@ pub enum Mode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
+    /// The route-config schema this version needs (1 when left out). A
+    /// host that reads only older schemas keeps the version it has instead
+    /// of refusing what it does not know field by field. `switchyard
+    /// publish` sets it from what the config uses ([`RouteConfig::needed_schema`]).
+    #[serde(default = "schema_one", skip_serializing_if = "is_schema_one")]
+    pub schema: u32,
     /// Production or synthetic.
     pub mode: Mode,
     /// Role -> qualifier. `stable` is required: it is where the fail-safe goes.
@@ -48,6 +54,41 @@ pub struct RouteConfig {
     /// Required by the front ends that dispatch, not by `decide`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dispatch: Option<DispatchSpec>,
+}
+
+/// The newest route-config schema this build reads: 1, and 2 for what
+/// came with `switchyard` 0.2.0 (a dispatch `auth` block, `step-functions`
+/// dispatch).
+pub const ROUTE_SCHEMA: u32 = 2;
+
+/// The first `switchyard` release that reads route-config schema `schema`.
+pub fn host_version_for_schema(schema: u32) -> String {
+    match schema {
+        0 | 1 => "0.1.0".to_owned(),
+        2 => "0.2.0".to_owned(),
+        _ => format!("newer than {}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+/// The newest schema this process reads: [`ROUTE_SCHEMA`], or less when
+/// `SWITCHYARD_ROUTE_SCHEMA` says so (a host made to read as an older
+/// build would, to try a mixed fleet before upgrading it).
+pub fn supported_schema() -> u32 {
+    static SUPPORTED: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        std::env::var("SWITCHYARD_ROUTE_SCHEMA")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .map_or(ROUTE_SCHEMA, |v: u32| v.clamp(1, ROUTE_SCHEMA))
+    })
+}
+
+fn schema_one() -> u32 {
+    1
+}
+
+fn is_schema_one(s: &u32) -> bool {
+    *s == 1
 }
 
 /// How a function's versions are reached: the route config's `dispatch`
@@ -107,6 +148,17 @@ pub enum RouteConfigError {
     /// Parsed, but not usable.
     #[error("invalid route config: {0}")]
     Invalid(String),
+    /// Written for a newer host than this one.
+    #[error(
+        "needs route-config schema {schema}, and this host reads up to schema {supported}: it takes hosts of switchyard {} or later (this host keeps the version it has)",
+        host_version_for_schema(*schema)
+    )]
+    SchemaTooNew {
+        /// The schema the config declares.
+        schema: u32,
+        /// The newest this host reads.
+        supported: u32,
+    },
 }
 
 fn flags_as_strings<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
@@ -143,8 +195,21 @@ pub fn valid_qualifier(q: &str) -> bool {
 }
 
 impl RouteConfig {
-    /// Parses and validates route config JSON.
+    /// Parses and validates route config JSON. A config declaring a newer
+    /// schema than this host reads is [`RouteConfigError::SchemaTooNew`],
+    /// whatever else is in it.
     pub fn from_json(json: &str) -> Result<Self, RouteConfigError> {
+        #[derive(Deserialize)]
+        struct Schema {
+            #[serde(default = "schema_one")]
+            schema: u32,
+        }
+        if let Ok(Schema { schema }) = serde_json::from_str::<Schema>(json) {
+            let supported = supported_schema();
+            if schema > supported {
+                return Err(RouteConfigError::SchemaTooNew { schema, supported });
+            }
+        }
         let cfg: RouteConfig = serde_json::from_str(json).map_err(RouteConfigError::Json)?;
         cfg.validate()?;
         Ok(cfg)
@@ -167,6 +232,19 @@ impl RouteConfig {
             }
         }
         Ok(())
+    }
+
+    /// The oldest schema that has everything this config uses: 2 with a
+    /// dispatch `auth` block or `step-functions` dispatch, else 1.
+    pub fn needed_schema(&self) -> u32 {
+        let Some(d) = &self.dispatch else { return 1 };
+        let json = d.json();
+        let kind = json.get("type").and_then(Value::as_str);
+        if kind == Some("step-functions") || json.contains_key("auth") {
+            2
+        } else {
+            1
+        }
     }
 
     /// The context configured for qualifier `target` (empty when none).
@@ -255,6 +333,55 @@ fn pairs(m: &BTreeMap<String, String>) -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_config_for_a_newer_schema_is_named_too_new_not_corrupt() {
+        // Whatever a newer schema adds, the host says what it needs.
+        let err = RouteConfig::from_json(
+            r#"{"schema":3,"mode":"production","versions":{"stable":"1"},"some-future-field":{}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RouteConfigError::SchemaTooNew {
+                    schema: 3,
+                    supported: ROUTE_SCHEMA
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("needs route-config schema 3"),
+            "{err}"
+        );
+        let two = RouteConfig::from_json(
+            r#"{"schema":2,"mode":"production","versions":{"stable":"1"},
+                "dispatch":{"type":"step-functions","state-machine-arn":"a","workflow":"express"}}"#,
+        )
+        .unwrap();
+        assert_eq!((two.schema, two.needed_schema()), (2, 2));
+        assert!(
+            serde_json::to_string(&two)
+                .unwrap()
+                .contains(r#""schema":2"#)
+        );
+        let one = RouteConfig::from_json(
+            r#"{"mode":"production","versions":{"stable":"1"},"dispatch":{"type":"lambda","function-name":"f"}}"#,
+        )
+        .unwrap();
+        assert_eq!((one.schema, one.needed_schema()), (1, 1));
+        assert!(
+            !serde_json::to_string(&one).unwrap().contains("schema"),
+            "schema 1 is left out"
+        );
+        let auth = RouteConfig::from_json(
+            r#"{"mode":"production","versions":{"stable":"1"},"dispatch":{"type":"http","urls":{},"auth":{"kind":"aws-iam"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(auth.needed_schema(), 2);
+        assert_eq!(host_version_for_schema(2), "0.2.0");
+    }
+
     use super::*;
 
     #[test]

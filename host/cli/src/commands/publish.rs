@@ -30,6 +30,34 @@ pub(crate) struct PublishArgs {
     pub(crate) cases: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) expect: ExpectArg,
+    /// The oldest `switchyard` release the hosts reading this store run.
+    /// A config that needs a newer one (a newer route-config schema: e.g.
+    /// `step-functions` dispatch or an `auth` block need 0.2.0) is refused,
+    /// since those hosts would keep their old version; raise it once the
+    /// fleet is upgraded.
+    #[arg(
+        long,
+        env = "SWITCHYARD_MIN_HOST_VERSION",
+        default_value = "0.1.0",
+        value_name = "VERSION"
+    )]
+    pub(crate) min_host_version: String,
+    /// Publish even when the config needs hosts newer than --min-host-version.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+/// `major.minor.patch` as numbers, for comparing releases.
+fn release(v: &str) -> Result<(u64, u64, u64)> {
+    let mut parts = v
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .map(str::parse::<u64>);
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(Ok(a)), Some(Ok(b)), Some(Ok(c)), None) => Ok((a, b, c)),
+        _ => bail!("--min-host-version {v:?} is not a release like 0.2.0"),
+    }
 }
 
 pub(crate) fn run(args: PublishArgs) -> Result<()> {
@@ -40,6 +68,25 @@ pub(crate) fn run(args: PublishArgs) -> Result<()> {
         .context("refusing to publish")?;
     let mut config = load_config(&args.config)?;
     switchyard_dispatch::check(&config).with_context(|| format!("in {}", args.config.display()))?;
+    // The schema the config needs, declared, so older hosts keep what they
+    // have instead of failing field by field.
+    config.schema = config.schema.max(config.needed_schema());
+    let needs = switchyard_core::host_version_for_schema(config.schema);
+    let min = release(&args.min_host_version)?;
+    if release(&needs).is_ok_and(|n| n > min) {
+        if args.force {
+            eprintln!(
+                "warning: this config needs hosts of switchyard {needs} or later (route-config schema {}); older hosts keep the version they have",
+                config.schema
+            );
+        } else {
+            bail!(
+                "refusing to publish: this config needs hosts of switchyard {needs} or later (route-config schema {}: step-functions dispatch or an auth block), and --min-host-version is {}: older hosts would keep the version they have. Upgrade the hosts, then pass --min-host-version {needs} (or set SWITCHYARD_MIN_HOST_VERSION), or --force",
+                config.schema,
+                args.min_host_version
+            );
+        }
+    }
     let cases = match &args.cases {
         None => None,
         Some(path) => {

@@ -1404,6 +1404,9 @@ async fn aws_iam_auth_refused_is_a_named_gateway_error() {
             "orders",
             "--policy",
             art::SYNTHETIC_HEADER,
+            // An auth block needs hosts of 0.2.0 (these are).
+            "--min-host-version",
+            "0.2.0",
             "--config",
         ])
         .arg(&route)

@@ -878,10 +878,19 @@ fn an_older_host_keeps_its_version_while_a_newer_one_serves_the_new_schema() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("needs hosts of switchyard 0.2.0 or later (route-config schema 2")
-            && err.contains("--min-host-version is 0.1.0"),
+            && err.contains("the fleet's minimum host version is 0.1.0"),
         "{err}"
     );
-    let o = publish(&keyed, &["--min-host-version", "0.2.0"]);
+    let fleet = ok_json(&store, &["fleet"]);
+    assert_eq!(
+        (&fleet["min-host-version"], &fleet["set"]),
+        (&serde_json::json!("0.1.0"), &serde_json::json!(false))
+    );
+    let o = run(&store, &["fleet", "--min-host-version", "0.2.x"]);
+    assert_eq!(o.status.code(), Some(1), "not a release");
+    let fleet = ok_json(&store, &["fleet", "--min-host-version", "0.2.0"]);
+    assert_eq!(fleet["min-host-version"], "0.2.0");
+    let o = publish(&keyed, &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stored = std::fs::read_to_string(tmp.path().join("store/functions/orders/2.json")).unwrap();
     assert!(

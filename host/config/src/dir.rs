@@ -370,6 +370,28 @@ impl ConfigStore for DirStore {
         .await
     }
 
+    async fn setting(&self, name: &str) -> Result<Option<String>> {
+        check_function_name(name)?;
+        let path = self.root.join("settings").join(name);
+        self.blocking(move |s| match std::fs::read_to_string(&path) {
+            Ok(v) => Ok(Some(v.trim_end().to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(s.io(&path, e)),
+        })
+        .await
+    }
+
+    async fn put_setting(&self, name: &str, value: &str) -> Result<()> {
+        check_function_name(name)?;
+        let dir = self.root.join("settings");
+        let (path, value) = (dir.join(name), format!("{value}\n"));
+        self.blocking(move |s| {
+            std::fs::create_dir_all(&dir).map_err(|e| s.io(&dir, e))?;
+            std::fs::write(&path, value).map_err(|e| s.io(&path, e))
+        })
+        .await
+    }
+
     async fn has_blob(&self, digest: &Digest) -> Result<bool> {
         let path = self.blob_path(digest);
         self.blocking(move |_| Ok(path.is_file())).await

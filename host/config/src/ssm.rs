@@ -462,6 +462,19 @@ impl ConfigStore for SsmStore {
         written
     }
 
+    async fn setting(&self, name: &str) -> Result<Option<String>> {
+        check_function_name(name)?;
+        let name = format!("{}/settings/{name}", self.prefix);
+        let found = self.get_many(std::slice::from_ref(&name)).await?;
+        Ok(found.get(&name).map(|(v, _, _)| v.clone()))
+    }
+
+    async fn put_setting(&self, name: &str, value: &str) -> Result<()> {
+        check_function_name(name)?;
+        let name = format!("{}/settings/{name}", self.prefix);
+        self.put(&name, value, true).await.map(|_| ())
+    }
+
     async fn has_blob(&self, digest: &Digest) -> Result<bool> {
         Ok(self.manifest(digest).await?.is_some())
     }

@@ -246,6 +246,13 @@ pub trait ConfigStore: Send + Sync + fmt::Debug {
         note: &str,
     ) -> Result<u64>;
 
+    /// A store-wide setting the operator keeps with the data, e.g.
+    /// `min-host-version`; `None` when unset.
+    async fn setting(&self, name: &str) -> Result<Option<String>>;
+
+    /// Sets a store-wide setting.
+    async fn put_setting(&self, name: &str, value: &str) -> Result<()>;
+
     /// Whether a blob is stored (completely) under `digest`.
     async fn has_blob(&self, digest: &Digest) -> Result<bool>;
 

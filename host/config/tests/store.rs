@@ -703,6 +703,32 @@ async fn writes_are_compare_and_swap<B: Backend>() {
     );
 }
 
+/// Store-wide settings: unset, set, read back, replaced.
+async fn settings_round_trip<B: Backend>() {
+    let (store, _b) = B::fresh().await;
+    assert_eq!(store.setting("min-host-version").await.unwrap(), None);
+    store
+        .put_setting("min-host-version", "0.2.0")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.setting("min-host-version").await.unwrap().as_deref(),
+        Some("0.2.0")
+    );
+    store
+        .put_setting("min-host-version", "0.3.0")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.setting("min-host-version").await.unwrap().as_deref(),
+        Some("0.3.0")
+    );
+    assert!(
+        store.setting("../escape").await.is_err(),
+        "setting names are checked"
+    );
+}
+
 macro_rules! suite {
     ($module:ident, $backend:ident: $($test:ident),* $(,)?) => {
         mod $module {
@@ -719,11 +745,11 @@ macro_rules! suite {
 suite!(dir, Dir: routes_versions_and_history, blobs_round_trip_and_are_verified, bad_values_are_refused,
        watcher_swaps_and_keeps_last_known_good, failing_fixture_cases_keep_a_version_out,
        cache_serves_when_the_store_is_down, listings_span_pages, one_bad_function_holds_no_one_back,
-       writes_are_compare_and_swap);
+       writes_are_compare_and_swap, settings_round_trip);
 suite!(ssm, Ssm: routes_versions_and_history, blobs_round_trip_and_are_verified, bad_values_are_refused,
        watcher_swaps_and_keeps_last_known_good, failing_fixture_cases_keep_a_version_out,
        cache_serves_when_the_store_is_down, listings_span_pages, one_bad_function_holds_no_one_back,
-       writes_are_compare_and_swap);
+       writes_are_compare_and_swap, settings_round_trip);
 suite!(ssm_s3, SsmS3: routes_versions_and_history, blobs_round_trip_and_are_verified,
        bad_values_are_refused, watcher_swaps_and_keeps_last_known_good,
        failing_fixture_cases_keep_a_version_out, cache_serves_when_the_store_is_down);

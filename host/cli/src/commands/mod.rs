@@ -2,6 +2,7 @@
 //! human messages on stderr, non-zero exit on failure.
 
 mod decide;
+mod fleet;
 mod history;
 mod mode;
 mod policy;
@@ -124,6 +125,13 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Every route-config version of a function, oldest first.
     History(history::HistoryArgs),
+    /// The oldest release the hosts reading the store run, as recorded:
+    /// `publish` refuses configs that need newer hosts.
+    ///
+    /// `switchyard fleet --min-host-version 0.2.0` records that every host
+    /// has been upgraded (then `step-functions` dispatch and `auth` blocks
+    /// can be published). Prints {"min-host-version",...}.
+    Fleet(fleet::FleetArgs),
 }
 
 impl Cli {
@@ -153,6 +161,7 @@ pub fn run(cli: Cli, metrics: Option<RenderMetrics>) -> ExitCode {
         Command::Status(args) => status::run(args).map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => serve::run(args, metrics).map(|()| ExitCode::SUCCESS),
         Command::History(args) => history::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Fleet(args) => fleet::run(args).map(|()| ExitCode::SUCCESS),
     };
     match outcome {
         Ok(code) => code,

@@ -30,25 +30,21 @@ pub(crate) struct PublishArgs {
     pub(crate) cases: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) expect: ExpectArg,
-    /// The oldest `switchyard` release the hosts reading this store run.
-    /// A config that needs a newer one (a newer route-config schema: e.g.
-    /// `step-functions` dispatch or an `auth` block need 0.2.0) is refused,
-    /// since those hosts would keep their old version; raise it once the
-    /// fleet is upgraded.
-    #[arg(
-        long,
-        env = "SWITCHYARD_MIN_HOST_VERSION",
-        default_value = "0.1.0",
-        value_name = "VERSION"
-    )]
-    pub(crate) min_host_version: String,
+    /// The oldest `switchyard` release the hosts reading this store run
+    /// (default: the store's setting, `switchyard fleet
+    /// --min-host-version`, else 0.1.0). A config that needs a newer one (a
+    /// newer route-config schema: `step-functions` dispatch or an `auth`
+    /// block need 0.2.0) is refused, since those hosts would keep their old
+    /// version.
+    #[arg(long, env = "SWITCHYARD_MIN_HOST_VERSION", value_name = "VERSION")]
+    pub(crate) min_host_version: Option<String>,
     /// Publish even when the config needs hosts newer than --min-host-version.
     #[arg(long)]
     pub(crate) force: bool,
 }
 
 /// `major.minor.patch` as numbers, for comparing releases.
-fn release(v: &str) -> Result<(u64, u64, u64)> {
+pub(crate) fn release(v: &str) -> Result<(u64, u64, u64)> {
     let mut parts = v
         .trim()
         .trim_start_matches('v')
@@ -56,7 +52,7 @@ fn release(v: &str) -> Result<(u64, u64, u64)> {
         .map(str::parse::<u64>);
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some(Ok(a)), Some(Ok(b)), Some(Ok(c)), None) => Ok((a, b, c)),
-        _ => bail!("--min-host-version {v:?} is not a release like 0.2.0"),
+        _ => bail!("minimum host version {v:?} is not a release like 0.2.0"),
     }
 }
 
@@ -71,22 +67,6 @@ pub(crate) fn run(args: PublishArgs) -> Result<()> {
     // The schema the config needs, declared, so older hosts keep what they
     // have instead of failing field by field.
     config.schema = config.schema.max(config.needed_schema());
-    let needs = switchyard_core::host_version_for_schema(config.schema);
-    let min = release(&args.min_host_version)?;
-    if release(&needs).is_ok_and(|n| n > min) {
-        if args.force {
-            eprintln!(
-                "warning: this config needs hosts of switchyard {needs} or later (route-config schema {}); older hosts keep the version they have",
-                config.schema
-            );
-        } else {
-            bail!(
-                "refusing to publish: this config needs hosts of switchyard {needs} or later (route-config schema {}: step-functions dispatch or an auth block), and --min-host-version is {}: older hosts would keep the version they have. Upgrade the hosts, then pass --min-host-version {needs} (or set SWITCHYARD_MIN_HOST_VERSION), or --force",
-                config.schema,
-                args.min_host_version
-            );
-        }
-    }
     let cases = match &args.cases {
         None => None,
         Some(path) => {
@@ -114,6 +94,28 @@ pub(crate) fn run(args: PublishArgs) -> Result<()> {
     };
     block_on(async {
         let store = switchyard_config::open(&args.store.store).await?;
+        let min_host = match &args.min_host_version {
+            Some(v) => v.clone(),
+            None => store
+                .setting("min-host-version")
+                .await?
+                .unwrap_or_else(|| "0.1.0".to_owned()),
+        };
+        let needs = switchyard_core::host_version_for_schema(config.schema);
+        let min = release(&min_host)?;
+        if release(&needs).is_ok_and(|n| n > min) {
+            if args.force {
+                eprintln!(
+                    "warning: this config needs hosts of switchyard {needs} or later (route-config schema {}); older hosts keep the version they have",
+                    config.schema
+                );
+            } else {
+                bail!(
+                    "refusing to publish: this config needs hosts of switchyard {needs} or later (route-config schema {}: step-functions dispatch or an auth block), and the fleet's minimum host version is {min_host}: older hosts would keep the version they have. Upgrade the hosts, then `switchyard fleet --min-host-version {needs}` (or pass --min-host-version), or --force",
+                    config.schema
+                );
+            }
+        }
         let digest = policy.digest();
         if store.has_blob(&digest).await? {
             eprintln!("policy {digest} already in {}", store.uri());

@@ -17,11 +17,33 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde_json::{Map, Value, json};
 
+use crate::dispatcher::{HttpCall, Target};
+use crate::headers::outgoing;
+
 /// The request context API Gateway gave an event, carried with the request
 /// it became (as an `http` request extension) so the version that serves
 /// it receives it unchanged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestContext(pub Value);
+
+/// The event a function version receives for an HTTP call: [`event`]
+/// over the call's outgoing headers (tagged for `to`: the traffic class and
+/// the context), with the client's `Host` kept. What `lambda` invokes with
+/// and `step-functions` starts an execution with.
+pub(crate) fn tagged_event(call: &HttpCall, to: &Target) -> Value {
+    let mut headers = outgoing(&call.headers, to);
+    if let Some(host) = call.headers.get(http::header::HOST) {
+        headers.insert(http::header::HOST, host.clone());
+    }
+    event(
+        &call.method,
+        &call.path,
+        &call.query,
+        &headers,
+        &call.body,
+        call.request_context.as_ref(),
+    )
+}
 
 /// The event for a request, as a Lambda function behind API Gateway or a
 /// function URL receives it. `headers` are what the function should see

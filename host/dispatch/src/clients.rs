@@ -162,16 +162,12 @@ impl Clients {
     /// The Lambda client, made from the environment on first use.
     pub(crate) async fn lambda(&self) -> &aws_sdk_lambda::Client {
         self.lambda
-            .get_or_init(|| async {
-                let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .load()
-                    .await;
-                aws_sdk_lambda::Client::new(&config)
-            })
+            .get_or_init(|| async { aws_sdk_lambda::Client::new(self.aws().await) })
             .await
     }
 
-    /// The AWS environment (credentials, region), loaded on first use: what
+    /// The AWS environment (credentials, region), loaded once on first use:
+    /// what the Lambda and Step Functions clients are made from and
     /// `aws-iam` auth signs with.
     pub(crate) async fn aws(&self) -> &aws_config::SdkConfig {
         self.aws
@@ -182,12 +178,7 @@ impl Clients {
     /// The Step Functions client, made from the environment on first use.
     pub(crate) async fn sfn(&self) -> &aws_sdk_sfn::Client {
         self.sfn
-            .get_or_init(|| async {
-                let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .load()
-                    .await;
-                crate::step_functions::sfn_client(&config)
-            })
+            .get_or_init(|| async { crate::step_functions::sfn_client(self.aws().await) })
             .await
     }
 

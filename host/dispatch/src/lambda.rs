@@ -24,7 +24,7 @@ use crate::apigw;
 use crate::clients::Clients;
 use crate::dispatcher::{Body, Call, Dispatcher, HttpCall, InvokeCall, Target, full};
 use crate::error::{DispatchError, SpecError};
-use crate::headers::{outgoing, tags};
+use crate::headers::tags;
 
 /// Longest client context Lambda accepts (base64 text, in bytes).
 pub const MAX_CLIENT_CONTEXT: usize = 3583;
@@ -66,19 +66,7 @@ impl LambdaDispatcher {
 
     /// The API Gateway event for an HTTP call, tagged for `to`.
     fn event(&self, call: &HttpCall, to: &Target) -> Bytes {
-        let mut headers = outgoing(&call.headers, to);
-        if let Some(host) = call.headers.get(http::header::HOST) {
-            headers.insert(http::header::HOST, host.clone());
-        }
-        let event = apigw::event(
-            &call.method,
-            &call.path,
-            &call.query,
-            &headers,
-            &call.body,
-            call.request_context.as_ref(),
-        );
-        Bytes::from(event.to_string())
+        Bytes::from(apigw::tagged_event(call, to).to_string())
     }
 
     /// An HTTP call: the event to the qualifier, its proxy response back.

@@ -31,7 +31,6 @@ use crate::apigw;
 use crate::clients::Clients;
 use crate::dispatcher::{Body, Call, Dispatcher, Target, full};
 use crate::error::{DispatchError, SpecError};
-use crate::headers::outgoing;
 
 /// The `step-functions` backend's settings.
 #[derive(Debug, Deserialize)]
@@ -108,20 +107,7 @@ impl StepFunctionsDispatcher {
     /// The call's execution input, with the `switchyard` field.
     fn input(call: &Call, to: &Target) -> String {
         let mut input = match call {
-            Call::Http(h) => {
-                let mut headers = outgoing(&h.headers, to);
-                if let Some(host) = h.headers.get(http::header::HOST) {
-                    headers.insert(http::header::HOST, host.clone());
-                }
-                apigw::event(
-                    &h.method,
-                    &h.path,
-                    &h.query,
-                    &headers,
-                    &h.body,
-                    h.request_context.as_ref(),
-                )
-            }
+            Call::Http(h) => apigw::tagged_event(h, to),
             // An object payload gets the field; anything else is wrapped.
             Call::Invoke(i) => match serde_json::from_slice::<Value>(&i.payload) {
                 Ok(Value::Object(o)) => Value::Object(o),

@@ -178,39 +178,50 @@ pub(crate) fn run(args: DecideArgs) -> Result<()> {
         return Ok(());
     };
 
-    let reader: Box<dyn BufRead> = if requests == Path::new("-") {
-        Box::new(std::io::stdin().lock())
-    } else {
-        let f = std::fs::File::open(&requests)
-            .with_context(|| format!("cannot read requests file {}", requests.display()))?;
-        Box::new(std::io::BufReader::new(f))
-    };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for (n, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", requests.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let raw: RequestJson = serde_json::from_str(&line).with_context(|| {
-            format!(
-                "{} line {}: invalid request JSON",
-                requests.display(),
-                n + 1
-            )
-        })?;
-        let request = raw
-            .into_request(args.function.as_deref())
-            .map_err(|e| match e {
-                RequestError::NoFunction => anyhow::anyhow!("{e}, or pass --function"),
-                other => other.into(),
-            })
-            .with_context(|| format!("{} line {}", requests.display(), n + 1))?;
-        let decision = decide_one(request)?;
+    for request in request_lines(&requests, args.function.as_deref())? {
+        let decision = decide_one(request?)?;
         serde_json::to_writer(&mut out, &source.report(&decision)?)?;
         writeln!(out)?;
     }
     out.flush()?;
     Ok(())
+}
+
+/// The requests of a file of request JSON lines (`-`: stdin), read one at
+/// a time; blank lines are skipped, and an error names the file and line.
+/// Requests without a function get `default_function`.
+pub(crate) fn request_lines<'a>(
+    path: &'a Path,
+    default_function: Option<&'a str>,
+) -> Result<impl Iterator<Item = Result<Request>> + 'a> {
+    let reader: Box<dyn BufRead> = if path == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(path)
+            .with_context(|| format!("cannot read requests file {}", path.display()))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    Ok(reader.lines().enumerate().filter_map(move |(n, line)| {
+        let line = match line.with_context(|| format!("reading {}", path.display())) {
+            Ok(line) if line.trim().is_empty() => return None,
+            Ok(line) => line,
+            Err(e) => return Some(Err(e)),
+        };
+        let at = || format!("{} line {}", path.display(), n + 1);
+        Some(
+            serde_json::from_str::<RequestJson>(&line)
+                .with_context(|| format!("{}: invalid request JSON", at()))
+                .and_then(|raw| {
+                    raw.into_request(default_function)
+                        .map_err(|e| match e {
+                            RequestError::NoFunction => anyhow::anyhow!("{e}, or pass --function"),
+                            other => other.into(),
+                        })
+                        .with_context(at)
+                }),
+        )
+    }))
 }
 
 /// `switchyard explain <function> [-H ...]`: one decision with what it was

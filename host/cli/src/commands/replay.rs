@@ -2,7 +2,6 @@
 //! many decisions change; a gate a pipeline runs before `publish`.
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -10,8 +9,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::{Value, json};
 use switchyard_config::{ConfigStore, Loader};
-use switchyard_core::{Decision, Engine, Policy, Request, RequestJson, Route, RouteConfig};
+use switchyard_core::{Decision, Engine, Policy, Request, Route, RouteConfig};
 
+use super::decide::request_lines;
 use super::shared::{block_on, latest, load_config, load_policy, print_json};
 
 // `switchyard replay --requests FILE --to COMPONENT [--from live|N|COMPONENT] ...`.
@@ -73,10 +73,11 @@ fn parse_limit(raw: &str) -> Result<Limit> {
     }
 }
 
-/// One side of the comparison for one function: a policy and its config.
+/// One side of the comparison for one function: a policy and the route
+/// (config) both decide with.
 struct Side {
     policy: Arc<Policy>,
-    config: RouteConfig,
+    route: Route,
 }
 
 /// What changed between two decisions: `target`, `traffic`, `mirror`.
@@ -142,7 +143,7 @@ pub(crate) fn run(args: ReplayArgs) -> Result<()> {
         let side = match (&from_policy, &config) {
             (Some(policy), Some(config)) => Side {
                 policy: policy.clone(),
-                config: config.clone(),
+                route: Route::new(function.clone(), config.clone())?,
             },
             _ => {
                 let Some(uri) = &store_uri else {
@@ -160,7 +161,7 @@ pub(crate) fn run(args: ReplayArgs) -> Result<()> {
                     from_store(&engine, uri, function, &args.from, args.function.as_deref())?;
                 Side {
                     policy: from_policy.clone().unwrap_or(policy),
-                    config: config.clone().unwrap_or(stored),
+                    route: Route::new(function.clone(), config.clone().unwrap_or(stored))?,
                 }
             }
         };
@@ -171,13 +172,12 @@ pub(crate) fn run(args: ReplayArgs) -> Result<()> {
     let mut evaluators = BTreeMap::new();
     for request in requests {
         let side = &sides[&request.function];
-        let route = Route::new(request.function.clone(), side.config.clone())?;
         let (old, new) = evaluators
             .entry(request.function.clone())
             .or_insert_with(|| (side.policy.evaluator(), to.evaluator()));
         let request = Arc::new(request);
-        let (a, _) = old.decide(&request, &route);
-        let (b, _) = new.decide(&request, &route);
+        let (a, _) = old.decide(&request, &side.route);
+        let (b, _) = new.decide(&request, &side.route);
         let tally = tallies.entry(request.function.clone()).or_default();
         tally.requests += 1;
         let changed = changes(&a, &b);
@@ -265,31 +265,15 @@ pub(crate) fn run(args: ReplayArgs) -> Result<()> {
 
 /// The requests of `--requests`, each with a function.
 fn read_requests(args: &ReplayArgs) -> Result<Vec<Request>> {
-    let name = args.requests.display().to_string();
-    let reader: Box<dyn BufRead> = if args.requests.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
-    } else {
-        let f = std::fs::File::open(&args.requests)
-            .with_context(|| format!("cannot read requests file {name}"))?;
-        Box::new(std::io::BufReader::new(f))
-    };
-    let mut out = Vec::new();
-    for (n, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("reading {name}"))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let raw: RequestJson = serde_json::from_str(&line)
-            .with_context(|| format!("{name} line {}: invalid request JSON", n + 1))?;
-        let request = raw
-            .into_request(args.function.as_deref())
-            .map_err(|e| anyhow::anyhow!("{name} line {}: {e}, or pass --function", n + 1))?;
-        out.push(request);
+    let requests =
+        request_lines(&args.requests, args.function.as_deref())?.collect::<Result<Vec<_>>>()?;
+    if requests.is_empty() {
+        bail!(
+            "{} has no requests (one request JSON a line)",
+            args.requests.display()
+        );
     }
-    if out.is_empty() {
-        bail!("{name} has no requests (one request JSON a line)");
-    }
-    Ok(out)
+    Ok(requests)
 }
 
 /// The policy and config of `function` in the store: the live version, or

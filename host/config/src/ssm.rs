@@ -238,11 +238,24 @@ impl SsmStore {
     }
 
     async fn put(&self, name: &str, value: &str, overwrite: bool) -> Result<u64> {
+        self.put_described(name, value, overwrite, None).await
+    }
+
+    /// `put`, with a description kept with this version of the parameter
+    /// (GetParameterHistory returns it).
+    async fn put_described(
+        &self,
+        name: &str,
+        value: &str,
+        overwrite: bool,
+        description: Option<&str>,
+    ) -> Result<u64> {
         let out = self
             .client
             .put_parameter()
             .name(name)
             .value(value)
+            .set_description(description.map(str::to_owned))
             .r#type(ParameterType::String)
             .tier(ParameterTier::Standard)
             .overwrite(overwrite)
@@ -443,19 +456,8 @@ impl ConfigStore for SsmStore {
             }
             // The note rides as the version's description, which
             // GetParameterHistory returns with the writer's principal.
-            let out = self
-                .client
-                .put_parameter()
-                .name(&name)
-                .value(&text)
-                .description(crate::store::cut_note(note))
-                .r#type(ParameterType::String)
-                .tier(ParameterTier::Standard)
-                .overwrite(true)
-                .send()
+            self.put_described(&name, &text, true, Some(crate::store::cut_note(note)))
                 .await
-                .map_err(|e| self.err(e))?;
-            Ok(out.version() as u64)
         }
         .await;
         self.unlock(&lock).await;

@@ -911,3 +911,160 @@ fn an_older_host_keeps_its_version_while_a_newer_one_serves_the_new_schema() {
         "the older host keeps serving version 1"
     );
 }
+
+/// Signed policies end to end: `publish --sign-key` and `policy sign` with
+/// keys OpenSSL made, a `serve --trust-key` host that loads the signed
+/// version and refuses an unsigned one, one signed by a key it does not
+/// trust, and one whose stored signature was tampered with, serving the
+/// signed version throughout; `status` says which is which.
+#[test]
+fn a_host_with_a_trust_key_serves_only_signed_policies() {
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("store");
+    let store = format!("dir:{}", root.display());
+    let (ours, ours_pub) = common::ed25519_keys(tmp.path(), "ours");
+    let (theirs, _) = common::ed25519_keys(tmp.path(), "theirs");
+    let (ours, ours_pub, theirs) = (
+        ours.display().to_string(),
+        ours_pub.display().to_string(),
+        theirs.display().to_string(),
+    );
+    let route = repo_root().join("policies/synthetic-header/route.json");
+    let route = route.display().to_string();
+    let publish = |policy: &str, more: &[&str]| {
+        let args = [
+            &[
+                "publish",
+                "--function",
+                "orders",
+                "--policy",
+                policy,
+                "--config",
+                &route,
+            ][..],
+            more,
+        ]
+        .concat();
+        ok_json(&store, &args)
+    };
+    let v1 = publish(art::SYNTHETIC_HEADER, &["--sign-key", &ours]);
+    assert_eq!(v1["version"], 1);
+    assert_eq!(v1["signed-by"].as_str().unwrap().len(), 16);
+
+    let (_host, admin) = serve_admin(&store, &[("SWITCHYARD_TRUST_KEYS", &ours_pub)]);
+    let version = || {
+        let out = curl(&[
+            "-X",
+            "POST",
+            &format!("{admin}/v1/decide"),
+            "-d",
+            r#"{"function":"orders"}"#,
+        ]);
+        serde_json::from_str::<serde_json::Value>(&out)
+            .ok()
+            .and_then(|d| d["route-version"].as_u64())
+    };
+    let refusals = |why: &str| {
+        let metrics = curl(&[&format!("{admin}/metrics")]);
+        let line = format!("switchyard_policy_signature_refused_total{{why=\"{why}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let until = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !f() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    until("the signed version goes live", &|| version() == Some(1));
+    let status = |trust: bool| {
+        let mut args = vec!["status", "orders"];
+        if trust {
+            args.extend(["--trust-key", &ours_pub]);
+        }
+        ok_json(&store, &args)[0]["signature"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        status(true).starts_with("verified: signed by trusted key"),
+        "{}",
+        status(true)
+    );
+
+    // Unsigned: refused, counted; version 1 keeps serving.
+    publish(art::STICKY_CANARY, &[]);
+    until("the unsigned version is refused", &|| {
+        refusals("unsigned") >= 1
+    });
+    assert_eq!(version(), Some(1));
+    assert_eq!(status(false), "unsigned");
+    assert!(status(true).contains("is not signed"), "{}", status(true));
+
+    // Signed by a key the host does not trust.
+    publish(art::STICKY_CANARY_0_1_0, &["--sign-key", &theirs]);
+    until("the version signed by another key is refused", &|| {
+        refusals("untrusted-signer") >= 1
+    });
+    assert_eq!(version(), Some(1));
+
+    // A signature by the trusted key, tampered with in the store (one
+    // character of the signature changed, as an attacker who can write
+    // the store but not sign would).
+    let signed = ok_json(
+        &store,
+        &[
+            "policy",
+            "sign",
+            "--key",
+            &ours,
+            art::SYNTHETIC_HEADER_0_1_0,
+        ],
+    );
+    let digest = signed["policy"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let mut sig = signed["signature"].as_str().unwrap().to_owned();
+    let flipped = if sig.starts_with('A') { "B" } else { "A" };
+    sig.replace_range(0..1, flipped);
+    let dir = root.join(format!("signatures/sha256-{digest}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(format!("{}.json", signed["key"].as_str().unwrap())),
+        serde_json::json!({"algorithm": "ed25519", "key": signed["key"], "signature": sig})
+            .to_string(),
+    )
+    .unwrap();
+    publish(art::SYNTHETIC_HEADER_0_1_0, &[]);
+    until("the tampered version is refused", &|| {
+        refusals("bad-signature") >= 1
+    });
+    assert_eq!(version(), Some(1));
+
+    // Signing an already-stored policy lets the next version naming it in.
+    let o = run(
+        &store,
+        &[
+            "policy",
+            "sign",
+            "--key",
+            &ours,
+            "--store",
+            &store,
+            art::STICKY_CANARY,
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v5 = publish(art::STICKY_CANARY, &[]);
+    let v5 = v5["version"].as_u64().unwrap();
+    until("the policy signed later goes live", &|| {
+        version() == Some(v5)
+    });
+}

@@ -3,6 +3,7 @@
 //! ```text
 //! <root>/functions/<function>/<version>.json    one file per route-config version
 //! <root>/policies/sha256-<hex>.wasm              policy blobs, content-addressed
+//! <root>/signatures/sha256-<hex>/<key id>.json   their signatures, one per key
 //! ```
 //!
 //! Versions are files, so history and rollback work as in SSM. A new version
@@ -43,6 +44,12 @@ impl DirStore {
         self.root
             .join("policies")
             .join(format!("sha256-{}.wasm", digest.hex()))
+    }
+
+    fn signature_dir(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("signatures")
+            .join(format!("sha256-{}", digest.hex()))
     }
 
     fn io(&self, what: &Path, e: std::io::Error) -> StoreError {
@@ -388,6 +395,35 @@ impl ConfigStore for DirStore {
         self.blocking(move |s| {
             std::fs::create_dir_all(&dir).map_err(|e| s.io(&dir, e))?;
             std::fs::write(&path, value).map_err(|e| s.io(&path, e))
+        })
+        .await
+    }
+
+    async fn signatures(&self, digest: &Digest) -> Result<Vec<String>> {
+        let dir = self.signature_dir(digest);
+        self.blocking(move |s| {
+            let mut names = s.names_in(&dir)?;
+            names.retain(|n| n.ends_with(".json"));
+            names.sort();
+            names
+                .iter()
+                .take(crate::MAX_SIGNATURES)
+                .map(|n| {
+                    let path = dir.join(n);
+                    std::fs::read_to_string(&path).map_err(|e| s.io(&path, e))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn put_signature(&self, digest: &Digest, key_id: &str, doc: &str) -> Result<()> {
+        check_function_name(key_id)?;
+        let dir = self.signature_dir(digest);
+        let (path, doc) = (dir.join(format!("{key_id}.json")), doc.to_owned());
+        self.blocking(move |s| {
+            std::fs::create_dir_all(&dir).map_err(|e| s.io(&dir, e))?;
+            std::fs::write(&path, doc).map_err(|e| s.io(&path, e))
         })
         .await
     }

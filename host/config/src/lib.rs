@@ -42,6 +42,7 @@ mod open;
 mod random;
 #[cfg(feature = "aws")]
 mod s3;
+mod sign;
 #[cfg(feature = "aws")]
 mod ssm;
 mod store;
@@ -56,6 +57,7 @@ pub use log::log_filter;
 pub use open::open;
 #[cfg(feature = "aws")]
 pub use s3::{BlobBucket, client as s3_client};
+pub use sign::{KeyError, MAX_SIGNATURES, PolicySigner, SignatureDoc, SignatureError, TrustKeys};
 #[cfg(feature = "aws")]
 pub use ssm::{DEFAULT_BLOB_THRESHOLD, GET_PARAMETERS_MAX, SsmStore};
 pub use store::{

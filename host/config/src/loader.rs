@@ -6,6 +6,7 @@
 //! ```text
 //! <cache>/compiled/sha256-<hex>.cwasm   machine code of a verified policy
 //! <cache>/compiled/sha256-<hex>.json    its PolicyInfo (digest, imports, exports)
+//! <cache>/compiled/sha256-<hex>.sig     its signatures, as the store had them (with trust keys)
 //! <cache>/routes/<function>.json        the last route config version that went live
 //! ```
 //!
@@ -16,6 +17,11 @@
 //! compiled again). With a [`CacheKey`] (`SWITCHYARD_CACHE_KEY`), every
 //! `.cwasm` also carries an HMAC-SHA256 (`.mac`) checked before the code
 //! is loaded, so a tampered file is recompiled, never run.
+//!
+//! With [`TrustKeys`], a policy is loaded only when one of its signatures
+//! verifies under a trusted key: checked against the store before the blob
+//! is fetched or compiled, and against the signatures cached beside the
+//! code before a restart restores it.
 
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -23,6 +29,7 @@ use std::sync::{Arc, Mutex};
 
 use switchyard_core::{Digest, Engine, Policy, PolicyError, PolicyInfo};
 
+use crate::sign::{SignatureError, TrustKeys};
 use crate::store::{ConfigStore, StoreError, StoredRoute};
 
 /// Why a policy could not be had.
@@ -34,6 +41,10 @@ pub enum LoadError {
     /// The blob is not a usable policy.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// The host trusts signing keys, and no signature of the policy
+    /// verifies under one of them.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
     /// The compile task died (a panic in the compiler).
     #[error("compiling {digest} did not finish: {message}")]
     Compile {
@@ -163,6 +174,7 @@ pub struct Loader {
     engine: Engine,
     cache_dir: Option<PathBuf>,
     cache_key: Option<CacheKey>,
+    trust: TrustKeys,
     compiled: Mutex<lru::LruCache<Digest, Arc<Policy>>>,
 }
 
@@ -191,6 +203,7 @@ impl Loader {
             engine,
             cache_dir,
             cache_key: None,
+            trust: TrustKeys::default(),
             compiled: Mutex::new(lru::LruCache::new(cap)),
         }
     }
@@ -199,6 +212,33 @@ impl Loader {
     pub fn with_cache_key(mut self, key: Option<CacheKey>) -> Self {
         self.cache_key = key;
         self
+    }
+
+    /// Loads only policies signed by one of `keys` (none: signatures are
+    /// not required).
+    pub fn with_trust(mut self, keys: TrustKeys) -> Self {
+        self.trust = keys;
+        self
+    }
+
+    /// Checks that `digest` carries a signature by a trusted key (when
+    /// the host trusts any) and returns the stored signatures to cache
+    /// beside the code.
+    async fn check_signed(&self, digest: &Digest) -> Result<Option<Vec<String>>, LoadError> {
+        if self.trust.is_empty() {
+            return Ok(None);
+        }
+        let docs = self.store.signatures(digest).await?;
+        match self.trust.verify(digest, &docs) {
+            Ok(key) => {
+                tracing::debug!(target: "switchyard::watch", %digest, %key, "policy signature verified");
+                Ok(Some(docs))
+            }
+            Err(e) => {
+                signature_refused(&e);
+                Err(e.into())
+            }
+        }
     }
 
     /// Makes `sub` of the cache dir for writing: created `0700`, and (as
@@ -243,6 +283,9 @@ impl Loader {
         if let Some(p) = self.compiled.lock().expect("lock").get(digest) {
             return Ok(p.clone());
         }
+        // Before anything of the policy is read or compiled: a host that
+        // trusts signing keys compiles nothing unsigned.
+        let signatures = self.check_signed(digest).await?;
         let policy = match self.precompiled(digest) {
             Some(p) => p,
             None => {
@@ -260,6 +303,9 @@ impl Loader {
                 policy
             }
         };
+        if let Some(docs) = signatures {
+            self.save_signatures(digest, &docs);
+        }
         self.compiled
             .lock()
             .expect("lock")
@@ -273,6 +319,9 @@ impl Loader {
     pub(crate) fn cached(&self, digest: &Digest) -> Option<Arc<Policy>> {
         if let Some(p) = self.compiled.lock().expect("lock").get(digest) {
             return Some(p.clone());
+        }
+        if !self.trust.is_empty() && !self.cached_signed(digest) {
+            return None;
         }
         let policy = self.precompiled(digest)?;
         self.compiled
@@ -321,6 +370,47 @@ impl Loader {
                 refuse(e.to_string());
                 None
             }
+        }
+    }
+
+    /// Whether the signatures cached beside `digest`'s code verify under
+    /// a trusted key (a restart restores no code the store could not
+    /// vouch for now).
+    fn cached_signed(&self, digest: &Digest) -> bool {
+        let path = self.trusted_dir("compiled").map(|d| {
+            d.join(format!("sha256-{}", digest.hex()))
+                .with_extension("sig")
+        });
+        let docs: Vec<String> = path
+            .as_deref()
+            .filter(|p| private(p).is_ok())
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        match self.trust.verify(digest, &docs) {
+            Ok(_) => true,
+            Err(e) => {
+                signature_refused(&e);
+                tracing::warn!(target: "switchyard::watch", %digest, error = %e, "cached policy not restored");
+                false
+            }
+        }
+    }
+
+    fn save_signatures(&self, digest: &Digest, docs: &[String]) {
+        let Some(dir) = &self.cache_dir else {
+            return;
+        };
+        let path = dir
+            .join("compiled")
+            .join(format!("sha256-{}", digest.hex()))
+            .with_extension("sig");
+        let write = || -> std::io::Result<()> {
+            self.writable_dir("compiled")?;
+            atomic_write(&path, &serde_json::to_vec(docs)?)
+        };
+        if let Err(e) = write() {
+            tracing::warn!(target: "switchyard::watch", path = %path.display(), error = %e, "cannot cache a policy's signatures");
         }
     }
 
@@ -418,6 +508,16 @@ impl Loader {
         }
         ok
     }
+}
+
+/// Counts and labels a policy refused for its signatures.
+fn signature_refused(e: &SignatureError) {
+    let why = match e {
+        SignatureError::Unsigned { .. } => "unsigned",
+        SignatureError::UntrustedSigner { .. } => "untrusted-signer",
+        SignatureError::BadSignature { .. } => "bad-signature",
+    };
+    metrics::counter!("switchyard_policy_signature_refused_total", "why" => why).increment(1);
 }
 
 /// Writes `bytes` to `path` as a new `0600` file swapped in whole.

@@ -6,6 +6,7 @@
 //! /<prefix>/functions/<function>                     route config JSON; SSM versions it
 //! /<prefix>/policies/sha256-<hex>/manifest           {"size":..,"chunks":N,"encoding":"zlib+base64"}
 //! /<prefix>/policies/sha256-<hex>/0000 .. N-1        chunks of <= 4,096 characters
+//! /<prefix>/signatures/sha256-<hex>/<key id>         a signature of the blob, per key
 //! ```
 //!
 //! The manifest is written after the chunks, so a blob with a manifest is
@@ -182,6 +183,10 @@ impl SsmStore {
         if let Err(e) = self.client.delete_parameter().name(name).send().await {
             tracing::debug!(target: "switchyard::store", lock = name, error = %crate::aws::sdk_message(&e).1, "write lock not released; its lease will end");
         }
+    }
+
+    fn signature_dir(&self, digest: &Digest) -> String {
+        format!("{}/signatures/sha256-{}", self.prefix, digest.hex())
     }
 
     fn blob_dir(&self, digest: &Digest) -> String {
@@ -475,6 +480,29 @@ impl ConfigStore for SsmStore {
         check_function_name(name)?;
         let name = format!("{}/settings/{name}", self.prefix);
         self.put(&name, value, true).await.map(|_| ())
+    }
+
+    async fn signatures(&self, digest: &Digest) -> Result<Vec<String>> {
+        let out = self
+            .client
+            .get_parameters_by_path()
+            .path(self.signature_dir(digest))
+            .recursive(false)
+            .max_results(crate::MAX_SIGNATURES as i32)
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(out
+            .parameters()
+            .iter()
+            .filter_map(|p| p.value().map(str::to_owned))
+            .collect())
+    }
+
+    async fn put_signature(&self, digest: &Digest, key_id: &str, doc: &str) -> Result<()> {
+        check_function_name(key_id)?;
+        let name = format!("{}/{key_id}", self.signature_dir(digest));
+        self.put(&name, doc, true).await.map(|_| ())
     }
 
     async fn has_blob(&self, digest: &Digest) -> Result<bool> {

@@ -253,6 +253,15 @@ pub trait ConfigStore: Send + Sync + fmt::Debug {
     /// Sets a store-wide setting.
     async fn put_setting(&self, name: &str, value: &str) -> Result<()>;
 
+    /// The signature documents stored for the blob `digest` (see
+    /// [`SignatureDoc`](crate::SignatureDoc)), at most
+    /// [`MAX_SIGNATURES`](crate::MAX_SIGNATURES); none when it is unsigned.
+    async fn signatures(&self, digest: &Digest) -> Result<Vec<String>>;
+
+    /// Stores a signature document for the blob `digest` by key `key_id`
+    /// (replacing that key's earlier one).
+    async fn put_signature(&self, digest: &Digest, key_id: &str, doc: &str) -> Result<()>;
+
     /// Whether a blob is stored (completely) under `digest`.
     async fn has_blob(&self, digest: &Digest) -> Result<bool>;
 

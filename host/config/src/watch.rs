@@ -159,6 +159,9 @@ pub struct WatchConfig {
     pub lru_capacity: usize,
     /// Authenticates the precompiled cache (`SWITCHYARD_CACHE_KEY`).
     pub cache_key: Option<crate::CacheKey>,
+    /// Keys a policy must be signed by (`--trust-key`); empty: signatures
+    /// are not required.
+    pub trust: crate::TrustKeys,
 }
 
 impl Default for WatchConfig {
@@ -169,6 +172,7 @@ impl Default for WatchConfig {
             cache_dir: None,
             lru_capacity: 64,
             cache_key: None,
+            trust: crate::TrustKeys::default(),
         }
     }
 }
@@ -267,7 +271,8 @@ impl Watcher {
             config.cache_dir.clone(),
             config.lru_capacity,
         )
-        .with_cache_key(config.cache_key.clone());
+        .with_cache_key(config.cache_key.clone())
+        .with_trust(config.trust.clone());
         Self::with_loader(store, Arc::new(loader), config)
     }
 

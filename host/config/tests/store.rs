@@ -729,6 +729,111 @@ async fn settings_round_trip<B: Backend>() {
     );
 }
 
+/// A host that trusts a signing key loads only policies signed by it:
+/// unsigned, signed by another key, and a signature moved from another
+/// policy are refused (the live version keeps serving); signing later lets
+/// a new version in; a restart restores only code whose cached signatures
+/// still verify.
+async fn only_signed_policies_load_where_keys_are_trusted<B: Backend>() {
+    let (store, _b) = B::fresh().await;
+    let keys = tempfile::tempdir().unwrap();
+    let (ours, ours_pub) = common::ed25519_keys(keys.path(), "ours");
+    let (theirs, _) = common::ed25519_keys(keys.path(), "theirs");
+    let ours = switchyard_config::PolicySigner::from_pem_file(&ours).unwrap();
+    let theirs = switchyard_config::PolicySigner::from_pem_file(&theirs).unwrap();
+    let trust = switchyard_config::TrustKeys::from_pem_files(&[&ours_pub]).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let host = |store: Arc<dyn ConfigStore>, trust: &switchyard_config::TrustKeys| {
+        Watcher::new(
+            store,
+            common::engine().clone(),
+            WatchConfig {
+                functions: vec!["orders".into()],
+                cache_dir: Some(cache.path().into()),
+                trust: trust.clone(),
+                ..Default::default()
+            },
+        )
+    };
+    let sign = async |signer: &switchyard_config::PolicySigner, digest: &Digest| {
+        let doc = signer.sign(digest).to_json();
+        store
+            .put_signature(digest, signer.key_id(), &doc)
+            .await
+            .unwrap();
+    };
+    let put = async |wasm: &str| {
+        let bytes = std::fs::read(wasm).unwrap();
+        store.put_blob(&bytes, &no_progress).await.unwrap()
+    };
+    let route = async |digest: Digest| {
+        let mut cfg = config("synthetic");
+        cfg.policy = Some(digest);
+        store.put_route("orders", &cfg).await.unwrap()
+    };
+    let w = host(store.clone(), &trust);
+
+    let d1 = put(art::SYNTHETIC_HEADER).await;
+    sign(&ours, &d1).await;
+    assert_eq!(store.signatures(&d1).await.unwrap().len(), 1);
+    let v1 = route(d1).await;
+    assert_eq!(
+        w.poll().await.unwrap()[0].1,
+        Outcome::Swapped { from: None, to: v1 }
+    );
+
+    let refused = |out: Vec<(String, Outcome)>, version: u64, says: &str| match &out[0].1 {
+        Outcome::Rejected { version: v, reason } if *v == version && reason.contains(says) => {}
+        other => panic!("version {version}: expected a refusal saying {says:?}, got {other:?}"),
+    };
+    // Unsigned.
+    let d2 = put(art::STICKY_CANARY).await;
+    let v2 = route(d2).await;
+    refused(w.poll().await.unwrap(), v2, "is not signed");
+    assert_eq!(w.policies().get("orders").unwrap().stored.version, v1);
+    // Signed, by a key this host does not trust.
+    let d3 = put(art::STICKY_CANARY_0_1_0).await;
+    sign(&theirs, &d3).await;
+    let v3 = route(d3).await;
+    refused(w.poll().await.unwrap(), v3, "does not trust");
+    assert_eq!(w.policies().get("orders").unwrap().stored.version, v1);
+    // A trusted signature of v1's policy, moved onto another policy.
+    let d4 = put(art::SYNTHETIC_HEADER_0_1_0).await;
+    let moved = ours.sign(&d1).to_json();
+    store
+        .put_signature(&d4, ours.key_id(), &moved)
+        .await
+        .unwrap();
+    let v4 = route(d4).await;
+    refused(w.poll().await.unwrap(), v4, "does not verify");
+    assert_eq!(w.policies().get("orders").unwrap().stored.version, v1);
+
+    // Signed after the fact: the next version naming it goes live.
+    sign(&ours, &d2).await;
+    let v5 = route(d2).await;
+    assert_eq!(
+        w.poll().await.unwrap()[0].1,
+        Outcome::Swapped {
+            from: Some(v1),
+            to: v5
+        }
+    );
+
+    // A restart with the store down restores v5: its cached signature
+    // verifies...
+    let down: Arc<dyn ConfigStore> = Arc::new(unreachable_ssm().await);
+    assert_eq!(host(down.clone(), &trust).restore_from_cache(), ["orders"]);
+    // ...and not once the cached signature is gone.
+    let sig = cache
+        .path()
+        .join(format!("compiled/sha256-{}.sig", d2.hex()));
+    std::fs::write(&sig, "[]").unwrap();
+    assert!(host(down.clone(), &trust).restore_from_cache().is_empty());
+    // A host that trusts no key restores it as before.
+    let none = switchyard_config::TrustKeys::default();
+    assert_eq!(host(down, &none).restore_from_cache(), ["orders"]);
+}
+
 macro_rules! suite {
     ($module:ident, $backend:ident: $($test:ident),* $(,)?) => {
         mod $module {
@@ -745,11 +850,13 @@ macro_rules! suite {
 suite!(dir, Dir: routes_versions_and_history, blobs_round_trip_and_are_verified, bad_values_are_refused,
        watcher_swaps_and_keeps_last_known_good, failing_fixture_cases_keep_a_version_out,
        cache_serves_when_the_store_is_down, listings_span_pages, one_bad_function_holds_no_one_back,
-       writes_are_compare_and_swap, settings_round_trip);
+       writes_are_compare_and_swap, settings_round_trip,
+       only_signed_policies_load_where_keys_are_trusted);
 suite!(ssm, Ssm: routes_versions_and_history, blobs_round_trip_and_are_verified, bad_values_are_refused,
        watcher_swaps_and_keeps_last_known_good, failing_fixture_cases_keep_a_version_out,
        cache_serves_when_the_store_is_down, listings_span_pages, one_bad_function_holds_no_one_back,
-       writes_are_compare_and_swap, settings_round_trip);
+       writes_are_compare_and_swap, settings_round_trip,
+       only_signed_policies_load_where_keys_are_trusted);
 suite!(ssm_s3, SsmS3: routes_versions_and_history, blobs_round_trip_and_are_verified,
        bad_values_are_refused, watcher_swaps_and_keeps_last_known_good,
        failing_fixture_cases_keep_a_version_out, cache_serves_when_the_store_is_down);

@@ -24,6 +24,9 @@ pub enum StartError {
     /// The policy engine could not be made.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A key in `SWITCHYARD_TRUST_KEYS` is not usable.
+    #[error("SWITCHYARD_TRUST_KEYS: {0}")]
+    TrustKey(#[from] switchyard_config::KeyError),
 }
 
 /// Opens the store and the policies of `functions`, restored from the
@@ -47,6 +50,7 @@ pub(crate) async fn start(
     StartError,
 > {
     let store = switchyard_config::open(store_uri).await?;
+    let trust = switchyard_config::TrustKeys::from_env()?;
     let engine = Engine::with_config(EngineConfig {
         // One invocation at a time per execution environment.
         max_instances: 100,
@@ -60,6 +64,7 @@ pub(crate) async fn start(
             interval: poll_interval,
             cache_dir: Some(cache_dir.to_owned()),
             cache_key: switchyard_config::CacheKey::from_env(),
+            trust,
             ..Default::default()
         },
         config,

@@ -239,3 +239,34 @@ pub fn publish_synthetic_header(
         ],
     );
 }
+
+/// A fresh Ed25519 key pair in `dir`, made by OpenSSL as a team would make
+/// one: `(<name>.pem, <name>.pub.pem)`, the PKCS#8 private key and its SPKI
+/// public half.
+pub fn ed25519_keys(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let private = dir.join(format!("{name}.pem"));
+    let public = dir.join(format!("{name}.pub.pem"));
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl runs (apt-get install openssl)");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    run(&[
+        "genpkey".as_ref(),
+        "-algorithm".as_ref(),
+        "ed25519".as_ref(),
+        "-out".as_ref(),
+        private.as_os_str(),
+    ]);
+    run(&[
+        "pkey".as_ref(),
+        "-in".as_ref(),
+        private.as_os_str(),
+        "-pubout".as_ref(),
+        "-out".as_ref(),
+        public.as_os_str(),
+    ]);
+    (private, public)
+}

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use switchyard_core::{CaseFile, Engine, Policy, inspect};
 
-use super::shared::{load_policy, read_policy, with_hint};
+use super::shared::{block_on, load_policy, print_json, read_policy, with_hint};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PolicyCommand {
@@ -35,6 +35,25 @@ pub(crate) enum PolicyCommand {
     Inspect {
         /// The component file.
         file: PathBuf,
+    },
+    /// Sign a policy for hosts started with --trust-key: an Ed25519
+    /// signature of its digest, by a PKCS#8 PEM private key (`openssl
+    /// genpkey -algorithm ed25519 -out signing.pem`; hosts get its public
+    /// half, `openssl pkey -in signing.pem -pubout`). Prints the signature
+    /// as JSON; with --store, stores it beside the policy's blob (which
+    /// need not be published yet). `publish --sign-key` does both at once.
+    Sign {
+        /// The component file, or the digest of a published one
+        /// (`sha256:<hex>`, as `status` shows it).
+        #[arg(value_name = "POLICY")]
+        policy: String,
+        /// The private key.
+        #[arg(long, value_name = "FILE", env = "SWITCHYARD_SIGN_KEY")]
+        key: PathBuf,
+        /// Store the signature in this config store (dir:<path> or
+        /// ssm:<prefix>).
+        #[arg(long, value_name = "STORE")]
+        store: Option<String>,
     },
     /// Run fixture cases against a policy: prints each failure as a diff and
     /// a final "N passed, N failed" line; exits 1 on any failure.
@@ -84,6 +103,42 @@ pub(crate) fn run(cmd: PolicyCommand) -> Result<ExitCode> {
                 Ok(_) => Ok(ExitCode::SUCCESS),
                 Err(e) => Err(e),
             }
+        }
+        PolicyCommand::Sign { policy, key, store } => {
+            let signer = switchyard_config::PolicySigner::from_pem_file(&key)?;
+            let digest = match policy.parse::<switchyard_core::Digest>() {
+                Ok(d) if policy.starts_with("sha256:") => d,
+                _ => {
+                    let path = PathBuf::from(&policy);
+                    let bytes = read_policy(&path)?;
+                    // Only what is a policy gets a signature.
+                    inspect(&bytes, &policy).map_err(with_hint)?.digest
+                }
+            };
+            let doc = signer.sign(&digest);
+            if let Some(uri) = &store {
+                block_on(async {
+                    let store = switchyard_config::open(uri).await?;
+                    if !store.has_blob(&digest).await? {
+                        eprintln!(
+                            "note: {digest} is not in {} yet; the signature waits for it",
+                            store.uri()
+                        );
+                    }
+                    store
+                        .put_signature(&digest, signer.key_id(), &doc.to_json())
+                        .await?;
+                    Ok(())
+                })?;
+                eprintln!("signature by key {} stored for {digest}", signer.key_id());
+            }
+            print_json(&serde_json::json!({
+                "policy": digest,
+                "key": doc.key,
+                "algorithm": doc.algorithm,
+                "signature": doc.signature,
+            }))?;
+            Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Test { file, cases } => {
             let policy = load_policy(&Engine::new()?, &file)?;

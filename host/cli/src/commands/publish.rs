@@ -38,6 +38,11 @@ pub(crate) struct PublishArgs {
     /// version.
     #[arg(long, env = "SWITCHYARD_MIN_HOST_VERSION", value_name = "VERSION")]
     pub(crate) min_host_version: Option<String>,
+    /// Sign the policy with this Ed25519 private key (PKCS#8 PEM, as
+    /// `openssl genpkey -algorithm ed25519` writes it) and store the
+    /// signature beside it, for hosts started with --trust-key.
+    #[arg(long, value_name = "FILE", env = "SWITCHYARD_SIGN_KEY")]
+    pub(crate) sign_key: Option<PathBuf>,
     /// Publish even when the config needs hosts newer than --min-host-version.
     #[arg(long)]
     pub(crate) force: bool,
@@ -62,6 +67,12 @@ pub(crate) fn run(args: PublishArgs) -> Result<()> {
     let policy = Policy::new(&engine, &bytes, &args.policy.display().to_string())
         .map_err(with_hint)
         .context("refusing to publish")?;
+    let signer = args
+        .sign_key
+        .as_deref()
+        .map(switchyard_config::PolicySigner::from_pem_file)
+        .transpose()
+        .context("--sign-key")?;
     let mut config = load_config(&args.config)?;
     switchyard_dispatch::check(&config).with_context(|| format!("in {}", args.config.display()))?;
     // The schema the config needs, declared, so older hosts keep what they
@@ -126,6 +137,23 @@ pub(crate) fn run(args: PublishArgs) -> Result<()> {
                 })
                 .await?;
         }
+        // Signed before the route names it: a host that trusts the key
+        // never sees this version without its signature.
+        let signed_by = match &signer {
+            Some(signer) => {
+                let doc = signer.sign(&digest);
+                store
+                    .put_signature(&digest, signer.key_id(), &doc.to_json())
+                    .await?;
+                eprintln!(
+                    "policy {} signed by key {}",
+                    digest.short(),
+                    signer.key_id()
+                );
+                Some(signer.key_id().to_owned())
+            }
+            None => None,
+        };
         if let Some(cases) = &cases {
             config.cases = Some(store.put_blob(cases, &|_, _| {}).await?);
         }
@@ -140,9 +168,12 @@ pub(crate) fn run(args: PublishArgs) -> Result<()> {
             "publish",
         )
         .await?;
-        print_json(
-            &serde_json::json!({"function": args.function, "version": version, "policy": digest}),
-        )
+        let mut out =
+            serde_json::json!({"function": args.function, "version": version, "policy": digest});
+        if let Some(key) = signed_by {
+            out["signed-by"] = key.into();
+        }
+        print_json(&out)
     })?;
     Ok(())
 }

@@ -36,6 +36,17 @@ pub(crate) struct ServeArgs {
     /// otherwise.
     #[arg(long)]
     pub(crate) admin_reveal_context: bool,
+    /// Run only policies signed by this key: an Ed25519 public key in PEM
+    /// (`openssl pkey -in signing.pem -pubout`). Repeat for more keys; a
+    /// policy signed by any of them loads. Without one, signatures are not
+    /// required.
+    #[arg(
+        long = "trust-key",
+        value_name = "FILE",
+        env = "SWITCHYARD_TRUST_KEYS",
+        value_delimiter = ','
+    )]
+    pub(crate) trust_keys: Vec<PathBuf>,
     /// How often to poll the store for new route configs (e.g. 10s, 500ms, 1m).
     #[arg(long, default_value = "10s", value_parser = parse_poll_interval)]
     pub(crate) poll_interval: Duration,
@@ -201,6 +212,8 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
                 interval: args.poll_interval,
                 cache_dir: args.cache_dir.clone(),
                 cache_key: switchyard_config::CacheKey::from_env(),
+                trust: switchyard_config::TrustKeys::from_pem_files(&args.trust_keys)
+                    .context("a --trust-key is not usable")?,
                 ..Default::default()
             },
             ProxyConfig {

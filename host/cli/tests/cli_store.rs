@@ -1068,3 +1068,262 @@ fn a_host_with_a_trust_key_serves_only_signed_policies() {
         version() == Some(v5)
     });
 }
+
+/// Runs a Python snippet with boto3 against the emulator (a real AWS
+/// client, as an operator's script would be).
+fn boto3(script: &str) {
+    aws::endpoint();
+    let o = Command::new("python3")
+        .args(["-c", &format!("import boto3\n{script}")])
+        .env(
+            "AWS_DEFAULT_REGION",
+            std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
+        )
+        .output()
+        .expect("python3 runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// An upstream that answers every request with the request's head (the
+/// headers the target received) as its body.
+fn echo_head_upstream() -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn);
+            let (mut head, mut line) = (String::new(), String::new());
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                head.push_str(&line.to_ascii_lowercase());
+                line.clear();
+            }
+            let _ = write!(
+                reader.get_mut(),
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{head}",
+                head.len()
+            );
+        }
+    });
+    url
+}
+
+/// Secret references end to end on an SSM store in the emulator: the
+/// candidate's context names an SSM SecureString and a Secrets Manager
+/// secret; `switchyard serve` reads them and hands the values to the
+/// target, while `status`, `history`, `decide`, the decide API and the
+/// host's own log show only the references. A refresh that fails keeps the
+/// last good value and is counted; a secret that cannot be read at all is a
+/// 502 naming the key and the reference.
+#[test]
+fn a_secret_reference_reaches_the_target_and_is_never_shown() {
+    use std::time::{Duration, Instant};
+    let id = format!("{}-{}", std::process::id(), line!());
+    let store = format!("ssm:/sy-secrets-{id}");
+    let (password, token) = (format!("hunter2-{id}"), format!("tok-{id}"));
+    let parameter = format!("/sy-secrets-{id}-app/db-password");
+    let secret = format!("sy-secrets-{id}-api-token");
+    boto3(&format!(
+        "boto3.client('ssm').put_parameter(Name='{parameter}', Value='{password}', Type='SecureString')\n\
+         boto3.client('secretsmanager').create_secret(Name='{secret}', SecretString='{token}')"
+    ));
+    let upstream = echo_head_upstream();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("route.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"mode":"synthetic","versions":{{"stable":"7","candidate":"8"}},
+                "context":{{"8":{{"DB_PASSWORD":{{"$ssm":"{parameter}"}},"API_TOKEN":{{"$secretsmanager":"{secret}"}},"QUEUE":"q8"}},
+                            "7":{{"DB_PASSWORD":"literal-7"}}}},
+                "dispatch":{{"type":"http","urls":{{"7":"{upstream}","8":"{upstream}"}}}}}}"#
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let publish = || {
+        run(
+            &store,
+            &[
+                "publish",
+                "--function",
+                "orders",
+                "--policy",
+                art::SYNTHETIC_HEADER,
+                "--config",
+                &config,
+            ],
+        )
+    };
+    // References need hosts of 0.3.0: refused until the fleet runs them.
+    let o = publish();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("secret references"), "{err}");
+    ok_json(&store, &["fleet", "--min-host-version", "0.3.0"]);
+    let o = publish();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(
+            "context key DB_PASSWORD of version 7 looks like a credential and holds a literal"
+        ),
+        "{err}"
+    );
+    assert!(
+        !err.contains("API_TOKEN of version 8"),
+        "a reference is not warned of: {err}"
+    );
+
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, admin) = (free(), free());
+    let log = tmp.path().join("serve.log");
+    let _serve = Killed(
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--store", &store])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(["--admin-reveal-context", "--secret-ttl", "200ms"])
+            .env("RUST_LOG", "debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let call = || {
+        curl(&[
+            "-H",
+            "x-switchyard-synthetic: true",
+            &format!("http://127.0.0.1:{port}/orders/x"),
+        ])
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let head = loop {
+        let head = call();
+        if head.contains("x-switchyard-ctx-") {
+            break head;
+        }
+        assert!(Instant::now() < deadline, "the proxy did not route: {head}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        head.contains(&format!("x-switchyard-ctx-db_password: {password}"))
+            && head.contains(&format!("x-switchyard-ctx-api_token: {token}"))
+            && head.contains("x-switchyard-ctx-queue: q8"),
+        "{head}"
+    );
+
+    // Everything that shows the config or a decision shows the reference.
+    let shown = [
+        String::from_utf8(run(&store, &["status", "orders"]).stdout).unwrap(),
+        String::from_utf8(run(&store, &["history", "orders"]).stdout).unwrap(),
+        String::from_utf8(
+            run(
+                &store,
+                &[
+                    "decide",
+                    "--store",
+                    &store,
+                    "--function",
+                    "orders",
+                    "-H",
+                    "x-switchyard-synthetic: 1",
+                ],
+            )
+            .stdout,
+        )
+        .unwrap(),
+        curl(&[
+            "-X",
+            "POST",
+            &format!("http://127.0.0.1:{admin}/v1/decide?context=show"),
+            "-d",
+            r#"{"function":"orders","headers":{"x-switchyard-synthetic":"true"}}"#,
+        ]),
+    ];
+    for out in &shown[2..] {
+        assert!(out.contains(&parameter) && out.contains(&secret), "{out}");
+    }
+    for out in &shown {
+        assert!(
+            !out.contains(&password) && !out.contains(&token),
+            "a secret value is shown: {out}"
+        );
+    }
+
+    // The parameter is deleted: refreshes fail, are counted, and the last
+    // good value keeps going to the target.
+    boto3(&format!(
+        "boto3.client('ssm').delete_parameter(Name='{parameter}')"
+    ));
+    let failures = || {
+        curl(&[&format!("http://127.0.0.1:{admin}/metrics")])
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("switchyard_secret_refresh_failures_total{source=\"ssm\"} ")
+            })
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while failures() == 0 {
+        assert!(
+            call().contains(&format!("x-switchyard-ctx-db_password: {password}")),
+            "the last good value was dropped"
+        );
+        assert!(Instant::now() < deadline, "no refresh failure was counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(call().contains(&format!("x-switchyard-ctx-db_password: {password}")));
+
+    // A reference to a secret that does not exist: a 502 naming the key
+    // and the reference, for the version that needs it only.
+    let missing = config.replace(".json", "-missing.json");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&secret, &format!("{secret}-missing"));
+    std::fs::write(&missing, text).unwrap();
+    let o = run(
+        &store,
+        &[
+            "publish",
+            "--function",
+            "orders",
+            "--policy",
+            art::SYNTHETIC_HEADER,
+            "--config",
+            &missing,
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        let answer = call();
+        if answer.contains("\"error\"") {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "still routing: {answer}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        answer.contains("API_TOKEN") && answer.contains(&format!("{secret}-missing")),
+        "{answer}"
+    );
+    let production = curl(&[&format!("http://127.0.0.1:{port}/orders/x")]);
+    assert!(
+        production.contains("x-switchyard-ctx-db_password: literal-7"),
+        "{production}"
+    );
+
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !log.contains(&password) && !log.contains(&token),
+        "a secret value is in the host's log"
+    );
+}

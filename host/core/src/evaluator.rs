@@ -742,7 +742,7 @@ fn convert(answer: Answer, route: &Route) -> Result<Decision, EvalError> {
     }
     let mut context: BTreeMap<String, String> = context.into_iter().collect();
     if let Some(configured) = route.config().context.get(&target) {
-        context.extend(configured.iter().map(|(k, v)| (k.clone(), v.clone())));
+        context.extend(configured.iter().map(|(k, v)| (k.clone(), v.shown())));
     }
     let mut reason = reason;
     if reason.len() > MAX_REASON {

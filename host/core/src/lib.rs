@@ -71,7 +71,8 @@ pub use host::bucket;
 pub use policy::Policy;
 pub use request::{Request, RequestError, RequestJson};
 pub use route::{
-    DispatchSpec, MAX_QUALIFIER_LEN, Mode, NoDispatchType, ROUTE_SCHEMA, Route, RouteConfig,
-    RouteConfigError, host_version_for_schema, supported_schema, valid_qualifier,
+    ContextValue, DispatchSpec, MAX_QUALIFIER_LEN, Mode, NoDispatchType, ROUTE_SCHEMA, Route,
+    RouteConfig, RouteConfigError, SecretRef, host_version_for_schema, supported_schema,
+    valid_qualifier,
 };
 pub use verify::{PolicyError, PolicyInfo, check, inspect};

@@ -39,9 +39,12 @@ pub struct RouteConfig {
     /// and handed to the policy as their JSON text.
     #[serde(default, deserialize_with = "flags_as_strings")]
     pub flags: BTreeMap<String, String>,
-    /// Qualifier -> key/values the host hands to that version.
+    /// Qualifier -> key/values the host hands to that version. A value is
+    /// a string, or a reference to a secret the host reads itself and
+    /// hands on without ever showing it: `{"$ssm": "/orders/db-password"}`
+    /// (a SecureString), `{"$secretsmanager": "<arn or name>"}`.
     #[serde(default)]
-    pub context: BTreeMap<String, BTreeMap<String, String>>,
+    pub context: BTreeMap<String, BTreeMap<String, ContextValue>>,
     /// The policy deciding for this function, `sha256:<hex>` (set by
     /// `switchyard publish`; required by the config store, not by `decide`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -56,16 +59,131 @@ pub struct RouteConfig {
     pub dispatch: Option<DispatchSpec>,
 }
 
-/// The newest route-config schema this build reads: 1, and 2 for what
-/// came with `switchyard` 0.2.0 (a dispatch `auth` block, `step-functions`
-/// dispatch).
-pub const ROUTE_SCHEMA: u32 = 2;
+/// A context value: a literal, or a secret the host resolves when it
+/// dispatches (and never writes, logs or shows: everything that prints a
+/// route config or a decision prints the reference).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ContextValue {
+    /// A plain string, handed on as it is.
+    Literal(String),
+    /// A reference to a secret.
+    Secret(SecretRef),
+}
+
+/// Where a secret is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SecretRef {
+    /// An SSM parameter (a SecureString, read with decryption).
+    #[serde(rename = "$ssm")]
+    Ssm(String),
+    /// A Secrets Manager secret (its ARN or name; its `SecretString`).
+    #[serde(rename = "$secretsmanager")]
+    SecretsManager(String),
+}
+
+/// Longest secret name or ARN accepted (SSM's parameter-name limit).
+const MAX_SECRET_NAME: usize = 2048;
+
+impl SecretRef {
+    /// `ssm` or `secretsmanager`, for metric labels.
+    pub fn source(&self) -> &'static str {
+        match self {
+            SecretRef::Ssm(_) => "ssm",
+            SecretRef::SecretsManager(_) => "secretsmanager",
+        }
+    }
+
+    /// The parameter name or secret id.
+    pub fn name(&self) -> &str {
+        match self {
+            SecretRef::Ssm(n) | SecretRef::SecretsManager(n) => n,
+        }
+    }
+}
+
+impl std::fmt::Display for SecretRef {
+    /// The reference as JSON, e.g. `{"$ssm":"/orders/db-password"}`: what a
+    /// decision shows in place of the value.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&serde_json::to_string(self).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+impl ContextValue {
+    /// What may be shown: the literal, or the reference (never a secret).
+    pub fn shown(&self) -> String {
+        match self {
+            ContextValue::Literal(s) => s.clone(),
+            ContextValue::Secret(r) => r.to_string(),
+        }
+    }
+
+    /// The secret this value refers to, if any.
+    pub fn secret(&self) -> Option<&SecretRef> {
+        match self {
+            ContextValue::Secret(r) => Some(r),
+            ContextValue::Literal(_) => None,
+        }
+    }
+}
+
+impl From<String> for ContextValue {
+    fn from(s: String) -> Self {
+        ContextValue::Literal(s)
+    }
+}
+
+impl From<&str> for ContextValue {
+    fn from(s: &str) -> Self {
+        ContextValue::Literal(s.to_owned())
+    }
+}
+
+impl Serialize for ContextValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ContextValue::Literal(v) => s.serialize_str(v),
+            ContextValue::Secret(r) => r.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ContextValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let hint = "a context value is a string, {\"$ssm\": \"/parameter/name\"} or {\"$secretsmanager\": \"<arn or name>\"}";
+        match Value::deserialize(d)? {
+            Value::String(s) => Ok(ContextValue::Literal(s)),
+            v @ Value::Object(_) => {
+                let r: SecretRef = serde_json::from_value(v.clone())
+                    .map_err(|_| D::Error::custom(format!("{v}: {hint}")))?;
+                let name = r.name();
+                if name.is_empty()
+                    || name.len() > MAX_SECRET_NAME
+                    || name.chars().any(char::is_control)
+                {
+                    return Err(D::Error::custom(format!(
+                        "secret reference {r}: the name must be 1-{MAX_SECRET_NAME} printable characters"
+                    )));
+                }
+                Ok(ContextValue::Secret(r))
+            }
+            other => Err(D::Error::custom(format!("{other}: {hint}"))),
+        }
+    }
+}
+
+/// The newest route-config schema this build reads: 1; 2 for what came
+/// with `switchyard` 0.2.0 (a dispatch `auth` block, `step-functions`
+/// dispatch); 3 for 0.3.0's secret references in `context`.
+pub const ROUTE_SCHEMA: u32 = 3;
 
 /// The first `switchyard` release that reads route-config schema `schema`.
 pub fn host_version_for_schema(schema: u32) -> String {
     match schema {
         0 | 1 => "0.1.0".to_owned(),
         2 => "0.2.0".to_owned(),
+        3 => "0.3.0".to_owned(),
         _ => format!("newer than {}", env!("CARGO_PKG_VERSION")),
     }
 }
@@ -234,9 +352,13 @@ impl RouteConfig {
         Ok(())
     }
 
-    /// The oldest schema that has everything this config uses: 2 with a
-    /// dispatch `auth` block or `step-functions` dispatch, else 1.
+    /// The oldest schema that has everything this config uses: 3 with a
+    /// secret reference in `context`; 2 with a dispatch `auth` block or
+    /// `step-functions` dispatch; else 1.
     pub fn needed_schema(&self) -> u32 {
+        if self.secrets().next().is_some() {
+            return 3;
+        }
         let Some(d) = &self.dispatch else { return 1 };
         let json = d.json();
         let kind = json.get("type").and_then(Value::as_str);
@@ -247,9 +369,31 @@ impl RouteConfig {
         }
     }
 
-    /// The context configured for qualifier `target` (empty when none).
+    /// The context configured for qualifier `target` (empty when none),
+    /// as it may be shown: a secret is its reference.
     pub fn context_for(&self, target: &str) -> BTreeMap<String, String> {
-        self.context.get(target).cloned().unwrap_or_default()
+        self.context
+            .get(target)
+            .map(|c| c.iter().map(|(k, v)| (k.clone(), v.shown())).collect())
+            .unwrap_or_default()
+    }
+
+    /// The secrets `target`'s context refers to, by key.
+    pub fn secrets_for(&self, target: &str) -> Vec<(String, SecretRef)> {
+        self.context
+            .get(target)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| v.secret().map(|r| (k.clone(), r.clone())))
+            .collect()
+    }
+
+    /// Every (qualifier, key, secret) the context refers to.
+    pub fn secrets(&self) -> impl Iterator<Item = (&str, &str, &SecretRef)> {
+        self.context.iter().flat_map(|(q, c)| {
+            c.iter()
+                .filter_map(move |(k, v)| v.secret().map(|r| (q.as_str(), k.as_str(), r)))
+        })
     }
 
     /// The `stable` qualifier.
@@ -337,21 +481,21 @@ mod tests {
     fn a_config_for_a_newer_schema_is_named_too_new_not_corrupt() {
         // Whatever a newer schema adds, the host says what it needs.
         let err = RouteConfig::from_json(
-            r#"{"schema":3,"mode":"production","versions":{"stable":"1"},"some-future-field":{}}"#,
+            r#"{"schema":4,"mode":"production","versions":{"stable":"1"},"some-future-field":{}}"#,
         )
         .unwrap_err();
         assert!(
             matches!(
                 err,
                 RouteConfigError::SchemaTooNew {
-                    schema: 3,
+                    schema: 4,
                     supported: ROUTE_SCHEMA
                 }
             ),
             "{err}"
         );
         assert!(
-            err.to_string().contains("needs route-config schema 3"),
+            err.to_string().contains("needs route-config schema 4"),
             "{err}"
         );
         let two = RouteConfig::from_json(
@@ -394,7 +538,59 @@ mod tests {
         assert_eq!(cfg.mode, Mode::Synthetic);
         assert_eq!(cfg.flags["canary-percent"], "12.5");
         assert_eq!(cfg.flags["on"], "true");
-        assert_eq!(cfg.context["8"]["Q"], "u");
+        assert_eq!(cfg.context["8"]["Q"], "u".into());
+    }
+
+    #[test]
+    fn context_values_may_be_secret_references_shown_as_such() {
+        let cfg = RouteConfig::from_json(
+            r#"{"mode":"synthetic","versions":{"stable":"7","candidate":"8"},
+                "context":{"8":{"Q":"u","DB_PASSWORD":{"$ssm":"/orders/db-password"},
+                                "API_TOKEN":{"$secretsmanager":"arn:aws:secretsmanager:us-east-1:1:secret:t"}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.needed_schema(), 3);
+        let shown = cfg.context_for("8");
+        assert_eq!(shown["DB_PASSWORD"], r#"{"$ssm":"/orders/db-password"}"#);
+        assert_eq!(shown["Q"], "u");
+        let secrets = cfg.secrets_for("8");
+        assert_eq!(
+            secrets,
+            [
+                (
+                    "API_TOKEN".to_owned(),
+                    SecretRef::SecretsManager("arn:aws:secretsmanager:us-east-1:1:secret:t".into())
+                ),
+                (
+                    "DB_PASSWORD".to_owned(),
+                    SecretRef::Ssm("/orders/db-password".into())
+                ),
+            ]
+        );
+        assert!(cfg.secrets_for("7").is_empty());
+        // Written back, a reference stays a reference.
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(
+            json.contains(r#""DB_PASSWORD":{"$ssm":"/orders/db-password"}"#),
+            "{json}"
+        );
+        assert_eq!(RouteConfig::from_json(&json).unwrap(), cfg);
+
+        for (bad, says) in [
+            (r#"{"$vault":"x"}"#, "a context value is a string"),
+            (
+                r#"{"$ssm":"/a","$secretsmanager":"b"}"#,
+                "a context value is a string",
+            ),
+            (r#"{"$ssm":""}"#, "the name must be"),
+            ("42", "a context value is a string"),
+        ] {
+            let json = format!(
+                r#"{{"mode":"production","versions":{{"stable":"7"}},"context":{{"7":{{"K":{bad}}}}}}}"#
+            );
+            let e = RouteConfig::from_json(&json).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct ClientsConfig {
     /// Serving threads that each get their own HTTP(S) client and
     /// connection pool (see [`enter_worker`]); 1 shares one among all.
     pub workers: usize,
+    /// How long a secret read for a context reference is used before it
+    /// is read again (in the background; the last good value is kept if
+    /// that fails).
+    pub secret_ttl: Duration,
 }
 
 impl Default for ClientsConfig {
@@ -50,6 +54,7 @@ impl Default for ClientsConfig {
             lambda_client: None,
             sfn_client: None,
             workers: 1,
+            secret_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -93,6 +98,7 @@ pub struct Clients {
     lambda: OnceCell<aws_sdk_lambda::Client>,
     sfn: OnceCell<aws_sdk_sfn::Client>,
     aws: OnceCell<aws_config::SdkConfig>,
+    secrets: Arc<crate::secrets::Secrets>,
     pub(crate) timeout: Duration,
     idle_timeout: Duration,
     mirror_slots: Arc<Semaphore>,
@@ -120,6 +126,7 @@ impl Clients {
             lambda: OnceCell::new_with(config.lambda_client),
             sfn: OnceCell::new_with(config.sfn_client),
             aws: OnceCell::new(),
+            secrets: crate::secrets::Secrets::new(config.secret_ttl),
             timeout: config.upstream_timeout,
             idle_timeout: config.upstream_idle_timeout,
             mirror_slots: Arc::new(Semaphore::new(config.mirror_slots)),
@@ -182,19 +189,40 @@ impl Clients {
             .await
     }
 
+    /// Puts the values of the secrets `to`'s context refers to into it
+    /// (see the `secrets` module): from the cache, else read with the AWS
+    /// SDK. A secret that cannot be read, and was never read, is a 502
+    /// naming the key and the reference.
+    pub async fn resolve_secrets(&self, to: &mut Target) -> Result<(), crate::DispatchError> {
+        if to.secrets.is_empty() {
+            return Ok(());
+        }
+        let aws = self.aws().await;
+        self.secrets.resolve(aws, to).await
+    }
+
     /// Sends a mirror copy in the background, never delaying the caller.
     /// Bounded: without a free slot the copy is dropped and counted
     /// (`switchyard_mirror_dropped_total`); each one sent is counted by
     /// status (`switchyard_mirror_total`).
-    pub fn spawn_mirror(&self, dispatcher: Arc<dyn Dispatcher>, call: Call, to: Target) {
+    pub fn spawn_mirror(
+        self: &Arc<Self>,
+        dispatcher: Arc<dyn Dispatcher>,
+        call: Call,
+        mut to: Target,
+    ) {
         let Ok(permit) = self.mirror_slots.clone().try_acquire_owned() else {
             metrics::counter!("switchyard_mirror_dropped_total", "function" => to.function)
                 .increment(1);
             return;
         };
+        let clients = self.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let outcome = dispatcher.mirror(&call, &to).await;
+            let outcome = match clients.resolve_secrets(&mut to).await {
+                Ok(()) => dispatcher.mirror(&call, &to).await,
+                Err(e) => e.label().to_owned(),
+            };
             metrics::counter!("switchyard_mirror_total", "function" => to.function, "target" => to.qualifier, "status" => outcome)
                 .increment(1);
         });

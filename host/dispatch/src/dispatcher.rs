@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 use http_body_util::BodyExt;
-use switchyard_core::{Decision, RouteConfig, Traffic};
+use switchyard_core::{Decision, RouteConfig, SecretRef, Traffic};
 
 use crate::apigw::RequestContext;
 use crate::error::DispatchError;
@@ -88,8 +88,9 @@ impl Call {
     }
 }
 
-/// Where a call goes and how it is tagged.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a call goes and how it is tagged. Its `Debug` shows the
+/// context's keys, not their values (a resolved secret is among them).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Target {
     /// The store function (for messages and metrics).
     pub function: String,
@@ -99,16 +100,34 @@ pub struct Target {
     pub traffic: Traffic,
     /// The context the target is handed.
     pub context: BTreeMap<String, String>,
+    /// Context keys whose value is a secret, still to be read: until
+    /// [`Clients::resolve_secrets`](crate::Clients::resolve_secrets) puts
+    /// the values in, `context` holds their references.
+    pub secrets: Vec<(String, SecretRef)>,
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Target")
+            .field("function", &self.function)
+            .field("qualifier", &self.qualifier)
+            .field("traffic", &self.traffic)
+            .field("context", &self.context.keys().collect::<Vec<_>>())
+            .field("secrets", &self.secrets)
+            .finish()
+    }
 }
 
 impl Target {
-    /// The decision's target: its qualifier, traffic and context.
-    pub fn primary(function: &str, decision: &Decision) -> Self {
+    /// The decision's target: its qualifier, traffic and context (with the
+    /// secrets `config` gives that qualifier, to resolve).
+    pub fn primary(function: &str, decision: &Decision, config: &RouteConfig) -> Self {
         Target {
             function: function.to_owned(),
             qualifier: decision.target.clone(),
             traffic: decision.traffic,
             context: decision.context.clone(),
+            secrets: config.secrets_for(&decision.target),
         }
     }
 
@@ -125,6 +144,7 @@ impl Target {
         context.extend(config.context_for(&qualifier));
         Some(Target {
             function: function.to_owned(),
+            secrets: config.secrets_for(&qualifier),
             qualifier,
             traffic: Traffic::Synthetic,
             context,

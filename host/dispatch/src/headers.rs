@@ -171,6 +171,7 @@ mod tests {
             qualifier: "8".into(),
             traffic: Traffic::Synthetic,
             context: [("QUEUE".to_owned(), "q8".to_owned())].into(),
+            secrets: Vec::new(),
         };
         let out = outgoing(&h, &to);
         assert_eq!(out["x-switchyard-traffic"], "synthetic");

@@ -30,6 +30,7 @@ mod headers;
 mod http_backend;
 mod lambda;
 mod registry;
+mod secrets;
 mod step_functions;
 
 pub use apigw::{

@@ -101,6 +101,9 @@ pub struct ProxyConfig {
     /// The Step Functions client; by default one is made from the
     /// environment on first use.
     pub sfn_client: Option<aws_sdk_sfn::Client>,
+    /// How long a secret a route's context refers to is used before it is
+    /// read again (`serve --secret-ttl`; default 5 minutes).
+    pub secret_ttl: Duration,
     /// A sample of the decided requests written for `switchyard replay`
     /// (`serve --capture`).
     pub capture: Option<Arc<Capture>>,
@@ -147,6 +150,7 @@ impl Default for ProxyConfig {
             bypass_policies: false,
             lambda_client: None,
             sfn_client: None,
+            secret_ttl: Duration::from_secs(300),
             capture: None,
             inherited_traffic: None,
             metrics: None,
@@ -237,6 +241,7 @@ impl Proxy {
             lambda_client: config.lambda_client.clone(),
             sfn_client: config.sfn_client.clone(),
             workers: config.workers,
+            secret_ttl: config.secret_ttl,
         });
         Arc::new(Proxy {
             policies,
@@ -973,10 +978,13 @@ async fn dispatch_decided(
                 p.clients
                     .spawn_mirror(dispatcher.clone(), call.clone(), mirror);
             }
-            let to = Target::primary(function, &decision);
-            match dispatcher.send(&call, &to).await {
-                Ok(r) => r.map(Body::new),
+            let mut to = Target::primary(function, &decision, active.route.config());
+            match p.clients.resolve_secrets(&mut to).await {
                 Err(e) => render_error(&e, invoke),
+                Ok(()) => match dispatcher.send(&call, &to).await {
+                    Ok(r) => r.map(Body::new),
+                    Err(e) => render_error(&e, invoke),
+                },
             }
         }
     };

@@ -78,6 +78,7 @@ pub(crate) fn run(args: PublishArgs) -> Result<()> {
     // The schema the config needs, declared, so older hosts keep what they
     // have instead of failing field by field.
     config.schema = config.schema.max(config.needed_schema());
+    super::shared::warn_literal_secrets(&config);
     let cases = match &args.cases {
         None => None,
         Some(path) => {
@@ -105,28 +106,13 @@ pub(crate) fn run(args: PublishArgs) -> Result<()> {
     };
     block_on(async {
         let store = switchyard_config::open(&args.store.store).await?;
-        let min_host = match &args.min_host_version {
-            Some(v) => v.clone(),
-            None => store
-                .setting("min-host-version")
-                .await?
-                .unwrap_or_else(|| "0.1.0".to_owned()),
-        };
-        let needs = switchyard_core::host_version_for_schema(config.schema);
-        let min = release(&min_host)?;
-        if release(&needs).is_ok_and(|n| n > min) {
-            if args.force {
-                eprintln!(
-                    "warning: this config needs hosts of switchyard {needs} or later (route-config schema {}); older hosts keep the version they have",
-                    config.schema
-                );
-            } else {
-                bail!(
-                    "refusing to publish: this config needs hosts of switchyard {needs} or later (route-config schema {}: step-functions dispatch or an auth block), and the fleet's minimum host version is {min_host}: older hosts would keep the version they have. Upgrade the hosts, then `switchyard fleet --min-host-version {needs}` (or pass --min-host-version), or --force",
-                    config.schema
-                );
-            }
-        }
+        super::shared::fleet_reads(
+            &*store,
+            &config,
+            args.min_host_version.as_deref(),
+            args.force,
+        )
+        .await?;
         let digest = policy.digest();
         if store.has_blob(&digest).await? {
             eprintln!("policy {digest} already in {}", store.uri());

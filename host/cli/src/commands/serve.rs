@@ -47,6 +47,11 @@ pub(crate) struct ServeArgs {
         value_delimiter = ','
     )]
     pub(crate) trust_keys: Vec<PathBuf>,
+    /// How long a secret that a route's context refers to ({"$ssm": ...},
+    /// {"$secretsmanager": ...}) is used before it is read again, in the
+    /// background (a failed read keeps the last good value).
+    #[arg(long, default_value = "5m", env = "SWITCHYARD_SECRET_TTL", value_parser = parse_duration)]
+    pub(crate) secret_ttl: Duration,
     /// How often to poll the store for new route configs (e.g. 10s, 500ms, 1m).
     #[arg(long, default_value = "10s", value_parser = parse_poll_interval)]
     pub(crate) poll_interval: Duration,
@@ -220,6 +225,7 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
                 max_body: args.max_body,
                 upstream_timeout: args.upstream_timeout,
                 upstream_idle_timeout: args.upstream_idle_timeout,
+                secret_ttl: args.secret_ttl,
                 body_timeout: args.body_timeout,
                 connections,
                 admin: AdminConfig {

@@ -20,7 +20,9 @@ pub(crate) struct SetArgs {
     #[arg(long = "version", value_name = "ROLE=QUALIFIER")]
     versions: Vec<String>,
     /// Set a value handed to one qualifier, e.g. --context 9:QUEUE_URL=https://...
-    /// Repeat for more.
+    /// A secret is set as a reference the hosts resolve, never as its
+    /// value: --context '9:DB_PASSWORD={"$ssm":"/orders/db-password"}' (or
+    /// {"$secretsmanager":"<arn>"}). Repeat for more.
     #[arg(long = "context", value_name = "QUALIFIER:KEY=VALUE")]
     context: Vec<String>,
     /// Remove a flag. Repeat for more.
@@ -112,8 +114,10 @@ pub(crate) fn run(args: SetArgs) -> Result<()> {
             let (q, kv) = scoped(arg, "--context", "QUALIFIER:KEY=VALUE")?;
             let (k, v) = pair(kv, "--context", "QUALIFIER:KEY=VALUE")
                 .with_context(|| format!("--context {arg:?}"))?;
+            let v =
+                super::shared::context_value(v).with_context(|| format!("--context {arg:?}"))?;
             let values = config.context.entry(q.to_owned()).or_default();
-            if values.insert(k.to_owned(), v.to_owned()).as_deref() != Some(v) {
+            if values.insert(k.to_owned(), v.clone()).as_ref() != Some(&v) {
                 changed.push(format!("context.{q}.{k}"));
             }
         }
@@ -131,6 +135,9 @@ pub(crate) fn run(args: SetArgs) -> Result<()> {
         config
             .validate()
             .with_context(|| format!("the new route config of {function} would be invalid"))?;
+        super::shared::warn_literal_secrets(&config);
+        config.schema = config.schema.max(config.needed_schema());
+        super::shared::fleet_reads(&*store, &config, None, false).await?;
         let version = if changed.is_empty() {
             eprintln!(
                 "{function}: version {} already has these settings; nothing written",

@@ -62,6 +62,75 @@ pub(crate) struct ExpectArg {
     pub(crate) reason: Option<String>,
 }
 
+/// A `--context` value: a secret reference when it is one as JSON
+/// (`{"$ssm":"/name"}`), else the literal.
+pub(crate) fn context_value(v: &str) -> Result<switchyard_core::ContextValue> {
+    if v.trim_start().starts_with("{\"$") {
+        return serde_json::from_str(v).context("not a secret reference");
+    }
+    Ok(v.into())
+}
+
+/// Whether a context key names something secret.
+fn secret_like(key: &str) -> bool {
+    let key = key.to_ascii_uppercase();
+    ["PASSWORD", "SECRET", "TOKEN", "KEY"]
+        .iter()
+        .any(|w| key.contains(w))
+}
+
+/// Warns (stderr) of each context key that looks like a credential and
+/// holds a literal: stored, it is readable by everyone who reads the store.
+pub(crate) fn warn_literal_secrets(config: &RouteConfig) {
+    for (q, values) in &config.context {
+        for (k, v) in values {
+            if secret_like(k) && v.secret().is_none() {
+                eprintln!(
+                    "warning: context key {k} of version {q} looks like a credential and holds a literal value, which the store keeps and `status`/`history` show; keep it in SSM as a SecureString (or in Secrets Manager) and reference it: \"{k}\": {{\"$ssm\": \"/<parameter>\"}}"
+                );
+            }
+        }
+    }
+}
+
+/// Refuses a config whose schema needs newer hosts than the fleet runs:
+/// `min_host` (--min-host-version), else the store's `min-host-version`
+/// setting, else 0.1.0. With `force`, a warning instead.
+pub(crate) async fn fleet_reads(
+    store: &dyn ConfigStore,
+    config: &RouteConfig,
+    min_host: Option<&str>,
+    force: bool,
+) -> Result<()> {
+    let min_host = match min_host {
+        Some(v) => v.to_owned(),
+        None => store
+            .setting("min-host-version")
+            .await?
+            .unwrap_or_else(|| "0.1.0".to_owned()),
+    };
+    let needs = switchyard_core::host_version_for_schema(config.schema);
+    let min = super::publish::release(&min_host)?;
+    if super::publish::release(&needs).is_ok_and(|n| n > min) {
+        let uses = match config.schema {
+            2 => "step-functions dispatch or an auth block",
+            _ => "secret references in context",
+        };
+        if force {
+            eprintln!(
+                "warning: this config needs hosts of switchyard {needs} or later (route-config schema {}: {uses}); older hosts keep the version they have",
+                config.schema
+            );
+        } else {
+            anyhow::bail!(
+                "refusing to write: this config needs hosts of switchyard {needs} or later (route-config schema {}: {uses}), and the fleet's minimum host version is {min_host}: older hosts would keep the version they have. Upgrade the hosts, then `switchyard fleet --min-host-version {needs}` (or pass --min-host-version to publish), or --force",
+                config.schema
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Writes `config` as `function`'s next version, only over version `read`
 /// (the one this command read; 0: none) and, with --expect-version, only
 /// when that is the one the pipeline expects: no write in between is

@@ -410,6 +410,54 @@ fn pipeline_on_an_ssm_store() {
     });
 }
 
+/// A fresh Cloud Map namespace in the emulator, made as an operator would
+/// (the store creates the services it needs in it, not the namespace), and
+/// the `cloudmap:` store on it with blobs under an SSM prefix.
+fn cloudmap_store(tag: &str) -> (String, String) {
+    aws::endpoint();
+    let id = format!("{}-{tag}", std::process::id());
+    boto3(&format!(
+        "boto3.client('servicediscovery').create_http_namespace(Name='sy-{id}')"
+    ));
+    let prefix = format!("/cm{}", id.replace('-', "_"));
+    (format!("cloudmap:sy-{id}?blobs=ssm:{prefix}"), prefix)
+}
+
+#[test]
+fn pipeline_on_a_cloudmap_store() {
+    let (store, prefix) = cloudmap_store("pipeline");
+    pipeline(&store, |digest| {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        boto3(&format!(
+            "boto3.client('ssm').put_parameter(Name='{prefix}/policies/sha256-{hex}/0000', Value='Z2FyYmFnZQ==', Type='String', Overwrite=True)"
+        ));
+    });
+}
+
+/// A namespace that does not exist is a clear error that says how to make
+/// it; a function name Cloud Map cannot take as a service is refused.
+#[test]
+fn a_missing_cloudmap_namespace_says_how_to_create_it() {
+    aws::endpoint();
+    let store = format!(
+        "cloudmap:sy-missing-{}?blobs=ssm:/cm-missing",
+        std::process::id()
+    );
+    let o = run(&store, &["status", "orders"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("does not exist; create it once with `aws servicediscovery create-http-namespace --name sy-missing-"),
+        "{err}"
+    );
+    let o = run("cloudmap:sy-x", &["status"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("use cloudmap:<namespace>?blobs=ssm:<prefix>"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 #[test]
 fn debug_logs_keep_the_access_key_id_out() {
     aws::endpoint();
@@ -499,9 +547,18 @@ fn curl(args: &[&str]) -> String {
 
 #[test]
 fn a_running_proxy_sees_a_mode_flip_within_one_poll() {
-    use std::time::{Duration, Instant};
     let tmp = tempfile::tempdir().unwrap();
-    let store = format!("dir:{}", tmp.path().join("store").display());
+    mode_flip_within_one_poll(&format!("dir:{}", tmp.path().join("store").display()));
+}
+
+#[test]
+fn a_running_proxy_on_cloudmap_sees_a_mode_flip_within_one_poll() {
+    mode_flip_within_one_poll(&cloudmap_store("flip").0);
+}
+
+fn mode_flip_within_one_poll(store: &str) {
+    use std::time::{Duration, Instant};
+    let store = store.to_owned();
     publish_orders(&store);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -20,3 +20,27 @@ where
     };
     (code, message)
 }
+
+/// An interceptor that drops the host prefix an operation asks for
+/// (`data-` for Cloud Map's discovery calls, `sync-` for Step Functions'
+/// `StartSyncExecution`), for clients given an endpoint URL: an emulator
+/// or a VPC endpoint on a bare address, where `data-127.0.0.1` is no host.
+#[derive(Debug)]
+pub struct NoHostPrefix;
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for NoHostPrefix {
+    fn name(&self) -> &'static str {
+        "NoHostPrefix"
+    }
+
+    fn modify_before_retry_loop(
+        &self,
+        _context: &mut aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut<'_>,
+        _runtime_components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        cfg.interceptor_state()
+            .unset::<aws_smithy_runtime_api::client::endpoint::EndpointPrefix>();
+        Ok(())
+    }
+}

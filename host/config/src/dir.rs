@@ -132,7 +132,7 @@ fn owner(_: &Path) -> Option<String> {
 }
 
 /// Formats a time as RFC 3339 UTC, seconds precision.
-fn rfc3339(t: std::time::SystemTime) -> String {
+pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
     const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     time::OffsetDateTime::from(t)

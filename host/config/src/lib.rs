@@ -34,6 +34,8 @@
 mod aws;
 mod blob;
 mod bootstrap;
+#[cfg(feature = "aws")]
+mod cloudmap;
 mod dir;
 mod duration;
 mod loader;
@@ -48,8 +50,12 @@ mod ssm;
 mod store;
 mod watch;
 
+#[cfg(feature = "aws")]
+pub use aws::NoHostPrefix;
 pub use blob::{CHUNK_CHARS, MAX_BLOB_BYTES, MAX_INLINE_BLOB_BYTES, Manifest};
 pub use bootstrap::{Bootstrap, FirstPoll, Started, bootstrap};
+#[cfg(feature = "aws")]
+pub use cloudmap::{CloudMapStore, LIVE_SERVICE, client as cloudmap_client};
 pub use dir::DirStore;
 pub use duration::{DurationError, MIN_POLL_INTERVAL, parse_duration, parse_poll_interval};
 pub use loader::{CacheKey, LoadError, Loader};

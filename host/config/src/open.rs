@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use crate::store::{ConfigStore, Result, StoreError};
 
-/// Opens a store from its URI: `dir:<path>` or `ssm:<prefix>`.
+/// Opens a store from its URI: `dir:<path>`, `ssm:<prefix>` or
+/// `cloudmap:<namespace>?blobs=ssm:<prefix>`.
 pub async fn open(uri: &str) -> Result<Arc<dyn ConfigStore>> {
     match uri.split_once(':') {
         Some(("dir", path)) if !path.is_empty() => Ok(Arc::new(crate::dir::DirStore::new(path)?)),
@@ -13,8 +14,12 @@ pub async fn open(uri: &str) -> Result<Arc<dyn ConfigStore>> {
         Some(("ssm", prefix)) if !prefix.is_empty() => {
             Ok(Arc::new(crate::ssm::SsmStore::from_env(prefix).await?))
         }
+        #[cfg(feature = "aws")]
+        Some(("cloudmap", spec)) if !spec.is_empty() => Ok(Arc::new(
+            crate::cloudmap::CloudMapStore::from_env(spec).await?,
+        )),
         #[cfg(not(feature = "aws"))]
-        Some(("ssm", _)) => Err(StoreError::Unsupported(format!(
+        Some(("ssm" | "cloudmap", _)) => Err(StoreError::Unsupported(format!(
             "{uri}: this build has no AWS backends; build switchyard-config with the `aws` feature"
         ))),
         _ => Err(StoreError::BadUri(uri.to_owned())),

@@ -125,7 +125,7 @@ impl SsmStore {
     /// lease of [`LOCK_LEASE`]. A lease past its end (a writer that died)
     /// is taken over; a live one is waited for up to [`LOCK_WAIT`], then
     /// [`StoreError::Busy`].
-    async fn lock(&self, function: &str) -> Result<String> {
+    pub(crate) async fn lock(&self, function: &str) -> Result<String> {
         let name = self.lock_name(function)?;
         let deadline = std::time::Instant::now() + LOCK_WAIT;
         let mut pause = std::time::Duration::from_millis(25);
@@ -179,7 +179,7 @@ impl SsmStore {
     }
 
     /// Releases a write lock (best effort: a lock left behind expires).
-    async fn unlock(&self, name: &str) {
+    pub(crate) async fn unlock(&self, name: &str) {
         if let Err(e) = self.client.delete_parameter().name(name).send().await {
             tracing::debug!(target: "switchyard::store", lock = name, error = %crate::aws::sdk_message(&e).1, "write lock not released; its lease will end");
         }
@@ -293,7 +293,7 @@ const LOCK_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// This machine's name, for a lock's holder (best effort).
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "this host".to_owned())

@@ -147,7 +147,7 @@ pub enum StoreError {
     Unsupported(String),
     /// The store URI is malformed.
     #[error(
-        "invalid store {0:?}: use dir:<path> (a local folder) or ssm:<prefix> (e.g. ssm:/switchyard, or ssm:/switchyard?blobs=s3://<bucket>/<prefix> for large policies)"
+        "invalid store {0:?}: use dir:<path> (a local folder), ssm:<prefix> (e.g. ssm:/switchyard, or ssm:/switchyard?blobs=s3://<bucket>/<prefix> for large policies) or cloudmap:<namespace>?blobs=ssm:<prefix> (route configs in AWS Cloud Map)"
     )]
     BadUri(String),
 }

@@ -1,6 +1,7 @@
 //! One test suite, run against every `ConfigStore` backend: `dir` on a temp
 //! folder, `ssm` against moto's SSM API, and `ssm` with every blob in moto's
-//! S3 (`?blobs=s3://..&blob-threshold=0`). Plus the watcher's hot swap and
+//! S3 (`?blobs=s3://..&blob-threshold=0`), and `cloudmap` against moto's
+//! Cloud Map (`servicediscovery`) with blobs in its SSM. Plus the watcher's hot swap and
 //! last-known-good behaviour on both.
 
 use switchyard_test_support as common;
@@ -101,6 +102,129 @@ impl Backend for Ssm {
             .value(text)
             .r#type(aws_sdk_ssm::types::ParameterType::String)
             .overwrite(true)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// Cloud Map (the emulator's `servicediscovery`) for route configs, SSM
+/// for blobs; a fresh namespace each.
+struct CloudMap {
+    client: aws_sdk_servicediscovery::Client,
+    namespace: String,
+    namespace_id: String,
+    ssm: Ssm,
+}
+
+impl CloudMap {
+    /// The id of service `name` in this namespace, made if missing.
+    async fn service_id(&self, name: &str) -> String {
+        let services = self.client.list_services().send().await.unwrap();
+        for s in services.services() {
+            if s.name() == Some(name) {
+                let got = self
+                    .client
+                    .get_service()
+                    .id(s.id().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+                if got.service().unwrap().namespace_id() == Some(self.namespace_id.as_str()) {
+                    return s.id().unwrap().to_owned();
+                }
+            }
+        }
+        let created = self
+            .client
+            .create_service()
+            .name(name)
+            .namespace_id(&self.namespace_id)
+            .send()
+            .await
+            .unwrap();
+        created.service().unwrap().id().unwrap().to_owned()
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for CloudMap {
+    async fn fresh() -> (Arc<dyn ConfigStore>, Self) {
+        let (_, ssm) = Ssm::fresh().await;
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await;
+        let client = switchyard_config::cloudmap_client(&config);
+        let namespace = format!("sy{}", &ssm.prefix[2..]);
+        let created = client
+            .create_http_namespace()
+            .name(&namespace)
+            .send()
+            .await
+            .unwrap();
+        let op = client
+            .get_operation()
+            .operation_id(created.operation_id().unwrap())
+            .send()
+            .await
+            .unwrap();
+        let namespace_id = op.operation().unwrap().targets().unwrap()
+            [&aws_sdk_servicediscovery::types::OperationTargetType::Namespace]
+            .clone();
+        let blobs = SsmStore::new(ssm.client.clone(), &ssm.prefix).unwrap();
+        let store =
+            switchyard_config::CloudMapStore::new(client.clone(), &namespace, blobs).unwrap();
+        (
+            Arc::new(store),
+            CloudMap {
+                client,
+                namespace,
+                namespace_id,
+                ssm,
+            },
+        )
+    }
+
+    async fn corrupt_blob(&self, digest: &Digest) {
+        self.ssm.corrupt_blob(digest).await
+    }
+
+    /// As a broken pipeline would: a new version instance holding `text`,
+    /// and the live pointer moved to it, unchecked.
+    async fn put_raw_route(&self, function: &str, text: &str) {
+        let live = self.service_id(switchyard_config::LIVE_SERVICE).await;
+        let found = self
+            .client
+            .discover_instances()
+            .namespace_name(&self.namespace)
+            .service_name(switchyard_config::LIVE_SERVICE)
+            .query_parameters("function", function)
+            .send()
+            .await
+            .unwrap();
+        let version = found
+            .instances()
+            .iter()
+            .filter_map(|i| i.attributes()?.get("version")?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let service = self.service_id(function).await;
+        self.client
+            .register_instance()
+            .service_id(service)
+            .instance_id(format!("v{version}"))
+            .attributes("config-0", text)
+            .attributes("version", version.to_string())
+            .send()
+            .await
+            .unwrap();
+        self.client
+            .register_instance()
+            .service_id(live)
+            .instance_id(function)
+            .attributes("function", function)
+            .attributes("version", version.to_string())
             .send()
             .await
             .unwrap();
@@ -857,6 +981,11 @@ suite!(ssm, Ssm: routes_versions_and_history, blobs_round_trip_and_are_verified,
        cache_serves_when_the_store_is_down, listings_span_pages, one_bad_function_holds_no_one_back,
        writes_are_compare_and_swap, settings_round_trip,
        only_signed_policies_load_where_keys_are_trusted);
+suite!(cloudmap, CloudMap: routes_versions_and_history, blobs_round_trip_and_are_verified,
+       bad_values_are_refused, watcher_swaps_and_keeps_last_known_good,
+       failing_fixture_cases_keep_a_version_out, cache_serves_when_the_store_is_down,
+       listings_span_pages, one_bad_function_holds_no_one_back, writes_are_compare_and_swap,
+       settings_round_trip, only_signed_policies_load_where_keys_are_trusted);
 suite!(ssm_s3, SsmS3: routes_versions_and_history, blobs_round_trip_and_are_verified,
        bad_values_are_refused, watcher_swaps_and_keeps_last_known_good,
        failing_fixture_cases_keep_a_version_out, cache_serves_when_the_store_is_down);
@@ -1199,4 +1328,106 @@ fn engine_version_at(code: &[u8]) -> Option<usize> {
     let elf = object::File::parse(code).ok()?;
     let (start, _) = elf.section_by_name(".wasmtime.engine")?.file_range()?;
     (code.get(start as usize) == Some(&0)).then_some(start as usize + 1)
+}
+
+/// Counts the Cloud Map operations a client sends, by name (Cloud Map's
+/// JSON protocol names each in its `x-amz-target` header).
+#[derive(Debug, Default, Clone)]
+struct Calls(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl aws_sdk_servicediscovery::config::Intercept for Calls {
+    fn name(&self) -> &'static str {
+        "Calls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_servicediscovery::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_servicediscovery::config::RuntimeComponents,
+        _: &mut aws_sdk_servicediscovery::config::ConfigBag,
+    ) -> Result<(), aws_sdk_servicediscovery::error::BoxError> {
+        let target = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or("");
+        let op = target.rsplit('.').next().unwrap_or(target).to_owned();
+        self.0.lock().unwrap().push(op);
+        Ok(())
+    }
+}
+
+impl Calls {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// The poll budget on Cloud Map: while nothing changes, one
+/// `DiscoverInstancesRevision` per poll for all watched functions; when one
+/// function changes, its config alone is read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloudmap_poll_costs_one_call_when_nothing_changed() {
+    let (_, b) = CloudMap::fresh().await;
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let calls = Calls::default();
+    let client = aws_sdk_servicediscovery::Client::from_conf(
+        aws_sdk_servicediscovery::config::Builder::from(&config)
+            .interceptor(switchyard_config::NoHostPrefix)
+            .interceptor(calls.clone())
+            .build(),
+    );
+    let blobs = SsmStore::new(b.ssm.client.clone(), &b.ssm.prefix).unwrap();
+    let store: Arc<dyn ConfigStore> =
+        Arc::new(switchyard_config::CloudMapStore::new(client, &b.namespace, blobs).unwrap());
+    publish(&*store, "orders", art::SYNTHETIC_HEADER, "synthetic").await;
+    let (p1, _) = publish(&*store, "payments", art::SYNTHETIC_HEADER, "synthetic").await;
+    let w = Watcher::new(
+        store.clone(),
+        common::engine().clone(),
+        WatchConfig {
+            functions: vec!["orders".into(), "payments".into()],
+            ..Default::default()
+        },
+    );
+    w.poll().await.unwrap();
+    calls.take();
+    for _ in 0..3 {
+        let out = w.poll().await.unwrap();
+        assert!(
+            out.iter()
+                .all(|(_, o)| matches!(o, Outcome::Unchanged { .. })),
+            "{out:?}"
+        );
+    }
+    assert_eq!(calls.take(), ["DiscoverInstancesRevision"; 3]);
+
+    let (o2, _) = publish(&*store, "orders", art::STICKY_CANARY, "production").await;
+    calls.take();
+    let out = w.poll().await.unwrap();
+    assert_eq!(
+        out,
+        [
+            (
+                "orders".to_owned(),
+                Outcome::Swapped {
+                    from: Some(o2 - 1),
+                    to: o2
+                }
+            ),
+            ("payments".to_owned(), Outcome::Unchanged { version: p1 }),
+        ]
+    );
+    // The revision; the live pointers; orders' new version (its policy
+    // blob comes from SSM). Nothing of payments.
+    assert_eq!(
+        calls.take(),
+        [
+            "DiscoverInstancesRevision",
+            "DiscoverInstances",
+            "DiscoverInstances"
+        ]
+    );
 }

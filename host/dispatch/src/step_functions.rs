@@ -289,31 +289,9 @@ impl Dispatcher for StepFunctionsDispatcher {
 pub fn sfn_client(sdk: &aws_config::SdkConfig) -> Client {
     let mut config = aws_sdk_sfn::config::Builder::from(sdk);
     if sdk.endpoint_url().is_some() {
-        config = config.interceptor(NoHostPrefix);
+        config = config.interceptor(switchyard_config::NoHostPrefix);
     }
     Client::from_conf(config.build())
-}
-
-/// Drops the endpoint prefix an operation set, before the endpoint is
-/// applied.
-#[derive(Debug)]
-struct NoHostPrefix;
-
-impl aws_sdk_sfn::config::Intercept for NoHostPrefix {
-    fn name(&self) -> &'static str {
-        "NoHostPrefix"
-    }
-
-    fn modify_before_retry_loop(
-        &self,
-        _context: &mut aws_sdk_sfn::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
-        _runtime_components: &aws_sdk_sfn::config::RuntimeComponents,
-        cfg: &mut aws_sdk_sfn::config::ConfigBag,
-    ) -> Result<(), aws_sdk_sfn::error::BoxError> {
-        cfg.interceptor_state()
-            .unset::<aws_smithy_runtime_api::client::endpoint::EndpointPrefix>();
-        Ok(())
-    }
 }
 
 #[cfg(test)]

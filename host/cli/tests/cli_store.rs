@@ -1141,30 +1141,6 @@ fn boto3(script: &str) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// An upstream that answers every request with the request's head (the
-/// headers the target received) as its body.
-fn echo_head_upstream() -> String {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let mut reader = BufReader::new(conn);
-            let (mut head, mut line) = (String::new(), String::new());
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                head.push_str(&line.to_ascii_lowercase());
-                line.clear();
-            }
-            let _ = write!(
-                reader.get_mut(),
-                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{head}",
-                head.len()
-            );
-        }
-    });
-    url
-}
-
 /// Secret references end to end on an SSM store in the emulator: the
 /// candidate's context names an SSM SecureString and a Secrets Manager
 /// secret; `switchyard serve` reads them and hands the values to the
@@ -1184,7 +1160,7 @@ fn a_secret_reference_reaches_the_target_and_is_never_shown() {
         "boto3.client('ssm').put_parameter(Name='{parameter}', Value='{password}', Type='SecureString')\n\
          boto3.client('secretsmanager').create_secret(Name='{secret}', SecretString='{token}')"
     ));
-    let upstream = echo_head_upstream();
+    let upstream = common::echo_head_upstream();
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("route.json");
     std::fs::write(

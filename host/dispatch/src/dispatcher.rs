@@ -104,6 +104,10 @@ pub struct Target {
     /// [`Clients::resolve_secrets`](crate::Clients::resolve_secrets) puts
     /// the values in, `context` holds their references.
     pub secrets: Vec<(String, SecretRef)>,
+    /// Trace context for the target (`traceparent`, `tracestate`,
+    /// `baggage`, `x-amzn-trace-id`), replacing what the caller sent under
+    /// these names; empty: the caller's pass unchanged.
+    pub propagate: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl fmt::Debug for Target {
@@ -114,6 +118,7 @@ impl fmt::Debug for Target {
             .field("traffic", &self.traffic)
             .field("context", &self.context.keys().collect::<Vec<_>>())
             .field("secrets", &self.secrets)
+            .field("propagate", &self.propagate)
             .finish()
     }
 }
@@ -128,6 +133,7 @@ impl Target {
             traffic: decision.traffic,
             context: decision.context.clone(),
             secrets: config.secrets_for(&decision.target),
+            propagate: Vec::new(),
         }
     }
 
@@ -145,6 +151,7 @@ impl Target {
         Some(Target {
             function: function.to_owned(),
             secrets: config.secrets_for(&qualifier),
+            propagate: Vec::new(),
             qualifier,
             traffic: Traffic::Synthetic,
             context,

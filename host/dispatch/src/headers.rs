@@ -102,7 +102,8 @@ pub fn outgoing(headers: &HeaderMap, to: &Target) -> HeaderMap {
             || n == "host"
             || n == "content-length"
             || is_tag(n)
-            || listed.iter().any(|x| x.eq_ignore_ascii_case(n));
+            || listed.iter().any(|x| x.eq_ignore_ascii_case(n))
+            || to.propagate.iter().any(|(p, _)| p == name);
         if !dropped {
             out.append(name.clone(), value.clone());
         }
@@ -120,7 +121,22 @@ pub fn outgoing(headers: &HeaderMap, to: &Target) -> HeaderMap {
             out.insert(n, v);
         }
     }
+    for (name, value) in &to.propagate {
+        out.insert(name.clone(), value.clone());
+    }
     out
+}
+
+/// The X-Ray trace header a target gets: the mesh's (see
+/// [`Target::propagate`]), else the caller's.
+pub(crate) fn xray_header(caller: &HeaderMap, to: &Target) -> Option<String> {
+    to.propagate
+        .iter()
+        .find(|(n, _)| n == "x-amzn-trace-id")
+        .map(|(_, v)| v)
+        .or_else(|| caller.get("x-amzn-trace-id"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -172,6 +188,7 @@ mod tests {
             traffic: Traffic::Synthetic,
             context: [("QUEUE".to_owned(), "q8".to_owned())].into(),
             secrets: Vec::new(),
+            propagate: Vec::new(),
         };
         let out = outgoing(&h, &to);
         assert_eq!(out["x-switchyard-traffic"], "synthetic");

@@ -79,9 +79,9 @@ impl LambdaDispatcher {
         let gateway = |status, code: &str, message: String| {
             DispatchError::upstream(status, code, message).at_lambda(name, q)
         };
-        let ctx = client_context(None, &tags(to));
+        let told = Told::new(client_context(None, &tags(to)), &call.headers, to);
         let client = self.clients.lambda().await;
-        let call = invoke(client, name, q, self.event(call, to), Some(ctx), None, None);
+        let call = invoke(client, name, q, self.event(call, to), told, None, None);
         let timeout = self.clients.timeout;
         let out = match tokio::time::timeout(timeout, call).await {
             Err(_) => {
@@ -146,13 +146,14 @@ impl LambdaDispatcher {
     ) -> Result<http::Response<Body>, DispatchError> {
         let (name, q) = (self.function_name.as_str(), to.qualifier.as_str());
         let ctx = client_context(call.client_context.as_deref(), &tags(to));
+        let told = Told::new(ctx, &call.headers, to);
         let client = self.clients.lambda().await;
         let invoked = invoke(
             client,
             name,
             q,
             call.payload.clone(),
-            Some(ctx),
+            told,
             call.invocation_type.as_deref(),
             call.log_type.as_deref(),
         );
@@ -215,20 +216,20 @@ impl Dispatcher for LambdaDispatcher {
     /// An asynchronous (`Event`) invoke: nothing to wait for but Lambda's
     /// 202.
     async fn mirror(&self, call: &Call, to: &Target) -> String {
-        let payload = match call {
-            Call::Http(h) => self.event(h, to),
-            Call::Invoke(i) => i.payload.clone(),
+        let (payload, headers) = match call {
+            Call::Http(h) => (self.event(h, to), &h.headers),
+            Call::Invoke(i) => (i.payload.clone(), &i.headers),
         };
         // Only the mesh's tags: the caller's client context is for the
         // version it called, not for a shadow copy.
-        let ctx = client_context(None, &tags(to));
+        let told = Told::new(client_context(None, &tags(to)), headers, to);
         let client = self.clients.lambda().await;
         let call = invoke(
             client,
             &self.function_name,
             &to.qualifier,
             payload,
-            Some(ctx),
+            told,
             Some("Event"),
             None,
         );
@@ -350,13 +351,29 @@ pub(crate) enum InvokeError {
     Unreachable(String),
 }
 
+/// What an invoke tells the version beside its payload: the client context
+/// (the mesh's tags) and the X-Ray trace header.
+struct Told {
+    client_context: String,
+    trace: Option<String>,
+}
+
+impl Told {
+    fn new(client_context: String, caller: &http::HeaderMap, to: &Target) -> Self {
+        Told {
+            client_context,
+            trace: crate::headers::xray_header(caller, to),
+        }
+    }
+}
+
 /// One `Invoke` of `function_name` at `qualifier`.
 async fn invoke(
     client: &Client,
     function_name: &str,
     qualifier: &str,
     payload: Bytes,
-    client_context: Option<String>,
+    told: Told,
     invocation_type: Option<&str>,
     log_type: Option<&str>,
 ) -> Result<Invoked, InvokeError> {
@@ -365,14 +382,26 @@ async fn invoke(
         .function_name(function_name)
         .qualifier(qualifier)
         .payload(Blob::new(payload.to_vec()))
-        .set_client_context(client_context);
+        .client_context(told.client_context);
     if let Some(t) = invocation_type {
         call = call.invocation_type(InvocationType::from(t));
     }
     if let Some(t) = log_type {
         call = call.log_type(LogType::from(t));
     }
-    match call.send().await {
+    let sent = match told.trace {
+        // Lambda takes the trace header on the Invoke request itself.
+        Some(trace) => {
+            call.customize()
+                .mutate_request(move |req| {
+                    req.headers_mut().insert("x-amzn-trace-id", trace.clone());
+                })
+                .send()
+                .await
+        }
+        None => call.send().await,
+    };
+    match sent {
         Ok(out) => Ok(Invoked {
             status: u16::try_from(out.status_code()).unwrap_or(200),
             function_error: out.function_error().map(str::to_owned),

@@ -124,16 +124,14 @@ impl StepFunctionsDispatcher {
         input.to_string()
     }
 
-    /// The caller's X-Ray trace header, passed on to the execution.
-    fn trace_header(call: &Call) -> Option<String> {
+    /// The X-Ray trace header passed on to the execution: the mesh's
+    /// (continuing the caller's trace), else the caller's.
+    fn trace_header(call: &Call, to: &Target) -> Option<String> {
         let headers = match call {
             Call::Http(h) => &h.headers,
             Call::Invoke(i) => &i.headers,
         };
-        headers
-            .get("x-amzn-trace-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+        crate::headers::xray_header(headers, to)
     }
 
     /// `StartExecution` of `to`: the execution's ARN and start time.
@@ -143,7 +141,7 @@ impl StepFunctionsDispatcher {
             .start_execution()
             .state_machine_arn(self.qualified(&to.qualifier))
             .input(Self::input(call, to))
-            .set_trace_header(Self::trace_header(call))
+            .set_trace_header(Self::trace_header(call, to))
             .send();
         match self.within(to, started).await? {
             Ok(out) => Ok((out.execution_arn().to_owned(), out.start_date().to_string())),
@@ -162,7 +160,7 @@ impl StepFunctionsDispatcher {
             .start_sync_execution()
             .state_machine_arn(self.qualified(&to.qualifier))
             .input(Self::input(call, to))
-            .set_trace_header(Self::trace_header(call))
+            .set_trace_header(Self::trace_header(call, to))
             .send();
         let out = match self.within(to, run).await? {
             Ok(out) => out,

@@ -24,6 +24,9 @@ pub enum StartError {
     /// The policy engine could not be made.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The span exporters could not be made.
+    #[error("traces: {0}")]
+    Traces(String),
     /// A key in `SWITCHYARD_TRUST_KEYS` is not usable.
     #[error("SWITCHYARD_TRUST_KEYS: {0}")]
     TrustKey(#[from] switchyard_config::KeyError),
@@ -51,6 +54,23 @@ pub(crate) async fn start(
 > {
     let store = switchyard_config::open(store_uri).await?;
     let trust = switchyard_config::TrustKeys::from_env()?;
+    let mut config = config;
+    if config.traces.is_none() {
+        // The standard OTEL_EXPORTER_OTLP_* variables for production spans,
+        // SWITCHYARD_OTLP_SYNTHETIC_ENDPOINT for synthetic ones. Made off
+        // the runtime: the exporters' HTTP client blocks.
+        let traces = switchyard_proxy::TraceConfig {
+            endpoint: None,
+            from_env: true,
+            synthetic_endpoint: std::env::var("SWITCHYARD_OTLP_SYNTHETIC_ENDPOINT")
+                .ok()
+                .filter(|e| !e.is_empty()),
+        };
+        config.traces = tokio::task::spawn_blocking(move || switchyard_proxy::Traces::new(&traces))
+            .await
+            .map_err(|e| StartError::Traces(e.to_string()))?
+            .map_err(StartError::Traces)?;
+    }
     let engine = Engine::with_config(EngineConfig {
         // One invocation at a time per execution environment.
         max_instances: 100,

@@ -52,6 +52,7 @@ use switchyard_dispatch::{
 mod capture;
 mod handles;
 mod server;
+mod traces;
 
 use handles::Handles;
 
@@ -60,6 +61,7 @@ pub use server::{
     ConnectionLimits, Handler, bind_reuseport, default_max_connections, raise_open_file_limit,
     router_handler, serve_router, serve_threads,
 };
+pub use traces::{TraceConfig, Traces};
 
 /// Limits and timeouts of the proxy.
 #[derive(Clone)]
@@ -115,6 +117,10 @@ pub struct ProxyConfig {
     /// Renders `/metrics` (the binary installs the recorder and passes its
     /// handle's `render`); without it `/metrics` is empty.
     pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// Span exporters (`serve --otlp-endpoint`, `--otlp-synthetic-endpoint`);
+    /// without them no span is recorded, and a caller's trace context is
+    /// still continued to the target with the traffic class marked.
+    pub traces: Option<Arc<Traces>>,
 }
 
 impl fmt::Debug for ProxyConfig {
@@ -154,6 +160,7 @@ impl Default for ProxyConfig {
             capture: None,
             inherited_traffic: None,
             metrics: None,
+            traces: None,
         }
     }
 }
@@ -624,7 +631,8 @@ fn decide(p: &Proxy, active: &Active, req: &Arc<Request>, shown: bool) -> Decisi
     {
         capture.record(req);
     }
-    let explain = shown || logged;
+    // A span carries the reason too.
+    let explain = shown || logged || p.config.traces.is_some();
     let start = Instant::now();
     let (mut decision, failure) = if inherited {
         let marked = Arc::new(marked_synthetic(req, &active.route));
@@ -971,14 +979,27 @@ async fn dispatch_decided(
     call: Call,
 ) -> Response {
     let invoke = matches!(call, Call::Invoke(_));
+    let (method, path, headers) = match &call {
+        Call::Http(h) => (h.method.as_str(), h.path.as_str(), &h.headers),
+        Call::Invoke(i) => ("POST", "/", &i.headers),
+    };
+    let routed = traces::Routed::begin(
+        p.config.traces.as_deref(),
+        headers,
+        decision.traffic,
+        function,
+        std::time::SystemTime::now(),
+    );
     let response = match p.dispatcher(active) {
         Err(e) => render_error(&e, invoke),
         Ok(dispatcher) => {
-            if let Some(mirror) = Target::mirror(function, &decision, active.route.config()) {
+            if let Some(mut mirror) = Target::mirror(function, &decision, active.route.config()) {
+                mirror.propagate = routed.propagate(headers, Traffic::Synthetic);
                 p.clients
                     .spawn_mirror(dispatcher.clone(), call.clone(), mirror);
             }
             let mut to = Target::primary(function, &decision, active.route.config());
+            to.propagate = routed.propagate(headers, decision.traffic);
             match p.clients.resolve_secrets(&mut to).await {
                 Err(e) => render_error(&e, invoke),
                 Ok(()) => match dispatcher.send(&call, &to).await {
@@ -988,6 +1009,22 @@ async fn dispatch_decided(
             }
         }
     };
+    if routed.recording() {
+        use opentelemetry::KeyValue;
+        routed.end(
+            vec![
+                KeyValue::new("switchyard.function", function.to_owned()),
+                KeyValue::new("switchyard.target", decision.target.clone()),
+                KeyValue::new("switchyard.traffic", decision.traffic.as_str()),
+                KeyValue::new("switchyard.reason", decision.reason.clone()),
+                KeyValue::new("switchyard.policy", active.policy.digest().to_string()),
+                KeyValue::new("switchyard.route_version", active.stored.version as i64),
+                KeyValue::new("http.request.method", method.to_owned()),
+                KeyValue::new("url.path", path.to_owned()),
+            ],
+            response.status().as_u16(),
+        );
+    }
     finish(p, response, function, &decision)
 }
 

@@ -270,3 +270,49 @@ pub fn ed25519_keys(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, s
     ]);
     (private, public)
 }
+
+/// An upstream standing in for a function version that answers every
+/// request with the request's head (its request line and the headers it
+/// received, names lower-cased) as the body. Returns its base URL.
+pub fn echo_head_upstream() -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn);
+            let (mut head, mut line) = (String::new(), String::new());
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                head.push_str(&line.to_ascii_lowercase());
+                line.clear();
+            }
+            let _ = write!(
+                reader.get_mut(),
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{head}",
+                head.len()
+            );
+        }
+    });
+    url
+}
+
+/// A real OTLP/HTTP trace receiver on loopback
+/// (`support/otlp_receiver.py`, decoding with `opentelemetry-proto`), and
+/// its base URL; `GET <url>/spans` lists what it received.
+pub fn otlp_receiver() -> (Killed, String) {
+    use std::io::BufRead;
+    let script = repo_root().join("host/test-support/support/otlp_receiver.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().unwrap_or_else(|_| {
+        panic!("the OTLP receiver did not start (pip install opentelemetry-proto): {line:?}")
+    });
+    (Killed(child), format!("http://127.0.0.1:{port}"))
+}

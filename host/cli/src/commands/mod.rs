@@ -122,7 +122,7 @@ enum Command {
     /// off (--header-timeout, --body-timeout, --idle-timeout) and
     /// connections capped (--max-connections). Stops on SIGINT/SIGTERM,
     /// letting in-flight requests finish within --shutdown-grace.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Every route-config version of a function, oldest first.
     History(history::HistoryArgs),
     /// The oldest release the hosts reading the store run, as recorded:
@@ -159,7 +159,7 @@ pub fn run(cli: Cli, metrics: Option<RenderMetrics>) -> ExitCode {
         Command::Promote(args) => promote::run(args).map(|()| ExitCode::SUCCESS),
         Command::Set(args) => set::run(args).map(|()| ExitCode::SUCCESS),
         Command::Status(args) => status::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Serve(args) => serve::run(args, metrics).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve::run(*args, metrics).map(|()| ExitCode::SUCCESS),
         Command::History(args) => history::run(args).map(|()| ExitCode::SUCCESS),
         Command::Fleet(args) => fleet::run(args).map(|()| ExitCode::SUCCESS),
     };

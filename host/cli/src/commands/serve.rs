@@ -52,6 +52,16 @@ pub(crate) struct ServeArgs {
     /// background (a failed read keeps the last good value).
     #[arg(long, default_value = "5m", env = "SWITCHYARD_SECRET_TTL", value_parser = parse_duration)]
     pub(crate) secret_ttl: Duration,
+    /// Send a span per routed production request to this OTLP/HTTP
+    /// collector (its base URL, e.g. http://127.0.0.1:4318, or the full
+    /// /v1/traces URL). Default: what OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or
+    /// OTEL_EXPORTER_OTLP_ENDPOINT says, else no production spans.
+    #[arg(long, value_name = "URL")]
+    pub(crate) otlp_endpoint: Option<String>,
+    /// Send the spans of synthetic requests to this OTLP/HTTP collector
+    /// instead; without it they are dropped (never sent with production's).
+    #[arg(long, value_name = "URL", env = "SWITCHYARD_OTLP_SYNTHETIC_ENDPOINT")]
+    pub(crate) otlp_synthetic_endpoint: Option<String>,
     /// How often to poll the store for new route configs (e.g. 10s, 500ms, 1m).
     #[arg(long, default_value = "10s", value_parser = parse_poll_interval)]
     pub(crate) poll_interval: Duration,
@@ -207,7 +217,16 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
         )?),
         None => None,
     };
-    runtime.block_on(async move {
+    // Made outside the runtime: the exporters' HTTP client blocks, on
+    // their own thread.
+    let traces = switchyard_proxy::Traces::new(&switchyard_proxy::TraceConfig {
+        endpoint: args.otlp_endpoint.clone(),
+        from_env: true,
+        synthetic_endpoint: args.otlp_synthetic_endpoint.clone(),
+    })
+    .map_err(anyhow::Error::msg)?;
+    let flush = traces.clone();
+    let served = runtime.block_on(async move {
         let store = switchyard_config::open(&args.store.store).await?;
         let host = switchyard_proxy::start(
             store.clone(),
@@ -243,6 +262,7 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
                 expected_functions: args.functions.clone(),
                 capture,
                 metrics,
+                traces,
                 ..Default::default()
             },
             Bootstrap {
@@ -356,9 +376,13 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
             t.abort();
         }
         started.poller.abort();
-        eprintln!("switchyard stopped");
         Ok(())
-    })
+    });
+    if let Some(traces) = flush {
+        traces.shutdown();
+    }
+    eprintln!("switchyard stopped");
+    served
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -53,6 +53,7 @@ mod host;
 mod policy;
 mod request;
 mod route;
+mod safety;
 mod verify;
 
 pub use bindings::{ALLOWED_IMPORTS, REQUIRED_EXPORTS, VERSIONS, WORLD};
@@ -75,4 +76,5 @@ pub use route::{
     RouteConfig, RouteConfigError, SecretRef, host_version_for_schema, supported_schema,
     valid_qualifier,
 };
+pub use safety::{Fallback, Guard, IDEMPOTENT_METHODS};
 pub use verify::{PolicyError, PolicyInfo, check, inspect};

@@ -57,6 +57,22 @@ pub struct RouteConfig {
     /// Required by the front ends that dispatch, not by `decide`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dispatch: Option<DispatchSpec>,
+    /// Takes the candidate out (on this host at once, and in the store with
+    /// `serve --guard-writes`) when its answers fail (see [`Guard`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<crate::safety::Guard>,
+    /// Retries an idempotent request that failed on another version once
+    /// on stable (see [`Fallback`](crate::safety::Fallback)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<crate::safety::Fallback>,
+    /// Methods this function treats as idempotent for `fallback`, beside
+    /// GET, HEAD and OPTIONS (e.g. `["PUT", "DELETE"]`).
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        rename = "idempotent-methods"
+    )]
+    pub idempotent_methods: Vec<String>,
 }
 
 /// A context value: a literal, or a secret the host resolves when it
@@ -175,7 +191,8 @@ impl<'de> Deserialize<'de> for ContextValue {
 
 /// The newest route-config schema this build reads: 1; 2 for what came
 /// with `switchyard` 0.2.0 (a dispatch `auth` block, `step-functions`
-/// dispatch); 3 for 0.3.0's secret references in `context`.
+/// dispatch); 3 for 0.3.0's secret references in `context`, `guard`,
+/// `fallback` and `idempotent-methods`.
 pub const ROUTE_SCHEMA: u32 = 3;
 
 /// The first `switchyard` release that reads route-config schema `schema`.
@@ -349,14 +366,37 @@ impl RouteConfig {
                 )));
             }
         }
+        if let Some(g) = &self.guard {
+            g.check().map_err(RouteConfigError::Invalid)?;
+        }
+        if let Some(m) = self
+            .idempotent_methods
+            .iter()
+            .find(|m| m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            return Err(RouteConfigError::Invalid(format!(
+                "idempotent-methods: {m:?} is not an HTTP method in capitals, e.g. \"PUT\""
+            )));
+        }
         Ok(())
     }
 
+    /// Whether a request of `method` may be retried on stable (`fallback`).
+    pub fn idempotent(&self, method: &str) -> bool {
+        crate::safety::IDEMPOTENT_METHODS.contains(&method)
+            || self.idempotent_methods.iter().any(|m| m == method)
+    }
+
     /// The oldest schema that has everything this config uses: 3 with a
-    /// secret reference in `context`; 2 with a dispatch `auth` block or
+    /// secret reference in `context`, a `guard`, a `fallback` or
+    /// `idempotent-methods`; 2 with a dispatch `auth` block or
     /// `step-functions` dispatch; else 1.
     pub fn needed_schema(&self) -> u32 {
-        if self.secrets().next().is_some() {
+        if self.secrets().next().is_some()
+            || self.guard.is_some()
+            || self.fallback.is_some()
+            || !self.idempotent_methods.is_empty()
+        {
             return 3;
         }
         let Some(d) = &self.dispatch else { return 1 };

@@ -50,6 +50,7 @@ use switchyard_dispatch::{
 };
 
 mod capture;
+mod guard;
 mod handles;
 mod server;
 mod traces;
@@ -121,6 +122,10 @@ pub struct ProxyConfig {
     /// without them no span is recorded, and a caller's trace context is
     /// still continued to the target with the traffic class marked.
     pub traces: Option<Arc<Traces>>,
+    /// Where a tripped `guard` writes its rollback (`serve
+    /// --guard-writes`); without it, a host only stops sending to the
+    /// candidate itself.
+    pub guard_store: Option<Arc<dyn switchyard_config::ConfigStore>>,
 }
 
 impl fmt::Debug for ProxyConfig {
@@ -161,6 +166,7 @@ impl Default for ProxyConfig {
             inherited_traffic: None,
             metrics: None,
             traces: None,
+            guard_store: None,
         }
     }
 }
@@ -228,6 +234,8 @@ pub struct Proxy {
     clients: Arc<Clients>,
     /// Metric handles, one set per serving thread.
     handles: Vec<std::sync::Mutex<Handles>>,
+    /// The route guards' state, per function.
+    guards: guard::Guards,
 }
 
 impl fmt::Debug for Proxy {
@@ -256,6 +264,7 @@ impl Proxy {
             handles: (0..config.workers.max(1))
                 .map(|_| std::sync::Mutex::new(Handles::default()))
                 .collect(),
+            guards: guard::Guards::default(),
             config,
         })
     }
@@ -975,7 +984,7 @@ async fn dispatch_decided(
     p: &Proxy,
     function: &str,
     active: &Active,
-    decision: Decision,
+    mut decision: Decision,
     call: Call,
 ) -> Response {
     let invoke = matches!(call, Call::Invoke(_));
@@ -983,6 +992,22 @@ async fn dispatch_decided(
         Call::Http(h) => (h.method.as_str(), h.path.as_str(), &h.headers),
         Call::Invoke(i) => ("POST", "/", &i.headers),
     };
+    let config = active.route.config();
+    // A tripped guard: this traffic class no longer goes to the candidate.
+    let guard = p.guards.of(function, active);
+    if let Some(g) = &guard {
+        if decision.target == g.candidate
+            && let Some(why) = g.tripped(decision.traffic)
+        {
+            decision = guarded(active, decision.traffic, &why);
+        }
+        // A mirror copy is synthetic traffic.
+        if decision.mirror.as_deref() == Some(g.candidate.as_str())
+            && g.tripped(Traffic::Synthetic).is_some()
+        {
+            decision.mirror = None;
+        }
+    }
     let routed = traces::Routed::begin(
         p.config.traces.as_deref(),
         headers,
@@ -993,20 +1018,43 @@ async fn dispatch_decided(
     let response = match p.dispatcher(active) {
         Err(e) => render_error(&e, invoke),
         Ok(dispatcher) => {
-            if let Some(mut mirror) = Target::mirror(function, &decision, active.route.config()) {
+            if let Some(mut mirror) = Target::mirror(function, &decision, config) {
                 mirror.propagate = routed.propagate(headers, Traffic::Synthetic);
                 p.clients
                     .spawn_mirror(dispatcher.clone(), call.clone(), mirror);
             }
-            let mut to = Target::primary(function, &decision, active.route.config());
+            let mut to = Target::primary(function, &decision, config);
             to.propagate = routed.propagate(headers, decision.traffic);
-            match p.clients.resolve_secrets(&mut to).await {
-                Err(e) => render_error(&e, invoke),
-                Ok(()) => match dispatcher.send(&call, &to).await {
-                    Ok(r) => r.map(Body::new),
-                    Err(e) => render_error(&e, invoke),
-                },
+            let started = Instant::now();
+            let (mut response, failed) = send(p, &*dispatcher, &call, &mut to, invoke).await;
+            if let Some(g) = &guard
+                && to.qualifier == g.candidate
+                && let Some(why) = g.record(decision.traffic, failed, started.elapsed())
+            {
+                tripped(p, function, active, decision.traffic, why);
             }
+            // The candidate (or any version but stable) failed an
+            // idempotent request: once more on stable.
+            if failed
+                && config.fallback == Some(switchyard_core::Fallback::Stable)
+                && to.qualifier != config.stable()
+                && config.idempotent(method)
+            {
+                metrics::counter!("switchyard_fallback_total", "function" => function.to_owned())
+                    .increment(1);
+                let status = response.status().as_u16();
+                let traffic = decision.traffic;
+                decision = switchyard_core::fail_safe(&active.route, "");
+                decision.traffic = traffic;
+                decision.reason = format!(
+                    "fallback: {} answered {status}; retried on stable",
+                    to.qualifier
+                );
+                let mut stable = Target::primary(function, &decision, config);
+                stable.propagate = routed.propagate(headers, decision.traffic);
+                response = send(p, &*dispatcher, &call, &mut stable, invoke).await.0;
+            }
+            response
         }
     };
     if routed.recording() {
@@ -1026,6 +1074,54 @@ async fn dispatch_decided(
         );
     }
     finish(p, response, function, &decision)
+}
+
+/// Sends `call` to `to` (its secrets read first): the answer, and whether
+/// it counts as a failure of the version (a 5xx, a timeout, a function
+/// error, the version unreachable).
+async fn send(
+    p: &Proxy,
+    dispatcher: &dyn switchyard_dispatch::Dispatcher,
+    call: &Call,
+    to: &mut Target,
+    invoke: bool,
+) -> (Response, bool) {
+    let result = match p.clients.resolve_secrets(to).await {
+        Err(e) => Err(e),
+        Ok(()) => dispatcher.send(call, to).await,
+    };
+    match result {
+        Ok(r) => {
+            let failed = r.status().is_server_error();
+            (r.map(Body::new), failed)
+        }
+        Err(e) => (render_error(&e, invoke), e.status.is_server_error()),
+    }
+}
+
+/// The decision for a request whose class the guard took off the
+/// candidate: stable, as the fail-safe would, with the guard's reason.
+fn guarded(active: &Active, traffic: Traffic, why: &str) -> Decision {
+    let mut decision = switchyard_core::fail_safe(&active.route, "");
+    decision.traffic = traffic;
+    decision.reason = format!("guard tripped: {why}");
+    decision
+}
+
+/// A guard that just tripped: logged, counted, and with `--guard-writes`
+/// a rollback written to the store in the background.
+fn tripped(p: &Proxy, function: &str, active: &Active, traffic: Traffic, why: String) {
+    tracing::error!(target: "switchyard::guard", %function, route_version = active.stored.version, traffic = traffic.as_str(), reason = %why, "guard tripped: the candidate gets no more of this traffic on this host");
+    metrics::counter!("switchyard_guard_trips_total", "function" => function.to_owned(), "traffic" => traffic.as_str())
+        .increment(1);
+    if let Some(store) = &p.config.guard_store {
+        tokio::spawn(guard::write_rollback(
+            store.clone(),
+            function.to_owned(),
+            active.stored.version,
+            why,
+        ));
+    }
 }
 
 /// A dispatch error as the caller expects it: the Lambda API's error shape

@@ -62,6 +62,12 @@ pub(crate) struct ServeArgs {
     /// instead; without it they are dropped (never sent with production's).
     #[arg(long, value_name = "URL", env = "SWITCHYARD_OTLP_SYNTHETIC_ENDPOINT")]
     pub(crate) otlp_synthetic_endpoint: Option<String>,
+    /// When a route's `guard` trips on this host, also write a rollback
+    /// version to the store (the candidate removed, mode production), so
+    /// every host follows within one poll. Needs write access to the store;
+    /// without it the host only stops sending to the candidate itself.
+    #[arg(long)]
+    pub(crate) guard_writes: bool,
     /// How often to poll the store for new route configs (e.g. 10s, 500ms, 1m).
     #[arg(long, default_value = "10s", value_parser = parse_poll_interval)]
     pub(crate) poll_interval: Duration,
@@ -263,6 +269,7 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
                 capture,
                 metrics,
                 traces,
+                guard_store: args.guard_writes.then(|| store.clone()),
                 ..Default::default()
             },
             Bootstrap {

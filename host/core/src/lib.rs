@@ -76,5 +76,5 @@ pub use route::{
     RouteConfig, RouteConfigError, SecretRef, host_version_for_schema, supported_schema,
     valid_qualifier,
 };
-pub use safety::{Fallback, Guard, IDEMPOTENT_METHODS};
+pub use safety::{Fallback, Guard, IDEMPOTENT_METHODS, Shadow, parse_path};
 pub use verify::{PolicyError, PolicyInfo, check, inspect};

@@ -73,6 +73,10 @@ pub struct RouteConfig {
         rename = "idempotent-methods"
     )]
     pub idempotent_methods: Vec<String>,
+    /// Compares a mirror's answers with the primary's (see
+    /// [`Shadow`](crate::safety::Shadow)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<crate::safety::Shadow>,
 }
 
 /// A context value: a literal, or a secret the host resolves when it
@@ -369,6 +373,9 @@ impl RouteConfig {
         if let Some(g) = &self.guard {
             g.check().map_err(RouteConfigError::Invalid)?;
         }
+        if let Some(s) = &self.shadow {
+            s.check().map_err(RouteConfigError::Invalid)?;
+        }
         if let Some(m) = self
             .idempotent_methods
             .iter()
@@ -395,6 +402,7 @@ impl RouteConfig {
         if self.secrets().next().is_some()
             || self.guard.is_some()
             || self.fallback.is_some()
+            || self.shadow.is_some()
             || !self.idempotent_methods.is_empty()
         {
             return 3;

@@ -117,6 +117,103 @@ pub enum Fallback {
     Stable,
 }
 
+/// `"shadow": {"headers":["content-type"],"ignore":["$.timestamp"],"reveal":["$.total"],"max-body-bytes":65536}`:
+/// when a decision mirrors, the mirror's answer is compared with the
+/// primary's (status, these headers, the body: JSON structurally, less the
+/// `ignore` paths; other bodies by digest). A difference's values are shown
+/// only for the `reveal` paths (and the headers named); the rest as
+/// `(redacted)`. Paths are `$`, `.key` and `[index]` segments, `*` for any
+/// key or index; a path covers what is below it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Shadow {
+    /// Answer headers compared (names, any case).
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// JSON paths left out of the comparison.
+    #[serde(default)]
+    pub ignore: Vec<String>,
+    /// JSON paths whose values a report may show.
+    #[serde(default)]
+    pub reveal: Vec<String>,
+    /// How much of each body is kept for the comparison (1 to 6 MiB;
+    /// default 64 KiB); a larger body is compared by neither.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_max_body() -> usize {
+    64 << 10
+}
+
+/// A JSON path as segments: `Some(key)`, or `None` for an index; `*` is
+/// any. `$.items[0].id` -> `["items", "[]"... ]`.
+pub fn parse_path(path: &str) -> Result<Vec<String>, String> {
+    let bad = || format!("{path:?} is not a JSON path like $.items[0].id or $.items[*].id");
+    let rest = path.strip_prefix('$').ok_or_else(bad)?;
+    let mut out = Vec::new();
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '.' => {
+                let mut key = String::new();
+                while let Some(&c) = chars.peek() {
+                    if c == '.' || c == '[' {
+                        break;
+                    }
+                    key.push(c);
+                    chars.next();
+                }
+                if key.is_empty() {
+                    return Err(bad());
+                }
+                out.push(key);
+            }
+            '[' => {
+                let mut index = String::new();
+                for c in chars.by_ref() {
+                    if c == ']' {
+                        break;
+                    }
+                    index.push(c);
+                }
+                if index != "*" && index.parse::<usize>().is_err() {
+                    return Err(bad());
+                }
+                out.push(format!("[{index}]"));
+            }
+            _ => return Err(bad()),
+        }
+    }
+    Ok(out)
+}
+
+impl Shadow {
+    /// Checks the names, paths and size, naming the field.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(h) = self.headers.iter().find(|h| {
+            h.is_empty()
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        }) {
+            return Err(format!("shadow.headers: {h:?} is not a header name"));
+        }
+        for (field, paths) in [("ignore", &self.ignore), ("reveal", &self.reveal)] {
+            for p in paths.iter() {
+                parse_path(p).map_err(|e| format!("shadow.{field}: {e}"))?;
+            }
+        }
+        if !(1..=6 << 20).contains(&self.max_body_bytes) {
+            return Err(format!(
+                "shadow.max-body-bytes {} is out of range: 1 to 6291456",
+                self.max_body_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Methods idempotent without being declared so.
 pub const IDEMPOTENT_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
 

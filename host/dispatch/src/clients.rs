@@ -201,6 +201,12 @@ impl Clients {
         self.secrets.resolve(aws, to).await
     }
 
+    /// One of the bounded mirror slots, if one is free (held while a
+    /// mirror copy is in flight).
+    pub fn mirror_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.mirror_slots.clone().try_acquire_owned().ok()
+    }
+
     /// Sends a mirror copy in the background, never delaying the caller.
     /// Bounded: without a free slot the copy is dropped and counted
     /// (`switchyard_mirror_dropped_total`); each one sent is counted by

@@ -53,6 +53,7 @@ mod capture;
 mod guard;
 mod handles;
 mod server;
+mod shadow;
 mod traces;
 
 use handles::Handles;
@@ -236,6 +237,8 @@ pub struct Proxy {
     handles: Vec<std::sync::Mutex<Handles>>,
     /// The route guards' state, per function.
     guards: guard::Guards,
+    /// Shadow comparisons, per function.
+    shadows: Arc<shadow::Reports>,
 }
 
 impl fmt::Debug for Proxy {
@@ -265,6 +268,7 @@ impl Proxy {
                 .map(|_| std::sync::Mutex::new(Handles::default()))
                 .collect(),
             guards: guard::Guards::default(),
+            shadows: Arc::default(),
             config,
         })
     }
@@ -464,6 +468,19 @@ fn admin_routes() -> Router<Arc<Proxy>> {
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
         .route("/v1/decide", post(decide_api))
+        .route("/v1/shadow/{function}", get(shadow_report))
+}
+
+/// The shadow comparisons of a function: counts and the latest
+/// differences (values redacted unless the route reveals them).
+async fn shadow_report(
+    State(p): State<Arc<Proxy>>,
+    axum::extract::Path(function): axum::extract::Path<String>,
+) -> Response {
+    if p.policies.get(&function).is_none() {
+        return unknown_function(&function);
+    }
+    axum::Json(p.shadows.report(&function)).into_response()
 }
 
 /// The admin listener's routes: the decide API (counted in
@@ -1018,10 +1035,18 @@ async fn dispatch_decided(
     let response = match p.dispatcher(active) {
         Err(e) => render_error(&e, invoke),
         Ok(dispatcher) => {
+            let mut shadowed = None;
             if let Some(mut mirror) = Target::mirror(function, &decision, config) {
                 mirror.propagate = routed.propagate(headers, Traffic::Synthetic);
-                p.clients
-                    .spawn_mirror(dispatcher.clone(), call.clone(), mirror);
+                match &config.shadow {
+                    Some(spec) => {
+                        shadowed = spawn_shadow(p, function, &dispatcher, &call, mirror, spec)
+                            .map(|tx| (tx, spec.max_body_bytes));
+                    }
+                    None => p
+                        .clients
+                        .spawn_mirror(dispatcher.clone(), call.clone(), mirror),
+                }
             }
             let mut to = Target::primary(function, &decision, config);
             to.propagate = routed.propagate(headers, decision.traffic);
@@ -1054,7 +1079,10 @@ async fn dispatch_decided(
                 stable.propagate = routed.propagate(headers, decision.traffic);
                 response = send(p, &*dispatcher, &call, &mut stable, invoke).await.0;
             }
-            response
+            match shadowed {
+                Some((tx, limit)) => shadow::TeeBody::wrap(response, limit, tx),
+                None => response,
+            }
         }
     };
     if routed.recording() {
@@ -1097,6 +1125,87 @@ async fn send(
         }
         Err(e) => (render_error(&e, invoke), e.status.is_server_error()),
     }
+}
+
+/// Sends a mirror copy whose answer is compared with the primary's (the
+/// route's `shadow`): returns where the primary's answer goes, or `None`
+/// when no mirror slot is free (the copy dropped and counted).
+fn spawn_shadow(
+    p: &Proxy,
+    function: &str,
+    dispatcher: &Arc<dyn switchyard_dispatch::Dispatcher>,
+    call: &Call,
+    mut mirror: Target,
+    spec: &switchyard_core::Shadow,
+) -> Option<tokio::sync::oneshot::Sender<shadow::Captured>> {
+    let Some(slot) = p.clients.mirror_slot() else {
+        metrics::counter!("switchyard_mirror_dropped_total", "function" => function.to_owned())
+            .increment(1);
+        return None;
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (clients, dispatcher, call, spec) = (
+        p.clients.clone(),
+        dispatcher.clone(),
+        call.clone(),
+        spec.clone(),
+    );
+    let reports = p.shadows.clone();
+    let request = match &call {
+        Call::Http(h) => json!({"method": h.method.as_str(), "path": h.path}),
+        Call::Invoke(_) => json!({"invoke": true}),
+    };
+    let function = function.to_owned();
+    let wait = clients.timeout() + Duration::from_secs(30);
+    tokio::spawn(async move {
+        let _slot = slot;
+        // The full answer (a Lambda mirror is a RequestResponse invoke
+        // here, not the usual Event), kept up to the limit.
+        let answer = match clients.resolve_secrets(&mut mirror).await {
+            Ok(()) => dispatcher.send(&call, &mirror).await,
+            Err(e) => Err(e),
+        };
+        let status = match &answer {
+            Ok(r) => r.status().as_u16().to_string(),
+            Err(e) => e.label().to_owned(),
+        };
+        metrics::counter!("switchyard_mirror_total", "function" => function.clone(), "target" => mirror.qualifier.clone(), "status" => status)
+            .increment(1);
+        let mirrored = match answer {
+            Ok(r) => {
+                let (parts, body) = r.into_parts();
+                let (body, complete) = shadow::read_limited(body, spec.max_body_bytes).await;
+                shadow::Captured {
+                    status: parts.status.as_u16(),
+                    headers: parts.headers,
+                    body,
+                    complete,
+                }
+            }
+            Err(e) => shadow::Captured {
+                status: e.status.as_u16(),
+                headers: HeaderMap::new(),
+                body: Vec::new(),
+                complete: false,
+            },
+        };
+        let Ok(Ok(primary)) = tokio::time::timeout(wait, rx).await else {
+            return; // the client went away before the primary's answer ended
+        };
+        let diff = shadow::compare(&spec, &primary, &mirrored).map(|(kinds, mut report)| {
+            report["request"] = request;
+            report["primary"] = json!({"status": primary.status});
+            report["mirror"] = json!({"qualifier": mirror.qualifier, "status": mirrored.status});
+            report["at"] = json!(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            );
+            (kinds, report)
+        });
+        reports.record(&function, diff);
+    });
+    Some(tx)
 }
 
 /// The decision for a request whose class the guard took off the

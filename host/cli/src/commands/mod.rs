@@ -12,6 +12,7 @@ mod replay;
 mod rollback;
 mod serve;
 mod set;
+mod shadow;
 mod shared;
 mod status;
 
@@ -132,6 +133,9 @@ enum Command {
     /// has been upgraded (then `step-functions` dispatch and `auth` blocks
     /// can be published). Prints {"min-host-version",...}.
     Fleet(fleet::FleetArgs),
+    /// Shadow comparisons of a running host (`shadow report <function>`).
+    #[command(subcommand)]
+    Shadow(shadow::ShadowCommand),
 }
 
 impl Cli {
@@ -162,6 +166,7 @@ pub fn run(cli: Cli, metrics: Option<RenderMetrics>) -> ExitCode {
         Command::Serve(args) => serve::run(*args, metrics).map(|()| ExitCode::SUCCESS),
         Command::History(args) => history::run(args).map(|()| ExitCode::SUCCESS),
         Command::Fleet(args) => fleet::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Shadow(cmd) => shadow::run(cmd).map(|()| ExitCode::SUCCESS),
     };
     match outcome {
         Ok(code) => code,

@@ -1,8 +1,9 @@
 //! The route config's safety nets end to end, with `switchyard serve`:
 //! a `guard` that trips when the candidate starts failing mid-run (this
 //! host stops sending to it at once, and with `--guard-writes` the store
-//! records a rollback), and a `fallback` that retries idempotent requests
-//! on stable.
+//! records a rollback), a `fallback` that retries idempotent requests on
+//! stable, and a `shadow` that compares a mirrored candidate's answers
+//! with stable's.
 
 use switchyard_test_support as common;
 
@@ -242,5 +243,136 @@ fn a_failing_candidate_trips_the_guard_and_the_store_records_the_rollback() {
     assert!(
         metrics.contains(r#"switchyard_fallback_total{function="payments"} 2"#),
         "{metrics}"
+    );
+}
+
+/// An upstream answering JSON: `{"total": <total>, "requestId": <unique>, "user": "alice"}`.
+fn json_upstream(total: u32) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().flatten().enumerate() {
+            let mut reader = BufReader::new(conn);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let body = format!(r#"{{"total":{total},"requestId":"r-{total}-{n}","user":"alice"}}"#);
+            let _ = write!(
+                reader.get_mut(),
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-version: v{total}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn a_shadowed_candidate_that_changes_a_field_is_reported_with_that_field() {
+    let (stable, candidate) = (json_upstream(10), json_upstream(12));
+    let tmp = tempfile::tempdir().unwrap();
+    let store = format!("dir:{}", tmp.path().join("store").display());
+    let config = tmp.path().join("orders.json");
+    // Every request to stable is mirrored to the candidate and compared;
+    // requestId differs on every answer and is ignored.
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"mode":"production","versions":{{"stable":"7","candidate":"8"}},
+                "flags":{{"mirror-role":"candidate"}},
+                "shadow":{{"ignore":["$.requestId"],"reveal":["$.total"],"headers":["content-type"]}},
+                "dispatch":{{"type":"http","urls":{{"7":"{stable}","8":"{candidate}"}}}}}}"#
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    switchyard(
+        &store,
+        &[
+            "publish",
+            "--function",
+            "orders",
+            "--policy",
+            art::SYNTHETIC_HEADER,
+            "--config",
+            &config,
+            "--min-host-version",
+            "0.3.0",
+        ],
+    );
+    let (port, admin) = (free_port(), free_port());
+    let _serve = Killed(
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--store", &store])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}/orders/x");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = call(&url, &[]);
+        if status == 200 {
+            // The client gets stable's answer, untouched.
+            assert!(body.contains(r#""total":10"#), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the proxy did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..4 {
+        assert_eq!(call(&url, &[]).0, 200);
+    }
+    let admin_url = format!("http://127.0.0.1:{admin}");
+    let report = |store: &str| {
+        switchyard(
+            store,
+            &["shadow", "report", "orders", "--admin", &admin_url],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let r = loop {
+        let r = report(&store);
+        if r["compared"].as_u64() >= Some(5) {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "not compared: {r}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(r["differed"], r["compared"], "{r}");
+    let last = &r["recent"].as_array().unwrap()[0];
+    assert_eq!(last["kinds"], serde_json::json!(["body"]), "{last}");
+    // The changed field, its values shown (revealed); not the ignored one.
+    assert_eq!(
+        last["body"]["paths"],
+        serde_json::json!([{"path": "$.total", "primary": 10, "mirror": 12}]),
+        "{last}"
+    );
+    assert_eq!(
+        last["request"],
+        serde_json::json!({"method": "GET", "path": "/x"})
+    );
+    assert_eq!(last["mirror"]["qualifier"], "8");
+    let metrics = call(&format!("{admin_url}/metrics"), &[]).1;
+    assert!(
+        metrics.contains(r#"switchyard_shadow_diff_total{function="orders",kind="body"}"#),
+        "{metrics}"
+    );
+    // x-version differs on every answer but is not a compared header.
+    assert!(!metrics.contains(r#"kind="header""#), "{metrics}");
+    // A function this host does not route is a clear error.
+    let o = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["shadow", "report", "payments", "--admin", &admin_url])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("unknown function"),
+        "{o:?}"
     );
 }

@@ -1360,3 +1360,50 @@ fn a_secret_reference_reaches_the_target_and_is_never_shown() {
         "a secret value is in the host's log"
     );
 }
+
+/// A replay file with a line that is not a request: fatal, naming the
+/// line, unless --skip-bad-lines, which reports it and goes on.
+#[test]
+fn a_malformed_replay_line_is_named_and_fatal_or_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = format!("dir:{}", tmp.path().join("store").display());
+    publish_orders(&store);
+    let requests = tmp.path().join("requests.jsonl");
+    std::fs::write(
+        &requests,
+        "{\"function\":\"orders\",\"headers\":{\"x-switchyard-synthetic\":\"1\"}}\nnot json\n{\"function\":\"orders\"}\n",
+    )
+    .unwrap();
+    let requests = requests.display().to_string();
+    let replay = |more: &[&str]| {
+        run(
+            &store,
+            &[
+                &[
+                    "replay",
+                    "--store",
+                    &store,
+                    "--requests",
+                    &requests,
+                    "--to",
+                    art::SYNTHETIC_HEADER,
+                ][..],
+                more,
+            ]
+            .concat(),
+        )
+    };
+    let o = replay(&[]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("requests.jsonl line 2: invalid request JSON")
+            && err.contains("--skip-bad-lines"),
+        "{err}"
+    );
+    let o = replay(&["--skip-bad-lines"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("skipped: "));
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(out["requests"], 2);
+}

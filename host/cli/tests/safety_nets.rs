@@ -376,3 +376,54 @@ fn a_shadowed_candidate_that_changes_a_field_is_reported_with_that_field() {
         "{o:?}"
     );
 }
+
+/// A capture file that cannot be written (a full disk: /dev/full) never
+/// fails a request.
+#[test]
+fn an_unwritable_capture_file_fails_no_request() {
+    let (stable, _) = upstream("stable");
+    let tmp = tempfile::tempdir().unwrap();
+    let store = format!("dir:{}", tmp.path().join("store").display());
+    let config = tmp.path().join("orders.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"mode":"production","versions":{{"stable":"7"}},
+                "dispatch":{{"type":"http","urls":{{"7":"{stable}"}}}}}}"#
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    switchyard(
+        &store,
+        &[
+            "publish",
+            "--function",
+            "orders",
+            "--policy",
+            art::SYNTHETIC_HEADER,
+            "--config",
+            &config,
+        ],
+    );
+    let port = free_port();
+    let _serve = Killed(
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--store", &store, "--admin-listen", "off"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--capture", "/dev/full", "--capture-sample", "1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}/orders/x");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while call(&url, &[]).0 != 200 {
+        assert!(Instant::now() < deadline, "the proxy did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..200 {
+        assert_eq!(call(&url, &[]), (200, "stable".into()));
+    }
+}

@@ -28,6 +28,8 @@ pub(crate) struct Handles {
     sets: usize,
     /// Decisions made on this thread, for the sampled decision log.
     decided: u64,
+    /// What the live view charts (never emptied with the handles).
+    pub(crate) activity: crate::activity::Activity,
 }
 
 impl Handles {

@@ -49,6 +49,7 @@ use switchyard_dispatch::{
     RouteDispatch, Target, custom_fields, is_tag, split_function_name,
 };
 
+mod activity;
 mod capture;
 mod guard;
 mod handles;
@@ -469,6 +470,116 @@ fn admin_routes() -> Router<Arc<Proxy>> {
         .route("/metrics", get(render_metrics))
         .route("/v1/decide", post(decide_api))
         .route("/v1/shadow/{function}", get(shadow_report))
+        .route("/v1/mesh", get(mesh_state))
+}
+
+/// The live view's page and script: static, compiled in, no data (the
+/// page reads `/v1/mesh`, which the admin token guards).
+fn ui_routes() -> Router<Arc<Proxy>> {
+    let page = |body: &'static str, kind: &'static str| {
+        move || async move {
+            (
+                [
+                    (http::header::CONTENT_TYPE, kind),
+                    (http::header::CACHE_CONTROL, "no-cache"),
+                ],
+                body,
+            )
+        }
+    };
+    Router::new()
+        .route(
+            "/ui",
+            get(page(
+                include_str!("ui/index.html"),
+                "text/html; charset=utf-8",
+            )),
+        )
+        .route(
+            "/ui/app.js",
+            get(page(
+                include_str!("ui/app.js"),
+                "text/javascript; charset=utf-8",
+            )),
+        )
+}
+
+/// A series' (requests, errors) per bucket, oldest first.
+type Buckets = (Vec<u64>, Vec<u64>);
+
+/// The mesh as the live view shows it: every function with its live route
+/// version, and its requests and errors per target and traffic class over
+/// the last 10 minutes (60 ten-second buckets, oldest first), fail-safes,
+/// guard trips and shadow comparisons.
+async fn mesh_state(State(p): State<Arc<Proxy>>) -> Response {
+    use activity::{BUCKET_SECONDS, BUCKETS};
+    let now = activity::bucket_now();
+    let mut functions = Vec::new();
+    for function in p.policies.functions() {
+        let Some(active) = p.policies.get(&function) else {
+            continue;
+        };
+        // target -> [production, synthetic]
+        let mut merged: std::collections::BTreeMap<String, [Buckets; 2]> = Default::default();
+        let mut fail_safes = 0;
+        for slot in &p.handles {
+            let h = slot.lock().unwrap_or_else(|e| e.into_inner());
+            fail_safes += h.activity.fail_safes.get(&function).copied().unwrap_or(0);
+            for (target, rings) in h.activity.of(&function).into_iter().flatten() {
+                let series = merged.entry(target.clone()).or_insert_with(|| {
+                    std::array::from_fn(|_| (vec![0; BUCKETS], vec![0; BUCKETS]))
+                });
+                for (ring, (req, err)) in rings.iter().zip(series.iter_mut()) {
+                    ring.merge_into(now, req, err);
+                }
+            }
+        }
+        let mut series = Vec::new();
+        for (target, classes) in merged {
+            for ((requests, errors), traffic) in
+                classes.into_iter().zip(["production", "synthetic"])
+            {
+                let total: u64 = requests.iter().sum();
+                if total == 0 {
+                    continue;
+                }
+                series.push(json!({
+                    "target": target,
+                    "traffic": traffic,
+                    "total": total,
+                    "errors-total": errors.iter().sum::<u64>(),
+                    "requests": requests,
+                    "errors": errors,
+                }));
+            }
+        }
+        let guard = p.guards.of(&function, &active);
+        let config = active.route.config();
+        let shadow = p.shadows.report(&function);
+        functions.push(json!({
+            "function": function,
+            "mode": config.mode,
+            "versions": config.versions,
+            "policy": active.policy.digest(),
+            "route-version": active.stored.version,
+            "modified": active.stored.modified,
+            "fail-safes": fail_safes,
+            "guard": guard.map(|g| json!({
+                "candidate": g.candidate,
+                "production": g.tripped(Traffic::Production),
+                "synthetic": g.tripped(Traffic::Synthetic),
+            })),
+            "shadow": {"compared": shadow["compared"], "differed": shadow["differed"]},
+            "series": series,
+        }));
+    }
+    axum::Json(json!({
+        "bucket-seconds": BUCKET_SECONDS,
+        "buckets": BUCKETS,
+        "now": now * BUCKET_SECONDS,
+        "functions": functions,
+    }))
+    .into_response()
 }
 
 /// The shadow comparisons of a function: counts and the latest
@@ -492,10 +603,11 @@ pub fn admin_router(proxy: Arc<Proxy>) -> Router {
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
-                "the admin listener serves POST /v1/decide, GET /healthz and GET /metrics; functions are routed on the public listener",
+                "the admin listener serves GET /ui (the live view), POST /v1/decide, GET /v1/mesh, GET /v1/shadow/{function}, GET /healthz and GET /metrics; functions are routed on the public listener",
             )
         })
         .layer(auth)
+        .merge(ui_routes())
         .with_state(proxy)
 }
 
@@ -553,9 +665,14 @@ fn counted(
     target: &str,
     traffic: &'static str,
 ) -> Response {
-    p.handles()
-        .request(function, target, traffic, response.status().as_u16())
+    let status = response.status().as_u16();
+    let mut handles = p.handles();
+    handles
+        .request(function, target, traffic, status)
         .increment(1);
+    handles
+        .activity
+        .record(function, target, traffic, status >= 500);
     response
 }
 
@@ -679,6 +796,11 @@ fn decide(p: &Proxy, active: &Active, req: &Arc<Request>, shown: bool) -> Decisi
     if let Some(e) = &failure {
         metrics::counter!("switchyard_fail_safe_total", "function" => req.function.clone(), "kind" => e.kind())
             .increment(1);
+        *p.handles()
+            .activity
+            .fail_safes
+            .entry(req.function.clone())
+            .or_default() += 1;
     }
     if !logged {
         return decision;

@@ -43,6 +43,10 @@ pub(crate) struct ReplayArgs {
     /// or a share of the requests (`5%`). By default any change passes.
     #[arg(long, value_name = "N|P%")]
     max_changed: Option<String>,
+    /// A line that is not a request is reported (file and line number) and
+    /// skipped, instead of ending the replay with that error.
+    #[arg(long)]
+    skip_bad_lines: bool,
     /// Examples of changed decisions shown per function.
     #[arg(long, default_value_t = 3)]
     examples: usize,
@@ -265,8 +269,18 @@ pub(crate) fn run(args: ReplayArgs) -> Result<()> {
 
 /// The requests of `--requests`, each with a function.
 fn read_requests(args: &ReplayArgs) -> Result<Vec<Request>> {
-    let requests =
-        request_lines(&args.requests, args.function.as_deref())?.collect::<Result<Vec<_>>>()?;
+    let mut requests = Vec::new();
+    for line in request_lines(&args.requests, args.function.as_deref())? {
+        match line {
+            Ok(r) => requests.push(r),
+            Err(e) if args.skip_bad_lines => eprintln!("skipped: {e:#}"),
+            Err(e) => {
+                return Err(e.context(
+                    "a line is not a request (pass --skip-bad-lines to report and skip such lines)",
+                ));
+            }
+        }
+    }
     if requests.is_empty() {
         bail!(
             "{} has no requests (one request JSON a line)",

@@ -427,3 +427,113 @@ fn an_unwritable_capture_file_fails_no_request() {
         assert_eq!(call(&url, &[]), (200, "stable".into()));
     }
 }
+
+/// Two hosts whose guards trip at once both try to write the rollback: the
+/// writes converge on one new version (one written, the other told the
+/// function moved on), not two.
+#[test]
+fn hosts_tripping_at_once_write_one_rollback() {
+    let (stable, _) = upstream("stable");
+    let (candidate, failing) = upstream("candidate");
+    failing.store(true, Ordering::SeqCst);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = format!("dir:{}", tmp.path().join("store").display());
+    let config = tmp.path().join("orders.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"mode":"production","versions":{{"stable":"7","candidate":"8"}},
+                "flags":{{"canary-percent":100}},
+                "guard":{{"max-error-rate":0.5,"min-requests":4,"window":"60s"}},
+                "dispatch":{{"type":"http","urls":{{"7":"{stable}","8":"{candidate}"}}}}}}"#
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    switchyard(
+        &store,
+        &[
+            "publish",
+            "--function",
+            "orders",
+            "--policy",
+            art::STICKY_CANARY,
+            "--config",
+            &config,
+            "--min-host-version",
+            "0.3.0",
+        ],
+    );
+    let host = || {
+        let (port, admin) = (free_port(), free_port());
+        let child = Killed(
+            Command::new(env!("CARGO_BIN_EXE_switchyard"))
+                .args(["serve", "--store", &store, "--guard-writes"])
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+                .args(["--poll-interval", "200ms"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        (
+            child,
+            format!("http://127.0.0.1:{port}/orders/x"),
+            format!("http://127.0.0.1:{admin}/metrics"),
+        )
+    };
+    let (_a, a, a_metrics) = host();
+    let (_b, b, b_metrics) = host();
+    let user = ["-H", "x-user-id: u1"];
+    for url in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while call(url, &user).0 != 500 {
+            assert!(Instant::now() < deadline, "a host did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // Each host has seen 1 failure; 2 more each, then the 4th on both at once.
+    for _ in 0..2 {
+        assert_eq!(call(&a, &user).0, 500);
+        assert_eq!(call(&b, &user).0, 500);
+    }
+    let (ta, tb) = (a.clone(), b.clone());
+    let both = [
+        std::thread::spawn(move || call(&ta, &["-H", "x-user-id: u1"]).0),
+        std::thread::spawn(move || call(&tb, &["-H", "x-user-id: u1"]).0),
+    ];
+    for t in both {
+        assert_eq!(t.join().unwrap(), 500);
+    }
+    let value = |metrics: &str, series: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{series} ")))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let outcome = |o: &str| {
+        let s = format!(r#"switchyard_guard_rollbacks_total{{function="orders",outcome="{o}"}}"#);
+        value(&call(&a_metrics, &[]).1, &s) + value(&call(&b_metrics, &[]).1, &s)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while outcome("written") + outcome("superseded") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the rollback writes did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!((outcome("written"), outcome("superseded")), (1, 1));
+    let trips = r#"switchyard_guard_trips_total{function="orders",traffic="production"}"#;
+    for m in [&a_metrics, &b_metrics] {
+        assert_eq!(value(&call(m, &[]).1, trips), 1, "each host tripped");
+    }
+    let history = switchyard(&store, &["history", "orders"]);
+    assert_eq!(history.as_array().unwrap().len(), 2, "{history}");
+    assert_eq!(history[1]["versions"], serde_json::json!({"stable": "7"}));
+    for url in [&a, &b] {
+        assert_eq!(call(url, &user), (200, "stable".into()));
+    }
+}

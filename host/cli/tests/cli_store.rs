@@ -596,11 +596,7 @@ fn mode_flip_within_one_poll(store: &str) {
             .map(|d| d["target"].as_str().unwrap_or("").to_owned())
             .unwrap_or_default()
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while decide() != "8" {
-        assert!(Instant::now() < deadline, "the proxy did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_until("the proxy did not come up", || !(decide() != "8"));
     ok_json(&store, &["mode", "orders", "production"]);
     let flipped = Instant::now();
     while decide() != "7" {
@@ -1208,34 +1204,12 @@ fn a_secret_reference_reaches_the_target_and_is_never_shown() {
         "a reference is not warned of: {err}"
     );
 
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (port, admin) = (free(), free());
-    let log = tmp.path().join("serve.log");
-    let _serve = Killed(
-        Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["serve", "--store", &store])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-            .args(["--admin-reveal-context", "--secret-ttl", "200ms"])
-            .env("RUST_LOG", "debug")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
+    let host = common::serve(
+        &store,
+        &["--admin-reveal-context", "--secret-ttl", "200ms"],
+        &[("RUST_LOG", "debug")],
     );
-    let call = || {
-        curl(&[
-            "-H",
-            "x-switchyard-synthetic: true",
-            &format!("http://127.0.0.1:{port}/orders/x"),
-        ])
-    };
+    let call = || curl(&["-H", "x-switchyard-synthetic: true", &host.url("/orders/x")]);
     let deadline = Instant::now() + Duration::from_secs(30);
     let head = loop {
         let head = call();
@@ -1275,7 +1249,7 @@ fn a_secret_reference_reaches_the_target_and_is_never_shown() {
         curl(&[
             "-X",
             "POST",
-            &format!("http://127.0.0.1:{admin}/v1/decide?context=show"),
+            &host.admin_url("/v1/decide?context=show"),
             "-d",
             r#"{"function":"orders","headers":{"x-switchyard-synthetic":"true"}}"#,
         ]),
@@ -1296,7 +1270,7 @@ fn a_secret_reference_reaches_the_target_and_is_never_shown() {
         "boto3.client('ssm').delete_parameter(Name='{parameter}')"
     ));
     let failures = || {
-        curl(&[&format!("http://127.0.0.1:{admin}/metrics")])
+        curl(&[&host.admin_url("/metrics")])
             .lines()
             .find_map(|l| {
                 l.strip_prefix("switchyard_secret_refresh_failures_total{source=\"ssm\"} ")
@@ -1348,13 +1322,13 @@ fn a_secret_reference_reaches_the_target_and_is_never_shown() {
         answer.contains("API_TOKEN") && answer.contains(&format!("{secret}-missing")),
         "{answer}"
     );
-    let production = curl(&[&format!("http://127.0.0.1:{port}/orders/x")]);
+    let production = curl(&[&host.url("/orders/x")]);
     assert!(
         production.contains("x-switchyard-ctx-db_password: literal-7"),
         "{production}"
     );
 
-    let log = std::fs::read_to_string(&log).unwrap();
+    let log = host.log();
     assert!(
         !log.contains(&password) && !log.contains(&token),
         "a secret value is in the host's log"

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::Killed;
+use common::call;
 use switchyard_test_artifacts as art;
 
 /// An upstream standing in for one version: answers `200 <name>`, or
@@ -46,27 +46,6 @@ fn upstream(name: &'static str) -> (String, Arc<AtomicBool>) {
         }
     });
     (url, failing)
-}
-
-/// `(status, body)` of one request.
-fn call(url: &str, args: &[&str]) -> (u16, String) {
-    let o = Command::new("curl")
-        .args(["-s", "-w", "\n%{http_code}"])
-        .args(args)
-        .arg(url)
-        .output()
-        .expect("curl runs");
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let (body, status) = out.rsplit_once('\n').unwrap_or(("", "0"));
-    (status.trim().parse().unwrap_or(0), body.to_owned())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn switchyard(store: &str, args: &[&str]) -> serde_json::Value {
@@ -147,25 +126,12 @@ fn a_failing_candidate_trips_the_guard_and_the_store_records_the_rollback() {
         "{err}"
     );
 
-    let (port, admin) = (free_port(), free_port());
-    let _serve = Killed(
-        Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["serve", "--store", &store, "--guard-writes"])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-            .args(["--poll-interval", "200ms"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let orders_url = format!("http://127.0.0.1:{port}/orders/x");
+    let host = common::serve(&store, &["--guard-writes", "--poll-interval", "200ms"], &[]);
+    let orders_url = host.url("/orders/x");
     let user = |i: usize| format!("x-user-id: user-{i}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while call(&orders_url, &["-H", &user(0)]) != (200, "candidate".into()) {
-        assert!(Instant::now() < deadline, "the proxy did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_until("the proxy did not come up", || {
+        !(call(&orders_url, &["-H", &user(0)]) != (200, "candidate".into()))
+    });
     for i in 0..5 {
         assert_eq!(
             call(&orders_url, &["-H", &user(i)]),
@@ -196,11 +162,9 @@ fn a_failing_candidate_trips_the_guard_and_the_store_records_the_rollback() {
     for i in 100..140 {
         assert_eq!(call(&orders_url, &["-H", &user(i)]), (200, "stable".into()));
     }
-    let metrics = call(&format!("http://127.0.0.1:{admin}/metrics"), &[]).1;
-    assert!(
-        metrics
-            .contains(r#"switchyard_guard_trips_total{function="orders",traffic="production"} 1"#),
-        "{metrics}"
+    assert_eq!(
+        host.metric(r#"switchyard_guard_trips_total{function="orders",traffic="production"}"#),
+        1
     );
 
     // The store records the rollback: the candidate out, production mode,
@@ -232,17 +196,16 @@ fn a_failing_candidate_trips_the_guard_and_the_store_records_the_rollback() {
     // Fallback: the payments candidate always fails. Idempotent requests
     // (GET, and PUT as the route declares) get stable's answer; a POST
     // gets the candidate's failure.
-    let payments_url = format!("http://127.0.0.1:{port}/payments/x");
+    let payments_url = host.url("/payments/x");
     for method in ["GET", "PUT"] {
         let (status, body) = call(&payments_url, &["-X", method, "-H", &user(1)]);
         assert_eq!((status, body.as_str()), (200, "stable"), "{method}");
     }
     let (status, body) = call(&payments_url, &["-X", "POST", "-H", &user(1), "-d", "x"]);
     assert_eq!((status, body.as_str()), (500, "payments-candidate failing"));
-    let metrics = call(&format!("http://127.0.0.1:{admin}/metrics"), &[]).1;
-    assert!(
-        metrics.contains(r#"switchyard_fallback_total{function="payments"} 2"#),
-        "{metrics}"
+    assert_eq!(
+        host.metric(r#"switchyard_fallback_total{function="payments"}"#),
+        2
     );
 }
 
@@ -302,18 +265,8 @@ fn a_shadowed_candidate_that_changes_a_field_is_reported_with_that_field() {
             "0.3.0",
         ],
     );
-    let (port, admin) = (free_port(), free_port());
-    let _serve = Killed(
-        Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["serve", "--store", &store])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("http://127.0.0.1:{port}/orders/x");
+    let host = common::serve(&store, &[], &[]);
+    let url = host.url("/orders/x");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (status, body) = call(&url, &[]);
@@ -328,7 +281,7 @@ fn a_shadowed_candidate_that_changes_a_field_is_reported_with_that_field() {
     for _ in 0..4 {
         assert_eq!(call(&url, &[]).0, 200);
     }
-    let admin_url = format!("http://127.0.0.1:{admin}");
+    let admin_url = host.admin_url("");
     let report = |store: &str| {
         switchyard(
             store,
@@ -358,7 +311,7 @@ fn a_shadowed_candidate_that_changes_a_field_is_reported_with_that_field() {
         serde_json::json!({"method": "GET", "path": "/x"})
     );
     assert_eq!(last["mirror"]["qualifier"], "8");
-    let metrics = call(&format!("{admin_url}/metrics"), &[]).1;
+    let metrics = common::curl(&[&host.admin_url("/metrics")]);
     assert!(
         metrics.contains(r#"switchyard_shadow_diff_total{function="orders",kind="body"}"#),
         "{metrics}"
@@ -406,23 +359,13 @@ fn an_unwritable_capture_file_fails_no_request() {
             &config,
         ],
     );
-    let port = free_port();
-    let _serve = Killed(
-        Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["serve", "--store", &store, "--admin-listen", "off"])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--capture", "/dev/full", "--capture-sample", "1"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+    let host = common::serve(
+        &store,
+        &["--capture", "/dev/full", "--capture-sample", "1"],
+        &[],
     );
-    let url = format!("http://127.0.0.1:{port}/orders/x");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while call(&url, &[]).0 != 200 {
-        assert!(Instant::now() < deadline, "the proxy did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let url = host.url("/orders/x");
+    common::wait_until("the proxy did not come up", || !(call(&url, &[]).0 != 200));
     for _ in 0..200 {
         assert_eq!(call(&url, &[]), (200, "stable".into()));
     }
@@ -464,34 +407,12 @@ fn hosts_tripping_at_once_write_one_rollback() {
             "0.3.0",
         ],
     );
-    let host = || {
-        let (port, admin) = (free_port(), free_port());
-        let child = Killed(
-            Command::new(env!("CARGO_BIN_EXE_switchyard"))
-                .args(["serve", "--store", &store, "--guard-writes"])
-                .args(["--listen", &format!("127.0.0.1:{port}")])
-                .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-                .args(["--poll-interval", "200ms"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        (
-            child,
-            format!("http://127.0.0.1:{port}/orders/x"),
-            format!("http://127.0.0.1:{admin}/metrics"),
-        )
-    };
-    let (_a, a, a_metrics) = host();
-    let (_b, b, b_metrics) = host();
+    let host = || common::serve(&store, &["--guard-writes", "--poll-interval", "200ms"], &[]);
+    let (host_a, host_b) = (host(), host());
+    let (a, b) = (host_a.url("/orders/x"), host_b.url("/orders/x"));
     let user = ["-H", "x-user-id: u1"];
     for url in [&a, &b] {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while call(url, &user).0 != 500 {
-            assert!(Instant::now() < deadline, "a host did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        common::wait_until("a host did not come up", || !(call(url, &user).0 != 500));
     }
     // Each host has seen 1 failure; 2 more each, then the 4th on both at once.
     for _ in 0..2 {
@@ -506,16 +427,9 @@ fn hosts_tripping_at_once_write_one_rollback() {
     for t in both {
         assert_eq!(t.join().unwrap(), 500);
     }
-    let value = |metrics: &str, series: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{series} ")))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
     let outcome = |o: &str| {
         let s = format!(r#"switchyard_guard_rollbacks_total{{function="orders",outcome="{o}"}}"#);
-        value(&call(&a_metrics, &[]).1, &s) + value(&call(&b_metrics, &[]).1, &s)
+        host_a.metric(&s) + host_b.metric(&s)
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while outcome("written") + outcome("superseded") < 2 {
@@ -527,8 +441,8 @@ fn hosts_tripping_at_once_write_one_rollback() {
     }
     assert_eq!((outcome("written"), outcome("superseded")), (1, 1));
     let trips = r#"switchyard_guard_trips_total{function="orders",traffic="production"}"#;
-    for m in [&a_metrics, &b_metrics] {
-        assert_eq!(value(&call(m, &[]).1, trips), 1, "each host tripped");
+    for h in [&host_a, &host_b] {
+        assert_eq!(h.metric(trips), 1, "each host tripped");
     }
     let history = switchyard(&store, &["history", "orders"]);
     assert_eq!(history.as_array().unwrap().len(), 2, "{history}");

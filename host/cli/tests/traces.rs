@@ -9,17 +9,8 @@ use switchyard_test_support as common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Killed;
+use common::curl;
 use switchyard_test_artifacts as art;
-
-fn curl(args: &[&str]) -> String {
-    let o = Command::new("curl")
-        .arg("-s")
-        .args(args)
-        .output()
-        .expect("curl runs");
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn spans(receiver: &str) -> Vec<serde_json::Value> {
     serde_json::from_str(&curl(&[&format!("{receiver}/spans")])).unwrap_or_default()
@@ -55,36 +46,24 @@ fn spans_are_split_by_traffic_class_and_continue_the_callers_trace() {
         .output()
         .unwrap();
     assert!(published.status.success(), "{published:?}");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _serve = Killed(
-        Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["serve", "--store", &store])
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--admin-listen",
-                "off",
-            ])
-            .args(["--otlp-endpoint", &production])
-            .args(["--otlp-synthetic-endpoint", &synthetic])
-            // Export batches every 100 ms rather than 5 s.
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
+    let host = common::serve(
+        &store,
+        &[
+            "--otlp-endpoint",
+            &production,
+            "--otlp-synthetic-endpoint",
+            &synthetic,
+        ],
+        // Export batches every 100 ms rather than 5 s.
+        &[
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+        ],
     );
-    let url = format!("http://127.0.0.1:{port}/orders/items/1");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !curl(&[&url]).contains("get /items/1") {
-        assert!(Instant::now() < deadline, "the proxy did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let url = host.url("/orders/items/1");
+    common::wait_until("the proxy did not come up", || {
+        !(!curl(&[&url]).contains("get /items/1"))
+    });
 
     // A production request in a W3C trace, with a forged class in its
     // baggage and trace state.

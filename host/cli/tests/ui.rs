@@ -7,19 +7,9 @@ use switchyard_test_support as common;
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::{Killed, repo_root};
+use common::{curl, repo_root};
 use switchyard_test_artifacts as art;
-
-fn curl(args: &[&str]) -> String {
-    let o = Command::new("curl")
-        .arg("-s")
-        .args(args)
-        .output()
-        .expect("curl runs");
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn chromium(profile: &std::path::Path, args: &[&str], url: &str) -> std::process::Output {
     Command::new("chromium")
@@ -105,30 +95,11 @@ fn the_live_view_shows_what_the_metrics_count() {
             .unwrap();
         assert!(o.status.success(), "{o:?}");
     }
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (port, admin) = (free(), free());
-    let _serve = Killed(
-        Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["serve", "--store", &store])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = |f: &str| format!("http://127.0.0.1:{port}/{f}/x");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !curl(&[&url("orders")]).contains("get /x") {
-        assert!(Instant::now() < deadline, "the proxy did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let host = common::serve(&store, &[], &[]);
+    let url = |f: &str| host.url(&format!("/{f}/x"));
+    common::wait_until("the proxy did not come up", || {
+        !(!curl(&[&url("orders")]).contains("get /x"))
+    });
     for i in 0..7 {
         curl(&["-H", "x-switchyard-synthetic: true", &url("orders")]);
         if i < 3 {
@@ -142,11 +113,11 @@ fn the_live_view_shows_what_the_metrics_count() {
     curl(&[&url("nope")]);
 
     let profile = tempfile::tempdir().unwrap();
-    let page = format!("http://127.0.0.1:{admin}/ui");
+    let page = host.admin_url("/ui");
     let o = chromium(profile.path(), &["--dump-dom"], &page);
     let dom = String::from_utf8_lossy(&o.stdout).into_owned();
     let shown = totals_on_page(&dom);
-    let metrics = requests_in_metrics(&curl(&[&format!("http://127.0.0.1:{admin}/metrics")]));
+    let metrics = requests_in_metrics(&curl(&[&host.admin_url("/metrics")]));
     let key = |f: &str, t: &str, c: &str| (f.to_owned(), t.to_owned(), c.to_owned());
     // 1 + 4 production and 7 synthetic to orders, 3 production to payments.
     assert_eq!(

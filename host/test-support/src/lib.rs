@@ -316,3 +316,93 @@ pub fn otlp_receiver() -> (Killed, String) {
     });
     (Killed(child), format!("http://127.0.0.1:{port}"))
 }
+
+/// `curl -s ARGS`: the body.
+pub fn curl(args: &[&str]) -> String {
+    let o = std::process::Command::new("curl")
+        .arg("-s")
+        .args(args)
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// One request with curl: `(status, body)` (status 0 when none came).
+pub fn call(url: &str, args: &[&str]) -> (u16, String) {
+    let out = curl(&[&["-w", "\n%{http_code}"][..], args, &[url]].concat());
+    let (body, status) = out.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// Polls `ready` every 50 ms until it holds, failing the test with `what`
+/// after 30 s.
+pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A running `switchyard serve` (killed when dropped).
+pub struct Served {
+    _child: Killed,
+    /// The public listener's port.
+    pub port: u16,
+    /// The admin listener's port.
+    pub admin: u16,
+    log: std::path::PathBuf,
+}
+
+impl Served {
+    /// A URL on the public listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin)
+    }
+
+    /// What it wrote to stderr so far (its log).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The value of one series in its `/metrics` (0 when absent), e.g.
+    /// `switchyard_fallback_total{function="payments"}`.
+    pub fn metric(&self, series: &str) -> u64 {
+        curl(&[&self.admin_url("/metrics")])
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{series} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// Starts `switchyard serve --store STORE ARGS` with environment `env`, on
+/// free public and admin ports on loopback; its stderr goes to a log file.
+pub fn serve(store: &str, args: &[&str], env: &[(&str, &str)]) -> Served {
+    let (port, admin) = (free_port(), free_port());
+    let log = std::env::temp_dir().join(format!(
+        "switchyard-serve-{}-{port}.log",
+        std::process::id()
+    ));
+    let mut cmd = std::process::Command::new(workspace_bin("switchyard"));
+    cmd.args(["serve", "--store", store])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("a log file"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Served {
+        _child: Killed(cmd.spawn().expect("switchyard serve starts")),
+        port,
+        admin,
+        log,
+    }
+}

@@ -48,20 +48,6 @@ fn upstream(name: &'static str) -> (String, Arc<AtomicBool>) {
     (url, failing)
 }
 
-fn switchyard(store: &str, args: &[&str]) -> serde_json::Value {
-    let o = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(args)
-        .env("SWITCHYARD_STORE", store)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 #[test]
 fn a_failing_candidate_trips_the_guard_and_the_store_records_the_rollback() {
     let (stable, _) = upstream("stable");
@@ -94,7 +80,7 @@ fn a_failing_candidate_trips_the_guard_and_the_store_records_the_rollback() {
         ),
     );
     for (function, config) in [("orders", &orders), ("payments", &payments)] {
-        switchyard(
+        common::switchyard_json(
             &store,
             &[
                 "publish",
@@ -171,7 +157,7 @@ fn a_failing_candidate_trips_the_guard_and_the_store_records_the_rollback() {
     // and why.
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        let status = switchyard(&store, &["status", "orders"]);
+        let status = common::switchyard_json(&store, &["status", "orders"]);
         if status[0]["version"] == 2 {
             break status;
         }
@@ -237,33 +223,19 @@ fn a_shadowed_candidate_that_changes_a_field_is_reported_with_that_field() {
     let (stable, candidate) = (json_upstream(10), json_upstream(12));
     let tmp = tempfile::tempdir().unwrap();
     let store = format!("dir:{}", tmp.path().join("store").display());
-    let config = tmp.path().join("orders.json");
     // Every request to stable is mirrored to the candidate and compared;
     // requestId differs on every answer and is ignored.
-    std::fs::write(
-        &config,
-        format!(
+    common::publish_route(
+        &store,
+        "orders",
+        art::SYNTHETIC_HEADER,
+        &format!(
             r#"{{"mode":"production","versions":{{"stable":"7","candidate":"8"}},
                 "flags":{{"mirror-role":"candidate"}},
                 "shadow":{{"ignore":["$.requestId"],"reveal":["$.total"],"headers":["content-type"]}},
                 "dispatch":{{"type":"http","urls":{{"7":"{stable}","8":"{candidate}"}}}}}}"#
         ),
-    )
-    .unwrap();
-    let config = config.display().to_string();
-    switchyard(
-        &store,
-        &[
-            "publish",
-            "--function",
-            "orders",
-            "--policy",
-            art::SYNTHETIC_HEADER,
-            "--config",
-            &config,
-            "--min-host-version",
-            "0.3.0",
-        ],
+        &["--min-host-version", "0.3.0"],
     );
     let host = common::serve(&store, &[], &[]);
     let url = host.url("/orders/x");
@@ -283,7 +255,7 @@ fn a_shadowed_candidate_that_changes_a_field_is_reported_with_that_field() {
     }
     let admin_url = host.admin_url("");
     let report = |store: &str| {
-        switchyard(
+        common::switchyard_json(
             store,
             &["shadow", "report", "orders", "--admin", &admin_url],
         )
@@ -337,27 +309,15 @@ fn an_unwritable_capture_file_fails_no_request() {
     let (stable, _) = upstream("stable");
     let tmp = tempfile::tempdir().unwrap();
     let store = format!("dir:{}", tmp.path().join("store").display());
-    let config = tmp.path().join("orders.json");
-    std::fs::write(
-        &config,
-        format!(
+    common::publish_route(
+        &store,
+        "orders",
+        art::SYNTHETIC_HEADER,
+        &format!(
             r#"{{"mode":"production","versions":{{"stable":"7"}},
                 "dispatch":{{"type":"http","urls":{{"7":"{stable}"}}}}}}"#
         ),
-    )
-    .unwrap();
-    let config = config.display().to_string();
-    switchyard(
-        &store,
-        &[
-            "publish",
-            "--function",
-            "orders",
-            "--policy",
-            art::SYNTHETIC_HEADER,
-            "--config",
-            &config,
-        ],
+        &[],
     );
     let host = common::serve(
         &store,
@@ -381,31 +341,17 @@ fn hosts_tripping_at_once_write_one_rollback() {
     failing.store(true, Ordering::SeqCst);
     let tmp = tempfile::tempdir().unwrap();
     let store = format!("dir:{}", tmp.path().join("store").display());
-    let config = tmp.path().join("orders.json");
-    std::fs::write(
-        &config,
-        format!(
+    common::publish_route(
+        &store,
+        "orders",
+        art::STICKY_CANARY,
+        &format!(
             r#"{{"mode":"production","versions":{{"stable":"7","candidate":"8"}},
                 "flags":{{"canary-percent":100}},
                 "guard":{{"max-error-rate":0.5,"min-requests":4,"window":"60s"}},
                 "dispatch":{{"type":"http","urls":{{"7":"{stable}","8":"{candidate}"}}}}}}"#
         ),
-    )
-    .unwrap();
-    let config = config.display().to_string();
-    switchyard(
-        &store,
-        &[
-            "publish",
-            "--function",
-            "orders",
-            "--policy",
-            art::STICKY_CANARY,
-            "--config",
-            &config,
-            "--min-host-version",
-            "0.3.0",
-        ],
+        &["--min-host-version", "0.3.0"],
     );
     let host = || common::serve(&store, &["--guard-writes", "--poll-interval", "200ms"], &[]);
     let (host_a, host_b) = (host(), host());
@@ -444,7 +390,7 @@ fn hosts_tripping_at_once_write_one_rollback() {
     for h in [&host_a, &host_b] {
         assert_eq!(h.metric(trips), 1, "each host tripped");
     }
-    let history = switchyard(&store, &["history", "orders"]);
+    let history = common::switchyard_json(&store, &["history", "orders"]);
     assert_eq!(history.as_array().unwrap().len(), 2, "{history}");
     assert_eq!(history[1]["versions"], serde_json::json!({"stable": "7"}));
     for url in [&a, &b] {

@@ -6,7 +6,6 @@
 
 use switchyard_test_support as common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::curl;
@@ -30,22 +29,16 @@ fn spans_are_split_by_traffic_class_and_continue_the_callers_trace() {
     let upstream = common::echo_head_upstream();
     let tmp = tempfile::tempdir().unwrap();
     let store = format!("dir:{}", tmp.path().join("store").display());
-    let config = tmp.path().join("route.json");
-    std::fs::write(
-        &config,
-        format!(
+    common::publish_route(
+        &store,
+        "orders",
+        art::SYNTHETIC_HEADER,
+        &format!(
             r#"{{"mode":"synthetic","versions":{{"stable":"7","candidate":"8"}},
                 "dispatch":{{"type":"http","urls":{{"7":"{upstream}","8":"{upstream}"}}}}}}"#
         ),
-    )
-    .unwrap();
-    let published = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["publish", "--store", &store, "--function", "orders"])
-        .args(["--policy", art::SYNTHETIC_HEADER, "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(published.status.success(), "{published:?}");
+        &[],
+    );
     let host = common::serve(
         &store,
         &[

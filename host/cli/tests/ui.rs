@@ -77,23 +77,12 @@ fn the_live_view_shows_what_the_metrics_count() {
     let upstream = common::echo_head_upstream();
     let tmp = tempfile::tempdir().unwrap();
     let store = format!("dir:{}", tmp.path().join("store").display());
-    let config = tmp.path().join("route.json");
-    std::fs::write(
-        &config,
-        format!(
-            r#"{{"mode":"synthetic","versions":{{"stable":"7","candidate":"8"}},
-                "dispatch":{{"type":"http","urls":{{"7":"{upstream}","8":"{upstream}"}}}}}}"#
-        ),
-    )
-    .unwrap();
+    let config = format!(
+        r#"{{"mode":"synthetic","versions":{{"stable":"7","candidate":"8"}},
+            "dispatch":{{"type":"http","urls":{{"7":"{upstream}","8":"{upstream}"}}}}}}"#
+    );
     for function in ["orders", "payments"] {
-        let o = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["publish", "--store", &store, "--function", function])
-            .args(["--policy", art::SYNTHETIC_HEADER, "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{o:?}");
+        common::publish_route(&store, function, art::SYNTHETIC_HEADER, &config, &[]);
     }
     let host = common::serve(&store, &[], &[]);
     let url = |f: &str| host.url(&format!("/{f}/x"));

@@ -120,6 +120,12 @@ pub fn wait_for_port(port: u16, what: &str, timeout: std::time::Duration) {
 
 /// Runs the `switchyard` CLI against `store`; fails the test when it fails.
 pub fn switchyard_cli(store: &str, args: &[&str]) {
+    switchyard_json(store, args);
+}
+
+/// Runs the `switchyard` CLI against `store` and parses what it prints
+/// (JSON); fails the test when it fails.
+pub fn switchyard_json(store: &str, args: &[&str]) -> serde_json::Value {
     let o = std::process::Command::new(workspace_bin("switchyard"))
         .args(args)
         .env("SWITCHYARD_STORE", store)
@@ -130,6 +136,42 @@ pub fn switchyard_cli(store: &str, args: &[&str]) {
         "{args:?}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
+    serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// `switchyard publish` of `policy` for `function` with the route config
+/// `config` (JSON text, written to a file beside the store's), plus `more`
+/// flags; returns what publish prints.
+pub fn publish_route(
+    store: &str,
+    function: &str,
+    policy: &str,
+    config: &str,
+    more: &[&str],
+) -> serde_json::Value {
+    let path = std::env::temp_dir().join(format!(
+        "switchyard-route-{}-{function}-{}.json",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::write(&path, config).unwrap();
+    let path = path.display().to_string();
+    let args = [
+        &[
+            "publish",
+            "--function",
+            function,
+            "--policy",
+            policy,
+            "--config",
+            &path,
+        ][..],
+        more,
+    ]
+    .concat();
+    let out = switchyard_json(store, &args);
+    let _ = std::fs::remove_file(&path);
+    out
 }
 
 /// `cargo lambda watch --only-lambda-apis` (PyPI `cargo-lambda`) serving

@@ -58,7 +58,7 @@ pub struct RouteConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dispatch: Option<DispatchSpec>,
     /// Takes the candidate out (on this host at once, and in the store with
-    /// `serve --guard-writes`) when its answers fail (see [`Guard`]).
+    /// `serve --guard-writes`) when its answers fail (see [`Guard`](crate::safety::Guard)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<crate::safety::Guard>,
     /// Retries an idempotent request that failed on another version once

@@ -17,7 +17,8 @@
 //!   function's own OpenTelemetry SDK and a collector route or drop by.
 //!   A caller cannot forge either entry: both are replaced.
 //!
-//! Production requests that carry no trace context cost nothing here.
+//! A request that carries neither trace context nor baggage costs nothing
+//! here (its class still travels in `x-switchyard-traffic`).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -256,7 +257,11 @@ impl Routed {
                 TraceState::from_key_value([("switchyard", traffic.as_str())]).unwrap_or_default();
             XrayPropagator::new().inject_context(&with(ours), &mut out);
         }
-        if self.context.is_some() || traffic == Traffic::Synthetic {
+        // Baggage for a request in a trace, or one that brought baggage
+        // (whose `switchyard.traffic` entry is replaced either way); a
+        // request in no trace is told its class by `x-switchyard-traffic`
+        // alone, and costs nothing more here.
+        if self.context.is_some() || headers.contains_key("baggage") {
             out.set("baggage", baggage(headers, traffic));
         }
         out.0
@@ -326,10 +331,17 @@ mod tests {
     }
 
     #[test]
-    fn an_untraced_production_request_gets_nothing() {
+    fn an_untraced_request_gets_nothing_and_forged_baggage_is_replaced() {
         let h = headers(&[("x", "1")]);
-        let r = Routed::begin(None, &h, Traffic::Production, "orders", SystemTime::now());
-        assert!(r.propagate(&h, Traffic::Production).is_empty());
+        for traffic in [Traffic::Production, Traffic::Synthetic] {
+            let r = Routed::begin(None, &h, traffic, "orders", SystemTime::now());
+            assert!(r.propagate(&h, traffic).is_empty());
+        }
+        let h = headers(&[("baggage", "switchyard.traffic=production")]);
+        let r = Routed::begin(None, &h, Traffic::Synthetic, "orders", SystemTime::now());
+        let out = r.propagate(&h, Traffic::Synthetic);
+        assert_eq!(get(&out, "baggage"), Some("switchyard.traffic=synthetic"));
+        assert_eq!(get(&out, "traceparent"), None);
     }
 
     #[test]

@@ -3,7 +3,11 @@
 //! per serving thread (no lock shared between cores on the request path)
 //! and merged when the page asks.
 
-use std::collections::HashMap;
+use std::collections::HashMap as StdMap;
+
+// The request path hashes a function and a target per answer: foldhash,
+// as the metric handles (routed names only; nothing to resist).
+type HashMap<K, V> = StdMap<K, V, foldhash::fast::RandomState>;
 
 /// Seconds per bucket.
 pub(crate) const BUCKET_SECONDS: u64 = 10;

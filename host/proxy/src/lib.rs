@@ -1152,7 +1152,6 @@ async fn dispatch_decided(
         headers,
         decision.traffic,
         function,
-        std::time::SystemTime::now(),
     );
     let response = match p.dispatcher(active) {
         Err(e) => render_error(&e, invoke),
@@ -1172,9 +1171,9 @@ async fn dispatch_decided(
             }
             let mut to = Target::primary(function, &decision, config);
             to.propagate = routed.propagate(headers, decision.traffic);
-            let started = Instant::now();
+            let started = guard.as_ref().map(|_| Instant::now());
             let (mut response, failed) = send(p, &*dispatcher, &call, &mut to, invoke).await;
-            if let Some(g) = &guard
+            if let (Some(g), Some(started)) = (&guard, started)
                 && to.qualifier == g.candidate
                 && let Some(why) = g.record(decision.traffic, failed, started.elapsed())
             {

@@ -200,7 +200,6 @@ impl Routed {
         headers: &HeaderMap,
         traffic: Traffic,
         function: &str,
-        start: SystemTime,
     ) -> Routed {
         let exporter = traces.and_then(|t| t.exporter(traffic));
         let traced = headers.contains_key("traceparent") || headers.contains_key("x-amzn-trace-id");
@@ -214,7 +213,7 @@ impl Routed {
                     .tracer
                     .span_builder(format!("route {function}"))
                     .with_kind(SpanKind::Server)
-                    .with_start_time(start)
+                    .with_start_time(SystemTime::now())
                     .start_with_context(&e.tracer, &parent);
                 let context = Some(span.span_context().clone()).filter(SpanContext::is_valid);
                 Routed {
@@ -334,11 +333,11 @@ mod tests {
     fn an_untraced_request_gets_nothing_and_forged_baggage_is_replaced() {
         let h = headers(&[("x", "1")]);
         for traffic in [Traffic::Production, Traffic::Synthetic] {
-            let r = Routed::begin(None, &h, traffic, "orders", SystemTime::now());
+            let r = Routed::begin(None, &h, traffic, "orders");
             assert!(r.propagate(&h, traffic).is_empty());
         }
         let h = headers(&[("baggage", "switchyard.traffic=production")]);
-        let r = Routed::begin(None, &h, Traffic::Synthetic, "orders", SystemTime::now());
+        let r = Routed::begin(None, &h, Traffic::Synthetic, "orders");
         let out = r.propagate(&h, Traffic::Synthetic);
         assert_eq!(get(&out, "baggage"), Some("switchyard.traffic=synthetic"));
         assert_eq!(get(&out, "traceparent"), None);
@@ -354,7 +353,7 @@ mod tests {
             ("tracestate", "vendor=x,switchyard=production"),
             ("baggage", "user=alice, switchyard.traffic=production"),
         ]);
-        let r = Routed::begin(None, &h, Traffic::Synthetic, "orders", SystemTime::now());
+        let r = Routed::begin(None, &h, Traffic::Synthetic, "orders");
         let out = r.propagate(&h, Traffic::Synthetic);
         assert_eq!(
             get(&out, "traceparent"),
@@ -382,7 +381,7 @@ mod tests {
             "x-amzn-trace-id",
             "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
         )]);
-        let r = Routed::begin(None, &h, Traffic::Production, "orders", SystemTime::now());
+        let r = Routed::begin(None, &h, Traffic::Production, "orders");
         let out = r.propagate(&h, Traffic::Production);
         assert_eq!(
             get(&out, "traceparent"),

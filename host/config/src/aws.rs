@@ -3,9 +3,10 @@
 /// An AWS SDK error as its code (empty when the service sent none) and a
 /// message for humans: `Code: message`, or the whole error chain when
 /// there is no service message (a connection refused, a timeout). Shared
-/// by the SSM and S3 backends; each maps codes to
-/// [`StoreError`](crate::StoreError) itself.
-pub(crate) fn sdk_message<E>(e: &aws_sdk_ssm::error::SdkError<E>) -> (String, String)
+/// by the SSM, S3 and Cloud Map backends (each maps codes to
+/// [`StoreError`](crate::StoreError) itself) and the dispatch layer's
+/// secret reads.
+pub fn sdk_message<E>(e: &aws_sdk_ssm::error::SdkError<E>) -> (String, String)
 where
     E: aws_sdk_ssm::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {

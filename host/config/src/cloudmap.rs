@@ -123,14 +123,7 @@ impl CloudMapStore {
         &self,
         e: SdkError<E>,
     ) -> StoreError {
-        let code = e.code().unwrap_or_default().to_owned();
-        let message = match e.message() {
-            Some(m) => format!("{code}: {m}"),
-            None => format!(
-                "{}",
-                aws_smithy_types::error::display::DisplayErrorContext(&e)
-            ),
-        };
+        let (code, message) = crate::aws::sdk_message(&e);
         if code.contains("Throttl") || code == "RequestLimitExceeded" {
             StoreError::Throttled {
                 store: self.uri(),

@@ -51,7 +51,7 @@ mod store;
 mod watch;
 
 #[cfg(feature = "aws")]
-pub use aws::NoHostPrefix;
+pub use aws::{NoHostPrefix, sdk_message};
 pub use blob::{CHUNK_CHARS, MAX_BLOB_BYTES, MAX_INLINE_BLOB_BYTES, Manifest};
 pub use bootstrap::{Bootstrap, FirstPoll, Started, bootstrap};
 #[cfg(feature = "aws")]

@@ -201,38 +201,80 @@ impl Clients {
         self.secrets.resolve(aws, to).await
     }
 
-    /// One of the bounded mirror slots, if one is free (held while a
-    /// mirror copy is in flight).
-    pub fn mirror_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.mirror_slots.clone().try_acquire_owned().ok()
-    }
-
     /// Sends a mirror copy in the background, never delaying the caller.
     /// Bounded: without a free slot the copy is dropped and counted
     /// (`switchyard_mirror_dropped_total`); each one sent is counted by
     /// status (`switchyard_mirror_total`).
-    pub fn spawn_mirror(
+    pub fn spawn_mirror(self: &Arc<Self>, dispatcher: Arc<dyn Dispatcher>, call: Call, to: Target) {
+        self.in_mirror_slot(to, move |to, secrets| async move {
+            let outcome = match secrets {
+                Ok(()) => dispatcher.mirror(&call, &to).await,
+                Err(e) => e.label().to_owned(),
+            };
+            count_mirror(&to, outcome);
+        });
+    }
+
+    /// Sends a mirror copy in the background as [`spawn_mirror`](Self::spawn_mirror)
+    /// does, in the same bounded slots, but keeps its whole answer (a
+    /// `lambda` target is a `RequestResponse` invoke, not an `Event`):
+    /// `then` gets it with the target. Returns whether the copy was sent
+    /// (`false`: no free slot; dropped and counted).
+    pub fn spawn_mirror_answer<F, Fut>(
         self: &Arc<Self>,
         dispatcher: Arc<dyn Dispatcher>,
         call: Call,
-        mut to: Target,
-    ) {
+        to: Target,
+        then: F,
+    ) -> bool
+    where
+        F: FnOnce(Target, Result<http::Response<crate::Body>, crate::DispatchError>) -> Fut
+            + Send
+            + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.in_mirror_slot(to, move |to, secrets| async move {
+            let answer = match secrets {
+                Ok(()) => dispatcher.send(&call, &to).await,
+                Err(e) => Err(e),
+            };
+            let outcome = match &answer {
+                Ok(r) => r.status().as_u16().to_string(),
+                Err(e) => e.label().to_owned(),
+            };
+            count_mirror(&to, outcome);
+            then(to, answer).await;
+        })
+    }
+
+    /// Runs `send` for mirror target `to` in one of the bounded mirror
+    /// slots, once its secrets are read (`send` gets whether they could
+    /// be); without a free slot the copy is dropped and counted
+    /// (`switchyard_mirror_dropped_total`). Returns whether it ran.
+    fn in_mirror_slot<F, Fut>(self: &Arc<Self>, mut to: Target, send: F) -> bool
+    where
+        F: FnOnce(Target, Result<(), crate::DispatchError>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let Ok(permit) = self.mirror_slots.clone().try_acquire_owned() else {
             metrics::counter!("switchyard_mirror_dropped_total", "function" => to.function)
                 .increment(1);
-            return;
+            return false;
         };
         let clients = self.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let outcome = match clients.resolve_secrets(&mut to).await {
-                Ok(()) => dispatcher.mirror(&call, &to).await,
-                Err(e) => e.label().to_owned(),
-            };
-            metrics::counter!("switchyard_mirror_total", "function" => to.function, "target" => to.qualifier, "status" => outcome)
-                .increment(1);
+            let secrets = clients.resolve_secrets(&mut to).await;
+            send(to, secrets).await;
         });
+        true
     }
+}
+
+/// Counts one mirror copy by its outcome (`switchyard_mirror_total`).
+fn count_mirror(to: &Target, outcome: String) {
+    metrics::counter!("switchyard_mirror_total", "function" => to.function.clone(), "target" => to.qualifier.clone(), "status" => outcome)
+        .increment(1);
 }
 
 fn tls_config() -> Result<rustls::ClientConfig, TlsError> {

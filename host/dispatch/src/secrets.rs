@@ -164,7 +164,7 @@ impl Secrets {
                         .with_decryption(true)
                         .send()
                         .await
-                        .map_err(|e| sdk_error(&e))?;
+                        .map_err(|e| switchyard_config::sdk_message(&e).1)?;
                     out.parameter()
                         .and_then(|p| p.value())
                         .map(|v| Value(v.into()))
@@ -180,7 +180,7 @@ impl Secrets {
                         .secret_id(id)
                         .send()
                         .await
-                        .map_err(|e| sdk_error(&e))?;
+                        .map_err(|e| switchyard_config::sdk_message(&e).1)?;
                     out.secret_string().map(|v| Value(v.into())).ok_or_else(|| {
                         "the secret has no SecretString (binary secrets are not handed on)"
                             .to_owned()
@@ -191,23 +191,5 @@ impl Secrets {
         tokio::time::timeout(READ_TIMEOUT, read)
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {READ_TIMEOUT:?}")))
-    }
-}
-
-/// An SDK error as its service code and message (never the request, which
-/// holds nothing secret anyway, nor a response body).
-fn sdk_error<E>(
-    e: &aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>,
-) -> String
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
-{
-    match e.as_service_error() {
-        Some(s) => format!(
-            "{}: {}",
-            s.code().unwrap_or("error"),
-            s.message().unwrap_or("no message")
-        ),
-        None => crate::error::causes(e),
     }
 }

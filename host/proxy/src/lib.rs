@@ -1161,7 +1161,7 @@ async fn dispatch_decided(
                 mirror.propagate = routed.propagate(headers, Traffic::Synthetic);
                 match &config.shadow {
                     Some(spec) => {
-                        shadowed = spawn_shadow(p, function, &dispatcher, &call, mirror, spec)
+                        shadowed = spawn_shadow(p, &dispatcher, &call, mirror, spec)
                             .map(|tx| (tx, spec.max_body_bytes));
                     }
                     None => p
@@ -1253,80 +1253,61 @@ async fn send(
 /// when no mirror slot is free (the copy dropped and counted).
 fn spawn_shadow(
     p: &Proxy,
-    function: &str,
     dispatcher: &Arc<dyn switchyard_dispatch::Dispatcher>,
     call: &Call,
-    mut mirror: Target,
+    mirror: Target,
     spec: &switchyard_core::Shadow,
 ) -> Option<tokio::sync::oneshot::Sender<shadow::Captured>> {
-    let Some(slot) = p.clients.mirror_slot() else {
-        metrics::counter!("switchyard_mirror_dropped_total", "function" => function.to_owned())
-            .increment(1);
-        return None;
-    };
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let (clients, dispatcher, call, spec) = (
-        p.clients.clone(),
-        dispatcher.clone(),
-        call.clone(),
-        spec.clone(),
-    );
     let reports = p.shadows.clone();
-    let request = match &call {
+    let request = match call {
         Call::Http(h) => json!({"method": h.method.as_str(), "path": h.path}),
         Call::Invoke(_) => json!({"invoke": true}),
     };
-    let function = function.to_owned();
-    let wait = clients.timeout() + Duration::from_secs(30);
-    tokio::spawn(async move {
-        let _slot = slot;
-        // The full answer (a Lambda mirror is a RequestResponse invoke
-        // here, not the usual Event), kept up to the limit.
-        let answer = match clients.resolve_secrets(&mut mirror).await {
-            Ok(()) => dispatcher.send(&call, &mirror).await,
-            Err(e) => Err(e),
-        };
-        let status = match &answer {
-            Ok(r) => r.status().as_u16().to_string(),
-            Err(e) => e.label().to_owned(),
-        };
-        metrics::counter!("switchyard_mirror_total", "function" => function.clone(), "target" => mirror.qualifier.clone(), "status" => status)
-            .increment(1);
-        let mirrored = match answer {
-            Ok(r) => {
-                let (parts, body) = r.into_parts();
-                let (body, complete) = shadow::read_limited(body, spec.max_body_bytes).await;
-                shadow::Captured {
-                    status: parts.status.as_u16(),
-                    headers: parts.headers,
-                    body,
-                    complete,
+    let spec = spec.clone();
+    let wait = p.clients.timeout() + Duration::from_secs(30);
+    let sent = p.clients.spawn_mirror_answer(
+        dispatcher.clone(),
+        call.clone(),
+        mirror,
+        move |mirror, answer| async move {
+            let mirrored = match answer {
+                Ok(r) => {
+                    let (parts, body) = r.into_parts();
+                    let (body, complete) = shadow::read_limited(body, spec.max_body_bytes).await;
+                    shadow::Captured {
+                        status: parts.status.as_u16(),
+                        headers: parts.headers,
+                        body,
+                        complete,
+                    }
                 }
-            }
-            Err(e) => shadow::Captured {
-                status: e.status.as_u16(),
-                headers: HeaderMap::new(),
-                body: Vec::new(),
-                complete: false,
-            },
-        };
-        let Ok(Ok(primary)) = tokio::time::timeout(wait, rx).await else {
-            return; // the client went away before the primary's answer ended
-        };
-        let diff = shadow::compare(&spec, &primary, &mirrored).map(|(kinds, mut report)| {
-            report["request"] = request;
-            report["primary"] = json!({"status": primary.status});
-            report["mirror"] = json!({"qualifier": mirror.qualifier, "status": mirrored.status});
-            report["at"] = json!(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs())
-            );
-            (kinds, report)
-        });
-        reports.record(&function, diff);
-    });
-    Some(tx)
+                Err(e) => shadow::Captured {
+                    status: e.status.as_u16(),
+                    headers: HeaderMap::new(),
+                    body: Vec::new(),
+                    complete: false,
+                },
+            };
+            let Ok(Ok(primary)) = tokio::time::timeout(wait, rx).await else {
+                return; // the client went away before the primary's answer ended
+            };
+            let diff = shadow::compare(&spec, &primary, &mirrored).map(|(kinds, mut report)| {
+                report["request"] = request;
+                report["primary"] = json!({"status": primary.status});
+                report["mirror"] =
+                    json!({"qualifier": mirror.qualifier, "status": mirrored.status});
+                report["at"] = json!(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs())
+                );
+                (kinds, report)
+            });
+            reports.record(&mirror.function, diff);
+        },
+    );
+    sent.then_some(tx)
 }
 
 /// The decision for a request whose class the guard took off the

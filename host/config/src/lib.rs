@@ -34,6 +34,7 @@
 mod aws;
 mod blob;
 mod bootstrap;
+mod catalogue;
 #[cfg(feature = "aws")]
 mod cloudmap;
 mod dir;
@@ -54,6 +55,7 @@ mod watch;
 pub use aws::{NoHostPrefix, sdk_message};
 pub use blob::{CHUNK_CHARS, MAX_BLOB_BYTES, MAX_INLINE_BLOB_BYTES, Manifest};
 pub use bootstrap::{Bootstrap, FirstPoll, Started, bootstrap};
+pub use catalogue::METRICS;
 #[cfg(feature = "aws")]
 pub use cloudmap::{CloudMapStore, LIVE_SERVICE, client as cloudmap_client};
 pub use dir::DirStore;

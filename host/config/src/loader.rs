@@ -339,7 +339,7 @@ impl Loader {
             .join(format!("sha256-{}", digest.hex()));
         let refuse = |why: String| {
             tracing::warn!(target: "switchyard::watch", %digest, %why, "precompiled cache entry refused; recompiling");
-            metrics::counter!("switchyard_cache_refused_total").increment(1);
+            crate::catalogue::CACHE_REFUSED.counter(&[]).increment(1);
         };
         let (code_path, info_path) = (base.with_extension("cwasm"), base.with_extension("json"));
         if !code_path.exists() {
@@ -504,7 +504,7 @@ impl Loader {
         let ok = key.check_mac(&path.with_extension("mac"), &[json]);
         if !ok {
             tracing::warn!(target: "switchyard::watch", path = %path.display(), "cached route's MAC is missing or does not match SWITCHYARD_CACHE_KEY; ignored");
-            metrics::counter!("switchyard_cache_refused_total").increment(1);
+            crate::catalogue::CACHE_REFUSED.counter(&[]).increment(1);
         }
         ok
     }
@@ -517,7 +517,9 @@ fn signature_refused(e: &SignatureError) {
         SignatureError::UntrustedSigner { .. } => "untrusted-signer",
         SignatureError::BadSignature { .. } => "bad-signature",
     };
-    metrics::counter!("switchyard_policy_signature_refused_total", "why" => why).increment(1);
+    crate::catalogue::POLICY_SIGNATURE_REFUSED
+        .counter(&[("why", why)])
+        .increment(1);
 }
 
 /// Writes `bytes` to `path` as a new `0600` file swapped in whole.

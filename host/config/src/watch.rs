@@ -17,6 +17,10 @@ use switchyard_core::{
     CaseError, CaseFile, Digest, Engine, EvaluatorPool, Policy, Route, RouteConfigError,
 };
 
+use crate::catalogue::{
+    DEFERRED_VERSIONS, FUNCTIONS_REMOVED, REJECTED_VERSIONS, ROUTE_SCHEMA_TOO_NEW, ROUTE_VERSION,
+    STORE_ERRORS, SWAPS,
+};
 use crate::loader::{LoadError, Loader};
 use crate::store::{ConfigStore, StoreError, StoredRoute};
 
@@ -371,7 +375,7 @@ impl Watcher {
         let result = self.poll_inner().await;
         if let Err(e) = &result {
             self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("switchyard_store_errors_total", "kind" => e.kind()).increment(1);
+            STORE_ERRORS.counter(&[("kind", e.kind())]).increment(1);
         }
         result
     }
@@ -400,7 +404,7 @@ impl Watcher {
                 self.refused.lock().expect("lock").remove(&gone);
                 self.deferred.lock().expect("lock").remove(&gone);
                 tracing::warn!(target: "switchyard::watch", function = %gone, "no longer in the store; no longer routed");
-                metrics::counter!("switchyard_functions_removed_total").increment(1);
+                FUNCTIONS_REMOVED.counter(&[]).increment(1);
                 outcomes.push((gone, Outcome::Removed));
             }
         }
@@ -410,9 +414,11 @@ impl Watcher {
                 Ok(Some(stored)) => self.consider(stored).await,
                 Err(e) => {
                     let kind = e.kind();
-                    metrics::counter!("switchyard_store_errors_total", "kind" => kind).increment(1);
+                    STORE_ERRORS.counter(&[("kind", kind)]).increment(1);
                     if kind == "too-new" {
-                        metrics::counter!("switchyard_route_schema_too_new_total", "function" => function.clone()).increment(1);
+                        ROUTE_SCHEMA_TOO_NEW
+                            .counter(&[("function", &function)])
+                            .increment(1);
                     }
                     tracing::warn!(target: "switchyard::watch", %function, kind, error = %e, live = ?self.set.get(&function).map(|a| a.stored.version), "route config unreadable; the live version keeps serving");
                     Outcome::Unreadable {
@@ -460,9 +466,9 @@ impl Watcher {
                 self.refused.lock().expect("lock").remove(&function);
                 self.deferred.lock().expect("lock").remove(&function);
                 self.stats.swaps.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("switchyard_swaps_total", "function" => function.clone())
-                    .increment(1);
-                metrics::gauge!("switchyard_route_version", "function" => function.clone())
+                SWAPS.counter(&[("function", &function)]).increment(1);
+                ROUTE_VERSION
+                    .gauge(&[("function", &function)])
                     .set(version as f64);
                 tracing::info!(target: "switchyard::watch", %function, from = ?current, to = version, "policy swapped");
                 Outcome::Swapped {
@@ -480,7 +486,8 @@ impl Watcher {
                     (version, attempts, std::time::Instant::now() + wait),
                 );
                 let reason = reason.to_string();
-                metrics::counter!("switchyard_deferred_versions_total", "function" => function.clone())
+                DEFERRED_VERSIONS
+                    .counter(&[("function", &function)])
                     .increment(1);
                 tracing::warn!(target: "switchyard::watch", %function, version, %reason, attempts, retry_in = ?wait, live = ?current, "new version not available yet; retrying");
                 Outcome::Deferred { version, reason }
@@ -488,7 +495,8 @@ impl Watcher {
             Err(reason) => {
                 let reason = reason.to_string();
                 self.stats.rejections.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("switchyard_rejected_versions_total", "function" => function.clone())
+                REJECTED_VERSIONS
+                    .counter(&[("function", &function)])
                     .increment(1);
                 tracing::error!(target: "switchyard::watch", %function, version, %reason, live = ?current, "new version refused; the live one keeps serving");
                 self.refused

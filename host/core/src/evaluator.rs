@@ -462,7 +462,9 @@ impl EvaluatorPool {
                 self.breaker.open_until.store(0, Ordering::Release);
                 self.breaker.probing.store(false, Ordering::Release);
                 tracing::warn!(target: "switchyard::policy", function = route.function(), policy = %self.policy.digest().short(), "policy circuit closed: the probe evaluation succeeded");
-                metrics::counter!("switchyard_policy_circuit_total", "function" => route.function().to_owned(), "state" => "closed").increment(1);
+                crate::metric::POLICY_CIRCUIT
+                    .counter(&[("function", route.function()), ("state", "closed")])
+                    .increment(1);
             }
             Ok(_) => {
                 if self.breaker.failures.load(Ordering::Relaxed) != 0 {
@@ -479,7 +481,9 @@ impl EvaluatorPool {
                         .store(now + open_ms.max(1), Ordering::Release);
                     self.breaker.probing.store(false, Ordering::Release);
                     tracing::warn!(target: "switchyard::policy", function = route.function(), policy = %self.policy.digest().short(), error = %e, failures, open_ms, "policy circuit opened: answering the fail-safe without evaluating until a probe succeeds");
-                    metrics::counter!("switchyard_policy_circuit_total", "function" => route.function().to_owned(), "state" => "open").increment(1);
+                    crate::metric::POLICY_CIRCUIT
+                        .counter(&[("function", route.function()), ("state", "open")])
+                        .increment(1);
                 }
             }
             Err(_) => {

@@ -50,6 +50,7 @@ mod digest;
 mod engine;
 mod evaluator;
 mod host;
+mod metric;
 mod policy;
 mod request;
 mod route;
@@ -69,6 +70,7 @@ pub use engine::{
 };
 pub use evaluator::{EvalError, Evaluator, EvaluatorPool, fail_safe, set_thread_shard};
 pub use host::bucket;
+pub use metric::{METRICS, Metric, MetricKind};
 pub use policy::Policy;
 pub use request::{Request, RequestError, RequestJson};
 pub use route::{

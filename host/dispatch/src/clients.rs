@@ -257,7 +257,8 @@ impl Clients {
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let Ok(permit) = self.mirror_slots.clone().try_acquire_owned() else {
-            metrics::counter!("switchyard_mirror_dropped_total", "function" => to.function)
+            crate::catalogue::MIRROR_DROPPED
+                .counter(&[("function", &to.function)])
                 .increment(1);
             return false;
         };
@@ -273,7 +274,12 @@ impl Clients {
 
 /// Counts one mirror copy by its outcome (`switchyard_mirror_total`).
 fn count_mirror(to: &Target, outcome: String) {
-    metrics::counter!("switchyard_mirror_total", "function" => to.function.clone(), "target" => to.qualifier.clone(), "status" => outcome)
+    crate::catalogue::MIRROR
+        .counter(&[
+            ("function", &to.function),
+            ("target", &to.qualifier),
+            ("status", &outcome),
+        ])
         .increment(1);
 }
 

@@ -46,6 +46,16 @@ impl DispatchError {
         }
     }
 
+    /// A call the caller's own request made impossible (Lambda refusing
+    /// the payload, say): not the version's fault, so neither a guard nor a
+    /// fallback acts on it.
+    pub fn client(status: StatusCode, code: &str, message: String) -> Self {
+        DispatchError {
+            side: Side::Client,
+            ..DispatchError::upstream(status, code, message)
+        }
+    }
+
     /// A failure of the mesh's own.
     pub fn internal(code: &str, message: String) -> Self {
         DispatchError {

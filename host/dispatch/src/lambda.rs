@@ -55,6 +55,14 @@ pub(crate) struct LambdaDispatcher {
     clients: Arc<Clients>,
 }
 
+/// Lambda's errors that say the caller's payload or headers were at fault,
+/// not the function (`Side::Client`).
+const REQUEST_FAULTS: &[&str] = &[
+    "InvalidRequestContentException",
+    "RequestTooLargeException",
+    "UnsupportedMediaTypeException",
+];
+
 impl LambdaDispatcher {
     pub(crate) fn new(spec: LambdaSpec, clients: Arc<Clients>) -> Result<Self, SpecError> {
         spec.check()?;
@@ -171,11 +179,14 @@ impl LambdaDispatcher {
                 status,
                 code,
                 message,
-            })) => Err(api(
-                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-                &code,
-                message,
-            )),
+            })) => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                Err(if REQUEST_FAULTS.contains(&code.as_str()) {
+                    DispatchError::client(status, &code, message).at_lambda(name, q)
+                } else {
+                    api(status, &code, message)
+                })
+            }
             Ok(Err(e @ InvokeError::Unreachable(_))) => Err(api(
                 StatusCode::BAD_GATEWAY,
                 "ServiceException",

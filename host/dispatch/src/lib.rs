@@ -21,6 +21,7 @@
 #![deny(unreachable_pub)]
 
 mod apigw;
+mod catalogue;
 mod clients;
 mod dispatcher;
 #[cfg(feature = "echo")]
@@ -37,6 +38,7 @@ pub use apigw::{
     BadEvent, BadProxyResponse, RequestContext, event as apigw_event, proxy_response,
     request_from_event, response_event,
 };
+pub use catalogue::METRICS;
 pub use clients::{Clients, ClientsConfig, TlsError, enter_worker, worker};
 pub use dispatcher::{Body, Call, Dispatcher, HttpCall, InvokeCall, Target, full};
 pub use error::{DispatchError, Side, SpecError, causes};

@@ -136,7 +136,8 @@ impl Secrets {
                 );
             }
             Err(why) => {
-                metrics::counter!("switchyard_secret_refresh_failures_total", "source" => r.source())
+                crate::catalogue::SECRET_REFRESH_FAILURES
+                    .counter(&[("source", r.source())])
                     .increment(1);
                 if let Some(c) = cache.get_mut(r) {
                     // Tried again after another TTL, not on every call.

@@ -531,7 +531,10 @@ pub async fn run(
             // A callee may run as long as Lambda lets it; answering 504
             // earlier would make the caller's SDK retry a call that is
             // still running.
-            upstream_timeout: MAX_INVOCATION,
+            clients: switchyard_proxy::ClientsConfig {
+                upstream_timeout: MAX_INVOCATION,
+                ..Default::default()
+            },
             metrics,
             ..Default::default()
         },

@@ -108,7 +108,7 @@ impl Capture {
         })
         .to_string();
         if let Err(TrySendError::Full(_)) = self.tx.try_send(Msg::Line(line)) {
-            metrics::counter!("switchyard_capture_dropped_total").increment(1);
+            crate::catalogue::CAPTURE_DROPPED.counter(&[]).increment(1);
         }
     }
 

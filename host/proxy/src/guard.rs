@@ -16,7 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use switchyard_config::{Active, ConfigStore, StoreError};
-use switchyard_core::{Guard, Mode, Traffic};
+use switchyard_core::{Decision, Guard, Mode, Traffic};
+use switchyard_dispatch::Target;
+
+use crate::Proxy;
+use crate::catalogue::{GUARD_ROLLBACKS, GUARD_TRIPS};
+use crate::steps::{Routing, Sent};
 
 /// Most answers kept per traffic class and window (a bound on memory; at
 /// a higher rate the window covers the latest this many).
@@ -139,15 +144,74 @@ impl Guards {
     }
 }
 
+/// The guard step before sending: a class the guard took off the candidate
+/// goes to stable instead (and a mirror copy, synthetic traffic, is not
+/// sent to a candidate tripped for synthetic traffic). Returns the guard
+/// of the function's live version, for [`record`].
+pub(crate) fn apply(
+    p: &Proxy,
+    function: &str,
+    active: &Active,
+    decision: &mut Decision,
+) -> Option<Arc<GuardState>> {
+    let g = p.guards.of(function, active)?;
+    if decision.target == g.candidate
+        && let Some(why) = g.tripped(decision.traffic)
+    {
+        let traffic = decision.traffic;
+        *decision = switchyard_core::fail_safe(&active.route, "");
+        decision.traffic = traffic;
+        decision.reason = format!("guard tripped: {why}");
+    }
+    if decision.mirror.as_deref() == Some(g.candidate.as_str())
+        && g.tripped(Traffic::Synthetic).is_some()
+    {
+        decision.mirror = None;
+    }
+    Some(g)
+}
+
+/// The guard step after sending: the candidate's answer judged; a trip
+/// logged, counted and, with `--guard-writes`, a rollback written in the
+/// background. Only a failure of the version's side counts (a request the
+/// caller got wrong is not the candidate's fault).
+pub(crate) fn record(
+    r: &Routing<'_>,
+    guard: Option<&GuardState>,
+    to: &Target,
+    decision: &Decision,
+    sent: &Sent,
+    started: Option<Instant>,
+) {
+    let (Some(g), Some(started)) = (guard, started) else {
+        return;
+    };
+    if to.qualifier != g.candidate {
+        return;
+    }
+    let traffic = decision.traffic;
+    let Some(why) = g.record(traffic, sent.version_failed(), started.elapsed()) else {
+        return;
+    };
+    let (function, version) = (r.function, r.active.stored.version);
+    tracing::error!(target: "switchyard::guard", %function, route_version = version, traffic = traffic.as_str(), reason = %why, "guard tripped: the candidate gets no more of this traffic on this host");
+    GUARD_TRIPS
+        .counter(&[("function", function), ("traffic", traffic.as_str())])
+        .increment(1);
+    if let Some(store) = &r.p.config.guard_store {
+        tokio::spawn(write_rollback(
+            store.clone(),
+            function.to_owned(),
+            version,
+            why,
+        ));
+    }
+}
+
 /// What a tripped guard writes: the version that tripped, without its
 /// candidate, in production mode. Explicit content, so hosts that trip at
 /// once write the same routing.
-pub(crate) async fn write_rollback(
-    store: Arc<dyn ConfigStore>,
-    function: String,
-    tripped: u64,
-    why: String,
-) {
+async fn write_rollback(store: Arc<dyn ConfigStore>, function: String, tripped: u64, why: String) {
     let outcome = async {
         let live = store
             .latest(std::slice::from_ref(&function))
@@ -186,7 +250,8 @@ pub(crate) async fn write_rollback(
             "failed"
         }
     };
-    metrics::counter!("switchyard_guard_rollbacks_total", "function" => function, "outcome" => label)
+    GUARD_ROLLBACKS
+        .counter(&[("function", &function), ("outcome", label)])
         .increment(1);
 }
 

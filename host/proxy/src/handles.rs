@@ -49,13 +49,12 @@ impl Handles {
         if !cached {
             self.make_room();
             self.sets += 1;
-            let counter = metrics::counter!(
-                "switchyard_requests_total",
-                "function" => function.to_owned(),
-                "target" => target.to_owned(),
-                "traffic" => traffic,
-                "status" => status.to_string()
-            );
+            let counter = crate::catalogue::REQUESTS.counter(&[
+                ("function", function),
+                ("target", target),
+                ("traffic", traffic),
+                ("status", &status.to_string()),
+            ]);
             self.requests
                 .entry(function.to_owned())
                 .or_default()
@@ -71,7 +70,7 @@ impl Handles {
         if !self.decisions.contains_key(function) {
             self.make_room();
             self.sets += 1;
-            let h = metrics::histogram!("switchyard_decision_seconds", "function" => function.to_owned());
+            let h = crate::catalogue::DECISION_SECONDS.histogram(&[("function", function)]);
             self.decisions.insert(function.to_owned(), h);
         }
         &self.decisions[function]

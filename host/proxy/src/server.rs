@@ -36,6 +36,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::Proxy;
+
 /// How long a connection may take, and how many may be open.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
@@ -266,7 +268,7 @@ async fn serve_handler(
 ) -> io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
-    let open = metrics::gauge!("switchyard_connections_open", "listener" => name);
+    let open = crate::catalogue::CONNECTIONS_OPEN.gauge(&[("listener", name)]);
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -319,7 +321,8 @@ async fn serve_handler(
                 why = activity.expired(&limits) => why,
             };
             open.decrement(1.0);
-            metrics::counter!("switchyard_connections_closed_total", "listener" => name, "reason" => reason)
+            crate::catalogue::CONNECTIONS_CLOSED
+                .counter(&[("listener", name), ("reason", reason)])
                 .increment(1);
         });
     }
@@ -581,4 +584,62 @@ impl hyper::body::Body for Tracked {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// [`public`](crate::public) as a [`Handler`]: the public listener's hot path, without
+/// a router in front.
+pub fn public_handler(proxy: Arc<Proxy>) -> Handler {
+    Arc::new(move |req| Box::pin(crate::public(proxy.clone(), req)))
+}
+
+/// Serves the public routes ([`public`](crate::public)) on `listener` within the proxy's
+/// [`ConnectionLimits`] until `shutdown` resolves; in-flight requests get
+/// the shutdown grace to finish. One listener on the calling runtime; see
+/// [`serve_public_threads`] for a thread per core.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    proxy: Arc<Proxy>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let limits = proxy.config.connections.clone();
+    serve_one(listener, public_handler(proxy), limits, "public", shutdown).await
+}
+
+/// Serves the public routes thread-per-core: thread `i` runs a
+/// single-threaded runtime accepting on `listeners[i]` (see
+/// [`bind_reuseport`]) with its own upstream connections (the proxy's
+/// [`ProxyConfig::workers`] should be `listeners.len()`). The threads end
+/// once `shutdown` says `true` and their connections are done.
+pub fn serve_public_threads(
+    listeners: Vec<std::net::TcpListener>,
+    proxy: Arc<Proxy>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<Vec<std::thread::JoinHandle<std::io::Result<()>>>> {
+    let limits = proxy.config.connections.clone();
+    serve_threads(
+        listeners,
+        public_handler(proxy),
+        limits,
+        "public",
+        shutdown,
+        Arc::new(switchyard_dispatch::enter_worker),
+    )
+}
+
+/// Serves [`admin_router`](crate::admin_router) on `listener` (the same connection limits)
+/// until `shutdown` resolves.
+pub async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    proxy: Arc<Proxy>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let limits = proxy.config.connections.clone();
+    serve_router(
+        listener,
+        crate::admin_router(proxy),
+        limits,
+        "admin",
+        shutdown,
+    )
+    .await
 }

@@ -14,16 +14,128 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body as _, Frame, SizeHint};
 use serde_json::{Value, json};
-use switchyard_core::{Shadow, parse_path};
+use switchyard_core::{Decision, Shadow, Traffic, parse_path};
+use switchyard_dispatch::{Call, Dispatcher, Target};
 use tokio::sync::oneshot;
+
+use crate::catalogue::{SHADOW_COMPARED, SHADOW_DIFF};
+use crate::steps::{Routing, Sent};
+
+/// Where the primary's answer goes for a shadow comparison, and how much
+/// of its body.
+pub(crate) struct Tee {
+    tx: oneshot::Sender<Captured>,
+    limit: usize,
+}
+
+/// The mirror step: when the decision mirrors, a copy goes to the mirror
+/// target in one of the bounded mirror slots (synthetic traffic, its trace
+/// continued as such); with the route's `shadow`, its answer is compared
+/// with the primary's, which is then teed ([`tee`]).
+pub(crate) fn mirror(
+    r: &Routing<'_>,
+    dispatcher: &Arc<dyn Dispatcher>,
+    decision: &Decision,
+) -> Option<Tee> {
+    let config = r.active.route.config();
+    let mut mirror = Target::mirror(r.function, decision, config)?;
+    let headers = match r.call {
+        Call::Http(h) => &h.headers,
+        Call::Invoke(i) => &i.headers,
+    };
+    mirror.propagate = r.routed.propagate(headers, Traffic::Synthetic);
+    match &config.shadow {
+        Some(spec) => spawn_shadow(r, dispatcher, mirror, spec),
+        None => {
+            r.p.clients
+                .spawn_mirror(dispatcher.clone(), r.call.clone(), mirror);
+            None
+        }
+    }
+}
+
+/// The shadow tee step: the primary's answer, its body teed to the
+/// comparison when there is one.
+pub(crate) fn tee(sent: Sent, tee: Option<Tee>) -> Sent {
+    match tee {
+        Some(Tee { tx, limit }) => Sent {
+            response: TeeBody::wrap(sent.response, limit, tx),
+            failure: sent.failure,
+        },
+        None => sent,
+    }
+}
+
+/// Sends a mirror copy whose answer is compared with the primary's:
+/// returns where the primary's answer goes, or `None` when no mirror slot
+/// is free (the copy dropped and counted).
+fn spawn_shadow(
+    r: &Routing<'_>,
+    dispatcher: &Arc<dyn Dispatcher>,
+    mirror: Target,
+    spec: &Shadow,
+) -> Option<Tee> {
+    let (tx, rx) = oneshot::channel();
+    let reports = r.p.shadows.clone();
+    let request = match r.call {
+        Call::Http(h) => json!({"method": h.method.as_str(), "path": h.path}),
+        Call::Invoke(_) => json!({"invoke": true}),
+    };
+    let limit = spec.max_body_bytes;
+    let spec = spec.clone();
+    let wait = r.p.clients.timeout() + Duration::from_secs(30);
+    let sent = r.p.clients.spawn_mirror_answer(
+        dispatcher.clone(),
+        r.call.clone(),
+        mirror,
+        move |mirror, answer| async move {
+            let mirrored = match answer {
+                Ok(r) => {
+                    let (parts, body) = r.into_parts();
+                    let (body, complete) = read_limited(body, spec.max_body_bytes).await;
+                    Captured {
+                        status: parts.status.as_u16(),
+                        headers: parts.headers,
+                        body,
+                        complete,
+                    }
+                }
+                Err(e) => Captured {
+                    status: e.status.as_u16(),
+                    headers: HeaderMap::new(),
+                    body: Vec::new(),
+                    complete: false,
+                },
+            };
+            let Ok(Ok(primary)) = tokio::time::timeout(wait, rx).await else {
+                return; // the client went away before the primary's answer ended
+            };
+            let diff = compare(&spec, &primary, &mirrored).map(|(kinds, mut report)| {
+                report["request"] = request;
+                report["primary"] = json!({"status": primary.status});
+                report["mirror"] =
+                    json!({"qualifier": mirror.qualifier, "status": mirrored.status});
+                report["at"] = json!(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs())
+                );
+                (kinds, report)
+            });
+            reports.record(&mirror.function, diff);
+        },
+    );
+    sent.then_some(Tee { tx, limit })
+}
 
 /// Most recent differences kept per function.
 const RING: usize = 100;
@@ -345,14 +457,16 @@ struct Report {
 impl Reports {
     /// Records one comparison of `function` (`diff`: what differed).
     pub(crate) fn record(&self, function: &str, diff: Option<(Vec<&'static str>, Value)>) {
-        metrics::counter!("switchyard_shadow_compared_total", "function" => function.to_owned())
+        SHADOW_COMPARED
+            .counter(&[("function", function)])
             .increment(1);
         let mut map = self.map.lock().expect("lock");
         let r = map.entry(function.to_owned()).or_default();
         r.compared += 1;
         if let Some((kinds, report)) = diff {
             for kind in kinds {
-                metrics::counter!("switchyard_shadow_diff_total", "function" => function.to_owned(), "kind" => kind)
+                SHADOW_DIFF
+                    .counter(&[("function", function), ("kind", kind)])
                     .increment(1);
             }
             r.differed += 1;

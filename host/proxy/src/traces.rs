@@ -266,20 +266,35 @@ impl Routed {
         out.0
     }
 
-    /// Whether a span is being recorded.
-    pub(crate) fn recording(&self) -> bool {
-        self.span.is_some()
-    }
-
-    /// Ends the span (if recorded) with what the request came to.
-    pub(crate) fn end(self, attributes: Vec<KeyValue>, status: u16) {
+    /// The trace end step: the span (if recorded) ends with what the
+    /// request came to. Its status is an error when the version or the
+    /// mesh failed, not when the caller's own request was refused.
+    pub(crate) fn end_routed(
+        self,
+        function: &str,
+        active: &switchyard_config::Active,
+        decision: &switchyard_core::Decision,
+        call: &switchyard_dispatch::Call,
+        sent: &crate::steps::Sent,
+    ) {
         let Some(mut span) = self.span else { return };
-        span.set_attributes(attributes);
-        span.set_attribute(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status),
-        ));
-        if status >= 500 {
+        let (method, path) = match call {
+            switchyard_dispatch::Call::Http(h) => (h.method.as_str(), h.path.as_str()),
+            switchyard_dispatch::Call::Invoke(_) => ("POST", "/"),
+        };
+        let status = sent.response.status().as_u16();
+        span.set_attributes([
+            KeyValue::new("switchyard.function", function.to_owned()),
+            KeyValue::new("switchyard.target", decision.target.clone()),
+            KeyValue::new("switchyard.traffic", decision.traffic.as_str()),
+            KeyValue::new("switchyard.reason", decision.reason.clone()),
+            KeyValue::new("switchyard.policy", active.policy.digest().to_string()),
+            KeyValue::new("switchyard.route_version", active.stored.version as i64),
+            KeyValue::new("http.request.method", method.to_owned()),
+            KeyValue::new("url.path", path.to_owned()),
+            KeyValue::new("http.response.status_code", i64::from(status)),
+        ]);
+        if sent.version_failed() {
             span.set_status(Status::error(format!("HTTP {status}")));
         }
         span.end();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use switchyard_config::{ConfigStore, DirStore, WatchConfig, Watcher};
 use switchyard_core::RouteConfig;
-use switchyard_proxy::{AdminConfig, ConnectionLimits, Proxy, ProxyConfig};
+use switchyard_proxy::{AdminConfig, ClientsConfig, ConnectionLimits, Proxy, ProxyConfig};
 use switchyard_test_artifacts as art;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -66,7 +66,7 @@ async fn rig_in(serving: Serving, route: &str, mut config: ProxyConfig) -> Rig {
         },
     ));
     if let Serving::Threads(n) = serving {
-        config.workers = n;
+        config.clients.workers = n;
     }
     let proxy = Proxy::new(watcher.policies(), config);
     watcher.set_prepare(proxy.prepare_hook());
@@ -368,7 +368,10 @@ async fn idle_upstream_connections_are_closed_in(serving: Serving) {
         serving,
         &route,
         ProxyConfig {
-            upstream_idle_timeout: Duration::from_millis(300),
+            clients: ClientsConfig {
+                upstream_idle_timeout: Duration::from_millis(300),
+                ..Default::default()
+            },
             ..Default::default()
         },
     )

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioExecutor;
 use switchyard_config::{ConfigStore, DirStore};
 use switchyard_config::{WatchConfig, Watcher};
 use switchyard_core::{Mode, RouteConfig};
-use switchyard_proxy::{Proxy, ProxyConfig};
+use switchyard_proxy::{ClientsConfig, Proxy, ProxyConfig};
 use switchyard_test_artifacts as art;
 
 /// What an upstream saw: (version, traffic header, path+query, body,
@@ -442,7 +442,10 @@ async fn upstream_down_or_slow_is_a_clear_gateway_error() {
         "",
         Duration::from_secs(3),
         ProxyConfig {
-            upstream_timeout: Duration::from_millis(300),
+            clients: ClientsConfig {
+                upstream_timeout: Duration::from_millis(300),
+                ..Default::default()
+            },
             ..Default::default()
         },
     )
@@ -577,7 +580,10 @@ fn lambda_function(region: &str, tag: &str) -> (String, Vec<String>) {
 /// The proxy serving `cfg` with a Lambda client made from `sdk`.
 async fn lambda_rig(cfg: RouteConfig, sdk: &aws_config::SdkConfig) -> Rig {
     let config = ProxyConfig {
-        lambda_client: Some(aws_sdk_lambda::Client::new(sdk)),
+        clients: ClientsConfig {
+            lambda_client: Some(aws_sdk_lambda::Client::new(sdk)),
+            ..Default::default()
+        },
         ..Default::default()
     };
     rig_route(cfg, Seen::default(), config).await
@@ -1006,7 +1012,10 @@ async fn sfn_rig(cfg: RouteConfig, url: &str) -> Rig {
         .load()
         .await;
     let config = ProxyConfig {
-        sfn_client: Some(switchyard_dispatch::sfn_client(&sdk)),
+        clients: ClientsConfig {
+            sfn_client: Some(switchyard_dispatch::sfn_client(&sdk)),
+            ..Default::default()
+        },
         ..Default::default()
     };
     rig_route(cfg, Seen::default(), config).await

@@ -4,6 +4,7 @@
 //! moto, the workspace's binaries and `cargo lambda watch`.
 
 pub mod aws;
+pub mod prometheus;
 
 use std::sync::{Arc, OnceLock};
 

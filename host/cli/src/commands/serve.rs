@@ -9,7 +9,7 @@ use switchyard_config::{
     Bootstrap, FirstPoll, POLL_TIMEOUT, WatchConfig, parse_duration, parse_poll_interval,
 };
 use switchyard_core::Engine;
-use switchyard_proxy::{AdminConfig, ConnectionLimits, ProxyConfig};
+use switchyard_proxy::{AdminConfig, ClientsConfig, ConnectionLimits, ProxyConfig};
 
 use super::shared::StoreArg;
 
@@ -248,9 +248,17 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
             },
             ProxyConfig {
                 max_body: args.max_body,
-                upstream_timeout: args.upstream_timeout,
-                upstream_idle_timeout: args.upstream_idle_timeout,
-                secret_ttl: args.secret_ttl,
+                clients: ClientsConfig {
+                    upstream_timeout: args.upstream_timeout,
+                    upstream_idle_timeout: args.upstream_idle_timeout,
+                    secret_ttl: args.secret_ttl,
+                    workers: if args.runtime == Runtime::PerCore {
+                        workers
+                    } else {
+                        1
+                    },
+                    ..Default::default()
+                },
                 body_timeout: args.body_timeout,
                 connections,
                 admin: AdminConfig {
@@ -260,11 +268,6 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
                 max_header_bytes: args.max_header_bytes,
                 decision_log_sample: args.decision_log_sample,
                 bypass_policies: args.bypass_policies,
-                workers: if args.runtime == Runtime::PerCore {
-                    workers
-                } else {
-                    1
-                },
                 expected_functions: args.functions.clone(),
                 capture,
                 metrics,

@@ -1,0 +1,89 @@
+//! The config crate's metrics, each defined once (see
+//! [`switchyard_core::Metric`]): what the watcher and the loader count.
+
+use switchyard_core::{Metric, MetricKind};
+
+/// A poll, a listing or a route read that failed.
+pub(crate) const STORE_ERRORS: Metric = Metric {
+    name: "switchyard_store_errors_total",
+    kind: MetricKind::Counter,
+    labels: &["kind"],
+    help: "Config store reads that failed, by kind (throttled, unavailable, not-found, corrupt, too-new, conflict, invalid); the live versions keep serving.",
+};
+
+/// A new route version that went live.
+pub(crate) const SWAPS: Metric = Metric {
+    name: "switchyard_swaps_total",
+    kind: MetricKind::Counter,
+    labels: &["function"],
+    help: "Route versions swapped in (verified, compiled and live).",
+};
+
+/// The live route version.
+pub(crate) const ROUTE_VERSION: Metric = Metric {
+    name: "switchyard_route_version",
+    kind: MetricKind::Gauge,
+    labels: &["function"],
+    help: "The route config version each function serves.",
+};
+
+/// A new version whose blob was not available yet.
+pub(crate) const DEFERRED_VERSIONS: Metric = Metric {
+    name: "switchyard_deferred_versions_total",
+    kind: MetricKind::Counter,
+    labels: &["function"],
+    help: "New route versions put off because their policy could not be fetched yet (retried with backoff; the live one keeps serving).",
+};
+
+/// A new version refused for good.
+pub(crate) const REJECTED_VERSIONS: Metric = Metric {
+    name: "switchyard_rejected_versions_total",
+    kind: MetricKind::Counter,
+    labels: &["function"],
+    help: "New route versions refused (digest mismatch, untrusted signature, a policy that fails to compile or its cases); the live one keeps serving.",
+};
+
+/// A route config that needs a newer host.
+pub(crate) const ROUTE_SCHEMA_TOO_NEW: Metric = Metric {
+    name: "switchyard_route_schema_too_new_total",
+    kind: MetricKind::Counter,
+    labels: &["function"],
+    help: "Route versions kept out because they need a newer host (their route-config schema is newer than this host reads).",
+};
+
+/// A function no longer in the store's listing.
+pub(crate) const FUNCTIONS_REMOVED: Metric = Metric {
+    name: "switchyard_functions_removed_total",
+    kind: MetricKind::Counter,
+    labels: &[],
+    help: "Functions no longer routed because the store no longer lists them.",
+};
+
+/// A precompiled cache entry not used.
+pub(crate) const CACHE_REFUSED: Metric = Metric {
+    name: "switchyard_cache_refused_total",
+    kind: MetricKind::Counter,
+    labels: &[],
+    help: "Precompiled policy cache entries refused (unreadable, not private, failing their key or signature check) and compiled again.",
+};
+
+/// A policy whose signature a trusting host refused.
+pub(crate) const POLICY_SIGNATURE_REFUSED: Metric = Metric {
+    name: "switchyard_policy_signature_refused_total",
+    kind: MetricKind::Counter,
+    labels: &["why"],
+    help: "Policies refused by a host started with --trust-key, by why (unsigned, untrusted-signer, bad-signature).",
+};
+
+/// This crate's metrics.
+pub const METRICS: &[&Metric] = &[
+    &STORE_ERRORS,
+    &SWAPS,
+    &ROUTE_VERSION,
+    &DEFERRED_VERSIONS,
+    &REJECTED_VERSIONS,
+    &ROUTE_SCHEMA_TOO_NEW,
+    &FUNCTIONS_REMOVED,
+    &CACHE_REFUSED,
+    &POLICY_SIGNATURE_REFUSED,
+];

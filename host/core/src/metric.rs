@@ -1,0 +1,101 @@
+//! Metrics, each defined once: name, kind, labels and help text in one
+//! [`Metric`], recorded through it. Every crate lists its own in a
+//! `catalogue` module (this crate's: [`METRICS`]); the binary that installs
+//! the recorder describes them all, so `/metrics` carries `# HELP` for each
+//! family, and a test checks the README, the docs and the Grafana dashboard
+//! against the catalogues and a live scrape.
+
+use metrics::{Counter, Gauge, Histogram, Label};
+
+/// What a metric measures over time, as Prometheus types it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Only goes up (`_total`).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// A distribution of observations.
+    Histogram,
+}
+
+impl MetricKind {
+    /// The `# TYPE` Prometheus gives this kind (a histogram rendered
+    /// without buckets is a summary).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One metric family, defined once.
+#[derive(Debug)]
+pub struct Metric {
+    /// Its name in `/metrics`.
+    pub name: &'static str,
+    /// Its kind.
+    pub kind: MetricKind,
+    /// Its label names, in the order they are given.
+    pub labels: &'static [&'static str],
+    /// What it counts, for `# HELP`.
+    pub help: &'static str,
+}
+
+impl Metric {
+    fn labels(&self, values: &[(&'static str, &str)]) -> Vec<Label> {
+        debug_assert!(
+            values
+                .iter()
+                .map(|(k, _)| *k)
+                .eq(self.labels.iter().copied()),
+            "{} takes labels {:?}, not {:?}",
+            self.name,
+            self.labels,
+            values
+        );
+        values
+            .iter()
+            .map(|(k, v)| Label::new(*k, (*v).to_owned()))
+            .collect()
+    }
+
+    /// The counter of these label values (in [`Metric::labels`] order).
+    pub fn counter(&self, labels: &[(&'static str, &str)]) -> Counter {
+        debug_assert_eq!(self.kind, MetricKind::Counter, "{}", self.name);
+        metrics::counter!(self.name, self.labels(labels))
+    }
+
+    /// The gauge of these label values.
+    pub fn gauge(&self, labels: &[(&'static str, &str)]) -> Gauge {
+        debug_assert_eq!(self.kind, MetricKind::Gauge, "{}", self.name);
+        metrics::gauge!(self.name, self.labels(labels))
+    }
+
+    /// The histogram of these label values.
+    pub fn histogram(&self, labels: &[(&'static str, &str)]) -> Histogram {
+        debug_assert_eq!(self.kind, MetricKind::Histogram, "{}", self.name);
+        metrics::histogram!(self.name, self.labels(labels))
+    }
+
+    /// Gives the installed recorder this metric's help text.
+    pub fn describe(&self) {
+        match self.kind {
+            MetricKind::Counter => metrics::describe_counter!(self.name, self.help),
+            MetricKind::Gauge => metrics::describe_gauge!(self.name, self.help),
+            MetricKind::Histogram => metrics::describe_histogram!(self.name, self.help),
+        }
+    }
+}
+
+/// The policy's circuit breaker opening and closing.
+pub(crate) const POLICY_CIRCUIT: Metric = Metric {
+    name: "switchyard_policy_circuit_total",
+    kind: MetricKind::Counter,
+    labels: &["function", "state"],
+    help: "Times a function's policy circuit breaker changed state (state=open: failing evaluations answered by the fail-safe without evaluating; closed: a probe evaluation succeeded).",
+};
+
+/// This crate's metrics.
+pub const METRICS: &[&Metric] = &[&POLICY_CIRCUIT];

@@ -1,0 +1,31 @@
+//! The dispatch layer's metrics, each defined once (see
+//! [`switchyard_core::Metric`]).
+
+use switchyard_core::{Metric, MetricKind};
+
+/// Mirror copies sent, by outcome.
+pub(crate) const MIRROR: Metric = Metric {
+    name: "switchyard_mirror_total",
+    kind: MetricKind::Counter,
+    labels: &["function", "target", "status"],
+    help: "Mirror copies sent to a version, by the status they got (or timeout, error); their answers are never returned to the caller.",
+};
+
+/// Mirror copies dropped for want of a slot.
+pub(crate) const MIRROR_DROPPED: Metric = Metric {
+    name: "switchyard_mirror_dropped_total",
+    kind: MetricKind::Counter,
+    labels: &["function"],
+    help: "Mirror copies dropped because every mirror slot was busy (serve --mirror-slots); the primary request is never delayed.",
+};
+
+/// A secret reference whose refresh failed.
+pub(crate) const SECRET_REFRESH_FAILURES: Metric = Metric {
+    name: "switchyard_secret_refresh_failures_total",
+    kind: MetricKind::Counter,
+    labels: &["source"],
+    help: "Reads of a secret a route's context refers to that failed, by source (ssm, secretsmanager); the last good value is kept.",
+};
+
+/// This crate's metrics.
+pub const METRICS: &[&Metric] = &[&MIRROR, &MIRROR_DROPPED, &SECRET_REFRESH_FAILURES];

@@ -1,0 +1,192 @@
+//! The request path once a policy has decided, shared by every front end:
+//! [`dispatch_decided`] lists its steps in order, each a function in the
+//! module of its concern (as Pingora names a request's phases).
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::Response;
+use switchyard_config::Active;
+use switchyard_core::{Decision, TARGET_HEADER, TRAFFIC_HEADER};
+use switchyard_dispatch::{Call, Dispatcher, Side, Target};
+
+use crate::answer::{ProxyError, Shape};
+use crate::{Proxy, count, fallback, guard, shadow, traces};
+
+/// A request its policy has decided, ready to be sent.
+pub(crate) struct Decided<'a> {
+    /// The function, as this host routes it.
+    pub(crate) function: &'a str,
+    /// Its live version.
+    pub(crate) active: &'a Active,
+    /// What the policy decided.
+    pub(crate) decision: Decision,
+    /// The call to make.
+    pub(crate) call: Call,
+    /// How the front end that took it answers.
+    pub(crate) shape: Shape,
+}
+
+/// What sending a call came to.
+pub(crate) struct Sent {
+    /// The answer for the caller.
+    pub(crate) response: Response,
+    /// When the answer is a failure (a 5xx, a timeout, the version
+    /// unreachable, a function error), which side failed.
+    pub(crate) failure: Option<Side>,
+}
+
+impl Sent {
+    /// Whether the version (or the mesh on its behalf) failed: what the
+    /// guard counts and the fallback retries. A failure the caller's own
+    /// request caused is neither.
+    pub(crate) fn version_failed(&self) -> bool {
+        matches!(self.failure, Some(Side::Upstream | Side::Internal))
+    }
+}
+
+/// A decided request on its way: what every step after the decision reads.
+pub(crate) struct Routing<'a> {
+    pub(crate) p: &'a Proxy,
+    pub(crate) function: &'a str,
+    pub(crate) active: &'a Active,
+    pub(crate) call: &'a Call,
+    pub(crate) shape: Shape,
+    /// Its trace: the span, and what the target continues.
+    pub(crate) routed: &'a traces::Routed,
+}
+
+/// The steps after the decision: guard, trace, mirror, send, guard
+/// record, fallback, shadow tee, trace end, finish.
+pub(crate) async fn dispatch_decided(p: &Proxy, d: Decided<'_>) -> Response {
+    let Decided {
+        function,
+        active,
+        mut decision,
+        call,
+        shape,
+    } = d;
+    let guard = guard::apply(p, function, active, &mut decision);
+    let routed = traces::Routed::begin(
+        p.config.traces.as_deref(),
+        call_headers(&call),
+        decision.traffic,
+        function,
+    );
+    let r = Routing {
+        p,
+        function,
+        active,
+        call: &call,
+        shape,
+        routed: &routed,
+    };
+    let sent = match p.dispatcher(active) {
+        Err(e) => failed(ProxyError::Dispatch(e), shape),
+        Ok(dispatcher) => {
+            let tee = shadow::mirror(&r, &dispatcher, &decision);
+            let started = guard.as_ref().map(|_| Instant::now());
+            let (to, sent) = send(&r, &*dispatcher, &decision).await;
+            guard::record(&r, guard.as_deref(), &to, &decision, &sent, started);
+            let sent = fallback::on_stable(&r, &*dispatcher, &to, &mut decision, sent).await;
+            shadow::tee(sent, tee)
+        }
+    };
+    routed.end_routed(function, active, &decision, &call, &sent);
+    finish(p, sent.response, function, &decision, shape)
+}
+
+/// Sends the call to the decision's target (its secrets read first, the
+/// trace continued); returns the target as sent.
+pub(crate) async fn send(
+    r: &Routing<'_>,
+    dispatcher: &dyn Dispatcher,
+    decision: &Decision,
+) -> (Target, Sent) {
+    let mut to = Target::primary(r.function, decision, r.active.route.config());
+    to.propagate = r.routed.propagate(call_headers(r.call), decision.traffic);
+    let result = match r.p.clients.resolve_secrets(&mut to).await {
+        Err(e) => Err(e),
+        Ok(()) => dispatcher.send(r.call, &to).await,
+    };
+    let sent = match result {
+        Ok(answer) => Sent {
+            failure: answer.status().is_server_error().then_some(Side::Upstream),
+            response: answer.map(Body::new),
+        },
+        Err(e) => {
+            let (function, qualifier, code) = (&to.function, &to.qualifier, &e.code);
+            match e.side {
+                // Counted in switchyard_requests_total by status; a failing
+                // version must not flood the log.
+                Side::Upstream => {
+                    tracing::debug!(target: "switchyard::dispatch", %function, %qualifier, %code, error = %e, "the version did not answer")
+                }
+                // The mesh's own configuration: worth an operator's eye.
+                Side::Internal => {
+                    tracing::warn!(target: "switchyard::dispatch", %function, %qualifier, %code, error = %e, "the mesh could not send the request; check the route's dispatch block")
+                }
+                Side::Client => {
+                    tracing::debug!(target: "switchyard::dispatch", %function, %qualifier, %code, error = %e, "refused for what the caller sent")
+                }
+            }
+            failed(ProxyError::Dispatch(e), r.shape)
+        }
+    };
+    (to, sent)
+}
+
+/// An error answered in the front end's shape, as a failure of its side
+/// when it is a 5xx.
+fn failed(e: ProxyError, shape: Shape) -> Sent {
+    Sent {
+        failure: e.status().is_server_error().then_some(e.side()),
+        response: e.answer(shape),
+    }
+}
+
+/// The headers the caller sent with the call.
+fn call_headers(call: &Call) -> &HeaderMap {
+    match call {
+        Call::Http(h) => &h.headers,
+        Call::Invoke(i) => &i.headers,
+    }
+}
+
+/// Labels the answer for the request counter and tells the caller where it
+/// went (an Invoke API caller also as Lambda tells it, in
+/// `X-Amz-Executed-Version`, whatever the dispatch kind).
+fn finish(
+    p: &Proxy,
+    mut response: Response,
+    function: &str,
+    decision: &Decision,
+    shape: Shape,
+) -> Response {
+    let success = response.status().is_success();
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&decision.target) {
+        if shape == Shape::LambdaApi && success && !h.contains_key(EXECUTED_VERSION) {
+            h.insert(EXECUTED_VERSION, v.clone());
+        }
+        h.insert(TARGET_NAME, v);
+    }
+    h.insert(
+        TRAFFIC_NAME,
+        HeaderValue::from_static(decision.traffic.as_str()),
+    );
+    count::counted(
+        p,
+        response,
+        function,
+        &decision.target,
+        decision.traffic.as_str(),
+    )
+}
+
+/// The mesh's answer headers as header names (a `&str` name would be
+/// parsed and copied on every insert).
+const TARGET_NAME: HeaderName = HeaderName::from_static(TARGET_HEADER);
+const TRAFFIC_NAME: HeaderName = HeaderName::from_static(TRAFFIC_HEADER);
+const EXECUTED_VERSION: HeaderName = HeaderName::from_static("x-amz-executed-version");

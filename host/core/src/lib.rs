@@ -50,6 +50,7 @@ mod digest;
 mod engine;
 mod evaluator;
 mod host;
+mod idle;
 mod policy;
 mod request;
 mod route;

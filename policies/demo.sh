@@ -31,19 +31,21 @@ done
 # does not install it by itself (RUSTUP_AUTO_INSTALL=0).
 rustup toolchain install >/dev/null 2>&1 || rustup toolchain install
 profile=${SWITCHYARD_DEMO_PROFILE:-release}
+# Where cargo puts the binaries (a shared CARGO_TARGET_DIR included).
+bin_dir=${CARGO_TARGET_DIR:-target}
 case "$profile" in
   release)
     echo "== building the switchyard CLI, release (the first build compiles wasmtime: about 15 minutes)" >&2
     cargo build -q --release -p switchyard --bin switchyard
-    S=target/release/switchyard ;;
+    S=$bin_dir/release/switchyard ;;
   debug)
     echo "== building the switchyard CLI, debug (shares the test build's artifacts)" >&2
     cargo build -q --workspace
-    S=target/debug/switchyard ;;
+    S=$bin_dir/debug/switchyard ;;
   *) echo "error: SWITCHYARD_DEMO_PROFILE is release or debug, not $profile" >&2; exit 1 ;;
 esac
 store=dir:target/demo-store
-rm -rf target/demo-store
+rm -rf target/demo-store && mkdir -p target
 
 echo "== switchyard policy build policies/synthetic-header" >&2
 wasm=$($S policy build policies/synthetic-header -o target/synthetic-header.wasm | tail -n 1)
@@ -81,34 +83,66 @@ done
 
 decisions() { grep -c 'switchyard::decision' "$log" || true; }
 # A request, its answer, and the decision line the proxy logged for it.
+answer=
 show() {
   local before; before=$(decisions)
-  echo "\$ curl $*" >&2; curl -sS "$@"; echo
+  echo "\$ curl $*" >&2
+  answer=$(curl -sS "$@") || answer=
+  echo "$answer"
   [ "$(decisions)" -gt "$before" ] && grep 'switchyard::decision' "$log" | tail -n 1 | sed 's/^/   proxy log: /' >&2
+  return 0
+}
+# The last answer's FIELD is VALUE (its JSON, e.g. version 8), or the demo
+# fails: the tour checks the routing it shows.
+expect() {
+  python3 - "$1" "$2" "$answer" <<'EOF' || { echo "error: the demo did not route as it says (see above)" >&2; exit 1; }
+import json, sys
+field, want, text = sys.argv[1:4]
+try:
+    got = json.loads(text).get(field)
+except ValueError:
+    sys.exit(f"error: the answer is not JSON: {text!r}")
+if got != want:
+    sys.exit(f"error: {field} is {got!r}, expected {want!r}")
+EOF
+}
+# Polls (quietly, up to 5 s) until a request with ARGS is answered by
+# VERSION: a store change is live within a poll (1 s here).
+until_version() {
+  local want=$1; shift
+  for _ in $(seq 1 50); do
+    [ "$(curl -sS "$@" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("version"))' 2>/dev/null)" = "$want" ] && return 0
+    sleep 0.1
+  done
   return 0
 }
 echo "== a QA request tagged synthetic reaches the candidate, tagged synthetic" >&2
 show -X POST "http://127.0.0.1:$port/orders/api/orders" -H 'x-switchyard-synthetic: true' -d '{"item":1}'
+expect version 8; expect traffic synthetic
 echo "== an ordinary request reaches stable" >&2
 show -X POST "http://127.0.0.1:$port/orders/api/orders" -d '{"item":2}'
+expect version 7; expect traffic production
 echo "== the decision alone, for any language: the decide API, on the admin listener (context values hidden)" >&2
 show -X POST "http://127.0.0.1:$admin_port/v1/decide" -d '{"function":"orders","headers":{"x-switchyard-synthetic":"1"}}'
+expect target 8; expect traffic synthetic
 
 echo "== switchyard mode orders production: live within one poll" >&2
 $S mode --store "$store" orders production >/dev/null
-sleep 1.5
+until_version 7 "http://127.0.0.1:$port/orders/api/orders" -H 'x-switchyard-synthetic: true'
 show "http://127.0.0.1:$port/orders/api/orders" -H 'x-switchyard-synthetic: true'
+expect version 7
 echo "== switchyard rollback orders: synthetic mode again" >&2
 $S rollback --store "$store" orders >/dev/null
-sleep 1.5
+until_version 8 "http://127.0.0.1:$port/orders/api/orders" -H 'x-switchyard-synthetic: true'
 show "http://127.0.0.1:$port/orders/api/orders" -H 'x-switchyard-synthetic: true'
+expect version 8
 $S status --store "$store" orders >&2
 
 burst=${SWITCHYARD_DEMO_BURST:-2000}
 echo "== how fast: $burst QA requests through the proxy, then $burst straight to the candidate (one keep-alive connection each)" >&2
 skip=$(decisions)
 python3 - "$port" "$candidate_port" "$burst" "$log" "$skip" "$profile" <<'EOF'
-import http.client, re, sys, time
+import http.client, json, re, sys, time
 port, direct, n, log, skip, profile = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6]
 def burst(p, path, headers):
     c = http.client.HTTPConnection("127.0.0.1", p)
@@ -116,9 +150,11 @@ def burst(p, path, headers):
     for _ in range(n):
         t = time.perf_counter()
         c.request("GET", path, headers=headers)
-        r = c.getresponse(); r.read()
+        r = c.getresponse(); body = r.read()
         took.append(time.perf_counter() - t)
         assert r.status == 200, r.status
+        # Tagged requests reach the candidate, through the proxy or not.
+        assert json.loads(body)["version"] == "8", body
     return sorted(took)
 tag = {"x-switchyard-synthetic": "true"}
 proxied = burst(port, "/orders/api/orders", tag)

@@ -49,8 +49,7 @@ fn main() {
     ])
     .arg("--manifest-path")
     .arg(policies.join("Cargo.toml"))
-    .env("CARGO_TARGET_DIR", &target_dir)
-    // As `switchyard policy build` does (host/cli/src/build.rs, policy_rustflags):
+    // As `switchyard policy build` does (host/cli/src/build/rust.rs, policy_rustflags):
     // a 64 KiB shadow stack at the start of memory.
     .env(
         "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS",
@@ -74,6 +73,10 @@ fn main() {
             cmd.env_remove(&key);
         }
     }
+    // Set after the loop above, which removes the outer build's
+    // CARGO_TARGET_DIR (a shared target dir exported for the host build
+    // would otherwise send the policies there, or to policies/target).
+    cmd.env("CARGO_TARGET_DIR", &target_dir);
     let status = cmd.status().expect("failed to run cargo for policies/");
     assert!(
         status.success(),

@@ -3,7 +3,9 @@
 //!
 //! * [`ConfigStore`] and its backends, opened by URI with [`open`]:
 //!   `dir:<path>` (a folder, the embedded default) and, with the `aws`
-//!   feature, `ssm:<prefix>` (SSM Parameter Store, large blobs in S3).
+//!   feature, `ssm:<prefix>` (SSM Parameter Store, large blobs in S3) and
+//!   `cloudmap:<namespace>?blobs=ssm:<prefix>` (AWS Cloud Map, blobs in
+//!   SSM).
 //! * [`Loader`]: a verified, compiled policy per digest (memory LRU,
 //!   precompiled disk cache, then the store).
 //! * [`Watcher`]: polls the store and swaps new versions into a
@@ -54,7 +56,7 @@ mod watch;
 #[cfg(feature = "aws")]
 pub use aws::{NoHostPrefix, sdk_message};
 pub use blob::{CHUNK_CHARS, MAX_BLOB_BYTES, MAX_INLINE_BLOB_BYTES, Manifest};
-pub use bootstrap::{Bootstrap, FirstPoll, Started, bootstrap};
+pub use bootstrap::{Bootstrap, FirstPoll, ReportFormat, Started, bootstrap};
 pub use catalogue::METRICS;
 #[cfg(feature = "aws")]
 pub use cloudmap::{CloudMapStore, LIVE_SERVICE, client as cloudmap_client};

@@ -1,7 +1,8 @@
 //! The config store: where CI/CD writes route configs and policy blobs, and
-//! where every host reads them. Two backends pass one shared test suite:
-//! `dir` (a local folder, the embedded default) and `ssm` (AWS SSM
-//! Parameter Store, with large blobs in S3; the `aws` feature). A new
+//! where every host reads them. Three backends pass one shared test suite
+//! (`tests/store.rs`): `dir` (a local folder, the embedded default), and
+//! with the `aws` feature `ssm` (AWS SSM Parameter Store, with large blobs
+//! in S3) and `cloudmap` (AWS Cloud Map, with blobs in SSM). A new
 //! backend is one file implementing [`ConfigStore`] plus one arm in
 //! [`open`](crate::open).
 //!

@@ -114,7 +114,7 @@ struct EngineInner {
     wasmtime: wasmtime::Engine,
     linker: Linker<HostState>,
     config: EngineConfig,
-    idle: Arc<crate::evaluator::IdleBudget>,
+    idle: Arc<crate::idle::IdleBudget>,
 }
 
 /// The engine could not be built.
@@ -181,7 +181,7 @@ impl Engine {
                 linker,
                 // Half the instances may wait warm; the rest are for the
                 // calls in flight.
-                idle: Arc::new(crate::evaluator::IdleBudget::new(
+                idle: Arc::new(crate::idle::IdleBudget::new(
                     (config.max_instances as usize / 2).max(1),
                 )),
                 config,
@@ -195,7 +195,7 @@ impl Engine {
     }
 
     /// The warm instances every pool of this engine shares.
-    pub(crate) fn idle_budget(&self) -> &Arc<crate::evaluator::IdleBudget> {
+    pub(crate) fn idle_budget(&self) -> &Arc<crate::idle::IdleBudget> {
         &self.inner.idle
     }
 

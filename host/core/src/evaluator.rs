@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
 
 use wasmtime::{ResourceLimiter, Store, Trap};
 
 use crate::bindings::{current, previous};
 use crate::decision::{Decision, Traffic};
 use crate::host::HostState;
+use crate::idle::{IdleBudget, IdlePool};
 use crate::policy::{Policy, Pre};
 use crate::request::Request;
 use crate::route::{Route, valid_qualifier};
@@ -206,69 +206,6 @@ impl Evaluator {
     }
 }
 
-/// The warm (idle) instances of every pool of one engine, capped in all:
-/// the instance allocator's limit is process-wide, so per-pool caps alone
-/// would let a thousand functions' idle instances starve the next one.
-/// Past the cap, the least recently used pool's idle instances go.
-pub(crate) struct IdleBudget {
-    cap: usize,
-    /// Warm instances of every pool: those idle, and those taken from an
-    /// idle list to decide (they stay counted until dropped, so a decision
-    /// writes no counter the cores share). A new instance is counted when
-    /// first kept; eviction takes only idle ones.
-    idle: AtomicUsize,
-    /// Pools with idle instances, least recently used first.
-    lru: Mutex<lru::LruCache<u64, Weak<PoolShared>>>,
-    next_id: AtomicU64,
-    start: Instant,
-}
-
-impl IdleBudget {
-    pub(crate) fn new(cap: usize) -> Self {
-        IdleBudget {
-            cap,
-            idle: AtomicUsize::new(0),
-            lru: Mutex::new(lru::LruCache::unbounded()),
-            next_id: AtomicU64::new(0),
-            start: Instant::now(),
-        }
-    }
-
-    fn now(&self) -> u64 {
-        self.start.elapsed().as_secs()
-    }
-
-    /// Drops the idle instances of the least recently used pools (never
-    /// `keep`'s) until the total is within the cap, or, with `force`, at
-    /// least one pool's. Returns how many went.
-    fn evict(&self, keep: u64, force: bool) -> usize {
-        let mut dropped = Vec::new();
-        let mut skipped = None;
-        {
-            let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
-            while force && dropped.is_empty() || self.idle.load(Ordering::Acquire) > self.cap {
-                let Some((id, weak)) = lru.pop_lru() else {
-                    break;
-                };
-                if id == keep {
-                    skipped = Some(weak);
-                    continue;
-                }
-                if let Some(pool) = weak.upgrade() {
-                    // Out of the LRU: its next use must put it back.
-                    pool.touched.store(u64::MAX, Ordering::Relaxed);
-                    dropped.append(&mut pool.drain(&self.idle));
-                }
-            }
-            if let Some(weak) = skipped {
-                lru.put(keep, weak);
-            }
-        }
-        // Instances are torn down outside the locks.
-        dropped.len()
-    }
-}
-
 struct PoolShared {
     id: u64,
     /// Idle evaluators, a list per serving thread ([`thread_shard`]), so
@@ -298,6 +235,15 @@ impl PoolShared {
             all.append(&mut list);
         }
         all
+    }
+}
+
+impl IdlePool for PoolShared {
+    fn evict(&self, idle: &AtomicUsize) -> (usize, Box<dyn Send>) {
+        // Out of the LRU: its next use must put it back.
+        self.touched.store(u64::MAX, Ordering::Relaxed);
+        let gone = self.drain(idle);
+        (gone.len(), Box::new(gone))
     }
 }
 
@@ -578,7 +524,10 @@ impl EvaluatorPool {
                 .lru
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .put(self.shared.id, Arc::downgrade(&self.shared));
+                .put(
+                    self.shared.id,
+                    Arc::downgrade(&self.shared) as Weak<dyn IdlePool>,
+                );
         }
         if self.budget.idle.load(Ordering::Acquire) > self.budget.cap {
             self.budget.evict(self.shared.id, false);

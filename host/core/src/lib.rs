@@ -50,6 +50,7 @@ mod digest;
 mod engine;
 mod evaluator;
 mod host;
+mod idle;
 mod metric;
 mod policy;
 mod request;

@@ -44,6 +44,24 @@ mod expect {
         }
     }
 
+    pub fn call_count(path: &str) {
+        // One instance counts every call it decides, whatever the request
+        // or the route config (recycling is tested below).
+        let policy = load(path);
+        let mut ev = policy.evaluator();
+        let other = route(r#"{"mode":"production","versions":{"stable":"3"}}"#);
+        for (n, route) in [synthetic_route(), other, synthetic_route()]
+            .iter()
+            .enumerate()
+        {
+            let d = ev
+                .evaluate(&request(&[("x-switchyard-synthetic", "true")]), route)
+                .unwrap();
+            assert_eq!(d.reason, format!("call {}", n + 1));
+            assert_eq!(d.traffic, Traffic::Production);
+        }
+    }
+
     pub fn bad_loop(path: &str) {
         fail_safe_with(
             path,
@@ -206,24 +224,19 @@ fn recycles_the_instance_after_n_calls() {
         ..Default::default()
     })
     .unwrap();
-    let bytes = std::fs::read(switchyard_test_artifacts::STICKY_CANARY).unwrap();
-    let policy = Policy::new(&engine, &bytes, "sticky-canary").unwrap();
-    let route = route(
-        r#"{"mode":"synthetic","versions":{"stable":"7","candidate":"8"},"flags":{"canary-percent":"50"}}"#,
-    );
+    let bytes = std::fs::read(switchyard_test_artifacts::CALL_COUNT).unwrap();
+    let policy = Policy::new(&engine, &bytes, "call-count").unwrap();
+    let route = synthetic_route();
     let mut ev = policy.evaluator();
-    let first = ev
-        .evaluate(&request(&[("x-user-id", "u1")]), &route)
-        .unwrap();
-    // 10 calls cross three recycles; a new instance is configured again and
-    // decides the same.
-    for _ in 0..10 {
-        assert_eq!(
-            ev.evaluate(&request(&[("x-user-id", "u1")]), &route)
-                .unwrap(),
-            first
-        );
-    }
+    // call-count's reason is how many calls its instance has decided: it
+    // starts over on each new instance, after every third call.
+    let reasons: Vec<String> = (0..10)
+        .map(|_| ev.evaluate(&request(&[]), &route).unwrap().reason)
+        .collect();
+    assert_eq!(
+        reasons,
+        [1, 2, 3, 1, 2, 3, 1, 2, 3, 1].map(|n| format!("call {n}"))
+    );
 }
 
 #[test]

@@ -17,14 +17,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde_json::{Map, Value, json};
 
-use crate::dispatcher::{HttpCall, Target};
+use crate::dispatcher::{HttpCall, RequestContext, Target};
 use crate::headers::outgoing;
-
-/// The request context API Gateway gave an event, carried with the request
-/// it became (as an `http` request extension) so the version that serves
-/// it receives it unchanged.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RequestContext(pub Value);
 
 /// The event a function version receives for an HTTP call: [`event`]
 /// over the call's outgoing headers (tagged for `to`: the traffic class and

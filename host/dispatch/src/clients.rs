@@ -17,6 +17,17 @@ use tokio::sync::{OnceCell, Semaphore};
 
 use crate::dispatcher::{Call, Dispatcher, Target};
 
+/// A Step Functions client for `sdk`. With an endpoint URL of its own (an
+/// emulator, a VPC endpoint), the SDK's `sync-` host prefix for
+/// `StartSyncExecution` is turned off: it would make `sync-127.0.0.1`.
+pub fn sfn_client(sdk: &aws_config::SdkConfig) -> aws_sdk_sfn::Client {
+    let mut config = aws_sdk_sfn::config::Builder::from(sdk);
+    if sdk.endpoint_url().is_some() {
+        config = config.interceptor(switchyard_config::NoHostPrefix);
+    }
+    aws_sdk_sfn::Client::from_conf(config.build())
+}
+
 /// The HTTP(S) client the `http` backend uses.
 pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -34,7 +45,7 @@ pub struct ClientsConfig {
     /// (like any AWS SDK client) on first use.
     pub lambda_client: Option<aws_sdk_lambda::Client>,
     /// The Step Functions client; by default one is made from the
-    /// environment on first use (see [`sfn_client`](crate::sfn_client)).
+    /// environment on first use (see [`sfn_client`]).
     pub sfn_client: Option<aws_sdk_sfn::Client>,
     /// Serving threads that each get their own HTTP(S) client and
     /// connection pool (see [`enter_worker`]); 1 shares one among all.
@@ -185,7 +196,7 @@ impl Clients {
     /// The Step Functions client, made from the environment on first use.
     pub(crate) async fn sfn(&self) -> &aws_sdk_sfn::Client {
         self.sfn
-            .get_or_init(|| async { crate::step_functions::sfn_client(self.aws().await) })
+            .get_or_init(|| async { sfn_client(self.aws().await) })
             .await
     }
 

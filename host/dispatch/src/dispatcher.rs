@@ -10,7 +10,6 @@ use http::{HeaderMap, Method};
 use http_body_util::BodyExt;
 use switchyard_core::{Decision, RouteConfig, SecretRef, Traffic};
 
-use crate::apigw::RequestContext;
 use crate::error::DispatchError;
 
 /// A response body from any backend.
@@ -23,6 +22,12 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .map_err(|never| match never {})
         .boxed()
 }
+
+/// The request context API Gateway gave an event, carried with the request
+/// it became (as an `http` request extension) so the version that serves
+/// it receives it unchanged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestContext(pub serde_json::Value);
 
 /// An HTTP request on its way to a function version, as the front end
 /// received it.

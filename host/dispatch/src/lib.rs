@@ -35,16 +35,15 @@ mod secrets;
 mod step_functions;
 
 pub use apigw::{
-    BadEvent, BadProxyResponse, RequestContext, event as apigw_event, proxy_response,
-    request_from_event, response_event,
+    BadEvent, BadProxyResponse, event as apigw_event, proxy_response, request_from_event,
+    response_event,
 };
 pub use catalogue::METRICS;
-pub use clients::{Clients, ClientsConfig, TlsError, enter_worker, worker};
-pub use dispatcher::{Body, Call, Dispatcher, HttpCall, InvokeCall, Target, full};
+pub use clients::{Clients, ClientsConfig, TlsError, enter_worker, sfn_client, worker};
+pub use dispatcher::{Body, Call, Dispatcher, HttpCall, InvokeCall, RequestContext, Target, full};
 pub use error::{DispatchError, Side, SpecError, causes};
 pub use headers::{HOP_BY_HOP, is_tag, outgoing as outgoing_headers, strip_hop_by_hop, tags};
 pub use lambda::{
     MAX_CLIENT_CONTEXT, client_context, custom_fields, error_summary, split_function_name,
 };
 pub use registry::{RouteDispatch, check, for_route, prepare};
-pub use step_functions::sfn_client;

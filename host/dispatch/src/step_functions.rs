@@ -19,7 +19,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aws_sdk_sfn::Client;
 use aws_sdk_sfn::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sfn::types::SyncExecutionStatus;
 use bytes::Bytes;
@@ -279,17 +278,6 @@ impl Dispatcher for StepFunctionsDispatcher {
             Err(e) => e.label().to_owned(),
         }
     }
-}
-
-/// A Step Functions client for `sdk`. With an endpoint URL of its own (an
-/// emulator, a VPC endpoint), the SDK's `sync-` host prefix for
-/// `StartSyncExecution` is turned off: it would make `sync-127.0.0.1`.
-pub fn sfn_client(sdk: &aws_config::SdkConfig) -> Client {
-    let mut config = aws_sdk_sfn::config::Builder::from(sdk);
-    if sdk.endpoint_url().is_some() {
-        config = config.interceptor(switchyard_config::NoHostPrefix);
-    }
-    Client::from_conf(config.build())
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ use switchyard_dispatch::strip_hop_by_hop;
 use switchyard_dispatch::{causes, custom_fields};
 use switchyard_proxy::{InheritedTraffic, ProxyConfig};
 
-use crate::env::{EnvError, store_settings};
+use crate::env::{EnvError, Vars};
 use crate::start::{StartError, start};
 
 /// The longest a Lambda invocation may run (15 minutes): how long the mesh
@@ -100,47 +100,33 @@ impl ExtensionEnv {
 
     /// Reads the settings through `var`.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
+        let vars = Vars(var);
         let bad = |m: &str| EnvError(m.to_owned());
-        let set = |k: &str| var(k).filter(|v| !v.trim().is_empty());
-        let (store, cache_dir, poll_interval) = store_settings(&var)?;
-        let functions: Vec<String> = set("SWITCHYARD_FUNCTIONS")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|f| !f.is_empty())
-            .map(str::to_owned)
-            .collect();
+        let (store, cache_dir, poll_interval) = vars.store_settings()?;
+        let functions = vars.list("SWITCHYARD_FUNCTIONS");
         if functions.is_empty() {
             return Err(bad(
                 "SWITCHYARD_FUNCTIONS is not set; set it to the store functions this \
                         function calls, e.g. orders,payments",
             ));
         }
-        let port = |k: &str, default: u16| match set(k) {
-            None => Ok(default),
-            Some(v) => v
-                .trim()
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| EnvError(format!("{k}: {v:?} is not a port number (1-65535)"))),
-        };
-        let port_mesh = port("SWITCHYARD_PORT", 9010)?;
-        let runtime_proxy_port = port("SWITCHYARD_RUNTIME_PROXY_PORT", 9009)?;
+        let port_mesh = vars.port("SWITCHYARD_PORT", 9010)?;
+        let runtime_proxy_port = vars.port("SWITCHYARD_RUNTIME_PROXY_PORT", 9009)?;
         if port_mesh == runtime_proxy_port {
             return Err(EnvError(format!(
                 "SWITCHYARD_PORT and SWITCHYARD_RUNTIME_PROXY_PORT are both {port_mesh}; \
                  they need a port each"
             )));
         }
-        let api = set("AWS_LAMBDA_RUNTIME_API").ok_or_else(|| {
+        let api = vars.get("AWS_LAMBDA_RUNTIME_API").ok_or_else(|| {
             bad(
                 "AWS_LAMBDA_RUNTIME_API is not set: Lambda sets it; to run the extension locally, \
              point it at `cargo lambda watch` (http://127.0.0.1:9000/.rt)",
             )
         })?;
         let extensions_api = base_url(&api);
-        let runtime_upstream = set("SWITCHYARD_RUNTIME_UPSTREAM")
+        let runtime_upstream = vars
+            .get("SWITCHYARD_RUNTIME_UPSTREAM")
             .map(|u| base_url(&u))
             .unwrap_or_else(|| extensions_api.clone());
         Ok(ExtensionEnv {

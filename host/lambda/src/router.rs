@@ -33,7 +33,7 @@ use switchyard_config::Watcher;
 use switchyard_proxy::ProxyConfig;
 use tower::ServiceExt;
 
-use crate::env::{EnvError, store_settings};
+use crate::env::{EnvError, Vars};
 use crate::start::{StartError, start};
 
 /// The router function's settings.
@@ -59,15 +59,12 @@ impl RouterEnv {
 
     /// Reads the settings through `var`.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
+        let vars = Vars(var);
         let bad = |m: &str| EnvError(m.to_owned());
-        let (store, cache_dir, poll_interval) = store_settings(&var)?;
-        let function = var("SWITCHYARD_FUNCTION").filter(|s| !s.is_empty());
+        let (store, cache_dir, poll_interval) = vars.store_settings()?;
+        let function = vars.get("SWITCHYARD_FUNCTION");
         let mut routes = Vec::new();
-        for pair in var("SWITCHYARD_ROUTES").unwrap_or_default().split(',') {
-            let pair = pair.trim();
-            if pair.is_empty() {
-                continue;
-            }
+        for pair in vars.list("SWITCHYARD_ROUTES") {
             let (prefix, f) = pair
                 .split_once('=')
                 .filter(|(p, f)| p.starts_with('/') && !f.is_empty())

@@ -6,8 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
-use switchyard_config::{Bootstrap, FirstPoll, StoreError, WatchConfig, Watcher};
+use switchyard_config::{Bootstrap, FirstPoll, ReportFormat, StoreError, WatchConfig, Watcher};
 use switchyard_core::{Engine, EngineConfig, EngineError};
 use switchyard_proxy::ProxyConfig;
 
@@ -94,24 +93,8 @@ pub(crate) async fn start(
         },
     )
     .await;
-    let started = &host.started;
-    if !started.restored.is_empty() {
-        eprintln!(
-            "{}",
-            json!({"event": "restored-from-cache", "functions": started.restored})
-        );
-    }
-    match &started.first_poll {
-        Some(Ok(outcomes)) => {
-            for (f, o) in outcomes {
-                eprintln!("{}", json!({"event": "poll", "function": f, "outcome": o}));
-            }
-        }
-        Some(Err(e)) => eprintln!(
-            "{}",
-            json!({"event": "poll-failed", "error": e.to_string()})
-        ),
-        None => {}
+    for line in host.started.report(ReportFormat::Json) {
+        eprintln!("{line}");
     }
     Ok((host.watcher, host.proxy, host.started.poller))
 }

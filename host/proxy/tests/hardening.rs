@@ -120,9 +120,12 @@ fn limits(header: Duration, idle: Duration, max_connections: usize) -> Connectio
         idle_timeout: idle,
         busy_timeout: Duration::from_secs(60),
         max_connections,
-        shutdown_grace: Duration::from_millis(300),
+        shutdown_grace: SHUTDOWN_GRACE,
     }
 }
+
+/// The grace period [`limits`] gives a shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
 
 /// Everything the server sends until it closes the connection. Panics if
 /// it keeps the connection open past [`PATIENCE`].
@@ -301,33 +304,60 @@ async fn shutdown_is_bounded_by_the_grace_period_thread_per_core() {
 }
 
 async fn shutdown_is_bounded_by_the_grace_period_in(serving: Serving) {
+    // An upstream that takes a request and never answers: the request stays
+    // in flight (for the upstream timeout, a minute) unless shutdown cuts it.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", upstream.local_addr().unwrap());
+    let (arrived_tx, arrived) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = upstream.accept().await.unwrap();
+        let mut buf = vec![0u8; 8192];
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let _ = arrived_tx.send(());
+        std::future::pending::<()>().await;
+        drop(s);
+    });
+    let route = format!(
+        r#"{{"mode":"production","versions":{{"stable":"7"}},
+            "dispatch":{{"type":"http","urls":{{"7":"{url}"}}}}}}"#
+    );
     let mut r = rig_in(
         serving,
-        ECHO_ROUTE,
+        &route,
         ProxyConfig {
             connections: limits(Duration::from_secs(60), Duration::from_secs(60), 64),
-            // A stalled body would hold its request for a minute.
-            body_timeout: Duration::from_secs(60),
+            upstream_timeout: Duration::from_secs(60),
             ..Default::default()
         },
     )
     .await;
-    let mut stuck = TcpStream::connect(&r.addr).await.unwrap();
-    stuck
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+    let mut held = TcpStream::connect(&r.addr).await.unwrap();
+    held.write_all(b"GET /orders/x HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .unwrap();
-    assert!(one_response(&mut stuck).await.starts_with("HTTP/1.1 200"));
-    stuck
-        .write_all(b"POST /orders/x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+    tokio::time::timeout(PATIENCE, arrived)
         .await
+        .expect("the request did not reach the upstream")
         .unwrap();
+    let asked = std::time::Instant::now();
     (r.shutdown.take().unwrap())();
     tokio::time::timeout(PATIENCE, &mut r.served)
         .await
         .expect("serve returns once the grace period is over")
         .unwrap()
         .unwrap();
+    // The in-flight request gets the grace period, and no more (plus a
+    // second for a loaded CI machine): not the minute it could take.
+    let took = asked.elapsed();
+    let bound = SHUTDOWN_GRACE + Duration::from_secs(1);
+    assert!(
+        (SHUTDOWN_GRACE..bound).contains(&took),
+        "serve took {took:?} to return after the shutdown signal (grace {SHUTDOWN_GRACE:?}, allowed {bound:?})"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -531,6 +561,36 @@ async fn the_admin_listener_hides_context_and_takes_a_token() {
     // The public listener has no admin routes, token or not.
     let (status, _) = admin_call(&guarded.addr, "/v1/decide", Some("s3cret"), SYNTHETIC).await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_views_data_and_shadow_reports_need_the_admin_token() {
+    let guarded = rig(
+        ECHO_ROUTE,
+        ProxyConfig {
+            admin: AdminConfig {
+                token: Some("s3cret".into()),
+                reveal_context: false,
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    for path in ["/v1/mesh", "/v1/shadow/orders"] {
+        let (status, body) = admin_call(&guarded.admin, path, None, "").await;
+        assert_eq!(status, 401, "{path} without the token: {body}");
+        let (status, body) = admin_call(&guarded.admin, path, Some("wrong"), "").await;
+        assert_eq!(status, 401, "{path} with a wrong token: {body}");
+        let (status, body) = admin_call(&guarded.admin, path, Some("s3cret"), "").await;
+        assert_eq!(status, 200, "{path} with the token: {body}");
+        assert!(body.is_object(), "{path}: {body}");
+    }
+    // Without a token set, the admin listener (loopback) is open.
+    let open = rig(ECHO_ROUTE, ProxyConfig::default()).await;
+    for path in ["/v1/mesh", "/v1/shadow/orders"] {
+        let (status, body) = admin_call(&open.admin, path, None, "").await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -526,13 +526,68 @@ async fn mirror_copies_are_synthetic_and_do_not_change_the_response() {
     }
 }
 
+/// An upstream for version 7 that takes one request: it says when the
+/// request has arrived, and answers it only when told to.
+async fn gated_upstream() -> (
+    String,
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (arrived_tx, arrived) = tokio::sync::oneshot::channel::<()>();
+    let (release, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let gate = Arc::new(Mutex::new(Some((arrived_tx, release_rx))));
+    let app = axum::Router::new().fallback(move || {
+        let gate = gate.clone();
+        async move {
+            let (arrived, release) = gate.lock().unwrap().take().expect("one request");
+            let _ = arrived.send(());
+            let _ = release.await;
+            axum::Json(serde_json::json!({"version": "7"}))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), arrived, release)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_in_flight_requests_finish() {
-    let mut r = rig("", Duration::from_millis(500), ProxyConfig::default()).await;
+    let seen: Seen = Arc::default();
+    let (stable, arrived, release) = gated_upstream().await;
+    let urls = HashMap::from([
+        ("7", stable),
+        ("8", upstream("8", Duration::ZERO, seen.clone()).await),
+    ]);
+    let mut r = rig_route(route("synthetic", &urls, ""), seen, ProxyConfig::default()).await;
     let url = format!("{}/orders/slow", r.base);
     let in_flight = tokio::spawn(async move { call("GET", &url, &[], "").await });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::timeout(Duration::from_secs(5), arrived)
+        .await
+        .expect("the request did not reach the upstream")
+        .unwrap();
     r.shutdown.take().unwrap().send(()).unwrap();
+    // The server has stopped accepting (its listener is closed) while the
+    // request is still at the upstream, and serve waits for it...
+    let addr = r.base.trim_start_matches("http://").to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(&addr).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server still accepts after the shutdown signal"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // (A negative, so watched for a while: serve is still waiting.)
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut r.served)
+            .await
+            .is_err(),
+        "serve returned with a request in flight"
+    );
+    // ...and once the upstream answers, the request gets its answer and
+    // serve returns.
+    release.send(()).unwrap();
     let (status, _, body) = in_flight.await.unwrap();
     assert_eq!(
         (status, body["version"].as_str()),

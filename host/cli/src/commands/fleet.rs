@@ -4,8 +4,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use super::publish::release;
-use super::shared::{StoreArg, block_on, print_json};
+use super::shared::{StoreArg, block_on, print_json, release};
 
 // `switchyard fleet [--min-host-version VERSION]`.
 #[derive(Debug, Args)]

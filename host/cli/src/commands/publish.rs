@@ -48,19 +48,6 @@ pub(crate) struct PublishArgs {
     pub(crate) force: bool,
 }
 
-/// `major.minor.patch` as numbers, for comparing releases.
-pub(crate) fn release(v: &str) -> Result<(u64, u64, u64)> {
-    let mut parts = v
-        .trim()
-        .trim_start_matches('v')
-        .split('.')
-        .map(str::parse::<u64>);
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(Ok(a)), Some(Ok(b)), Some(Ok(c)), None) => Ok((a, b, c)),
-        _ => bail!("minimum host version {v:?} is not a release like 0.2.0"),
-    }
-}
-
 pub(crate) fn run(args: PublishArgs) -> Result<()> {
     let engine = Engine::new()?;
     let bytes = read_policy(&args.policy)?;

@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use switchyard_config::{
-    Bootstrap, FirstPoll, POLL_TIMEOUT, WatchConfig, parse_duration, parse_poll_interval,
+    Bootstrap, FirstPoll, POLL_TIMEOUT, ReportFormat, WatchConfig, parse_duration,
+    parse_poll_interval,
 };
 use switchyard_core::Engine;
 use switchyard_proxy::{AdminConfig, ClientsConfig, ConnectionLimits, ProxyConfig};
@@ -282,19 +283,8 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
         )
         .await;
         let started = &host.started;
-        if !started.restored.is_empty() {
-            eprintln!("restored from cache: {}", started.restored.join(", "));
-        }
-        match &started.first_poll {
-            Some(Ok(outcomes)) => {
-                for (f, o) in outcomes {
-                    eprintln!("{f}: {}", serde_json::to_string(&o)?);
-                }
-            }
-            Some(Err(e)) => {
-                eprintln!("warning: first poll failed ({e}); serving what the cache had, retrying")
-            }
-            None => {}
+        for line in started.report(ReportFormat::Text) {
+            eprintln!("{line}");
         }
         let listen_error = || format!("cannot listen on {}", args.listen);
         let public = match args.runtime {

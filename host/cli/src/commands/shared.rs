@@ -93,6 +93,19 @@ pub(crate) fn warn_literal_secrets(config: &RouteConfig) {
     }
 }
 
+/// `major.minor.patch` as numbers, for comparing releases.
+pub(crate) fn release(v: &str) -> Result<(u64, u64, u64)> {
+    let mut parts = v
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .map(str::parse::<u64>);
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(Ok(a)), Some(Ok(b)), Some(Ok(c)), None) => Ok((a, b, c)),
+        _ => anyhow::bail!("minimum host version {v:?} is not a release like 0.2.0"),
+    }
+}
+
 /// Refuses a config whose schema needs newer hosts than the fleet runs:
 /// `min_host` (--min-host-version), else the store's `min-host-version`
 /// setting, else 0.1.0. With `force`, a warning instead.
@@ -110,8 +123,8 @@ pub(crate) async fn fleet_reads(
             .unwrap_or_else(|| "0.1.0".to_owned()),
     };
     let needs = switchyard_core::host_version_for_schema(config.schema);
-    let min = super::publish::release(&min_host)?;
-    if super::publish::release(&needs).is_ok_and(|n| n > min) {
+    let min = release(&min_host)?;
+    if release(&needs).is_ok_and(|n| n > min) {
         let uses = match config.schema {
             2 => "step-functions dispatch or an auth block",
             _ => "secret references in context",

@@ -49,7 +49,6 @@ fn main() {
     ])
     .arg("--manifest-path")
     .arg(policies.join("Cargo.toml"))
-    .env("CARGO_TARGET_DIR", &target_dir)
     // As `switchyard policy build` does (host/cli/src/build.rs, policy_rustflags):
     // a 64 KiB shadow stack at the start of memory.
     .env(
@@ -74,6 +73,9 @@ fn main() {
             cmd.env_remove(&key);
         }
     }
+    // After the removals: an outer CARGO_TARGET_DIR (a shared target dir)
+    // must not undo it, or the policies land where this script never looks.
+    cmd.env("CARGO_TARGET_DIR", &target_dir);
     let status = cmd.status().expect("failed to run cargo for policies/");
     assert!(
         status.success(),

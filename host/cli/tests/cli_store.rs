@@ -246,6 +246,48 @@ fn pipeline(store: &str, corrupt: impl Fn(&str)) {
         err.contains("digest mismatch") || err.contains("corrupt"),
         "{err}"
     );
+
+    // Publishing the policy again finds the stored blob corrupt and
+    // stores it again, instead of "already in".
+    let o = run(
+        store,
+        &[
+            "publish",
+            "--function",
+            "orders",
+            "--policy",
+            art::SYNTHETIC_HEADER,
+            "--config",
+            &route,
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("policy {} in ", p["policy"].as_str().unwrap()))
+            && err.contains("repaired: stored it again")
+            && !err.contains("already in"),
+        "{err}"
+    );
+    assert_eq!(target(store), "8", "the repaired policy decides");
+    let status = ok_json(store, &["status", "orders"]);
+    assert_eq!(status[0]["version"], 9, "{status}");
+    assert!(status[0].get("error").is_none(), "{status}");
+    // Intact now: said to be there, not stored again.
+    let o = run(
+        store,
+        &[
+            "publish",
+            "--function",
+            "orders",
+            "--policy",
+            art::SYNTHETIC_HEADER,
+            "--config",
+            &route,
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("already in"), "{err}");
 }
 
 /// From version 3 (synthetic, stable 7, candidate 8): a pipeline points

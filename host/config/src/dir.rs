@@ -334,9 +334,10 @@ impl DirStore {
         blob::verify(digest, bytes)
     }
 
-    fn put_blob_now(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
+    /// Writes the blob unless it is there (`replace`: over what is there).
+    fn put_blob_now(&self, digest: &Digest, bytes: &[u8], replace: bool) -> Result<()> {
         let path = self.blob_path(digest);
-        if !path.is_file() {
+        if replace || !path.is_file() {
             let dir = path.parent().expect("blob path has a parent");
             std::fs::create_dir_all(dir).map_err(|e| self.io(dir, e))?;
             // Write aside, then rename: a reader never sees half a blob.
@@ -474,6 +475,25 @@ impl ConfigStore for DirStore {
         bytes: &[u8],
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<Digest> {
+        self.write_blob(bytes, progress, false).await
+    }
+
+    async fn replace_blob(
+        &self,
+        bytes: &[u8],
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Digest> {
+        self.write_blob(bytes, progress, true).await
+    }
+}
+
+impl DirStore {
+    async fn write_blob(
+        &self,
+        bytes: &[u8],
+        progress: &(dyn Fn(usize, usize) + Sync),
+        replace: bool,
+    ) -> Result<Digest> {
         if bytes.len() > blob::MAX_BLOB_BYTES {
             return Err(StoreError::TooLarge {
                 what: "policy blob".into(),
@@ -483,7 +503,7 @@ impl ConfigStore for DirStore {
         }
         let digest = Digest::of(bytes);
         let bytes = bytes.to_vec();
-        self.blocking(move |s| s.put_blob_now(&digest, &bytes))
+        self.blocking(move |s| s.put_blob_now(&digest, &bytes, replace))
             .await?;
         progress(1, 1);
         Ok(digest)

@@ -550,6 +550,28 @@ impl ConfigStore for SsmStore {
         if self.has_blob(&digest).await? {
             return Ok(digest);
         }
+        self.write_blob(&digest, bytes, progress).await
+    }
+
+    async fn replace_blob(
+        &self,
+        bytes: &[u8],
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Digest> {
+        self.write_blob(&Digest::of(bytes), bytes, progress).await
+    }
+}
+
+impl SsmStore {
+    /// Writes every piece of blob `digest` (each over what is there), the
+    /// manifest last: a reader never finds a manifest before its pieces.
+    async fn write_blob(
+        &self,
+        digest: &Digest,
+        bytes: &[u8],
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Digest> {
+        let digest = *digest;
         let dir = self.blob_dir(&digest);
         if let (Some((bucket, threshold)), Some(client)) = (&self.blobs, &self.s3)
             && bytes.len() >= *threshold

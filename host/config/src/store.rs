@@ -275,6 +275,15 @@ pub trait ConfigStore: Send + Sync + fmt::Debug {
         bytes: &[u8],
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<Digest>;
+
+    /// Stores a blob under its digest over whatever is there: the repair of
+    /// a stored blob that [`get_blob`](Self::get_blob) finds corrupt (which
+    /// [`put_blob`](Self::put_blob) would leave as it is).
+    async fn replace_blob(
+        &self,
+        bytes: &[u8],
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Digest>;
 }
 
 /// Checks a function name: 1-64 of `A-Z a-z 0-9 _ -`, so it is safe as a

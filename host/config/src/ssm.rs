@@ -483,20 +483,25 @@ impl ConfigStore for SsmStore {
     }
 
     async fn signatures(&self, digest: &Digest) -> Result<Vec<String>> {
-        let out = self
+        // Every page: the trusted key's document may come after any
+        // number of others.
+        let mut docs = Vec::new();
+        let mut pages = self
             .client
             .get_parameters_by_path()
             .path(self.signature_dir(digest))
             .recursive(false)
-            .max_results(crate::MAX_SIGNATURES as i32)
-            .send()
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(out
-            .parameters()
-            .iter()
-            .filter_map(|p| p.value().map(str::to_owned))
-            .collect())
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let out = page.map_err(|e| self.err(e))?;
+            docs.extend(
+                out.parameters()
+                    .iter()
+                    .filter_map(|p| p.value().map(str::to_owned)),
+            );
+        }
+        Ok(docs)
     }
 
     async fn put_signature(&self, digest: &Digest, key_id: &str, doc: &str) -> Result<()> {

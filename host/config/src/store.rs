@@ -253,9 +253,10 @@ pub trait ConfigStore: Send + Sync + fmt::Debug {
     /// Sets a store-wide setting.
     async fn put_setting(&self, name: &str, value: &str) -> Result<()>;
 
-    /// The signature documents stored for the blob `digest` (see
-    /// [`SignatureDoc`](crate::SignatureDoc)), at most
-    /// [`MAX_SIGNATURES`](crate::MAX_SIGNATURES); none when it is unsigned.
+    /// Every signature document stored for the blob `digest` (see
+    /// [`SignatureDoc`](crate::SignatureDoc)), whoever signed it; none when
+    /// it is unsigned. All of them: the one by a trusted key may come
+    /// after any number of others (a reader filters by key).
     async fn signatures(&self, digest: &Digest) -> Result<Vec<String>>;
 
     /// Stores a signature document for the blob `digest` by key `key_id`

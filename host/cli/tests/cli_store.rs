@@ -940,6 +940,9 @@ fn an_older_host_keeps_its_version_while_a_newer_one_serves_the_new_schema() {
         "keyed.json",
         r#","auth":{"kind":"header","name":"x-functions-key","value":"k"}"#,
     );
+    // A fleet that still runs hosts of 0.1.0 (else the first publish to
+    // this new store records this CLI's release as the minimum).
+    ok_json(&store, &["fleet", "--min-host-version", "0.1.0"]);
     assert!(publish(&plain, &[]).status.success());
 
     let (_old, old) = serve_admin(&store, &[("SWITCHYARD_ROUTE_SCHEMA", "1")]);
@@ -972,14 +975,15 @@ fn an_older_host_keeps_its_version_while_a_newer_one_serves_the_new_schema() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("needs hosts of switchyard 0.2.0 or later (route-config schema 2")
-            && err.contains("the fleet's minimum host version is 0.1.0"),
+        err.contains(
+            "needs hosts of switchyard 0.2.0 or later (route-config schema 2: a dispatch auth block)"
+        ) && err.contains("the fleet's minimum host version is 0.1.0"),
         "{err}"
     );
     let fleet = ok_json(&store, &["fleet"]);
     assert_eq!(
         (&fleet["min-host-version"], &fleet["set"]),
-        (&serde_json::json!("0.1.0"), &serde_json::json!(false))
+        (&serde_json::json!("0.1.0"), &serde_json::json!(true))
     );
     let o = run(&store, &["fleet", "--min-host-version", "0.2.x"]);
     assert_eq!(o.status.code(), Some(1), "not a release");
@@ -1005,6 +1009,120 @@ fn an_older_host_keeps_its_version_while_a_newer_one_serves_the_new_schema() {
         Some(1),
         "the older host keeps serving version 1"
     );
+}
+
+/// A config that uses only a guard, a fallback or a shadow is refused for
+/// older hosts naming that feature (not another of its schema), and the
+/// first publish to a new store records this CLI's release as the fleet
+/// minimum, so it may use what this release has, and says so; a store
+/// that already has routes keeps 0.1.0 until the operator says otherwise.
+#[test]
+fn publish_names_the_newer_feature_and_a_new_store_starts_at_this_release() {
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, extra: &str| {
+        let path = tmp.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"mode":"production","versions":{{"stable":"7","candidate":"8"}}{extra}}}"#
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let publish = |store: &str, config: &str| {
+        run(
+            store,
+            &[
+                "publish",
+                "--function",
+                "orders",
+                "--policy",
+                art::STICKY_CANARY,
+                "--config",
+                config,
+            ],
+        )
+    };
+    let plain = write("plain.json", "");
+    let configs = [
+        (
+            "guard",
+            write("guard.json", r#","guard":{"max-error-rate":0.5}"#),
+        ),
+        (
+            "fallback",
+            write("fallback.json", r#","fallback":"stable""#),
+        ),
+        (
+            "shadow",
+            write("shadow.json", r#","shadow":{"ignore":["$.id"]}"#),
+        ),
+    ];
+
+    // An older fleet, recorded: each is refused for what it uses.
+    let old = format!("dir:{}", tmp.path().join("old").display());
+    ok_json(&old, &["fleet", "--min-host-version", "0.1.0"]);
+    for (feature, config) in &configs {
+        let o = publish(&old, config);
+        assert_eq!(o.status.code(), Some(1), "{feature}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!(
+                "needs hosts of switchyard 0.3.0 or later (route-config schema 3: {feature})"
+            )),
+            "{feature}: {err}"
+        );
+        assert!(!err.contains("secret references"), "{feature}: {err}");
+    }
+
+    // A new store: the first publish sets the minimum to this release.
+    for (feature, config) in &configs {
+        let new = format!(
+            "dir:{}",
+            tmp.path().join(format!("new-{feature}")).display()
+        );
+        let o = publish(&new, config);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{feature}: {err}");
+        assert!(
+            err.contains(&format!(
+                "no route yet, so its fleet minimum host version is now {}",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{feature}: {err}"
+        );
+        let fleet = ok_json(&new, &["fleet"]);
+        assert_eq!(
+            (&fleet["min-host-version"], &fleet["set"]),
+            (
+                &serde_json::json!(env!("CARGO_PKG_VERSION")),
+                &serde_json::json!(true)
+            )
+        );
+        // Said once: the next publish finds the setting.
+        let o = publish(&new, config);
+        assert!(o.status.success());
+        assert!(!String::from_utf8_lossy(&o.stderr).contains("no route yet"));
+    }
+
+    // A store that has routes but no recorded minimum (written before this
+    // release): 0.1.0, nothing recorded.
+    let used = tmp.path().join("used");
+    let used_store = format!("dir:{}", used.display());
+    ok_json(&used_store, &["fleet", "--min-host-version", "0.1.0"]);
+    assert!(publish(&used_store, &plain).status.success());
+    std::fs::remove_file(used.join("settings/min-host-version")).unwrap();
+    let fleet = ok_json(&used_store, &["fleet"]);
+    assert_eq!(fleet["set"], false, "the setting was removed: {fleet}");
+    let o = publish(&used_store, &configs[0].1);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("the fleet's minimum host version is 0.1.0"),
+        "{err}"
+    );
+    assert_eq!(ok_json(&used_store, &["fleet"])["set"], false);
 }
 
 /// Signed policies end to end: `publish --sign-key` and `policy sign` with
@@ -1227,6 +1345,7 @@ fn a_secret_reference_reaches_the_target_and_is_never_shown() {
         )
     };
     // References need hosts of 0.3.0: refused until the fleet runs them.
+    ok_json(&store, &["fleet", "--min-host-version", "0.2.0"]);
     let o = publish();
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);

@@ -33,9 +33,11 @@ pub(crate) struct PublishArgs {
     pub(crate) expect: ExpectArg,
     /// The oldest `switchyard` release the hosts reading this store run
     /// (default: the store's setting, `switchyard fleet
-    /// --min-host-version`, else 0.1.0). A config that needs a newer one (a
-    /// newer route-config schema: `step-functions` dispatch or an `auth`
-    /// block need 0.2.0) is refused, since those hosts would keep their old
+    /// --min-host-version`; on a store with no route yet, this CLI's
+    /// release, recorded as that setting; else 0.1.0). A config that needs
+    /// a newer one (a newer route-config schema: `step-functions` dispatch
+    /// or an `auth` block need 0.2.0; a guard, fallback, shadow or secret
+    /// reference 0.3.0) is refused, since those hosts would keep their old
     /// version.
     #[arg(long, env = "SWITCHYARD_MIN_HOST_VERSION", value_name = "VERSION")]
     pub(crate) min_host_version: Option<String>,

@@ -1542,3 +1542,119 @@ fn a_malformed_replay_line_is_named_and_fatal_or_skipped() {
     let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(out["requests"], 2);
 }
+
+/// `replay --requests <a folder>` is an error, with --skip-bad-lines too
+/// (a folder opens, then fails every read: skipped line by line, it looped
+/// for ever), and a policy that fails on every request does not pass a
+/// gate on a production-mode function, although its fail-safe is today's
+/// decision: each failure counts as a change, and the output says so.
+#[test]
+fn replay_refuses_a_folder_and_counts_fail_safes_as_changes() {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = format!("dir:{}", tmp.path().join("store").display());
+    publish_orders(&store);
+    ok_json(&store, &["mode", "orders", "production"]);
+
+    // Bounded: before the fix this never ended, writing without end.
+    let folder = tmp.path().join("requests");
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["replay", "--requests"])
+        .arg(&folder)
+        .args(["--to", art::SYNTHETIC_HEADER, "--skip-bad-lines"])
+        .env("SWITCHYARD_STORE", &store)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if kept.len() < 64 << 10 {
+                kept.extend_from_slice(&buf[..n]);
+            }
+        }
+        String::from_utf8_lossy(&kept).into_owned()
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!(
+                "replay of a folder did not end: {}",
+                &reader.join().unwrap()[..1000]
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = reader.join().unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("is a directory"), "{err}");
+    assert!(!err.contains("skipped"), "{err}");
+
+    // 20 untagged requests, decided stable in production mode by both
+    // today's policy and the fail-safe of one that traps on each.
+    let requests = tmp.path().join("requests.jsonl");
+    let lines: Vec<String> = (0..20)
+        .map(|i| format!(r#"{{"function":"orders","path":"/o/{i}"}}"#))
+        .collect();
+    std::fs::write(&requests, lines.join("\n")).unwrap();
+    let requests = requests.display().to_string();
+    let replay = |gate: &[&str]| {
+        run(
+            &store,
+            &[
+                &["replay", "--requests", &requests, "--to", art::BAD_TRAP][..],
+                gate,
+            ]
+            .concat(),
+        )
+    };
+    let o = replay(&["--max-changed", "0"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("20 of 20 decisions change (100.0 %)")
+            && err.contains("fail-safe 20 (the policy failed on 20 of 20 requests"),
+        "{err}"
+    );
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (
+            &out["changed"],
+            &out["fail-safe"],
+            &out["target"],
+            &out["passed"]
+        ),
+        (
+            &serde_json::json!(20),
+            &serde_json::json!(20),
+            &serde_json::json!(0),
+            &serde_json::json!(false)
+        ),
+        "{out}"
+    );
+    let example = &out["functions"]["orders"]["examples"][0];
+    assert_eq!(example["changed"], serde_json::json!(["fail-safe"]));
+    assert!(
+        example["to-error"]
+            .as_str()
+            .is_some_and(|e| e.contains("policy trapped")),
+        "{example}"
+    );
+    // Without a gate it passes, and still says so.
+    let o = replay(&[]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fail-safe 20"));
+}

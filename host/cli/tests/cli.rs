@@ -379,6 +379,95 @@ fn policy_build_produces_a_component_that_decides() {
     assert!(stderr(&o).contains("has no Cargo.toml"), "{}", stderr(&o));
 }
 
+/// `policy build` of a policy crate outside the checkout, called from yet
+/// another folder, as a user outside the repository would: rustup picks the
+/// toolchain by the working directory, so cargo must run in the policy's
+/// folder to get the toolchain its rust-toolchain.toml names (the caller's
+/// default may lack the wasm32 target, or be missing). Without that file the
+/// caller's default is used, and a failure names it.
+#[test]
+fn policy_build_outside_the_checkout_uses_the_policy_folders_toolchain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = |name: &str, toolchain_file: bool| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        std::fs::copy(
+            repo_root().join("policies/sticky-canary/src/lib.rs"),
+            dir.join("src/lib.rs"),
+        )
+        .unwrap();
+        // The same dependency versions as the repository's policies.
+        std::fs::copy(
+            repo_root().join("policies/Cargo.lock"),
+            dir.join("Cargo.lock"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("Cargo.toml"),
+            format!(
+                "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+                 [lib]\ncrate-type = [\"cdylib\"]\n\n\
+                 [dependencies]\nswitchyard-guest = {{ path = {:?} }}\n\n\
+                 [profile.release]\nopt-level = \"s\"\npanic = \"abort\"\n\n[workspace]\n",
+                repo_root().join("guest-sdk").display().to_string()
+            ),
+        )
+        .unwrap();
+        if toolchain_file {
+            std::fs::copy(
+                repo_root().join("rust-toolchain.toml"),
+                dir.join("rust-toolchain.toml"),
+            )
+            .unwrap();
+        }
+        dir
+    };
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let build = |dir: &Path| {
+        let out = dir.join("policy.wasm");
+        let o = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["policy", "build"])
+            .arg(dir)
+            .arg("-o")
+            .arg(&out)
+            .current_dir(&elsewhere)
+            // As from a user's shell: no toolchain chosen by this test's cargo.
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("RUSTUP_TOOLCHAIN_SOURCE")
+            .env_remove("CARGO")
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WRAPPER")
+            .env_remove("RUSTFLAGS")
+            .env("RUSTUP_AUTO_INSTALL", "0")
+            // Kept between runs, so a second run does not compile again.
+            .env(
+                "CARGO_TARGET_DIR",
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join("policy-outside-the-checkout"),
+            )
+            .output()
+            .expect("run switchyard");
+        (o, out)
+    };
+
+    let (o, out) = build(&copy("outside-policy", true));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = switchyard(&["policy", "inspect", &out.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // No toolchain file: the caller's default toolchain builds it, or the
+    // error says which toolchain it was and what to do.
+    let (o, _) = build(&copy("no-toolchain-file", false));
+    if !o.status.success() {
+        let err = stderr(&o);
+        assert!(
+            err.contains("failed with toolchain ")
+                && err.contains("rustup target add wasm32-unknown-unknown"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn help_teaches() {
     let o = switchyard(&["--help"]);

@@ -246,6 +246,48 @@ fn pipeline(store: &str, corrupt: impl Fn(&str)) {
         err.contains("digest mismatch") || err.contains("corrupt"),
         "{err}"
     );
+
+    // Publishing the policy again finds the stored blob corrupt and
+    // stores it again, instead of "already in".
+    let o = run(
+        store,
+        &[
+            "publish",
+            "--function",
+            "orders",
+            "--policy",
+            art::SYNTHETIC_HEADER,
+            "--config",
+            &route,
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("policy {} in ", p["policy"].as_str().unwrap()))
+            && err.contains("repaired: stored it again")
+            && !err.contains("already in"),
+        "{err}"
+    );
+    assert_eq!(target(store), "8", "the repaired policy decides");
+    let status = ok_json(store, &["status", "orders"]);
+    assert_eq!(status[0]["version"], 9, "{status}");
+    assert!(status[0].get("error").is_none(), "{status}");
+    // Intact now: said to be there, not stored again.
+    let o = run(
+        store,
+        &[
+            "publish",
+            "--function",
+            "orders",
+            "--policy",
+            art::SYNTHETIC_HEADER,
+            "--config",
+            &route,
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("already in"), "{err}");
 }
 
 /// From version 3 (synthetic, stable 7, candidate 8): a pipeline points
@@ -1017,6 +1059,9 @@ fn an_older_host_keeps_its_version_while_a_newer_one_serves_the_new_schema() {
         "keyed.json",
         r#","auth":{"kind":"header","name":"x-functions-key","value":"k"}"#,
     );
+    // A fleet that still runs hosts of 0.1.0 (else the first publish to
+    // this new store records this CLI's release as the minimum).
+    ok_json(&store, &["fleet", "--min-host-version", "0.1.0"]);
     assert!(publish(&plain, &[]).status.success());
 
     let (_old, old) = serve_admin(&store, &[("SWITCHYARD_ROUTE_SCHEMA", "1")]);
@@ -1049,14 +1094,15 @@ fn an_older_host_keeps_its_version_while_a_newer_one_serves_the_new_schema() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("needs hosts of switchyard 0.2.0 or later (route-config schema 2")
-            && err.contains("the fleet's minimum host version is 0.1.0"),
+        err.contains(
+            "needs hosts of switchyard 0.2.0 or later (route-config schema 2: a dispatch auth block)"
+        ) && err.contains("the fleet's minimum host version is 0.1.0"),
         "{err}"
     );
     let fleet = ok_json(&store, &["fleet"]);
     assert_eq!(
         (&fleet["min-host-version"], &fleet["set"]),
-        (&serde_json::json!("0.1.0"), &serde_json::json!(false))
+        (&serde_json::json!("0.1.0"), &serde_json::json!(true))
     );
     let o = run(&store, &["fleet", "--min-host-version", "0.2.x"]);
     assert_eq!(o.status.code(), Some(1), "not a release");
@@ -1082,6 +1128,120 @@ fn an_older_host_keeps_its_version_while_a_newer_one_serves_the_new_schema() {
         Some(1),
         "the older host keeps serving version 1"
     );
+}
+
+/// A config that uses only a guard, a fallback or a shadow is refused for
+/// older hosts naming that feature (not another of its schema), and the
+/// first publish to a new store records this CLI's release as the fleet
+/// minimum, so it may use what this release has, and says so; a store
+/// that already has routes keeps 0.1.0 until the operator says otherwise.
+#[test]
+fn publish_names_the_newer_feature_and_a_new_store_starts_at_this_release() {
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, extra: &str| {
+        let path = tmp.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"mode":"production","versions":{{"stable":"7","candidate":"8"}}{extra}}}"#
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let publish = |store: &str, config: &str| {
+        run(
+            store,
+            &[
+                "publish",
+                "--function",
+                "orders",
+                "--policy",
+                art::STICKY_CANARY,
+                "--config",
+                config,
+            ],
+        )
+    };
+    let plain = write("plain.json", "");
+    let configs = [
+        (
+            "guard",
+            write("guard.json", r#","guard":{"max-error-rate":0.5}"#),
+        ),
+        (
+            "fallback",
+            write("fallback.json", r#","fallback":"stable""#),
+        ),
+        (
+            "shadow",
+            write("shadow.json", r#","shadow":{"ignore":["$.id"]}"#),
+        ),
+    ];
+
+    // An older fleet, recorded: each is refused for what it uses.
+    let old = format!("dir:{}", tmp.path().join("old").display());
+    ok_json(&old, &["fleet", "--min-host-version", "0.1.0"]);
+    for (feature, config) in &configs {
+        let o = publish(&old, config);
+        assert_eq!(o.status.code(), Some(1), "{feature}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!(
+                "needs hosts of switchyard 0.3.0 or later (route-config schema 3: {feature})"
+            )),
+            "{feature}: {err}"
+        );
+        assert!(!err.contains("secret references"), "{feature}: {err}");
+    }
+
+    // A new store: the first publish sets the minimum to this release.
+    for (feature, config) in &configs {
+        let new = format!(
+            "dir:{}",
+            tmp.path().join(format!("new-{feature}")).display()
+        );
+        let o = publish(&new, config);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{feature}: {err}");
+        assert!(
+            err.contains(&format!(
+                "no route yet, so its fleet minimum host version is now {}",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{feature}: {err}"
+        );
+        let fleet = ok_json(&new, &["fleet"]);
+        assert_eq!(
+            (&fleet["min-host-version"], &fleet["set"]),
+            (
+                &serde_json::json!(env!("CARGO_PKG_VERSION")),
+                &serde_json::json!(true)
+            )
+        );
+        // Said once: the next publish finds the setting.
+        let o = publish(&new, config);
+        assert!(o.status.success());
+        assert!(!String::from_utf8_lossy(&o.stderr).contains("no route yet"));
+    }
+
+    // A store that has routes but no recorded minimum (written before this
+    // release): 0.1.0, nothing recorded.
+    let used = tmp.path().join("used");
+    let used_store = format!("dir:{}", used.display());
+    ok_json(&used_store, &["fleet", "--min-host-version", "0.1.0"]);
+    assert!(publish(&used_store, &plain).status.success());
+    std::fs::remove_file(used.join("settings/min-host-version")).unwrap();
+    let fleet = ok_json(&used_store, &["fleet"]);
+    assert_eq!(fleet["set"], false, "the setting was removed: {fleet}");
+    let o = publish(&used_store, &configs[0].1);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("the fleet's minimum host version is 0.1.0"),
+        "{err}"
+    );
+    assert_eq!(ok_json(&used_store, &["fleet"])["set"], false);
 }
 
 /// Signed policies end to end: `publish --sign-key` and `policy sign` with
@@ -1304,6 +1464,7 @@ fn a_secret_reference_reaches_the_target_and_is_never_shown() {
         )
     };
     // References need hosts of 0.3.0: refused until the fleet runs them.
+    ok_json(&store, &["fleet", "--min-host-version", "0.2.0"]);
     let o = publish();
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
@@ -1499,4 +1660,120 @@ fn a_malformed_replay_line_is_named_and_fatal_or_skipped() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("skipped: "));
     let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(out["requests"], 2);
+}
+
+/// `replay --requests <a folder>` is an error, with --skip-bad-lines too
+/// (a folder opens, then fails every read: skipped line by line, it looped
+/// for ever), and a policy that fails on every request does not pass a
+/// gate on a production-mode function, although its fail-safe is today's
+/// decision: each failure counts as a change, and the output says so.
+#[test]
+fn replay_refuses_a_folder_and_counts_fail_safes_as_changes() {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = format!("dir:{}", tmp.path().join("store").display());
+    publish_orders(&store);
+    ok_json(&store, &["mode", "orders", "production"]);
+
+    // Bounded: before the fix this never ended, writing without end.
+    let folder = tmp.path().join("requests");
+    std::fs::create_dir_all(&folder).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["replay", "--requests"])
+        .arg(&folder)
+        .args(["--to", art::SYNTHETIC_HEADER, "--skip-bad-lines"])
+        .env("SWITCHYARD_STORE", &store)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if kept.len() < 64 << 10 {
+                kept.extend_from_slice(&buf[..n]);
+            }
+        }
+        String::from_utf8_lossy(&kept).into_owned()
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!(
+                "replay of a folder did not end: {}",
+                &reader.join().unwrap()[..1000]
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = reader.join().unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("is a directory"), "{err}");
+    assert!(!err.contains("skipped"), "{err}");
+
+    // 20 untagged requests, decided stable in production mode by both
+    // today's policy and the fail-safe of one that traps on each.
+    let requests = tmp.path().join("requests.jsonl");
+    let lines: Vec<String> = (0..20)
+        .map(|i| format!(r#"{{"function":"orders","path":"/o/{i}"}}"#))
+        .collect();
+    std::fs::write(&requests, lines.join("\n")).unwrap();
+    let requests = requests.display().to_string();
+    let replay = |gate: &[&str]| {
+        run(
+            &store,
+            &[
+                &["replay", "--requests", &requests, "--to", art::BAD_TRAP][..],
+                gate,
+            ]
+            .concat(),
+        )
+    };
+    let o = replay(&["--max-changed", "0"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("20 of 20 decisions change (100.0 %)")
+            && err.contains("fail-safe 20 (the policy failed on 20 of 20 requests"),
+        "{err}"
+    );
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (
+            &out["changed"],
+            &out["fail-safe"],
+            &out["target"],
+            &out["passed"]
+        ),
+        (
+            &serde_json::json!(20),
+            &serde_json::json!(20),
+            &serde_json::json!(0),
+            &serde_json::json!(false)
+        ),
+        "{out}"
+    );
+    let example = &out["functions"]["orders"]["examples"][0];
+    assert_eq!(example["changed"], serde_json::json!(["fail-safe"]));
+    assert!(
+        example["to-error"]
+            .as_str()
+            .is_some_and(|e| e.contains("policy trapped")),
+        "{example}"
+    );
+    // Without a gate it passes, and still says so.
+    let o = replay(&[]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fail-safe 20"));
 }

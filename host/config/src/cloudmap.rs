@@ -697,6 +697,14 @@ impl ConfigStore for CloudMapStore {
     ) -> Result<Digest> {
         self.blobs.put_blob(bytes, progress).await
     }
+
+    async fn replace_blob(
+        &self,
+        bytes: &[u8],
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Digest> {
+        self.blobs.replace_blob(bytes, progress).await
+    }
 }
 
 #[cfg(test)]

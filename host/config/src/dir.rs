@@ -117,13 +117,44 @@ impl DirStore {
 fn owner(path: &Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let uid = std::fs::metadata(path).ok()?.uid();
+    Some(user_name(uid))
+}
+
+/// The name of user `uid`, looked up once per process: every poll reads
+/// each function's latest version, and `/etc/passwd` per read was most of
+/// an idle host's work with thousands of functions.
+#[cfg(unix)]
+fn user_name(uid: u32) -> String {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashMap<u32, String>>> = OnceLock::new();
+    let names = NAMES.get_or_init(Default::default);
+    if let Some(name) = names.lock().unwrap_or_else(|e| e.into_inner()).get(&uid) {
+        return name.clone();
+    }
+    let name = passwd_name(uid).unwrap_or_else(|| format!("uid {uid}"));
+    names
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(uid, name.clone());
+    name
+}
+
+/// Reads of `/etc/passwd`, counted for the test that they are not per read.
+#[cfg(all(unix, test))]
+static PASSWD_READS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[cfg(unix)]
+fn passwd_name(uid: u32) -> Option<String> {
+    #[cfg(test)]
+    PASSWD_READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let name = passwd.lines().find_map(|line| {
+    let uid = uid.to_string();
+    passwd.lines().find_map(|line| {
         let mut fields = line.split(':');
         let name = fields.next()?;
-        (fields.nth(1)? == uid.to_string()).then(|| name.to_owned())
-    });
-    Some(name.unwrap_or_else(|| format!("uid {uid}")))
+        (fields.nth(1)? == uid).then(|| name.to_owned())
+    })
 }
 
 #[cfg(not(unix))]
@@ -303,9 +334,10 @@ impl DirStore {
         blob::verify(digest, bytes)
     }
 
-    fn put_blob_now(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
+    /// Writes the blob unless it is there (`replace`: over what is there).
+    fn put_blob_now(&self, digest: &Digest, bytes: &[u8], replace: bool) -> Result<()> {
         let path = self.blob_path(digest);
-        if !path.is_file() {
+        if replace || !path.is_file() {
             let dir = path.parent().expect("blob path has a parent");
             std::fs::create_dir_all(dir).map_err(|e| self.io(dir, e))?;
             // Write aside, then rename: a reader never sees half a blob.
@@ -405,9 +437,10 @@ impl ConfigStore for DirStore {
             let mut names = s.names_in(&dir)?;
             names.retain(|n| n.ends_with(".json"));
             names.sort();
+            // Every one: the trusted key's document may sort after any
+            // number of others.
             names
                 .iter()
-                .take(crate::MAX_SIGNATURES)
                 .map(|n| {
                     let path = dir.join(n);
                     std::fs::read_to_string(&path).map_err(|e| s.io(&path, e))
@@ -443,6 +476,25 @@ impl ConfigStore for DirStore {
         bytes: &[u8],
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<Digest> {
+        self.write_blob(bytes, progress, false).await
+    }
+
+    async fn replace_blob(
+        &self,
+        bytes: &[u8],
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Digest> {
+        self.write_blob(bytes, progress, true).await
+    }
+}
+
+impl DirStore {
+    async fn write_blob(
+        &self,
+        bytes: &[u8],
+        progress: &(dyn Fn(usize, usize) + Sync),
+        replace: bool,
+    ) -> Result<Digest> {
         if bytes.len() > blob::MAX_BLOB_BYTES {
             return Err(StoreError::TooLarge {
                 what: "policy blob".into(),
@@ -452,7 +504,7 @@ impl ConfigStore for DirStore {
         }
         let digest = Digest::of(bytes);
         let bytes = bytes.to_vec();
-        self.blocking(move |s| s.put_blob_now(&digest, &bytes))
+        self.blocking(move |s| s.put_blob_now(&digest, &bytes, replace))
             .await?;
         progress(1, 1);
         Ok(digest)
@@ -470,5 +522,33 @@ mod tests {
         assert_eq!(rfc3339(t(0)), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(t(951_782_400)), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(t(1_795_000_000)), "2026-11-18T11:06:40Z");
+    }
+
+    /// The owner's name of every version read is looked up once per
+    /// process, not per read (a poll reads each function's latest).
+    #[cfg(unix)]
+    #[test]
+    fn the_owner_name_is_looked_up_once() {
+        use std::sync::atomic::Ordering;
+        let tmp = tempfile::tempdir().unwrap();
+        let store = DirStore::new(tmp.path()).unwrap();
+        let config =
+            RouteConfig::from_json(r#"{"mode":"production","versions":{"stable":"1"}}"#).unwrap();
+        let text = encode_route("orders", &config).unwrap();
+        for _ in 0..3 {
+            store.put_route_now("orders", &text, None).unwrap();
+        }
+        let by = store.read_version("orders", 1).unwrap().by.unwrap();
+        for _ in 0..20 {
+            for v in 1..=3 {
+                assert_eq!(
+                    store.read_version("orders", v).unwrap().by,
+                    Some(by.clone())
+                );
+            }
+            store.latest_now(&["orders".to_owned()]).unwrap();
+        }
+        // Once in this process (other tests read versions as the same user).
+        assert_eq!(PASSWD_READS.load(Ordering::Relaxed), 1);
     }
 }

@@ -31,7 +31,8 @@ use switchyard_core::Digest;
 /// means "this policy may route", and nothing else.
 const CONTEXT: &str = "switchyard policy signature v1\n";
 
-/// Most signatures read for one policy (more are ignored).
+/// Most signers a refusal names (the others are counted). Every stored
+/// signature is read: one by a trusted key counts wherever it is.
 pub const MAX_SIGNATURES: usize = 10;
 
 /// The bytes signed for `digest`.
@@ -236,12 +237,12 @@ impl TrustKeys {
     }
 
     /// The key id whose signature among `docs` (stored signature
-    /// documents) verifies for `digest`, or why none does. A document that
-    /// does not parse counts as no signature.
+    /// documents, all of them) verifies for `digest`, or why none does. A
+    /// document that does not parse counts as no signature; only those by
+    /// a trusted key are checked, so no number of others hides one.
     pub fn verify(&self, digest: &Digest, docs: &[String]) -> Result<String, SignatureError> {
         let docs: Vec<SignatureDoc> = docs
             .iter()
-            .take(MAX_SIGNATURES)
             .filter_map(|d| serde_json::from_str(d).ok())
             .collect();
         let trusted = || self.ids().join(", ");
@@ -269,11 +270,18 @@ impl TrustKeys {
             },
             None => SignatureError::UntrustedSigner {
                 digest: *digest,
-                signers: docs
-                    .iter()
-                    .map(|d| d.key.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                signers: {
+                    let mut named = docs
+                        .iter()
+                        .take(MAX_SIGNATURES)
+                        .map(|d| d.key.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    if docs.len() > MAX_SIGNATURES {
+                        named.push_str(&format!(" and {} more", docs.len() - MAX_SIGNATURES));
+                    }
+                    named
+                },
                 trusted: trusted(),
             },
         })
@@ -359,6 +367,26 @@ MC4CAQAwBQYDK2VwBCIEIOomxEcRQkcVcxCvWgYr4WDxjOlwpIXCmO58qrZOiRV/
         ));
         // A good signature beside a bad one still verifies.
         assert!(trust.verify(&digest, &[tampered.to_json(), doc]).is_ok());
+    }
+
+    #[test]
+    fn a_trusted_signature_after_many_others_verifies() {
+        let signer = PolicySigner::from_pem(PRIVATE).unwrap();
+        let other = PolicySigner::from_pem(OTHER_PRIVATE).unwrap();
+        let trust = TrustKeys::from_pem(PUBLIC).unwrap();
+        let digest = Digest::of(b"policy");
+        let mut docs: Vec<String> = (0..3 * MAX_SIGNATURES)
+            .map(|i| match i % 2 {
+                0 => other.sign(&digest).to_json(),
+                _ => "not a signature".to_owned(),
+            })
+            .collect();
+        docs.push(signer.sign(&digest).to_json());
+        assert_eq!(trust.verify(&digest, &docs), Ok(signer.key_id().to_owned()));
+        docs.pop();
+        let e = trust.verify(&digest, &docs).unwrap_err().to_string();
+        // 15 signatures by another key: 10 named, 5 counted.
+        assert!(e.contains(" and 5 more"), "{e}");
     }
 
     #[test]

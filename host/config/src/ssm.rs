@@ -483,20 +483,25 @@ impl ConfigStore for SsmStore {
     }
 
     async fn signatures(&self, digest: &Digest) -> Result<Vec<String>> {
-        let out = self
+        // Every page: the trusted key's document may come after any
+        // number of others.
+        let mut docs = Vec::new();
+        let mut pages = self
             .client
             .get_parameters_by_path()
             .path(self.signature_dir(digest))
             .recursive(false)
-            .max_results(crate::MAX_SIGNATURES as i32)
-            .send()
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(out
-            .parameters()
-            .iter()
-            .filter_map(|p| p.value().map(str::to_owned))
-            .collect())
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let out = page.map_err(|e| self.err(e))?;
+            docs.extend(
+                out.parameters()
+                    .iter()
+                    .filter_map(|p| p.value().map(str::to_owned)),
+            );
+        }
+        Ok(docs)
     }
 
     async fn put_signature(&self, digest: &Digest, key_id: &str, doc: &str) -> Result<()> {
@@ -550,6 +555,28 @@ impl ConfigStore for SsmStore {
         if self.has_blob(&digest).await? {
             return Ok(digest);
         }
+        self.write_blob(&digest, bytes, progress).await
+    }
+
+    async fn replace_blob(
+        &self,
+        bytes: &[u8],
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Digest> {
+        self.write_blob(&Digest::of(bytes), bytes, progress).await
+    }
+}
+
+impl SsmStore {
+    /// Writes every piece of blob `digest` (each over what is there), the
+    /// manifest last: a reader never finds a manifest before its pieces.
+    async fn write_blob(
+        &self,
+        digest: &Digest,
+        bytes: &[u8],
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Digest> {
+        let digest = *digest;
         let dir = self.blob_dir(&digest);
         if let (Some((bucket, threshold)), Some(client)) = (&self.blobs, &self.s3)
             && bytes.len() >= *threshold

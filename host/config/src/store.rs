@@ -254,9 +254,10 @@ pub trait ConfigStore: Send + Sync + fmt::Debug {
     /// Sets a store-wide setting.
     async fn put_setting(&self, name: &str, value: &str) -> Result<()>;
 
-    /// The signature documents stored for the blob `digest` (see
-    /// [`SignatureDoc`](crate::SignatureDoc)), at most
-    /// [`MAX_SIGNATURES`](crate::MAX_SIGNATURES); none when it is unsigned.
+    /// Every signature document stored for the blob `digest` (see
+    /// [`SignatureDoc`](crate::SignatureDoc)), whoever signed it; none when
+    /// it is unsigned. All of them: the one by a trusted key may come
+    /// after any number of others (a reader filters by key).
     async fn signatures(&self, digest: &Digest) -> Result<Vec<String>>;
 
     /// Stores a signature document for the blob `digest` by key `key_id`
@@ -272,6 +273,15 @@ pub trait ConfigStore: Send + Sync + fmt::Debug {
     /// Stores a blob under its digest (a no-op when already there).
     /// `progress(done, total)` is called per chunk written.
     async fn put_blob(
+        &self,
+        bytes: &[u8],
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Digest>;
+
+    /// Stores a blob under its digest over whatever is there: the repair of
+    /// a stored blob that [`get_blob`](Self::get_blob) finds corrupt (which
+    /// [`put_blob`](Self::put_blob) would leave as it is).
+    async fn replace_blob(
         &self,
         bytes: &[u8],
         progress: &(dyn Fn(usize, usize) + Sync),

@@ -958,6 +958,68 @@ async fn only_signed_policies_load_where_keys_are_trusted<B: Backend>() {
     assert_eq!(host(down, &none).restore_from_cache(), ["orders"]);
 }
 
+/// A policy signed by a trusted key loads however many other signature
+/// documents (junk, or by other keys) are stored beside its signature and
+/// sort or list before it; the same blob, stored corrupt, is stored again
+/// by `replace_blob` (`put_blob` leaves it as it is).
+async fn junk_signatures_hide_no_trusted_one<B: Backend>() {
+    let (store, b) = B::fresh().await;
+    let keys = tempfile::tempdir().unwrap();
+    let (ours, ours_pub) = common::ed25519_keys(keys.path(), "ours");
+    let (theirs, _) = common::ed25519_keys(keys.path(), "theirs");
+    let ours = switchyard_config::PolicySigner::from_pem_file(&ours).unwrap();
+    let theirs = switchyard_config::PolicySigner::from_pem_file(&theirs).unwrap();
+    let trust = switchyard_config::TrustKeys::from_pem_files(&[&ours_pub]).unwrap();
+    let bytes = std::fs::read(art::SYNTHETIC_HEADER).unwrap();
+    let digest = store.put_blob(&bytes, &no_progress).await.unwrap();
+    // 11 before the real one: "00-junk-.." sorts before any key id (hex),
+    // and they are written first.
+    for i in 0..11 {
+        let doc = match i % 2 {
+            0 => theirs.sign(&digest).to_json(),
+            _ => "junk".to_owned(),
+        };
+        store
+            .put_signature(&digest, &format!("00-junk-{i:02}"), &doc)
+            .await
+            .unwrap();
+    }
+    store
+        .put_signature(&digest, ours.key_id(), &ours.sign(&digest).to_json())
+        .await
+        .unwrap();
+    let docs = store.signatures(&digest).await.unwrap();
+    assert_eq!(docs.len(), 12);
+    assert_eq!(trust.verify(&digest, &docs), Ok(ours.key_id().to_owned()));
+    let mut cfg = config("synthetic");
+    cfg.policy = Some(digest);
+    let v1 = store.put_route("orders", &cfg).await.unwrap();
+    let w = Watcher::new(
+        store.clone(),
+        common::engine().clone(),
+        WatchConfig {
+            functions: vec!["orders".into()],
+            trust,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        w.poll().await.unwrap()[0].1,
+        Outcome::Swapped { from: None, to: v1 }
+    );
+
+    // A corrupt stored blob: put_blob leaves it, replace_blob repairs it.
+    b.corrupt_blob(&digest).await;
+    assert!(store.get_blob(&digest).await.is_err());
+    store.put_blob(&bytes, &no_progress).await.unwrap();
+    assert!(store.get_blob(&digest).await.is_err());
+    assert_eq!(
+        store.replace_blob(&bytes, &no_progress).await.unwrap(),
+        digest
+    );
+    assert_eq!(store.get_blob(&digest).await.unwrap(), bytes);
+}
+
 macro_rules! suite {
     ($module:ident, $backend:ident: $($test:ident),* $(,)?) => {
         mod $module {
@@ -975,20 +1037,22 @@ suite!(dir, Dir: routes_versions_and_history, blobs_round_trip_and_are_verified,
        watcher_swaps_and_keeps_last_known_good, failing_fixture_cases_keep_a_version_out,
        cache_serves_when_the_store_is_down, listings_span_pages, one_bad_function_holds_no_one_back,
        writes_are_compare_and_swap, settings_round_trip,
-       only_signed_policies_load_where_keys_are_trusted);
+       only_signed_policies_load_where_keys_are_trusted, junk_signatures_hide_no_trusted_one);
 suite!(ssm, Ssm: routes_versions_and_history, blobs_round_trip_and_are_verified, bad_values_are_refused,
        watcher_swaps_and_keeps_last_known_good, failing_fixture_cases_keep_a_version_out,
        cache_serves_when_the_store_is_down, listings_span_pages, one_bad_function_holds_no_one_back,
        writes_are_compare_and_swap, settings_round_trip,
-       only_signed_policies_load_where_keys_are_trusted);
+       only_signed_policies_load_where_keys_are_trusted, junk_signatures_hide_no_trusted_one);
 suite!(cloudmap, CloudMap: routes_versions_and_history, blobs_round_trip_and_are_verified,
        bad_values_are_refused, watcher_swaps_and_keeps_last_known_good,
        failing_fixture_cases_keep_a_version_out, cache_serves_when_the_store_is_down,
        listings_span_pages, one_bad_function_holds_no_one_back, writes_are_compare_and_swap,
-       settings_round_trip, only_signed_policies_load_where_keys_are_trusted);
+       settings_round_trip, only_signed_policies_load_where_keys_are_trusted,
+       junk_signatures_hide_no_trusted_one);
 suite!(ssm_s3, SsmS3: routes_versions_and_history, blobs_round_trip_and_are_verified,
        bad_values_are_refused, watcher_swaps_and_keeps_last_known_good,
-       failing_fixture_cases_keep_a_version_out, cache_serves_when_the_store_is_down);
+       failing_fixture_cases_keep_a_version_out, cache_serves_when_the_store_is_down,
+       junk_signatures_hide_no_trusted_one);
 
 /// Bytes that are not a policy, of a given size, and not compressible.
 fn noise(len: usize) -> Vec<u8> {

@@ -395,26 +395,48 @@ impl RouteConfig {
     }
 
     /// The oldest schema that has everything this config uses: 3 with a
-    /// secret reference in `context`, a `guard`, a `fallback` or
-    /// `idempotent-methods`; 2 with a dispatch `auth` block or
+    /// secret reference in `context`, a `guard`, a `fallback`, a `shadow`
+    /// or `idempotent-methods`; 2 with a dispatch `auth` block or
     /// `step-functions` dispatch; else 1.
     pub fn needed_schema(&self) -> u32 {
-        if self.secrets().next().is_some()
-            || self.guard.is_some()
-            || self.fallback.is_some()
-            || self.shadow.is_some()
-            || !self.idempotent_methods.is_empty()
-        {
-            return 3;
+        self.schema_features()
+            .iter()
+            .map(|&(schema, _)| schema)
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// What this config uses that schema 1 lacks, each with the schema that
+    /// brought it, by the name a user knows it by (`"guard"`,
+    /// `"step-functions dispatch"`): what a refusal to publish for older
+    /// hosts names.
+    pub fn schema_features(&self) -> Vec<(u32, &'static str)> {
+        let mut uses = Vec::new();
+        if self.secrets().next().is_some() {
+            uses.push((3, "secret references in context"));
         }
-        let Some(d) = &self.dispatch else { return 1 };
-        let json = d.json();
-        let kind = json.get("type").and_then(Value::as_str);
-        if kind == Some("step-functions") || json.contains_key("auth") {
-            2
-        } else {
-            1
+        if self.guard.is_some() {
+            uses.push((3, "guard"));
         }
+        if self.fallback.is_some() {
+            uses.push((3, "fallback"));
+        }
+        if self.shadow.is_some() {
+            uses.push((3, "shadow"));
+        }
+        if !self.idempotent_methods.is_empty() {
+            uses.push((3, "idempotent-methods"));
+        }
+        if let Some(d) = &self.dispatch {
+            let json = d.json();
+            if json.get("type").and_then(Value::as_str) == Some("step-functions") {
+                uses.push((2, "step-functions dispatch"));
+            }
+            if json.contains_key("auth") {
+                uses.push((2, "a dispatch auth block"));
+            }
+        }
+        uses
     }
 
     /// The context configured for qualifier `target` (empty when none),
@@ -571,7 +593,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(auth.needed_schema(), 2);
+        assert_eq!(auth.schema_features(), [(2, "a dispatch auth block")]);
         assert_eq!(host_version_for_schema(2), "0.2.0");
+        let guarded = RouteConfig::from_json(
+            r#"{"mode":"production","versions":{"stable":"1"},"guard":{"max-error-rate":0.5},
+                "dispatch":{"type":"step-functions","state-machine-arn":"a","workflow":"express"}}"#,
+        )
+        .unwrap();
+        assert_eq!(guarded.needed_schema(), 3);
+        assert_eq!(
+            guarded.schema_features(),
+            [(3, "guard"), (2, "step-functions dispatch")]
+        );
     }
 
     use super::*;

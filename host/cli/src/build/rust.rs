@@ -51,9 +51,14 @@ pub fn build_policy(crate_dir: &Path, out: Option<&Path>) -> Result<Built, Build
             crate_dir.display()
         ))
     })?;
-    let (name, target_dir) = crate_metadata(&manifest)?;
+    // Cargo runs in the crate's folder: rustup picks the toolchain by the
+    // working directory (the folder's rust-toolchain.toml), not by
+    // --manifest-path, so a caller elsewhere would get their default one.
+    let folder = manifest.parent().unwrap_or(crate_dir);
+    let (name, target_dir) = crate_metadata(&manifest, folder)?;
 
     let status = Command::new(cargo())
+        .current_dir(folder)
         .args(["build", "--release", "--target", TARGET, "--manifest-path"])
         .arg(&manifest)
         .env(POLICY_RUSTFLAGS_VAR, policy_rustflags())
@@ -62,7 +67,8 @@ pub fn build_policy(crate_dir: &Path, out: Option<&Path>) -> Result<Built, Build
         .map_err(BuildError::Cargo)?;
     if !status.success() {
         return Err(BuildError::CargoFailed {
-            dir: crate_dir.display().to_string(),
+            dir: folder.display().to_string(),
+            toolchain: toolchain_in(folder),
         });
     }
 
@@ -82,9 +88,39 @@ fn cargo() -> std::ffi::OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 
-/// The package name of `manifest` and its target directory.
-fn crate_metadata(manifest: &Path) -> Result<(String, PathBuf), BuildError> {
+/// The toolchain a build in `folder` uses, for an error: what `rustup show
+/// active-toolchain` says there (name and why), else `rustc --version`.
+fn toolchain_in(folder: &Path) -> String {
+    let first_line = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .current_dir(folder)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| {
+                let text = String::from_utf8_lossy(&o.stdout);
+                text.lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty())
+                    .map(str::to_owned)
+            })
+    };
+    let rustc = first_line("rustc", &["--version"]);
+    match (first_line("rustup", &["show", "active-toolchain"]), rustc) {
+        (Some(rustup), Some(rustc)) => format!("{rustup}, {rustc}"),
+        (Some(one), None) | (None, Some(one)) => one,
+        (None, None) => "unknown (neither rustup nor rustc could be run)".to_owned(),
+    }
+}
+
+/// The package name of `manifest` and its target directory, as cargo run in
+/// `folder` sees them.
+fn crate_metadata(manifest: &Path, folder: &Path) -> Result<(String, PathBuf), BuildError> {
     let output = Command::new(cargo())
+        .current_dir(folder)
         .args([
             "metadata",
             "--no-deps",

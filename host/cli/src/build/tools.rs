@@ -16,11 +16,13 @@ pub enum BuildError {
     Cargo(#[source] std::io::Error),
     /// `cargo build` failed (its output went to stderr).
     #[error(
-        "cargo build of {dir} failed (see cargo's output above); if it says it can't find crate `core`/`std`, run: rustup target add {TARGET}"
+        "cargo build of {dir} failed with toolchain {toolchain} (see cargo's output above); if it says it can't find crate `core`/`std`, that toolchain lacks the {TARGET} target: run `rustup target add {TARGET}` in {dir}, or name a toolchain that has it in {dir}/rust-toolchain.toml"
     )]
     CargoFailed {
         /// The crate folder.
         dir: String,
+        /// The toolchain cargo ran with there, as rustup (else rustc) names it.
+        toolchain: String,
     },
     /// The folder is not a policy crate.
     #[error("{0}")]

@@ -188,9 +188,19 @@ pub(crate) fn run(args: DecideArgs) -> Result<()> {
     Ok(())
 }
 
+/// Reading the requests failed (the file, not a line of it): never a line
+/// to skip, and the end of the requests.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read requests file {path}: {source}")]
+pub(crate) struct ReadFailed {
+    path: String,
+    source: std::io::Error,
+}
+
 /// The requests of a file of request JSON lines (`-`: stdin), read one at
 /// a time; blank lines are skipped, and an error names the file and line.
-/// Requests without a function get `default_function`.
+/// Requests without a function get `default_function`. A read error
+/// ([`ReadFailed`]) is the last item: reading on would fail again.
 pub(crate) fn request_lines<'a>(
     path: &'a Path,
     default_function: Option<&'a str>,
@@ -200,28 +210,53 @@ pub(crate) fn request_lines<'a>(
     } else {
         let f = std::fs::File::open(path)
             .with_context(|| format!("cannot read requests file {}", path.display()))?;
+        // A folder opens, then fails every read.
+        if f.metadata().is_ok_and(|m| m.is_dir()) {
+            bail!(
+                "requests file {} is a directory; pass a file of request JSON lines (or - for stdin)",
+                path.display()
+            );
+        }
         Box::new(std::io::BufReader::new(f))
     };
-    Ok(reader.lines().enumerate().filter_map(move |(n, line)| {
-        let line = match line.with_context(|| format!("reading {}", path.display())) {
-            Ok(line) if line.trim().is_empty() => return None,
-            Ok(line) => line,
-            Err(e) => return Some(Err(e)),
-        };
-        let at = || format!("{} line {}", path.display(), n + 1);
-        Some(
-            serde_json::from_str::<RequestJson>(&line)
-                .with_context(|| format!("{}: invalid request JSON", at()))
-                .and_then(|raw| {
-                    raw.into_request(default_function)
-                        .map_err(|e| match e {
-                            RequestError::NoFunction => anyhow::anyhow!("{e}, or pass --function"),
-                            other => other.into(),
-                        })
-                        .with_context(at)
-                }),
-        )
-    }))
+    let lines = reader
+        .split(b'\n')
+        .enumerate()
+        .scan(false, move |failed, (n, line)| {
+            if *failed {
+                return None;
+            }
+            let at = || format!("{} line {}", path.display(), n + 1);
+            let line = match line {
+                Ok(bytes) => bytes,
+                Err(source) => {
+                    *failed = true;
+                    let path = path.display().to_string();
+                    return Some(Some(Err(ReadFailed { path, source }.into())));
+                }
+            };
+            let Ok(line) = String::from_utf8(line) else {
+                return Some(Some(Err(anyhow::anyhow!("{}: not UTF-8 text", at()))));
+            };
+            if line.trim().is_empty() {
+                return Some(None);
+            }
+            Some(Some(
+                serde_json::from_str::<RequestJson>(&line)
+                    .with_context(|| format!("{}: invalid request JSON", at()))
+                    .and_then(|raw| {
+                        raw.into_request(default_function)
+                            .map_err(|e| match e {
+                                RequestError::NoFunction => {
+                                    anyhow::anyhow!("{e}, or pass --function")
+                                }
+                                other => other.into(),
+                            })
+                            .with_context(at)
+                    }),
+            ))
+        });
+    Ok(lines.flatten())
 }
 
 /// `switchyard explain <function> [-H ...]`: one decision with what it was

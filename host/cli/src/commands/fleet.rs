@@ -3,6 +3,8 @@
 
 use anyhow::Result;
 use clap::Args;
+use switchyard_config::ConfigStore;
+use switchyard_core::RouteConfig;
 
 use super::shared::{StoreArg, block_on, print_json, release};
 
@@ -38,4 +40,58 @@ pub(crate) fn run(args: FleetArgs) -> Result<()> {
             "this-host-route-schema": switchyard_core::ROUTE_SCHEMA,
         }))
     })
+}
+
+/// The fleet minimum of a store without a `min-host-version` setting: on a
+/// store with no route yet, this CLI's release, recorded (and said on
+/// stderr), so the first publish to a new store may use what this release
+/// has; on a store that has routes, 0.1.0 (hosts of any release may be
+/// reading it).
+pub(crate) async fn default_for_new_store(store: &dyn ConfigStore) -> Result<String> {
+    let routes = match store.functions().await {
+        Ok(functions) => functions.len(),
+        // A `dir:` store's folder is made by its first write.
+        Err(e) => match store.uri().strip_prefix("dir:") {
+            Some(root) if !std::path::Path::new(root).exists() => 0,
+            _ => return Err(e.into()),
+        },
+    };
+    if routes > 0 {
+        return Ok("0.1.0".to_owned());
+    }
+    let this = this_release();
+    store.put_setting("min-host-version", &this).await?;
+    eprintln!(
+        "{}: no route yet, so its fleet minimum host version is now {this}, this CLI's release (hosts reading this store must run switchyard {this} or later; `switchyard fleet --min-host-version <VERSION>` changes it)",
+        store.uri()
+    );
+    Ok(this)
+}
+
+/// This build's release, `major.minor.patch` (no pre-release tag).
+fn this_release() -> String {
+    format!(
+        "{}.{}.{}",
+        env!("CARGO_PKG_VERSION_MAJOR"),
+        env!("CARGO_PKG_VERSION_MINOR"),
+        env!("CARGO_PKG_VERSION_PATCH")
+    )
+}
+
+/// What `config` uses that hosts of release `min` cannot read, by name
+/// (e.g. "guard, fallback"); the declared schema when it uses nothing newer.
+pub(crate) fn too_new_for(config: &RouteConfig, min: (u64, u64, u64)) -> String {
+    let uses: Vec<&str> = config
+        .schema_features()
+        .into_iter()
+        .filter(|&(schema, _)| {
+            release(&switchyard_core::host_version_for_schema(schema)).is_ok_and(|n| n > min)
+        })
+        .map(|(_, name)| name)
+        .collect();
+    if uses.is_empty() {
+        "declared in its \"schema\" field".to_owned()
+    } else {
+        uses.join(", ")
+    }
 }

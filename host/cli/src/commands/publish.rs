@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use switchyard_core::{CaseFile, Engine, Policy};
+use switchyard_config::{ConfigStore, StoreError};
+use switchyard_core::{CaseFile, Digest, Engine, Policy};
 
 use super::shared::{
     ExpectArg, StoreArg, block_on, live_version, load_config, print_json, read_policy, with_hint,
@@ -32,9 +33,11 @@ pub(crate) struct PublishArgs {
     pub(crate) expect: ExpectArg,
     /// The oldest `switchyard` release the hosts reading this store run
     /// (default: the store's setting, `switchyard fleet
-    /// --min-host-version`, else 0.1.0). A config that needs a newer one (a
-    /// newer route-config schema: `step-functions` dispatch or an `auth`
-    /// block need 0.2.0) is refused, since those hosts would keep their old
+    /// --min-host-version`; on a store with no route yet, this CLI's
+    /// release, recorded as that setting; else 0.1.0). A config that needs
+    /// a newer one (a newer route-config schema: `step-functions` dispatch
+    /// or an `auth` block need 0.2.0; a guard, fallback, shadow or secret
+    /// reference 0.3.0) is refused, since those hosts would keep their old
     /// version.
     #[arg(long, env = "SWITCHYARD_MIN_HOST_VERSION", value_name = "VERSION")]
     pub(crate) min_host_version: Option<String>,
@@ -101,15 +104,10 @@ pub(crate) fn run(args: PublishArgs) -> Result<()> {
         )
         .await?;
         let digest = policy.digest();
-        if store.has_blob(&digest).await? {
-            eprintln!("policy {digest} already in {}", store.uri());
-        } else {
-            store
-                .put_blob(&bytes, &|done, total| {
-                    eprintln!("uploading policy {}: chunk {done}/{total}", digest.short())
-                })
-                .await?;
-        }
+        put_or_repair(&*store, &bytes, "policy", &|done, total| {
+            eprintln!("uploading policy {}: chunk {done}/{total}", digest.short())
+        })
+        .await?;
         // Signed before the route names it: a host that trusts the key
         // never sees this version without its signature.
         let signed_by = match &signer {
@@ -128,7 +126,7 @@ pub(crate) fn run(args: PublishArgs) -> Result<()> {
             None => None,
         };
         if let Some(cases) = &cases {
-            config.cases = Some(store.put_blob(cases, &|_, _| {}).await?);
+            config.cases = Some(put_or_repair(&*store, cases, "fixture cases", &|_, _| {}).await?);
         }
         config.policy = Some(digest);
         let read = live_version(&*store, &args.function).await?;
@@ -149,4 +147,38 @@ pub(crate) fn run(args: PublishArgs) -> Result<()> {
         print_json(&out)
     })?;
     Ok(())
+}
+
+/// Stores `bytes` as a blob. One already stored is read back first: when it
+/// is corrupt (or a piece is missing) it is stored again and said so, as
+/// `put_blob` would leave it as it is and every host would keep refusing it.
+async fn put_or_repair(
+    store: &dyn ConfigStore,
+    bytes: &[u8],
+    what: &str,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Digest> {
+    let digest = Digest::of(bytes);
+    if !store.has_blob(&digest).await? {
+        return Ok(store.put_blob(bytes, progress).await?);
+    }
+    match store.get_blob(&digest).await {
+        Ok(_) => eprintln!("{what} {digest} already in {}", store.uri()),
+        Err(
+            e @ (StoreError::DigestMismatch { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::NotFound(_)),
+        ) => {
+            store.replace_blob(bytes, progress).await?;
+            store.get_blob(&digest).await.with_context(|| {
+                format!("{what} {digest} was stored again, and still does not read back")
+            })?;
+            eprintln!(
+                "{what} {digest} in {} was unreadable ({e}); repaired: stored it again",
+                store.uri()
+            );
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(digest)
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use switchyard_config::{ConfigStore, Loader};
 use switchyard_core::{Decision, Engine, Policy, Request, Route, RouteConfig};
 
-use super::decide::request_lines;
+use super::decide::{ReadFailed, request_lines};
 use super::shared::{block_on, latest, load_config, load_policy, print_json};
 
 // `switchyard replay --requests FILE --to COMPONENT [--from live|N|COMPONENT] ...`.
@@ -181,10 +181,16 @@ pub(crate) fn run(args: ReplayArgs) -> Result<()> {
             .or_insert_with(|| (side.policy.evaluator(), to.evaluator()));
         let request = Arc::new(request);
         let (a, _) = old.decide(&request, &side.route);
-        let (b, _) = new.decide(&request, &side.route);
+        let (b, failed) = new.decide(&request, &side.route);
         let tally = tallies.entry(request.function.clone()).or_default();
         tally.requests += 1;
-        let changed = changes(&a, &b);
+        let mut changed = changes(&a, &b);
+        // A policy that fails is answered with the fail-safe, which may
+        // equal today's decision: it is a change all the same (the policy
+        // decided nothing), or a gate would pass a policy that always traps.
+        if failed.is_some() {
+            changed.push("fail-safe");
+        }
         if changed.is_empty() {
             continue;
         }
@@ -193,13 +199,17 @@ pub(crate) fn run(args: ReplayArgs) -> Result<()> {
             *tally.by_kind.entry(kind).or_default() += 1;
         }
         if tally.examples.len() < args.examples {
-            tally.examples.push(json!({
+            let mut example = json!({
                 "request": {"method": request.method, "path": request.path,
                     "headers": request.headers().into_iter().collect::<BTreeMap<_, _>>()},
                 "changed": changed,
                 "from": shown(&a),
                 "to": shown(&b),
-            }));
+            });
+            if let Some(e) = &failed {
+                example["to-error"] = e.to_string().into();
+            }
+            tally.examples.push(example);
         }
     }
 
@@ -232,6 +242,7 @@ pub(crate) fn run(args: ReplayArgs) -> Result<()> {
                     "target": t.by_kind.get("target").copied().unwrap_or(0),
                     "traffic": t.by_kind.get("traffic").copied().unwrap_or(0),
                     "mirror": t.by_kind.get("mirror").copied().unwrap_or(0),
+                    "fail-safe": t.by_kind.get("fail-safe").copied().unwrap_or(0),
                     "examples": t.examples,
                 }),
             )
@@ -244,19 +255,26 @@ pub(crate) fn run(args: ReplayArgs) -> Result<()> {
         "target": kind("target"),
         "traffic": kind("traffic"),
         "mirror": kind("mirror"),
+        "fail-safe": kind("fail-safe"),
         "from": args.from,
         "to": to.digest(),
         "max-changed": args.max_changed,
         "passed": passed,
         "functions": per_function,
     }))?;
-    let summary = format!(
+    let mut summary = format!(
         "{changed} of {total} decisions change ({:.1} %): target {}, traffic {}, mirror {}",
         share * 100.0,
         kind("target"),
         kind("traffic"),
         kind("mirror")
     );
+    let failed = kind("fail-safe");
+    if failed > 0 {
+        summary.push_str(&format!(
+            ", fail-safe {failed} (the policy failed on {failed} of {total} requests and the fail-safe decided; each counts as a change, see \"to-error\" in the examples)"
+        ));
+    }
     if !passed {
         bail!(
             "{summary}: more than --max-changed {}; look at the examples before publishing",
@@ -273,6 +291,7 @@ fn read_requests(args: &ReplayArgs) -> Result<Vec<Request>> {
     for line in request_lines(&args.requests, args.function.as_deref())? {
         match line {
             Ok(r) => requests.push(r),
+            Err(e) if e.is::<ReadFailed>() => return Err(e),
             Err(e) if args.skip_bad_lines => eprintln!("skipped: {e:#}"),
             Err(e) => {
                 return Err(e.context(

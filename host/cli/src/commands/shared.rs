@@ -108,7 +108,9 @@ pub(crate) fn release(v: &str) -> Result<(u64, u64, u64)> {
 
 /// Refuses a config whose schema needs newer hosts than the fleet runs:
 /// `min_host` (--min-host-version), else the store's `min-host-version`
-/// setting, else 0.1.0. With `force`, a warning instead.
+/// setting, else, on a store with no route yet, this CLI's release (recorded
+/// as the store's setting: the hosts that will read a new store are as new
+/// as the tools writing it), else 0.1.0. With `force`, a warning instead.
 pub(crate) async fn fleet_reads(
     store: &dyn ConfigStore,
     config: &RouteConfig,
@@ -117,18 +119,15 @@ pub(crate) async fn fleet_reads(
 ) -> Result<()> {
     let min_host = match min_host {
         Some(v) => v.to_owned(),
-        None => store
-            .setting("min-host-version")
-            .await?
-            .unwrap_or_else(|| "0.1.0".to_owned()),
+        None => match store.setting("min-host-version").await? {
+            Some(v) => v,
+            None => super::fleet::default_for_new_store(store).await?,
+        },
     };
     let needs = switchyard_core::host_version_for_schema(config.schema);
     let min = release(&min_host)?;
     if release(&needs).is_ok_and(|n| n > min) {
-        let uses = match config.schema {
-            2 => "step-functions dispatch or an auth block",
-            _ => "secret references in context",
-        };
+        let uses = super::fleet::too_new_for(config, min);
         if force {
             eprintln!(
                 "warning: this config needs hosts of switchyard {needs} or later (route-config schema {}: {uses}); older hosts keep the version they have",

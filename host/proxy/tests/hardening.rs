@@ -330,7 +330,10 @@ async fn shutdown_is_bounded_by_the_grace_period_in(serving: Serving) {
         &route,
         ProxyConfig {
             connections: limits(Duration::from_secs(60), Duration::from_secs(60), 64),
-            upstream_timeout: Duration::from_secs(60),
+            clients: ClientsConfig {
+                upstream_timeout: Duration::from_secs(60),
+                ..Default::default()
+            },
             ..Default::default()
         },
     )

@@ -234,6 +234,7 @@ fn a_live_host_exports_what_the_catalogue_defines_and_prometheus_runs_every_dash
         "versions": {"stable": "7", "candidate": "8"},
         "flags": {"mirror-role": "candidate"},
         "dispatch": {"type": "http", "urls": {"7": upstream, "8": upstream}},
+        "guard": {"max-error-rate": 0.5, "min-requests": 100},
     });
     common::publish_synthetic_header(&store, "orders", &route, tmp.path());
     let host = common::serve(&store, &["--poll-interval", "1s"], &[]);
@@ -313,6 +314,19 @@ fn a_live_host_exports_what_the_catalogue_defines_and_prometheus_runs_every_dash
             "{name} is a {kind}, catalogued as {:?}",
             m.kind
         );
+    }
+    // Rare events exist at 0 before they happen, so increase() sees the
+    // first: per routed function, and per kind where no function applies.
+    for series in [
+        r#"switchyard_guard_trips_total{function="orders",traffic="production"} 0"#,
+        r#"switchyard_guard_rollbacks_total{function="orders",outcome="failed"} 0"#,
+        r#"switchyard_rejected_versions_total{function="orders"} 0"#,
+        r#"switchyard_mirror_dropped_total{function="orders"} 0"#,
+        r#"switchyard_store_errors_total{kind="corrupt"} 0"#,
+        r#"switchyard_policy_signature_refused_total{why="unsigned"} 0"#,
+        "switchyard_cache_refused_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == series), "no {series} in:\n{text}");
     }
     for seen in [
         "switchyard_requests_total",

@@ -9,6 +9,19 @@ pub(crate) const STORE_ERRORS: Metric = Metric {
     kind: MetricKind::Counter,
     labels: &["kind"],
     help: "Config store reads that failed, by kind (throttled, unavailable, not-found, corrupt, too-new, conflict, invalid); the live versions keep serving.",
+    values: &[(
+        "kind",
+        &[
+            "throttled",
+            "unavailable",
+            "not-found",
+            "corrupt",
+            "too-new",
+            "conflict",
+            "invalid",
+        ],
+    )],
+    zero_for: None,
 };
 
 /// A new route version that went live.
@@ -17,6 +30,8 @@ pub(crate) const SWAPS: Metric = Metric {
     kind: MetricKind::Counter,
     labels: &["function"],
     help: "Route versions swapped in (verified, compiled and live).",
+    values: &[],
+    zero_for: None,
 };
 
 /// The live route version.
@@ -25,6 +40,8 @@ pub(crate) const ROUTE_VERSION: Metric = Metric {
     kind: MetricKind::Gauge,
     labels: &["function"],
     help: "The route config version each function serves.",
+    values: &[],
+    zero_for: None,
 };
 
 /// A new version whose blob was not available yet.
@@ -33,6 +50,8 @@ pub(crate) const DEFERRED_VERSIONS: Metric = Metric {
     kind: MetricKind::Counter,
     labels: &["function"],
     help: "New route versions put off because their policy could not be fetched yet (retried with backoff; the live one keeps serving).",
+    values: &[],
+    zero_for: None,
 };
 
 /// A new version refused for good.
@@ -41,6 +60,8 @@ pub(crate) const REJECTED_VERSIONS: Metric = Metric {
     kind: MetricKind::Counter,
     labels: &["function"],
     help: "New route versions refused (digest mismatch, untrusted signature, a policy that fails to compile or its cases); the live one keeps serving.",
+    values: &[],
+    zero_for: Some(|_| true),
 };
 
 /// A route config that needs a newer host.
@@ -49,6 +70,8 @@ pub(crate) const ROUTE_SCHEMA_TOO_NEW: Metric = Metric {
     kind: MetricKind::Counter,
     labels: &["function"],
     help: "Route versions kept out because they need a newer host (their route-config schema is newer than this host reads).",
+    values: &[],
+    zero_for: Some(|_| true),
 };
 
 /// A function no longer in the store's listing.
@@ -57,6 +80,8 @@ pub(crate) const FUNCTIONS_REMOVED: Metric = Metric {
     kind: MetricKind::Counter,
     labels: &[],
     help: "Functions no longer routed because the store no longer lists them.",
+    values: &[],
+    zero_for: None,
 };
 
 /// A precompiled cache entry not used.
@@ -65,6 +90,8 @@ pub(crate) const CACHE_REFUSED: Metric = Metric {
     kind: MetricKind::Counter,
     labels: &[],
     help: "Precompiled policy cache entries refused (unreadable, not private, failing their key or signature check) and compiled again.",
+    values: &[],
+    zero_for: None,
 };
 
 /// A policy whose signature a trusting host refused.
@@ -73,6 +100,8 @@ pub(crate) const POLICY_SIGNATURE_REFUSED: Metric = Metric {
     kind: MetricKind::Counter,
     labels: &["why"],
     help: "Policies refused by a host started with --trust-key, by why (unsigned, untrusted-signer, bad-signature).",
+    values: &[("why", &["unsigned", "untrusted-signer", "bad-signature"])],
+    zero_for: None,
 };
 
 /// This crate's metrics.

@@ -7,6 +7,8 @@
 
 use metrics::{Counter, Gauge, Histogram, Label};
 
+use crate::RouteConfig;
+
 /// What a metric measures over time, as Prometheus types it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {
@@ -41,6 +43,13 @@ pub struct Metric {
     pub labels: &'static [&'static str],
     /// What it counts, for `# HELP`.
     pub help: &'static str,
+    /// The values each label other than `function` can take, when they
+    /// are known in advance: the series [`Metric::zero`] creates at 0.
+    pub values: &'static [(&'static str, &'static [&'static str])],
+    /// For a per-function metric of a rare event: whether a function with
+    /// this route config gets its series at 0 as soon as it is routed
+    /// (`None`: it appears at its first event).
+    pub zero_for: Option<fn(&RouteConfig) -> bool>,
 }
 
 impl Metric {
@@ -79,6 +88,45 @@ impl Metric {
         metrics::histogram!(self.name, self.labels(labels))
     }
 
+    /// Creates every series of this metric whose label values are known
+    /// (`function`'s given; the others' from [`Metric::values`]) at 0, so
+    /// Prometheus's `increase()` and `rate()` see its first event. Does
+    /// nothing when a label's values are not known, or `function` is
+    /// needed and not given.
+    pub fn zero(&self, function: Option<&str>) {
+        let mut sets: Vec<Vec<Label>> = vec![Vec::new()];
+        for &label in self.labels {
+            let values: Vec<String> = if label == "function" {
+                match function {
+                    Some(f) => vec![f.to_owned()],
+                    None => return,
+                }
+            } else {
+                match self.values.iter().find(|(l, _)| *l == label) {
+                    Some((_, vs)) => vs.iter().map(|v| (*v).to_owned()).collect(),
+                    None => return,
+                }
+            };
+            sets = sets
+                .into_iter()
+                .flat_map(|set| {
+                    values.iter().map(move |v| {
+                        let mut set = set.clone();
+                        set.push(Label::new(label, v.clone()));
+                        set
+                    })
+                })
+                .collect();
+        }
+        for set in sets {
+            match self.kind {
+                MetricKind::Counter => metrics::counter!(self.name, set).absolute(0),
+                MetricKind::Gauge => metrics::gauge!(self.name, set).set(0.0),
+                MetricKind::Histogram => {}
+            }
+        }
+    }
+
     /// Gives the installed recorder this metric's help text.
     pub fn describe(&self) {
         match self.kind {
@@ -95,6 +143,8 @@ pub(crate) const POLICY_CIRCUIT: Metric = Metric {
     kind: MetricKind::Counter,
     labels: &["function", "state"],
     help: "Times a function's policy circuit breaker changed state (state=open: failing evaluations answered by the fail-safe without evaluating; closed: a probe evaluation succeeded).",
+    values: &[("state", &["open", "closed"])],
+    zero_for: None,
 };
 
 /// This crate's metrics.

@@ -9,6 +9,8 @@ pub(crate) const MIRROR: Metric = Metric {
     kind: MetricKind::Counter,
     labels: &["function", "target", "status"],
     help: "Mirror copies sent to a version, by the status they got (or timeout, error); their answers are never returned to the caller.",
+    values: &[],
+    zero_for: None,
 };
 
 /// Mirror copies dropped for want of a slot.
@@ -17,6 +19,8 @@ pub(crate) const MIRROR_DROPPED: Metric = Metric {
     kind: MetricKind::Counter,
     labels: &["function"],
     help: "Mirror copies dropped because every mirror slot was busy (serve --mirror-slots); the primary request is never delayed.",
+    values: &[],
+    zero_for: Some(|_| true),
 };
 
 /// A secret reference whose refresh failed.
@@ -25,6 +29,8 @@ pub(crate) const SECRET_REFRESH_FAILURES: Metric = Metric {
     kind: MetricKind::Counter,
     labels: &["source"],
     help: "Reads of a secret a route's context refers to that failed, by source (ssm, secretsmanager); the last good value is kept.",
+    values: &[("source", &["ssm", "secretsmanager"])],
+    zero_for: None,
 };
 
 /// This crate's metrics.

@@ -11,6 +11,8 @@ pub(crate) const REQUESTS: Metric = Metric {
     kind: MetricKind::Counter,
     labels: &["function", "target", "traffic", "status"],
     help: "Answers to requests for a function, by the version it went to (target), its traffic class and the status answered; target and traffic are \"none\" for requests refused before a decision, function is \"-\" for a function this host does not route.",
+    values: &[],
+    zero_for: None,
 };
 
 /// How long a policy took to decide.
@@ -19,6 +21,8 @@ pub(crate) const DECISION_SECONDS: Metric = Metric {
     kind: MetricKind::Histogram,
     labels: &["function"],
     help: "Time the function's policy took to decide a request, in seconds.",
+    values: &[],
+    zero_for: None,
 };
 
 /// A decision the fail-safe made.
@@ -27,6 +31,8 @@ pub(crate) const FAIL_SAFE: Metric = Metric {
     kind: MetricKind::Counter,
     labels: &["function", "kind"],
     help: "Requests decided by the fail-safe (stable, traffic as requested) because the policy failed, by kind (trap, fuel, memory, invalid-decision, circuit-open, ...).",
+    values: &[],
+    zero_for: None,
 };
 
 /// An idempotent request retried on stable.
@@ -35,6 +41,8 @@ pub(crate) const FALLBACK: Metric = Metric {
     kind: MetricKind::Counter,
     labels: &["function"],
     help: "Idempotent requests that failed on the chosen version and were sent once more to stable (the route's fallback).",
+    values: &[],
+    zero_for: Some(|c| c.fallback.is_some()),
 };
 
 /// A guard tripping.
@@ -43,6 +51,8 @@ pub(crate) const GUARD_TRIPS: Metric = Metric {
     kind: MetricKind::Counter,
     labels: &["function", "traffic"],
     help: "Times a route's guard tripped on this host: that traffic class stopped going to the candidate.",
+    values: &[("traffic", &["production", "synthetic"])],
+    zero_for: Some(|c| c.guard.is_some()),
 };
 
 /// A guard's rollback write.
@@ -51,6 +61,8 @@ pub(crate) const GUARD_ROLLBACKS: Metric = Metric {
     kind: MetricKind::Counter,
     labels: &["function", "outcome"],
     help: "Rollbacks a tripped guard wrote to the store (serve --guard-writes), by outcome (written, superseded, failed).",
+    values: &[("outcome", &["written", "superseded", "failed"])],
+    zero_for: Some(|c| c.guard.is_some()),
 };
 
 /// A shadow comparison.
@@ -59,6 +71,8 @@ pub(crate) const SHADOW_COMPARED: Metric = Metric {
     kind: MetricKind::Counter,
     labels: &["function"],
     help: "Mirrored answers compared with the primary's (the route's shadow).",
+    values: &[],
+    zero_for: Some(|c| c.shadow.is_some()),
 };
 
 /// A shadow difference.
@@ -67,6 +81,8 @@ pub(crate) const SHADOW_DIFF: Metric = Metric {
     kind: MetricKind::Counter,
     labels: &["function", "kind"],
     help: "Mirrored answers that differed from the primary's, by kind of difference (status, header, body).",
+    values: &[("kind", &["status", "header", "body"])],
+    zero_for: Some(|c| c.shadow.is_some()),
 };
 
 /// A capture line not written.
@@ -75,6 +91,8 @@ pub(crate) const CAPTURE_DROPPED: Metric = Metric {
     kind: MetricKind::Counter,
     labels: &[],
     help: "Sampled requests not written to the capture file (serve --capture) because its writer was behind or failing.",
+    values: &[],
+    zero_for: None,
 };
 
 /// Connections open now.
@@ -83,6 +101,8 @@ pub(crate) const CONNECTIONS_OPEN: Metric = Metric {
     kind: MetricKind::Gauge,
     labels: &["listener"],
     help: "Client connections open, by listener (public, admin).",
+    values: &[],
+    zero_for: None,
 };
 
 /// Connections closed.
@@ -91,6 +111,8 @@ pub(crate) const CONNECTIONS_CLOSED: Metric = Metric {
     kind: MetricKind::Counter,
     labels: &["listener", "reason"],
     help: "Client connections closed, by listener and reason (done, error, header-timeout, idle-timeout, busy-timeout).",
+    values: &[],
+    zero_for: None,
 };
 
 /// This crate's metrics.

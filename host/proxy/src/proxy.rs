@@ -54,8 +54,20 @@ impl Proxy {
     /// `Watcher::set_prepare`). Without it the proxy parses the block per
     /// request. A watcher takes one hook: proxies sharing a watcher share
     /// the first one's clients (timeout, mirror slots, Lambda client).
+    ///
+    /// It also creates, at 0, the series of the rare events a function with
+    /// that route can have (a guard trip, a refused version, ...: the
+    /// catalogue's `zero_for`), so Prometheus sees their first event.
     pub fn prepare_hook(&self) -> switchyard_config::Prepare {
-        switchyard_dispatch::prepare(self.clients.clone())
+        let dispatch = switchyard_dispatch::prepare(self.clients.clone());
+        Arc::new(move |route: &switchyard_core::Route| {
+            for metric in crate::catalogue::all() {
+                if metric.zero_for.is_some_and(|when| when(route.config())) {
+                    metric.zero(Some(route.function()));
+                }
+            }
+            dispatch(route)
+        })
     }
 
     /// The calling serving thread's metric handles (its own lock: never
@@ -143,6 +155,9 @@ pub fn install_metrics_recorder() -> metrics_exporter_prometheus::PrometheusHand
     if metrics::set_global_recorder(recorder).is_ok() {
         for metric in crate::catalogue::all() {
             metric.describe();
+            // The series whose labels are all known (store errors by kind,
+            // signature refusals by why, ...) exist at 0 from the start.
+            metric.zero(None);
         }
     }
     handle

@@ -14,20 +14,6 @@ use switchyard_dispatch::{Call, Dispatcher, Side, Target};
 use crate::answer::{ProxyError, Shape};
 use crate::{Proxy, count, fallback, guard, shadow, traces};
 
-/// A request its policy has decided, ready to be sent.
-pub(crate) struct Decided<'a> {
-    /// The function, as this host routes it.
-    pub(crate) function: &'a str,
-    /// Its live version.
-    pub(crate) active: &'a Active,
-    /// What the policy decided.
-    pub(crate) decision: Decision,
-    /// The call to make.
-    pub(crate) call: Call,
-    /// How the front end that took it answers.
-    pub(crate) shape: Shape,
-}
-
 /// What sending a call came to.
 pub(crate) struct Sent {
     /// The answer for the caller.
@@ -59,14 +45,16 @@ pub(crate) struct Routing<'a> {
 
 /// The steps after the decision: guard, trace, mirror, send, guard
 /// record, fallback, shadow tee, trace end, finish.
-pub(crate) async fn dispatch_decided(p: &Proxy, d: Decided<'_>) -> Response {
-    let Decided {
-        function,
-        active,
-        mut decision,
-        call,
-        shape,
-    } = d;
+///
+/// `shape`: how the front end that took the request answers.
+pub(crate) async fn dispatch_decided(
+    p: &Proxy,
+    function: &str,
+    active: &Active,
+    mut decision: Decision,
+    call: Call,
+    shape: Shape,
+) -> Response {
     let guard = guard::apply(p, function, active, &mut decision);
     let routed = traces::Routed::begin(
         p.config.traces.as_deref(),

@@ -15,8 +15,8 @@ use switchyard_dispatch::{Call, HttpCall};
 use super::FrontEnd;
 use crate::Proxy;
 use crate::answer::{ProxyError, Shape};
-use crate::hygiene::{check_headers, drop_tags, read_body};
-use crate::steps::{self, Decided};
+use crate::hygiene::drop_tags;
+use crate::steps;
 
 pub(crate) struct Example;
 
@@ -41,12 +41,8 @@ impl FrontEnd for Example {
         let Some(active) = p.policies.get(&function) else {
             return super::refuse::<Self>(p, None, ProxyError::UnknownFunction(function));
         };
-        if let Err(e) = check_headers(&p.config, req.headers()) {
-            return super::refuse::<Self>(p, Some(&function), e);
-        }
-        let (mut parts, body) = req.into_parts();
-        let body = match read_body(&p.config, body).await {
-            Ok(b) => b,
+        let (mut parts, body) = match super::admit(p, req).await {
+            Ok(admitted) => admitted,
             Err(e) => return super::refuse::<Self>(p, Some(&function), e),
         };
         drop_tags(&mut parts.headers);
@@ -65,17 +61,7 @@ impl FrontEnd for Example {
             body,
             request_context: None,
         });
-        steps::dispatch_decided(
-            p,
-            Decided {
-                function: &function,
-                active: &active,
-                decision,
-                call,
-                shape: Self::SHAPE,
-            },
-        )
-        .await
+        steps::dispatch_decided(p, &function, &active, decision, call, Self::SHAPE).await
     }
 }
 

@@ -18,8 +18,8 @@ use switchyard_dispatch::{Call, InvokeCall, custom_fields, is_tag, split_functio
 use super::FrontEnd;
 use crate::Proxy;
 use crate::answer::{ProxyError, Shape};
-use crate::hygiene::{check_headers, decoded_segment, header_pairs, read_body};
-use crate::steps::{self, Decided};
+use crate::hygiene::{decoded_segment, header_pairs};
+use crate::steps;
 
 /// The Invoke API's path prefix and suffix:
 /// `/2015-03-31/functions/{name}/invocations`.
@@ -91,12 +91,8 @@ impl FrontEnd for InvokeApi {
                 ProxyError::UnknownFunction(lambda_name.to_owned()),
             );
         };
-        if let Err(e) = check_headers(&p.config, req.headers()) {
-            return super::refuse::<Self>(p, Some(&function), e);
-        }
-        let (parts, body) = req.into_parts();
-        let payload = match read_body(&p.config, body).await {
-            Ok(b) => b,
+        let (parts, payload) = match super::admit(p, req).await {
+            Ok(admitted) => admitted,
             Err(e) => return super::refuse::<Self>(p, Some(&function), e),
         };
         let header = |n: &str| {
@@ -128,17 +124,7 @@ impl FrontEnd for InvokeApi {
             headers: parts.headers,
         });
         let decision = crate::decide::decide(p, &active, &policy_req, false);
-        steps::dispatch_decided(
-            p,
-            Decided {
-                function: &function,
-                active: &active,
-                decision,
-                call,
-                shape: Self::SHAPE,
-            },
-        )
-        .await
+        steps::dispatch_decided(p, &function, &active, decision, call, Self::SHAPE).await
     }
 }
 

@@ -63,6 +63,18 @@ macro_rules! try_front_ends {
 }
 pub(crate) use try_front_ends;
 
+/// What every front end does once it knows the function: the header
+/// limit, then the whole body within its limits (a refusal for the front
+/// end to answer in its shape, [`refuse`]).
+pub(crate) async fn admit(
+    p: &Proxy,
+    req: AxumRequest,
+) -> Result<(http::request::Parts, axum::body::Bytes), ProxyError> {
+    crate::hygiene::check_headers(&p.config, req.headers())?;
+    let (parts, body) = req.into_parts();
+    Ok((parts, crate::hygiene::read_body(&p.config, body).await?))
+}
+
 /// A request `F` refuses before deciding, answered in its shape and
 /// counted under the function when it is one this host routes.
 pub(crate) fn refuse<F: FrontEnd>(p: &Proxy, function: Option<&str>, e: ProxyError) -> Response {

@@ -12,8 +12,8 @@ use switchyard_dispatch::{Call, HttpCall, RequestContext};
 use super::FrontEnd;
 use crate::Proxy;
 use crate::answer::{ProxyError, Shape};
-use crate::hygiene::{check_headers, decoded_segment, drop_tags, has_dot_segment, read_body};
-use crate::steps::{self, Decided};
+use crate::hygiene::{decoded_segment, drop_tags, has_dot_segment};
+use crate::steps;
 
 /// `/{function}/{rest...}`: claims every request whose target is a path
 /// (tried last).
@@ -59,15 +59,11 @@ impl FrontEnd for PathRouting {
         let Some(active) = p.policies.get(&function) else {
             return super::refuse::<Self>(p, None, ProxyError::UnknownFunction(function));
         };
-        if let Err(e) = check_headers(&p.config, req.headers()) {
-            return super::refuse::<Self>(p, Some(&function), e);
-        }
         if has_dot_segment(req.uri().path()) {
             return super::refuse::<Self>(p, Some(&function), ProxyError::DotSegment);
         }
-        let (mut parts, body) = req.into_parts();
-        let body = match read_body(&p.config, body).await {
-            Ok(b) => b,
+        let (mut parts, body) = match super::admit(p, req).await {
+            Ok(admitted) => admitted,
             Err(e) => return super::refuse::<Self>(p, Some(&function), e),
         };
         // The policy reads the request's own header map in place, minus any
@@ -96,17 +92,7 @@ impl FrontEnd for PathRouting {
             body,
             request_context: parts.extensions.remove::<RequestContext>(),
         });
-        steps::dispatch_decided(
-            p,
-            Decided {
-                function: &function,
-                active: &active,
-                decision,
-                call,
-                shape: Self::SHAPE,
-            },
-        )
-        .await
+        steps::dispatch_decided(p, &function, &active, decision, call, Self::SHAPE).await
     }
 }
 

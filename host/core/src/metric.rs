@@ -53,7 +53,7 @@ pub struct Metric {
 }
 
 impl Metric {
-    fn labels(&self, values: &[(&'static str, &str)]) -> Vec<Label> {
+    fn label_set(&self, values: &[(&'static str, &str)]) -> Vec<Label> {
         debug_assert!(
             values
                 .iter()
@@ -73,19 +73,19 @@ impl Metric {
     /// The counter of these label values (in [`Metric::labels`] order).
     pub fn counter(&self, labels: &[(&'static str, &str)]) -> Counter {
         debug_assert_eq!(self.kind, MetricKind::Counter, "{}", self.name);
-        metrics::counter!(self.name, self.labels(labels))
+        metrics::counter!(self.name, self.label_set(labels))
     }
 
     /// The gauge of these label values.
     pub fn gauge(&self, labels: &[(&'static str, &str)]) -> Gauge {
         debug_assert_eq!(self.kind, MetricKind::Gauge, "{}", self.name);
-        metrics::gauge!(self.name, self.labels(labels))
+        metrics::gauge!(self.name, self.label_set(labels))
     }
 
     /// The histogram of these label values.
     pub fn histogram(&self, labels: &[(&'static str, &str)]) -> Histogram {
         debug_assert_eq!(self.kind, MetricKind::Histogram, "{}", self.name);
-        metrics::histogram!(self.name, self.labels(labels))
+        metrics::histogram!(self.name, self.label_set(labels))
     }
 
     /// Creates every series of this metric whose label values are known

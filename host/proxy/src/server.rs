@@ -608,7 +608,7 @@ pub async fn serve(
 /// Serves the public routes thread-per-core: thread `i` runs a
 /// single-threaded runtime accepting on `listeners[i]` (see
 /// [`bind_reuseport`]) with its own upstream connections (the proxy's
-/// [`ProxyConfig::workers`] should be `listeners.len()`). The threads end
+/// `clients.workers` ([`ClientsConfig::workers`](crate::ClientsConfig::workers)) should be `listeners.len()`). The threads end
 /// once `shutdown` says `true` and their connections are done.
 pub fn serve_public_threads(
     listeners: Vec<std::net::TcpListener>,

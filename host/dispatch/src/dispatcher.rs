@@ -76,6 +76,23 @@ pub enum Call {
 }
 
 impl Call {
+    /// The headers the caller sent.
+    pub fn headers(&self) -> &HeaderMap {
+        match self {
+            Call::Http(h) => &h.headers,
+            Call::Invoke(i) => &i.headers,
+        }
+    }
+
+    /// The method and path as the caller sent them (an Invoke is a
+    /// `POST /`, as [`Call::as_http`] makes it), without a copy.
+    pub fn method_and_path(&self) -> (&str, &str) {
+        match self {
+            Call::Http(h) => (h.method.as_str(), h.path.as_str()),
+            Call::Invoke(_) => ("POST", "/"),
+        }
+    }
+
     /// The call as an HTTP request: an Invoke becomes a `POST /` of its
     /// payload, for backends that are not Lambda.
     pub fn as_http(&self) -> std::borrow::Cow<'_, HttpCall> {

@@ -4,7 +4,7 @@
 //! the caller's own request caused.
 
 use switchyard_core::{Fallback, Traffic};
-use switchyard_dispatch::{Call, Dispatcher, Target};
+use switchyard_dispatch::{Dispatcher, Target};
 
 use crate::catalogue::FALLBACK;
 use crate::steps::{self, Routing, Sent};
@@ -19,10 +19,7 @@ pub(crate) async fn on_stable(
     sent: Sent,
 ) -> Sent {
     let config = r.active.route.config();
-    let method = match r.call {
-        Call::Http(h) => h.method.as_str(),
-        Call::Invoke(_) => "POST",
-    };
+    let (method, _) = r.call.method_and_path();
     if !sent.version_failed()
         || config.fallback != Some(Fallback::Stable)
         || to.qualifier == config.stable()

@@ -48,11 +48,7 @@ pub(crate) fn mirror(
 ) -> Option<Tee> {
     let config = r.active.route.config();
     let mut mirror = Target::mirror(r.function, decision, config)?;
-    let headers = match r.call {
-        Call::Http(h) => &h.headers,
-        Call::Invoke(i) => &i.headers,
-    };
-    mirror.propagate = r.routed.propagate(headers, Traffic::Synthetic);
+    mirror.propagate = r.routed.propagate(r.call.headers(), Traffic::Synthetic);
     match &config.shadow {
         Some(spec) => spawn_shadow(r, dispatcher, mirror, spec),
         None => {

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use switchyard_config::Active;
 use switchyard_core::{Decision, TARGET_HEADER, TRAFFIC_HEADER};
@@ -58,7 +58,7 @@ pub(crate) async fn dispatch_decided(
     let guard = guard::apply(p, function, active, &mut decision);
     let routed = traces::Routed::begin(
         p.config.traces.as_deref(),
-        call_headers(&call),
+        call.headers(),
         decision.traffic,
         function,
     );
@@ -93,7 +93,7 @@ pub(crate) async fn send(
     decision: &Decision,
 ) -> (Target, Sent) {
     let mut to = Target::primary(r.function, decision, r.active.route.config());
-    to.propagate = r.routed.propagate(call_headers(r.call), decision.traffic);
+    to.propagate = r.routed.propagate(r.call.headers(), decision.traffic);
     let result = match r.p.clients.resolve_secrets(&mut to).await {
         Err(e) => Err(e),
         Ok(()) => dispatcher.send(r.call, &to).await,
@@ -131,14 +131,6 @@ fn failed(e: ProxyError, shape: Shape) -> Sent {
     Sent {
         failure: e.status().is_server_error().then_some(e.side()),
         response: e.answer(shape),
-    }
-}
-
-/// The headers the caller sent with the call.
-fn call_headers(call: &Call) -> &HeaderMap {
-    match call {
-        Call::Http(h) => &h.headers,
-        Call::Invoke(i) => &i.headers,
     }
 }
 

@@ -278,10 +278,7 @@ impl Routed {
         sent: &crate::steps::Sent,
     ) {
         let Some(mut span) = self.span else { return };
-        let (method, path) = match call {
-            switchyard_dispatch::Call::Http(h) => (h.method.as_str(), h.path.as_str()),
-            switchyard_dispatch::Call::Invoke(_) => ("POST", "/"),
-        };
+        let (method, path) = call.method_and_path();
         let status = sent.response.status().as_u16();
         span.set_attributes([
             KeyValue::new("switchyard.function", function.to_owned()),

@@ -18,8 +18,11 @@
 # builds the release CLI and the synthetic-header policy. Knobs: LOAD_DURATION (5s),
 # LOAD_CONNECTIONS (32), LOAD_THREADS (1), LOAD_ROUNDS (10; the five paths take turns each
 # round and medians are reported, because this VM drifts by tens of percent between
-# minutes), SOAK_SECONDS (60). Results are printed as
-# Markdown tables and kept in target/load/.
+# minutes), SOAK_SECONDS (60), BASELINE (compare: the path to another build's
+# switchyard binary, e.g. an older commit's, served with the same policy and
+# flags as a sixth path taking its turn each round, with the ratio of this
+# build to it: a change's cost measured in one run, not across runs).
+# Results are printed as Markdown tables and kept in target/load/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-compare}
@@ -123,7 +126,7 @@ $S publish --store "$store" --function orders --policy "$wasm" --config "$work/r
 serve() { # serve <port> [flags...]: starts switchyard serve in the background
   local port=$1; shift
   # The admin listener (metrics) at port+1.
-  $S serve --store "$store" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$((port + 1))" --decision-log-sample 0 "$@" >/dev/null 2>"$work/serve-$port.log" &
+  "${SERVE_BIN:-$S}" serve --store "$store" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$((port + 1))" --decision-log-sample 0 "$@" >/dev/null 2>"$work/serve-$port.log" &
   pids+=($!)
   wait_ready "$port"
 }
@@ -222,6 +225,13 @@ EOF
   local policy_pid=${pids[-1]}
   serve "$pb" --bypass-policies "${SERVE_FLAGS[@]}"
   local bypass_pid=${pids[-1]}
+  local baseline_pid="" pbase=""
+  if [ -n "${BASELINE:-}" ]; then
+    [ -x "$BASELINE" ] || { echo "BASELINE=$BASELINE is not an executable switchyard" >&2; exit 2; }
+    pbase=$(free_port)
+    SERVE_BIN=$BASELINE serve "$pbase" "${SERVE_FLAGS[@]}"
+    baseline_pid=${pids[-1]}
+  fi
   # Whose CPU each path is charged: the process doing the routing (for
   # direct, the upstream itself).
   local upstream_pids nginx_pids
@@ -229,13 +239,14 @@ EOF
   nginx_pids=$(pgrep -P "$(cat "$work/peer/nginx.pid")" | tr '\n' ' ')
   declare -A cpu_of=(
     [direct]="$upstream_pids" [policy]="$policy_pid" [bypass]="$bypass_pid"
-    [nginx]="$nginx_pids" [haproxy]="$haproxy_pid"
+    [nginx]="$nginx_pids" [haproxy]="$haproxy_pid" [baseline]="$baseline_pid"
   )
   local -a paths=(
     "direct http://127.0.0.1:$p8/x" "policy http://127.0.0.1:$ps/orders/x"
     "bypass http://127.0.0.1:$pb/orders/x" "nginx http://127.0.0.1:$pn/x"
     "haproxy http://127.0.0.1:$ph/x"
   )
+  [ -n "$baseline_pid" ] && paths+=("baseline http://127.0.0.1:$pbase/orders/x")
   # Warm every path, then measure each alone.
   local u
   for u in "${paths[@]}"; do run_wrk "${u#* }" 2s >/dev/null; done
@@ -255,13 +266,15 @@ EOF
     done
   done
   cp "$work/compare" "$out/compare.txt"
-  python3 - "$work/compare" "$conns" "$duration" "$rounds" "$(getconf CLK_TCK)" <<'EOF' | tee "$out/compare.md"
+  python3 - "$work/compare" "$conns" "$duration" "$rounds" "$(getconf CLK_TCK)" "${BASELINE:-}" <<'EOF' | tee "$out/compare.md"
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 tck = float(sys.argv[5])
 names = {"direct": "direct to the upstream", "policy": "switchyard serve, synthetic-header policy",
          "bypass": "switchyard serve --bypass-policies", "nginx": "nginx, map on the header",
          "haproxy": "HAProxy, ACL on the header"}
+if sys.argv[6]:
+    names["baseline"] = f"baseline build ({sys.argv[6]}), same policy"
 by = {k: [r for r in rows if r[1] == k] for k in names}
 # CPU per request in microseconds: the routing process's user + system
 # time over the requests wrk completed.
@@ -285,6 +298,9 @@ print(f"- policy / HAProxy throughput: {ratio('policy', 'haproxy', rps)}; goal >
 print(f"- policy / bypass throughput: {ratio('policy', 'bypass', rps)}")
 print(f"- policy / bypass CPU per request: {ratio('policy', 'bypass', cpu)}; goal <= 1.05")
 print(f"- policy / nginx CPU per request: {ratio('policy', 'nginx', cpu)}")
+if "baseline" in names:
+    print(f"- policy / baseline build throughput: {ratio('policy', 'baseline', rps)}")
+    print(f"- policy / baseline build CPU per request: {ratio('policy', 'baseline', cpu)}")
 EOF
 }
 
@@ -371,9 +387,12 @@ allocs() {
   log "allocs: heap allocations per request (perf uprobes on the binary's allocator, mimalloc: mi_malloc_aligned, mi_zalloc_aligned, mi_realloc_aligned; and on libc's malloc, which C code may still call), policy and bypass"
   command -v perf >/dev/null 2>&1 || need perf linux-perf
   local libc event events=() mode ps pid n counts
-  libc=$(ldd "$S" | awk '/libc\.so/ {print $3}')
+  # The binary served (SERVE_BIN, named switchyard, for another build's).
+  local bin=${SERVE_BIN:-$S}
+  libc=$(ldd "$bin" | awk '/libc\.so/ {print $3}')
+  perf probe -q -d 'probe_switchyard:*' 2>/dev/null || true   # an earlier run's, maybe on another binary
   for event in mi_malloc_aligned mi_zalloc_aligned mi_realloc_aligned; do
-    perf probe -q -x "$S" "$event" 2>/dev/null || true   # already there from an earlier run
+    perf probe -q -x "$bin" "$event" 2>/dev/null || true
     events+=(-e "probe_switchyard:$event")
   done
   perf probe -q -x "$libc" malloc 2>/dev/null || true

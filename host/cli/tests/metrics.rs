@@ -416,4 +416,67 @@ fn a_live_host_exports_what_the_catalogue_defines_and_prometheus_runs_every_dash
             other => Err(format!("{other:?}")),
         },
     );
+
+    // A real guard trip and a real refused version: Prometheus sees each
+    // as an increase of 1 (the series were there at 0 before).
+    let route = |candidate: &str, stable: &str| {
+        json!({
+            "mode": "synthetic",
+            "versions": {"stable": "7", "candidate": "8"},
+            "dispatch": {"type": "http", "urls": {"7": stable, "8": candidate}},
+            "guard": {"max-error-rate": 0.5, "min-requests": 4},
+        })
+    };
+    // Nothing listens on port 1: every candidate answer is a 502.
+    common::publish_synthetic_header(
+        &store,
+        "orders",
+        &route("http://127.0.0.1:1", &upstream),
+        tmp.path(),
+    );
+    common::wait_until("the failing candidate live", || {
+        host.metric(r#"switchyard_route_version{function="orders"}"#) == 2
+    });
+    let synthetic = || {
+        common::call(
+            &host.url("/orders/a"),
+            &["-H", "x-switchyard-synthetic: true"],
+        )
+        .0
+    };
+    for _ in 0..4 {
+        assert_eq!(synthetic(), 502);
+    }
+    assert_eq!(
+        synthetic(),
+        200,
+        "the tripped guard sends synthetic traffic to stable"
+    );
+    // A version whose dispatch block this host refuses: written straight
+    // into the folder store, since `switchyard publish` checks it first.
+    let versions = tmp.path().join("store/functions/orders");
+    let good = std::fs::read_to_string(versions.join("2.json")).unwrap();
+    assert!(good.contains("http://127.0.0.1:1"), "{good}");
+    std::fs::write(
+        versions.join("3.json"),
+        good.replace("http://127.0.0.1:1", "not a url"),
+    )
+    .unwrap();
+    common::wait_until("the bad version refused", || {
+        host.metric(r#"switchyard_rejected_versions_total{function="orders"}"#) == 1
+    });
+    prometheus.wait_for_next_scrapes(1);
+    for series in [
+        r#"switchyard_guard_trips_total{function="orders",traffic="synthetic"}"#,
+        r#"switchyard_rejected_versions_total{function="orders"}"#,
+    ] {
+        let rise = format!("max_over_time({series}[1m]) - min_over_time({series}[1m])");
+        let increase = format!("increase({series}[1m])");
+        common::eventually(Duration::from_secs(30), &increase, || {
+            match (prometheus.value(&rise), prometheus.value(&increase)) {
+                (Some(r), Some(i)) if r == 1.0 && (0.9..1.6).contains(&i) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        });
+    }
 }

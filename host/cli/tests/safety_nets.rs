@@ -335,6 +335,15 @@ fn an_unwritable_capture_file_fails_no_request() {
     for _ in 0..200 {
         assert_eq!(call(&url, &[]), (200, "stable".into()));
     }
+    // The lines that could not be written are counted.
+    let metrics = host.admin_url("/metrics");
+    common::wait_until("the dropped capture lines were not counted", || {
+        let (_, text) = call(&metrics, &[]);
+        text.lines()
+            .find_map(|l| l.strip_prefix("switchyard_capture_dropped_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .is_some_and(|n| n >= 1.0)
+    });
 }
 
 /// Two hosts whose guards trip at once both try to write the rollback: the

@@ -39,6 +39,19 @@ fn spans_are_split_by_traffic_class_and_continue_the_callers_trace() {
         ),
         &[],
     );
+    // Every production request to `mirrored` is also copied to its
+    // candidate, as synthetic traffic.
+    common::publish_route(
+        &store,
+        "mirrored",
+        art::SYNTHETIC_HEADER,
+        &format!(
+            r#"{{"mode":"production","versions":{{"stable":"7","candidate":"8"}},
+                "flags":{{"mirror-role":"candidate"}},
+                "dispatch":{{"type":"http","urls":{{"7":"{upstream}","8":"{upstream}"}}}}}}"#
+        ),
+        &[],
+    );
     let host = common::serve(
         &store,
         &[
@@ -129,12 +142,27 @@ fn spans_are_split_by_traffic_class_and_continue_the_callers_trace() {
         "{xray}"
     );
 
+    // A production request that is mirrored: its copy is a trace of its
+    // own in the synthetic pipeline, linked to the production span.
+    let (mir_trace, mir_parent) = ("11f92f3577b34da6a3ce929d0e0e4711", "22f067aa0ba902b2");
+    let head = curl(&[
+        "-H",
+        &format!("traceparent: 00-{mir_trace}-{mir_parent}-01"),
+        &host.url("/mirrored/m"),
+    ]);
+    let mir_route_span = header(&head, "traceparent")
+        .unwrap()
+        .split('-')
+        .nth(2)
+        .unwrap()
+        .to_owned();
+
     // The spans: each at its class's receiver only, children of the
     // caller's spans, parents of what the version received.
     let deadline = Instant::now() + Duration::from_secs(30);
     let (p, s) = loop {
         let (p, s) = (spans(&production), spans(&synthetic));
-        if p.len() >= 2 && s.len() >= 2 {
+        if p.len() >= 3 && s.len() >= 3 {
             break (p, s);
         }
         assert!(
@@ -179,6 +207,26 @@ fn spans_are_split_by_traffic_class_and_continue_the_callers_trace() {
     assert_eq!(span["resource"]["switchyard.traffic"], "synthetic");
     let span = find(&s, "5759e988bd862e3fe1be46a994272793").expect("the X-Ray trace's span");
     assert_eq!(span["parent_span_id"], "53995c3f42cd8ad8");
+
+    // The mirror copy: a producer span in a trace of its own, in the
+    // synthetic pipeline only, linked to the production request's span.
+    let copy = s
+        .iter()
+        .find(|s| s["name"] == "mirror mirrored")
+        .unwrap_or_else(|| panic!("no mirror span: {s:?}"));
+    assert_ne!(copy["trace_id"], mir_trace, "{copy}");
+    assert_eq!(copy["parent_span_id"], "", "{copy}");
+    assert_eq!(copy["kind"], 4, "a producer span: {copy}");
+    assert_eq!(
+        copy["links"],
+        serde_json::json!([{"trace_id": mir_trace, "span_id": mir_route_span}]),
+        "{copy}"
+    );
+    assert!(find(&p, mir_trace).is_some_and(|span| span["name"] == "route mirrored"));
+    assert!(
+        p.iter().all(|span| span["name"] != "mirror mirrored"),
+        "{p:?}"
+    );
 
     // Never crossed over.
     assert!(

@@ -84,7 +84,7 @@ fn the_live_view_shows_what_the_metrics_count() {
     for function in ["orders", "payments"] {
         common::publish_route(&store, function, art::SYNTHETIC_HEADER, &config, &[]);
     }
-    let host = common::serve(&store, &[], &[]);
+    let host = common::serve(&store, &["--poll-interval", "200ms"], &[]);
     let url = |f: &str| host.url(&format!("/{f}/x"));
     common::wait_until("the proxy did not come up", || {
         !(!curl(&[&url("orders")]).contains("get /x"))
@@ -100,6 +100,18 @@ fn the_live_view_shows_what_the_metrics_count() {
     }
     // An unknown function: counted in the metrics under "-", not a row.
     curl(&[&url("nope")]);
+    // A request refused before deciding: a client error of orders.
+    curl(&["--path-as-is", &host.url("/orders/../x")]);
+    // A newer payments version that does not parse (held back: version 1
+    // keeps serving), and a function whose only version does not parse.
+    let functions = tmp.path().join("store/functions");
+    std::fs::write(functions.join("payments/2.json"), r#"{"mode":"synth"#).unwrap();
+    std::fs::create_dir_all(functions.join("refunds")).unwrap();
+    std::fs::write(functions.join("refunds/1.json"), r#"{"mode":"synth"#).unwrap();
+    common::wait_until("the host did not see the broken versions", || {
+        let mesh = curl(&[&host.admin_url("/v1/mesh")]);
+        mesh.contains("held-back\":{") && mesh.contains("refunds")
+    });
 
     let profile = tempfile::tempdir().unwrap();
     let page = host.admin_url("/ui");
@@ -137,6 +149,30 @@ fn the_live_view_shows_what_the_metrics_count() {
         "every routed series is on the page: {shown:?} {metrics:?}"
     );
     assert!(dom.contains(r#"data-field="mode">synthetic<"#), "{dom}");
+    assert_eq!(shown.get(&key("orders", "none", "none")), Some(&1), "{dom}");
+    assert!(
+        dom.contains(r#"<td class="num client-errors" data-function="orders" data-target="none" data-traffic="none">1</td>"#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"data-field="held-back">newer route version 2 not served"#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(
+            r#"data-field="unloadable">nothing served: route version 1 could not be loaded"#
+        ),
+        "{dom}"
+    );
+    // One form of time on the page: ISO 8601, UTC.
+    for field in [r#"id="updated">Updated "#, r#"data-field="modified">"#] {
+        let at = dom.find(field).unwrap_or_else(|| panic!("{field}: {dom}")) + field.len();
+        let time = &dom[at..at + 20];
+        assert!(
+            time.len() == 20 && time.as_bytes()[10] == b'T' && time.ends_with('Z'),
+            "{field} {time:?}"
+        );
+    }
 
     // The screenshot, kept for the README.
     let shots = repo_root().join("target/ui");

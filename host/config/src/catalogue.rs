@@ -74,12 +74,22 @@ pub(crate) const ROUTE_SCHEMA_TOO_NEW: Metric = Metric {
     zero_for: Some(|_| true),
 };
 
+/// A fresh host serving an older version because the newest is unusable.
+pub(crate) const LOOKED_BACK: Metric = Metric {
+    name: "switchyard_looked_back_total",
+    kind: MetricKind::Counter,
+    labels: &["function"],
+    help: "Times a host with nothing live for a function served an older version from the store's history because the newest could not be used (refused, unreadable or not available), as running hosts keep their last known good.",
+    values: &[],
+    zero_for: Some(|_| true),
+};
+
 /// A function no longer in the store's listing.
 pub(crate) const FUNCTIONS_REMOVED: Metric = Metric {
     name: "switchyard_functions_removed_total",
     kind: MetricKind::Counter,
     labels: &[],
-    help: "Functions no longer routed because the store no longer lists them.",
+    help: "Functions no longer routed because successive listings of the store, over at least a minute, no longer name them.",
     values: &[],
     zero_for: None,
 };
@@ -113,6 +123,7 @@ pub const METRICS: &[&Metric] = &[
     &REJECTED_VERSIONS,
     &ROUTE_SCHEMA_TOO_NEW,
     &FUNCTIONS_REMOVED,
+    &LOOKED_BACK,
     &CACHE_REFUSED,
     &POLICY_SIGNATURE_REFUSED,
 ];

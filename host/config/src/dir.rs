@@ -3,6 +3,7 @@
 //! ```text
 //! <root>/functions/<function>/<version>.json    one file per route-config version
 //! <root>/policies/sha256-<hex>.wasm              policy blobs, content-addressed
+//! <root>/policies/sha256-<hex>.json              other blobs (fixture cases)
 //! <root>/signatures/sha256-<hex>/<key id>.json   their signatures, one per key
 //! ```
 //!
@@ -40,10 +41,35 @@ impl DirStore {
         Ok(self.root.join("functions").join(function))
     }
 
-    fn blob_path(&self, digest: &Digest) -> PathBuf {
+    /// Where a blob is kept: `.wasm` for a WebAssembly module or
+    /// component, `.json` for anything else (fixture cases).
+    fn blob_path_for(&self, digest: &Digest, bytes: &[u8]) -> PathBuf {
+        let ext = if bytes.starts_with(b"\0asm") {
+            "wasm"
+        } else {
+            "json"
+        };
         self.root
             .join("policies")
-            .join(format!("sha256-{}.wasm", digest.hex()))
+            .join(format!("sha256-{}.{ext}", digest.hex()))
+    }
+
+    /// Where a blob may be: the first of these that exists.
+    fn blob_paths(&self, digest: &Digest) -> [PathBuf; 2] {
+        ["wasm", "json"].map(|ext| {
+            self.root
+                .join("policies")
+                .join(format!("sha256-{}.{ext}", digest.hex()))
+        })
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let [wasm, json] = self.blob_paths(digest);
+        if json.is_file() && !wasm.is_file() {
+            json
+        } else {
+            wasm
+        }
     }
 
     fn signature_dir(&self, digest: &Digest) -> PathBuf {
@@ -336,8 +362,17 @@ impl DirStore {
 
     /// Writes the blob unless it is there (`replace`: over what is there).
     fn put_blob_now(&self, digest: &Digest, bytes: &[u8], replace: bool) -> Result<()> {
-        let path = self.blob_path(digest);
-        if replace || !path.is_file() {
+        let path = self.blob_path_for(digest, bytes);
+        let there = self.blob_paths(digest).iter().any(|p| p.is_file());
+        if replace || !there {
+            if replace {
+                // Whatever was there, under either name, goes.
+                for old in self.blob_paths(digest) {
+                    if old != path {
+                        let _ = std::fs::remove_file(old);
+                    }
+                }
+            }
             let dir = path.parent().expect("blob path has a parent");
             std::fs::create_dir_all(dir).map_err(|e| self.io(dir, e))?;
             // Write aside, then rename: a reader never sees half a blob.
@@ -462,8 +497,9 @@ impl ConfigStore for DirStore {
     }
 
     async fn has_blob(&self, digest: &Digest) -> Result<bool> {
-        let path = self.blob_path(digest);
-        self.blocking(move |_| Ok(path.is_file())).await
+        let paths = self.blob_paths(digest);
+        self.blocking(move |_| Ok(paths.iter().any(|p| p.is_file())))
+            .await
     }
 
     async fn get_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
@@ -514,6 +550,34 @@ impl DirStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A policy is kept as `.wasm`, fixture cases as `.json`; both read
+    /// back, and a store written before (everything `.wasm`) still reads.
+    #[test]
+    fn blobs_are_named_by_what_they_are() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = DirStore::new(tmp.path()).unwrap();
+        let cases = br#"{"cases":[]}"#;
+        let wasm = b"\0asm\x0d\0\x01\0";
+        for (bytes, ext) in [(&cases[..], "json"), (&wasm[..], "wasm")] {
+            let digest = Digest::of(bytes);
+            store.put_blob_now(&digest, bytes, false).unwrap();
+            let path = tmp
+                .path()
+                .join(format!("policies/sha256-{}.{ext}", digest.hex()));
+            assert!(path.is_file(), "{}", path.display());
+            assert_eq!(store.get_blob_now(&digest).unwrap(), bytes);
+        }
+        let old = br#"{"cases":[1]}"#;
+        let digest = Digest::of(old);
+        std::fs::write(
+            tmp.path()
+                .join(format!("policies/sha256-{}.wasm", digest.hex())),
+            old,
+        )
+        .unwrap();
+        assert_eq!(store.get_blob_now(&digest).unwrap(), old);
+    }
 
     #[test]
     // Expected values from Python: datetime.fromtimestamp(s, datetime.UTC).

@@ -75,6 +75,6 @@ pub use store::{
     StoreError, StoredRoute, check_function_name, decode_route, encode_route,
 };
 pub use watch::{
-    Active, Outcome, POLL_TIMEOUT, PolicySet, Prepare, Prepared, RejectReason, WatchConfig,
-    WatchStats, Watcher,
+    Active, LOOK_BACK_VERSIONS, Outcome, POLL_TIMEOUT, PolicySet, Prepare, Prepared, REMIND_EVERY,
+    RejectReason, Trouble, UNLIST_LISTINGS, WatchConfig, WatchStats, Watcher,
 };

@@ -5,11 +5,11 @@
 //! Data flows one way: store -> watcher -> [`PolicySet`] -> evaluation.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
@@ -18,8 +18,8 @@ use switchyard_core::{
 };
 
 use crate::catalogue::{
-    DEFERRED_VERSIONS, FUNCTIONS_REMOVED, REJECTED_VERSIONS, ROUTE_SCHEMA_TOO_NEW, ROUTE_VERSION,
-    STORE_ERRORS, SWAPS,
+    DEFERRED_VERSIONS, FUNCTIONS_REMOVED, LOOKED_BACK, REJECTED_VERSIONS, ROUTE_SCHEMA_TOO_NEW,
+    ROUTE_VERSION, STORE_ERRORS, SWAPS,
 };
 use crate::loader::{LoadError, Loader};
 use crate::store::{ConfigStore, StoreError, StoredRoute};
@@ -111,14 +111,56 @@ impl Active {
     }
 }
 
+/// Why a function the store names does not serve its newest version: the
+/// version was refused, is unreadable, or cannot be had yet. Kept beside
+/// the live policies so health checks can say which functions a host could
+/// not load and why ([`PolicySet::troubles`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Trouble {
+    /// The version that could not be loaded, when the store names it.
+    pub version: Option<u64>,
+    /// Why.
+    pub reason: String,
+    /// The version served instead, if any.
+    pub serving: Option<u64>,
+}
+
 /// The live policies, one per function, swapped atomically: a reader gets a
 /// consistent snapshot, and in-flight evaluations finish on what they hold.
 #[derive(Debug, Default)]
 pub struct PolicySet {
     map: ArcSwap<HashMap<String, Arc<Active>>>,
+    troubles: Mutex<BTreeMap<String, Trouble>>,
 }
 
 impl PolicySet {
+    /// The functions whose newest version in the store is not the one
+    /// served (refused, unreadable, not available yet, or no route config
+    /// at all), with why and what is served instead, as of the last poll.
+    pub fn troubles(&self) -> BTreeMap<String, Trouble> {
+        let mut troubles = self.troubles.lock().expect("lock").clone();
+        for (function, t) in troubles.iter_mut() {
+            t.serving = self.get(function).map(|a| a.stored.version);
+        }
+        troubles
+    }
+
+    /// The functions the store names that this host serves nothing for,
+    /// with why: what a readiness check reports.
+    pub fn unloadable(&self) -> BTreeMap<String, Trouble> {
+        let mut troubles = self.troubles();
+        troubles.retain(|_, t| t.serving.is_none());
+        troubles
+    }
+
+    fn set_trouble(&self, function: &str, trouble: Option<Trouble>) {
+        let mut troubles = self.troubles.lock().expect("lock");
+        match trouble {
+            Some(t) => troubles.insert(function.to_owned(), t),
+            None => troubles.remove(function),
+        };
+    }
+
     /// The live routing of `function`.
     pub fn get(&self, function: &str) -> Option<Arc<Active>> {
         self.map.load().get(function).cloned()
@@ -166,7 +208,25 @@ pub struct WatchConfig {
     /// Keys a policy must be signed by (`--trust-key`); empty: signatures
     /// are not required.
     pub trust: crate::TrustKeys,
+    /// How long a live function must be missing from the store's listing,
+    /// over at least [`UNLIST_LISTINGS`] successful listings in a row,
+    /// before it is no longer routed: one empty or shrunken listing (a
+    /// store being restored, a folder swapped) never empties the mesh.
+    pub remove_after: Duration,
 }
+
+/// Consecutive successful listings that must all leave a live function out
+/// before it is unrouted (and [`WatchConfig::remove_after`] must have
+/// passed since the first).
+pub const UNLIST_LISTINGS: u32 = 3;
+
+/// How many route versions older than an unusable newest one a host with
+/// nothing live for the function tries, newest first, before it gives up.
+pub const LOOK_BACK_VERSIONS: usize = 10;
+
+/// How often a problem that persists (a corrupt newest version, say) is
+/// logged again at WARN; in between, each poll logs it at DEBUG.
+pub const REMIND_EVERY: Duration = Duration::from_secs(600);
 
 impl Default for WatchConfig {
     fn default() -> Self {
@@ -177,6 +237,7 @@ impl Default for WatchConfig {
             lru_capacity: 64,
             cache_key: None,
             trust: crate::TrustKeys::default(),
+            remove_after: Duration::from_secs(60),
         }
     }
 }
@@ -220,12 +281,33 @@ pub enum Outcome {
     Unreadable {
         /// The error's kind (`corrupt`, `not-found`, ...).
         kind: &'static str,
+        /// The version unreadable, when the store could say.
+        version: Option<u64>,
         /// What is wrong.
         reason: String,
     },
-    /// A successful listing of the store no longer names the function: it
-    /// is no longer routed.
+    /// A successful listing of the store does not name a live function;
+    /// it keeps serving until enough listings in a row confirm it is gone
+    /// (see [`WatchConfig::remove_after`]).
+    Unlisted {
+        /// Successful listings in a row without it, this one included.
+        listings: u32,
+    },
+    /// Enough successful listings of the store in a row no longer name
+    /// the function: it is no longer routed.
     Removed,
+    /// The host had nothing live for the function and its newest version
+    /// could not be used, so it serves the newest usable one from the
+    /// store's history, as a running host that kept its last known good
+    /// does.
+    LookedBack {
+        /// The newest version, not used.
+        newest: u64,
+        /// Why it was not used.
+        reason: String,
+        /// The version now live.
+        to: u64,
+    },
 }
 
 /// Counters, for logs and metrics.
@@ -253,6 +335,13 @@ pub struct Watcher {
     refused: Mutex<HashMap<String, (u64, String)>>,
     /// Versions that failed transiently: (version, attempts, not before).
     deferred: Mutex<HashMap<String, (u64, u32, std::time::Instant)>>,
+    /// The newest version past which the store's history was searched, per
+    /// function, so a host looks back once per bad version, not per poll.
+    looked_back: Mutex<HashMap<String, u64>>,
+    /// Live functions missing from the listing: listings in a row, since.
+    unlisted: Mutex<HashMap<String, (u32, Instant)>>,
+    /// The last problem logged at WARN per function, and when.
+    warned: Mutex<HashMap<String, (String, Instant)>>,
     /// Counters.
     pub stats: WatchStats,
 }
@@ -297,6 +386,9 @@ impl Watcher {
             prepare: std::sync::OnceLock::new(),
             refused: Mutex::new(HashMap::new()),
             deferred: Mutex::new(HashMap::new()),
+            looked_back: Mutex::new(HashMap::new()),
+            unlisted: Mutex::new(HashMap::new()),
+            warned: Mutex::new(HashMap::new()),
             stats: WatchStats::default(),
         }
     }
@@ -390,46 +482,224 @@ impl Watcher {
         let latest = self.store.latest(&functions).await?;
         let mut outcomes = Vec::with_capacity(functions.len());
         if listing {
-            // Only a successful listing unroutes: a not-found or an outage
-            // may be transient.
-            let listed: std::collections::HashSet<&String> = functions.iter().collect();
-            for gone in self
-                .set
-                .functions()
-                .into_iter()
-                .filter(|f| !listed.contains(f))
-            {
-                self.set.remove(&gone);
-                self.loader.forget_route(&gone);
-                self.refused.lock().expect("lock").remove(&gone);
-                self.deferred.lock().expect("lock").remove(&gone);
-                tracing::warn!(target: "switchyard::watch", function = %gone, "no longer in the store; no longer routed");
-                FUNCTIONS_REMOVED.counter(&[]).increment(1);
-                outcomes.push((gone, Outcome::Removed));
-            }
+            // Only a successful listing unroutes (a not-found or an outage
+            // may be transient), and only once enough of them agree.
+            outcomes.extend(self.unlist(&functions));
         }
         for (function, entry) in functions.into_iter().zip(latest) {
-            let outcome = match entry {
+            let mut outcome = match entry {
                 Ok(None) => Outcome::Missing,
                 Ok(Some(stored)) => self.consider(stored).await,
-                Err(e) => {
-                    let kind = e.kind();
-                    STORE_ERRORS.counter(&[("kind", kind)]).increment(1);
-                    if kind == "too-new" {
-                        ROUTE_SCHEMA_TOO_NEW
-                            .counter(&[("function", &function)])
-                            .increment(1);
-                    }
-                    tracing::warn!(target: "switchyard::watch", %function, kind, error = %e, live = ?self.set.get(&function).map(|a| a.stored.version), "route config unreadable; the live version keeps serving");
-                    Outcome::Unreadable {
-                        kind,
-                        reason: e.to_string(),
-                    }
-                }
+                Err(e) => self.unreadable(&function, e),
             };
+            if self.set.get(&function).is_none()
+                && let Some(older) = self.look_back(&function, &outcome).await
+            {
+                outcome = older;
+            }
+            self.note(&function, &outcome);
             outcomes.push((function, outcome));
         }
         Ok(outcomes)
+    }
+
+    /// The live functions a successful listing leaves out. Each keeps
+    /// serving until [`UNLIST_LISTINGS`] listings in a row over
+    /// [`WatchConfig::remove_after`] leave it out; then it is unrouted and
+    /// its cached route forgotten.
+    fn unlist(&self, functions: &[String]) -> Vec<(String, Outcome)> {
+        let listed: std::collections::HashSet<&String> = functions.iter().collect();
+        let mut unlisted = self.unlisted.lock().expect("lock");
+        unlisted.retain(|f, _| !listed.contains(f));
+        let mut outcomes = Vec::new();
+        for gone in self
+            .set
+            .functions()
+            .into_iter()
+            .filter(|f| !listed.contains(f))
+        {
+            let (listings, since) = {
+                let seen = unlisted.entry(gone.clone()).or_insert((0, Instant::now()));
+                seen.0 += 1;
+                *seen
+            };
+            if listings < UNLIST_LISTINGS || since.elapsed() < self.config.remove_after {
+                if listings == 1 {
+                    tracing::warn!(target: "switchyard::watch", function = %gone, confirm_after = UNLIST_LISTINGS, remove_after = ?self.config.remove_after, "live function missing from the store's listing; still routed until later listings confirm it is gone");
+                }
+                outcomes.push((gone, Outcome::Unlisted { listings }));
+                continue;
+            }
+            unlisted.remove(&gone);
+            self.set.remove(&gone);
+            self.set.set_trouble(&gone, None);
+            self.loader.forget_route(&gone);
+            self.refused.lock().expect("lock").remove(&gone);
+            self.deferred.lock().expect("lock").remove(&gone);
+            self.looked_back.lock().expect("lock").remove(&gone);
+            self.warned.lock().expect("lock").remove(&gone);
+            tracing::warn!(target: "switchyard::watch", function = %gone, listings, "no longer in the store; no longer routed");
+            FUNCTIONS_REMOVED.counter(&[]).increment(1);
+            outcomes.push((gone, Outcome::Removed));
+        }
+        // A function that never loaded and is no longer listed has
+        // nothing to report.
+        self.set
+            .troubles
+            .lock()
+            .expect("lock")
+            .retain(|f, _| listed.contains(f) || self.set.get(f).is_some());
+        outcomes
+    }
+
+    /// A function whose entry could not be read or decoded: counted, and
+    /// logged at WARN when the problem is new (DEBUG while it persists,
+    /// with a reminder every [`REMIND_EVERY`]).
+    fn unreadable(&self, function: &str, e: StoreError) -> Outcome {
+        let kind = e.kind();
+        STORE_ERRORS.counter(&[("kind", kind)]).increment(1);
+        if kind == "too-new" {
+            ROUTE_SCHEMA_TOO_NEW
+                .counter(&[("function", function)])
+                .increment(1);
+        }
+        let reason = e.to_string();
+        let live = self.set.get(function).map(|a| a.stored.version);
+        if self.is_news(function, &reason) {
+            tracing::warn!(target: "switchyard::watch", %function, kind, error = %reason, ?live, "route config unreadable; {}", keeps_serving(live));
+        } else {
+            tracing::debug!(target: "switchyard::watch", %function, kind, error = %reason, ?live, "route config still unreadable");
+        }
+        Outcome::Unreadable {
+            kind,
+            version: e.version(),
+            reason,
+        }
+    }
+
+    /// Whether `problem` is new for `function`, or last logged at WARN
+    /// longer than [`REMIND_EVERY`] ago (and so is logged now).
+    fn is_news(&self, function: &str, problem: &str) -> bool {
+        let mut warned = self.warned.lock().expect("lock");
+        match warned.get(function) {
+            Some((p, at)) if p == problem && at.elapsed() < REMIND_EVERY => false,
+            _ => {
+                warned.insert(function.to_owned(), (problem.to_owned(), Instant::now()));
+                true
+            }
+        }
+    }
+
+    /// For a function with nothing live whose newest version cannot be
+    /// used (refused, unreadable, its blob not there): the newest usable
+    /// one of the [`LOOK_BACK_VERSIONS`] before it in the store's history,
+    /// made live, as a running host that kept its last known good serves
+    /// it. One history read per bad version, not per poll (a store error
+    /// is retried at the next poll), so a fleet of cold starts after a bad
+    /// publish costs the store one extra read each.
+    async fn look_back(&self, function: &str, outcome: &Outcome) -> Option<Outcome> {
+        let (newest, reason) = match outcome {
+            Outcome::Rejected { version, reason } | Outcome::Deferred { version, reason } => {
+                (*version, reason)
+            }
+            Outcome::Unreadable {
+                kind,
+                version,
+                reason,
+            } if !matches!(*kind, "throttled" | "unavailable" | "not-found") => {
+                (version.unwrap_or(u64::MAX), reason)
+            }
+            _ => return None,
+        };
+        if self.looked_back.lock().expect("lock").get(function) == Some(&newest) {
+            return None;
+        }
+        let history = match self.store.history(function).await {
+            Ok(history) => history,
+            Err(e) => {
+                tracing::warn!(target: "switchyard::watch", %function, newest, error = %e, "could not read the store's history for an older usable version; retrying at the next poll");
+                return None;
+            }
+        };
+        let mut tried = 0;
+        for entry in history.into_iter().rev() {
+            let version = match &entry {
+                Ok(stored) => stored.version,
+                Err(e) => e.version().unwrap_or(u64::MAX),
+            };
+            if version >= newest {
+                continue;
+            }
+            if tried == LOOK_BACK_VERSIONS {
+                break;
+            }
+            tried += 1;
+            let Ok(stored) = entry else { continue };
+            match self.load(stored).await {
+                Ok(active) => {
+                    let to = active.stored.version;
+                    self.loader.save_route(&active.stored);
+                    self.set.insert(function, Arc::new(active));
+                    self.looked_back
+                        .lock()
+                        .expect("lock")
+                        .insert(function.to_owned(), newest);
+                    self.stats.swaps.fetch_add(1, Ordering::Relaxed);
+                    SWAPS.counter(&[("function", function)]).increment(1);
+                    LOOKED_BACK.counter(&[("function", function)]).increment(1);
+                    ROUTE_VERSION
+                        .gauge(&[("function", function)])
+                        .set(to as f64);
+                    tracing::warn!(target: "switchyard::watch", %function, newest, %reason, serving = to, "newest version unusable and nothing live here: serving the newest usable version in the store's history, as running hosts keep doing");
+                    return Some(Outcome::LookedBack {
+                        newest,
+                        reason: reason.clone(),
+                        to,
+                    });
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(target: "switchyard::watch", %function, version, error = %e, "an older version could not be fetched; looking back again at the next poll");
+                    return None;
+                }
+                Err(e) => {
+                    tracing::debug!(target: "switchyard::watch", %function, version, error = %e, "older version unusable too")
+                }
+            }
+        }
+        self.looked_back
+            .lock()
+            .expect("lock")
+            .insert(function.to_owned(), newest);
+        tracing::error!(target: "switchyard::watch", %function, newest, %reason, tried, "no usable version among the older ones tried; nothing is served for this function until a usable version is published");
+        None
+    }
+
+    /// Records what the poll found for `function` where health checks read
+    /// it ([`PolicySet::troubles`]).
+    fn note(&self, function: &str, outcome: &Outcome) {
+        let trouble = |version: Option<u64>, reason: &str| {
+            Some(Trouble {
+                version,
+                reason: reason.to_owned(),
+                serving: None,
+            })
+        };
+        let trouble = match outcome {
+            Outcome::Rejected { version, reason } | Outcome::Deferred { version, reason } => {
+                trouble(Some(*version), reason)
+            }
+            Outcome::LookedBack { newest, reason, .. } => trouble(Some(*newest), reason),
+            Outcome::Unreadable {
+                version, reason, ..
+            } => trouble(*version, reason),
+            Outcome::Missing => trouble(None, "the store has no route config for it"),
+            Outcome::Unchanged { .. } | Outcome::Swapped { .. } | Outcome::Removed => {
+                self.warned.lock().expect("lock").remove(function);
+                None
+            }
+            Outcome::Unlisted { .. } => return,
+        };
+        self.set.set_trouble(function, trouble);
     }
 
     async fn consider(&self, stored: StoredRoute) -> Outcome {
@@ -489,7 +759,7 @@ impl Watcher {
                 DEFERRED_VERSIONS
                     .counter(&[("function", &function)])
                     .increment(1);
-                tracing::warn!(target: "switchyard::watch", %function, version, %reason, attempts, retry_in = ?wait, live = ?current, "new version not available yet; retrying");
+                tracing::warn!(target: "switchyard::watch", %function, version, %reason, attempts, retry_in = ?wait, live = ?current, "new version not available yet; retrying; {}", keeps_serving(current));
                 Outcome::Deferred { version, reason }
             }
             Err(reason) => {
@@ -498,7 +768,7 @@ impl Watcher {
                 REJECTED_VERSIONS
                     .counter(&[("function", &function)])
                     .increment(1);
-                tracing::error!(target: "switchyard::watch", %function, version, %reason, live = ?current, "new version refused; the live one keeps serving");
+                tracing::error!(target: "switchyard::watch", %function, version, %reason, live = ?current, "new version refused; {}", keeps_serving(current));
                 self.refused
                     .lock()
                     .expect("lock")
@@ -598,6 +868,14 @@ impl Watcher {
 /// The longest a background poll may take, blob downloads and compiles of
 /// large (Python, JavaScript) policies included.
 pub const POLL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What serves while a newer version cannot: said in logs.
+fn keeps_serving(live: Option<u64>) -> String {
+    match live {
+        Some(v) => format!("version {v} keeps serving"),
+        None => "nothing is live for this function here yet".to_owned(),
+    }
+}
 
 /// `d` ± up to 10 %, so a fleet does not poll in lockstep.
 fn jitter(d: Duration) -> Duration {

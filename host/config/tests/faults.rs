@@ -219,7 +219,7 @@ async fn corrupt_blobs_and_oversized_values_keep_the_last_good() {
     r.ssm.put_raw("/fleet/functions/orders", &huge);
     let out = host.poll().await.unwrap();
     assert!(
-        matches!(&out[0].1, Outcome::Unreadable { kind: "corrupt", reason } if reason.contains("characters")),
+        matches!(&out[0].1, Outcome::Unreadable { kind: "corrupt", reason, .. } if reason.contains("characters")),
         "{out:?}"
     );
     assert_eq!(host.policies().get("orders").unwrap().stored.version, v1);

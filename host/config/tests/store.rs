@@ -608,7 +608,7 @@ async fn one_bad_function_holds_no_one_back<B: Backend>() {
         }
     );
     assert!(
-        matches!(&out["orders"], Outcome::Unreadable { kind: "corrupt", reason } if reason.contains("orders")),
+        matches!(&out["orders"], Outcome::Unreadable { kind: "corrupt", version: Some(v), reason } if *v == o1 + 1 && reason.contains("orders")),
         "{out:?}"
     );
     assert_eq!(w.policies().get("orders").unwrap().stored.version, o1);
@@ -642,36 +642,164 @@ async fn one_bad_function_holds_no_one_back<B: Backend>() {
     );
 }
 
-/// A function deleted from the store is unrouted by the next successful
-/// listing, and its cached route does not come back after a restart.
+/// A function deleted from the store is unrouted once several successful
+/// listings in a row leave it out, and its cached route does not come back
+/// after a restart; a listing that is empty or short for a moment (a
+/// folder swapped, a store being restored) unroutes nothing and keeps the
+/// cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deleted_function_is_unrouted() {
+async fn only_a_confirmed_absence_unroutes_a_function() {
     let (store, b) = Dir::fresh().await;
     let cache = tempfile::tempdir().unwrap();
     publish(&*store, "orders", art::SYNTHETIC_HEADER, "synthetic").await;
     publish(&*store, "payments", art::SYNTHETIC_HEADER, "synthetic").await;
-    let listing = || {
+    let listing = |remove_after| {
         Watcher::new(
             store.clone(),
             common::engine().clone(),
             WatchConfig {
                 cache_dir: Some(cache.path().into()),
+                remove_after,
                 ..Default::default()
             },
         )
     };
-    let w = listing();
-    w.poll().await.unwrap();
+    let w = listing(std::time::Duration::ZERO);
+    polled(&w).await;
     assert_eq!(w.policies().functions(), ["orders", "payments"]);
-    std::fs::remove_dir_all(b.0.path().join("functions/payments")).unwrap();
-    let out = w.poll().await.unwrap();
+
+    // The whole folder swapped for an empty one for two polls: nothing is
+    // unrouted, and a restart meanwhile still restores both.
+    let functions = b.0.path().join("functions");
+    let aside = b.0.path().join("functions.aside");
+    std::fs::rename(&functions, &aside).unwrap();
+    std::fs::create_dir(&functions).unwrap();
+    for listings in 1..switchyard_config::UNLIST_LISTINGS {
+        let out = polled(&w).await;
+        assert_eq!(out["orders"], Outcome::Unlisted { listings }, "{out:?}");
+        assert_eq!(w.policies().functions(), ["orders", "payments"]);
+    }
+    assert_eq!(
+        listing(std::time::Duration::ZERO).restore_from_cache(),
+        ["orders", "payments"]
+    );
+    std::fs::remove_dir(&functions).unwrap();
+    std::fs::rename(&aside, &functions).unwrap();
+    let out = polled(&w).await;
+    assert_eq!(out["orders"], Outcome::Unchanged { version: 1 }, "{out:?}");
+
+    // Deleted for good: unrouted at the third listing without it.
+    std::fs::remove_dir_all(functions.join("payments")).unwrap();
+    for listings in 1..switchyard_config::UNLIST_LISTINGS {
+        let out = polled(&w).await;
+        assert_eq!(out["payments"], Outcome::Unlisted { listings }, "{out:?}");
+    }
+    let out = polled(&w).await;
+    assert_eq!(out["payments"], Outcome::Removed, "{out:?}");
+    assert_eq!(w.policies().functions(), ["orders"]);
+    assert_eq!(
+        listing(std::time::Duration::ZERO).restore_from_cache(),
+        ["orders"]
+    );
+
+    // By default the listings must also span a minute: three quick polls
+    // unroute nothing.
+    let patient = listing(switchyard_config::WatchConfig::default().remove_after);
+    patient.restore_from_cache();
+    std::fs::remove_dir_all(functions.join("orders")).unwrap();
+    for _ in 0..5 {
+        polled(&patient).await;
+    }
+    assert_eq!(patient.policies().functions(), ["orders"]);
+}
+
+async fn polled(w: &Watcher) -> std::collections::HashMap<String, Outcome> {
+    w.poll().await.unwrap().into_iter().collect()
+}
+
+/// A host that starts while a function's newest version is unusable (its
+/// blob corrupt, its JSON corrupt) serves the newest usable version in the
+/// store's history, as a host that was already running keeps doing; one
+/// whose every version is unusable serves nothing and says so.
+async fn a_fresh_host_serves_the_newest_usable_version<B: Backend>() {
+    let (store, b) = B::fresh().await;
+    let fresh = || {
+        Watcher::new(
+            store.clone(),
+            common::engine().clone(),
+            WatchConfig::default(),
+        )
+    };
+    let (v1, _) = publish(&*store, "orders", art::SYNTHETIC_HEADER, "synthetic").await;
+    let running = fresh();
+    running.poll().await.unwrap();
+    // v2's blob does not match its digest.
+    let (v2, bad) = publish(&*store, "orders", art::STICKY_CANARY, "synthetic").await;
+    b.corrupt_blob(&bad).await;
+    let out = polled(&running).await;
     assert!(
-        out.contains(&("payments".into(), Outcome::Removed)),
+        matches!(&out["orders"], Outcome::Rejected { version, .. } if *version == v2),
         "{out:?}"
     );
-    assert_eq!(w.policies().functions(), ["orders"]);
-    let restarted = listing();
-    assert_eq!(restarted.restore_from_cache(), ["orders"]);
+
+    let host = fresh();
+    let out = polled(&host).await;
+    assert!(
+        matches!(&out["orders"], Outcome::LookedBack { newest, to, .. } if *newest == v2 && *to == v1),
+        "{out:?}"
+    );
+    assert_eq!(host.policies().get("orders").unwrap().stored.version, v1);
+    let troubles = host.policies().troubles();
+    assert_eq!(troubles["orders"].version, Some(v2));
+    assert_eq!(troubles["orders"].serving, Some(v1));
+    assert!(host.policies().unloadable().is_empty());
+    // Once per bad version: the next poll finds it refused, nothing more.
+    let out = polled(&host).await;
+    assert!(
+        matches!(&out["orders"], Outcome::Rejected { version, .. } if *version == v2),
+        "{out:?}"
+    );
+
+    // v3's JSON is corrupt: a fresh host looks past it and past v2.
+    b.put_raw_route("orders", r#"{"mode":"synth"#).await;
+    let host = fresh();
+    let out = polled(&host).await;
+    assert!(
+        matches!(&out["orders"], Outcome::LookedBack { newest, to, .. } if *newest == v2 + 1 && *to == v1),
+        "{out:?}"
+    );
+    assert_eq!(running.policies().get("orders").unwrap().stored.version, v1);
+    let out = polled(&host).await;
+    assert!(
+        matches!(&out["orders"], Outcome::Unreadable { .. }),
+        "{out:?}"
+    );
+
+    // Nothing usable at all: nothing served, and the host says which and why.
+    b.put_raw_route("payments", r#"{"mode":"synth"#).await;
+    let host = fresh();
+    host.poll().await.unwrap();
+    assert!(host.policies().get("payments").is_none());
+    let unloadable = host.policies().unloadable();
+    assert_eq!(unloadable.keys().collect::<Vec<_>>(), ["payments"]);
+    assert!(
+        unloadable["payments"].reason.contains("payments"),
+        "{unloadable:?}"
+    );
+
+    // A good version published later goes live everywhere.
+    let (v4, _) = publish(&*store, "orders", art::SYNTHETIC_HEADER, "production").await;
+    for w in [&running, &host] {
+        let out = polled(w).await;
+        assert_eq!(
+            out["orders"],
+            Outcome::Swapped {
+                from: Some(v1),
+                to: v4
+            }
+        );
+    }
+    assert!(!host.policies().troubles().contains_key("orders"));
 }
 
 /// An SSM store whose endpoint refuses connections.
@@ -1037,22 +1165,22 @@ suite!(dir, Dir: routes_versions_and_history, blobs_round_trip_and_are_verified,
        watcher_swaps_and_keeps_last_known_good, failing_fixture_cases_keep_a_version_out,
        cache_serves_when_the_store_is_down, listings_span_pages, one_bad_function_holds_no_one_back,
        writes_are_compare_and_swap, settings_round_trip,
-       only_signed_policies_load_where_keys_are_trusted, junk_signatures_hide_no_trusted_one);
+       only_signed_policies_load_where_keys_are_trusted, junk_signatures_hide_no_trusted_one, a_fresh_host_serves_the_newest_usable_version);
 suite!(ssm, Ssm: routes_versions_and_history, blobs_round_trip_and_are_verified, bad_values_are_refused,
        watcher_swaps_and_keeps_last_known_good, failing_fixture_cases_keep_a_version_out,
        cache_serves_when_the_store_is_down, listings_span_pages, one_bad_function_holds_no_one_back,
        writes_are_compare_and_swap, settings_round_trip,
-       only_signed_policies_load_where_keys_are_trusted, junk_signatures_hide_no_trusted_one);
+       only_signed_policies_load_where_keys_are_trusted, junk_signatures_hide_no_trusted_one, a_fresh_host_serves_the_newest_usable_version);
 suite!(cloudmap, CloudMap: routes_versions_and_history, blobs_round_trip_and_are_verified,
        bad_values_are_refused, watcher_swaps_and_keeps_last_known_good,
        failing_fixture_cases_keep_a_version_out, cache_serves_when_the_store_is_down,
        listings_span_pages, one_bad_function_holds_no_one_back, writes_are_compare_and_swap,
        settings_round_trip, only_signed_policies_load_where_keys_are_trusted,
-       junk_signatures_hide_no_trusted_one);
+       junk_signatures_hide_no_trusted_one, a_fresh_host_serves_the_newest_usable_version);
 suite!(ssm_s3, SsmS3: routes_versions_and_history, blobs_round_trip_and_are_verified,
        bad_values_are_refused, watcher_swaps_and_keeps_last_known_good,
        failing_fixture_cases_keep_a_version_out, cache_serves_when_the_store_is_down,
-       junk_signatures_hide_no_trusted_one);
+       junk_signatures_hide_no_trusted_one, a_fresh_host_serves_the_newest_usable_version);
 
 /// Bytes that are not a policy, of a given size, and not compressible.
 fn noise(len: usize) -> Vec<u8> {

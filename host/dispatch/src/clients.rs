@@ -29,13 +29,61 @@ pub fn sfn_client(sdk: &aws_config::SdkConfig) -> aws_sdk_sfn::Client {
 }
 
 /// The HTTP(S) client the `http` backend uses.
-pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type HttpClient = Client<TimedConnect<HttpsConnector<HttpConnector>>, Full<Bytes>>;
+
+/// A connector whose connections (TCP, then TLS) must be made within a
+/// time of their own: an upstream that accepts and never completes its
+/// handshake fails fast, instead of holding the request for the whole
+/// upstream timeout.
+#[derive(Clone, Debug)]
+pub(crate) struct TimedConnect<C> {
+    inner: C,
+    timeout: Duration,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<C> tower_service::Service<http::Uri> for TimedConnect<C>
+where
+    C: tower_service::Service<http::Uri>,
+    C::Error: Into<BoxError>,
+    C::Future: Send + 'static,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let timeout = self.timeout;
+        let connecting = self.inner.call(uri);
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(connected) => connected.map_err(Into::into),
+                Err(_) => Err(format!(
+                    "no connection (TCP and TLS handshake) within {timeout:?} (--upstream-connect-timeout)"
+                )
+                .into()),
+            }
+        })
+    }
+}
 
 /// How the shared clients behave.
 #[derive(Debug, Clone)]
 pub struct ClientsConfig {
     /// How long a target may take (504 after).
     pub upstream_timeout: Duration,
+    /// How long making a connection to an `http` target may take, TCP and
+    /// TLS handshake together (502 after); at most the upstream timeout.
+    pub connect_timeout: Duration,
     /// How long an idle upstream connection is kept for reuse before it is
     /// closed.
     pub upstream_idle_timeout: Duration,
@@ -60,6 +108,7 @@ impl Default for ClientsConfig {
     fn default() -> Self {
         ClientsConfig {
             upstream_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
             upstream_idle_timeout: Duration::from_secs(90),
             mirror_slots: 64,
             lambda_client: None,
@@ -111,6 +160,7 @@ pub struct Clients {
     aws: OnceCell<aws_config::SdkConfig>,
     secrets: Arc<crate::secrets::Secrets>,
     pub(crate) timeout: Duration,
+    connect_timeout: Duration,
     idle_timeout: Duration,
     mirror_slots: Arc<Semaphore>,
 }
@@ -137,8 +187,9 @@ impl Clients {
             lambda: OnceCell::new_with(config.lambda_client),
             sfn: OnceCell::new_with(config.sfn_client),
             aws: OnceCell::new(),
-            secrets: crate::secrets::Secrets::new(config.secret_ttl),
+            secrets: crate::secrets::Secrets::new(config.secret_ttl, config.upstream_timeout),
             timeout: config.upstream_timeout,
+            connect_timeout: config.connect_timeout.min(config.upstream_timeout),
             idle_timeout: config.upstream_idle_timeout,
             mirror_slots: Arc::new(Semaphore::new(config.mirror_slots)),
         })
@@ -163,6 +214,10 @@ impl Clients {
                 .enable_http1()
                 .enable_http2()
                 .wrap_connector(http);
+            let https = TimedConnect {
+                inner: https,
+                timeout: self.connect_timeout,
+            };
             // The pool's timer reaps connections idle past the timeout;
             // without one they are kept forever.
             Client::builder(TokioExecutor::new())

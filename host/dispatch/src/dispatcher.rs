@@ -206,6 +206,14 @@ pub trait Dispatcher: Send + Sync + fmt::Debug {
     fn lambda_function(&self) -> Option<&str> {
         None
     }
+
+    /// Whether the target itself honours an Invoke API call's invocation
+    /// type and log type (Lambda does); otherwise the front end gives them
+    /// their meaning (a dry run sends nothing, an event is sent in the
+    /// background, a log tail is the mesh's own decision line).
+    fn invocation_types(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

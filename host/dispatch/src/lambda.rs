@@ -254,6 +254,10 @@ impl Dispatcher for LambdaDispatcher {
     fn lambda_function(&self) -> Option<&str> {
         Some(split_function_name(&self.function_name).0)
     }
+
+    fn invocation_types(&self) -> bool {
+        true
+    }
 }
 
 /// The `custom` fields of a client context, as `(name, value)` pairs with

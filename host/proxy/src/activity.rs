@@ -1,5 +1,6 @@
-//! What the live view charts: requests and errors per function, target and
-//! traffic class over the last 10 minutes, in 60 ten-second buckets. Kept
+//! What the live view charts: requests, errors (5xx) and client errors
+//! (4xx) per function, target and traffic class (and the requests refused
+//! before a decision) over the last 10 minutes, in 60 ten-second buckets. Kept
 //! per serving thread (no lock shared between cores on the request path)
 //! and merged when the page asks.
 
@@ -17,34 +18,78 @@ pub(crate) const BUCKETS: usize = 60;
 /// are not charted (the metrics still count them).
 const MAX_SERIES: usize = 4096;
 
-/// One series' buckets: (bucket number, requests, errors), by slot.
+/// One bucket of a series.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    bucket: u64,
+    requests: u64,
+    /// 5xx answers.
+    errors: u64,
+    /// 4xx answers.
+    client: u64,
+}
+
+/// One series' buckets, by slot.
 #[derive(Debug, Clone)]
-pub(crate) struct Ring([(u64, u64, u64); BUCKETS]);
+pub(crate) struct Ring([Slot; BUCKETS]);
 
 impl Default for Ring {
     fn default() -> Self {
-        Ring([(u64::MAX, 0, 0); BUCKETS])
+        Ring(
+            [Slot {
+                bucket: u64::MAX,
+                requests: 0,
+                errors: 0,
+                client: 0,
+            }; BUCKETS],
+        )
+    }
+}
+
+/// A series' counts per bucket, oldest first: requests, errors (5xx),
+/// client errors (4xx).
+#[derive(Debug, Clone)]
+pub(crate) struct Series {
+    pub(crate) requests: Vec<u64>,
+    pub(crate) errors: Vec<u64>,
+    pub(crate) client: Vec<u64>,
+}
+
+impl Default for Series {
+    fn default() -> Self {
+        Series {
+            requests: vec![0; BUCKETS],
+            errors: vec![0; BUCKETS],
+            client: vec![0; BUCKETS],
+        }
     }
 }
 
 impl Ring {
-    fn add(&mut self, bucket: u64, failed: bool) {
+    fn add(&mut self, bucket: u64, status: u16) {
         let slot = &mut self.0[(bucket % BUCKETS as u64) as usize];
-        if slot.0 != bucket {
-            *slot = (bucket, 0, 0);
+        if slot.bucket != bucket {
+            *slot = Slot {
+                bucket,
+                requests: 0,
+                errors: 0,
+                client: 0,
+            };
         }
-        slot.1 += 1;
-        slot.2 += u64::from(failed);
+        slot.requests += 1;
+        slot.errors += u64::from(status >= 500);
+        slot.client += u64::from((400..500).contains(&status));
     }
 
     /// Adds this ring's counts of the buckets `now - 59 ..= now` into
-    /// `requests`/`errors` (oldest first).
-    pub(crate) fn merge_into(&self, now: u64, requests: &mut [u64], errors: &mut [u64]) {
-        for (bucket, r, e) in self.0 {
-            if bucket <= now && now - bucket < BUCKETS as u64 {
-                let i = BUCKETS - 1 - (now - bucket) as usize;
-                requests[i] += r;
-                errors[i] += e;
+    /// `into` (oldest first).
+    pub(crate) fn merge_into(&self, now: u64, into: &mut Series) {
+        for s in self.0 {
+            if s.bucket <= now && now - s.bucket < BUCKETS as u64 {
+                let i = BUCKETS - 1 - (now - s.bucket) as usize;
+                into.requests[i] += s.requests;
+                into.errors[i] += s.errors;
+                into.client[i] += s.client;
             }
         }
     }
@@ -58,23 +103,29 @@ pub(crate) fn bucket_now() -> u64 {
         / BUCKET_SECONDS
 }
 
-/// One thread's series: function -> target -> [production, synthetic].
+/// The classes a series is kept for: a decision's traffic classes, and
+/// `none` for the requests refused before a decision.
+pub(crate) const CLASSES: [&str; 3] = ["production", "synthetic", "none"];
+
+/// One thread's series: function -> target -> one ring per [`CLASSES`].
 #[derive(Debug, Default)]
 pub(crate) struct Activity {
-    series: HashMap<String, HashMap<String, [Ring; 2]>>,
+    series: HashMap<String, HashMap<String, [Ring; 3]>>,
     count: usize,
     /// Fail-safe decisions per function.
     pub(crate) fail_safes: HashMap<String, u64>,
 }
 
 impl Activity {
-    /// Counts one answer.
-    pub(crate) fn record(&mut self, function: &str, target: &str, traffic: &str, failed: bool) {
-        let class = match traffic {
-            "production" => 0,
-            "synthetic" => 1,
-            _ => return,
+    /// Counts one answer of a routed function (`function` `-`, one this
+    /// host does not route, is not charted).
+    pub(crate) fn record(&mut self, function: &str, target: &str, traffic: &str, status: u16) {
+        let Some(class) = CLASSES.iter().position(|c| *c == traffic) else {
+            return;
         };
+        if function == "-" {
+            return;
+        }
         let known = self
             .series
             .get(function)
@@ -94,11 +145,11 @@ impl Activity {
             .get_mut(function)
             .and_then(|t| t.get_mut(target))
             .expect("inserted above");
-        rings[class].add(bucket_now(), failed);
+        rings[class].add(bucket_now(), status);
     }
 
     /// This thread's rings of `function`, by target.
-    pub(crate) fn of(&self, function: &str) -> Option<&HashMap<String, [Ring; 2]>> {
+    pub(crate) fn of(&self, function: &str) -> Option<&HashMap<String, [Ring; 3]>> {
         self.series.get(function)
     }
 }
@@ -110,23 +161,24 @@ mod tests {
     #[test]
     fn buckets_roll_over_and_merge_oldest_first() {
         let mut r = Ring::default();
-        r.add(100, false);
-        r.add(100, true);
-        r.add(101, false);
-        r.add(100 + BUCKETS as u64, false); // reuses bucket 100's slot
-        let (mut req, mut err) = (vec![0; BUCKETS], vec![0; BUCKETS]);
-        r.merge_into(101 + 5, &mut req, &mut err);
+        r.add(100, 200);
+        r.add(100, 502);
+        r.add(101, 404);
+        r.add(100 + BUCKETS as u64, 200); // reuses bucket 100's slot
+        let mut s = Series::default();
+        r.merge_into(101 + 5, &mut s);
         assert_eq!(
-            req.iter().sum::<u64>(),
+            s.requests.iter().sum::<u64>(),
             1,
             "the future bucket is not counted, 100 is gone"
         );
-        assert_eq!(req[BUCKETS - 6], 1);
-        let (mut req, mut err) = (vec![0; BUCKETS], vec![0; BUCKETS]);
-        r.merge_into(100 + BUCKETS as u64, &mut req, &mut err);
+        assert_eq!((s.requests[BUCKETS - 6], s.client[BUCKETS - 6]), (1, 1));
+        let mut s = Series::default();
+        r.merge_into(100 + BUCKETS as u64, &mut s);
         // 160 is the newest bucket, 101 the oldest still in the window.
-        assert_eq!((req[BUCKETS - 1], req[0]), (1, 1));
-        assert_eq!(req.iter().sum::<u64>(), 2);
-        assert_eq!(err.iter().sum::<u64>(), 0);
+        assert_eq!((s.requests[BUCKETS - 1], s.requests[0]), (1, 1));
+        assert_eq!(s.requests.iter().sum::<u64>(), 2);
+        assert_eq!(s.errors.iter().sum::<u64>(), 0);
+        assert_eq!(s.client.iter().sum::<u64>(), 1);
     }
 }

@@ -12,10 +12,13 @@
 //! | a request-target that is not a path (`CONNECT a:1`, `*`) | 400 | `InvalidParameterValueException` |
 //! | wrong method | 405 | `MethodNotAllowedException` |
 //! | headers over the limit | 431 | `RequestTooLargeException` |
-//! | body over the limit | 413 | `RequestTooLargeException` |
+//! | body over the limit (its `Content-Length` or what arrived) | 413 | `RequestTooLargeException` |
+//! | body past the budget of all bodies held at once | 503 | `ServiceException` |
 //! | body stalled | 408 | `ServiceException` |
 //! | body broken off | 400 | `InvalidRequestContentException` |
 //! | request JSON invalid (decide API) | 400 | `InvalidRequestContentException` |
+//! | an invocation type other than `RequestResponse`, `Event`, `DryRun` | 400 | `InvalidParameterValueException` |
+//! | an `Event` invocation with every background slot busy | 429 | `TooManyRequestsException` |
 //! | context shown without leave | 403 | `AccessDeniedException` |
 //! | admin token missing or wrong | 401 | `UnrecognizedClientException` |
 //! | an admin path that does not exist | 404 | `UnknownOperationException` |
@@ -25,8 +28,9 @@
 //! failure adds `function`, `qualifier` and `error-type`); a Lambda API
 //! answer is `{"Type": "User" | "Service", "message": ...}` with
 //! `x-amzn-ErrorType`, as Lambda answers, so AWS SDKs raise the exception
-//! they know. A body that was broken off or stalled also closes the
-//! connection: what is left of it cannot be told from the next request.
+//! they know. A body that was too large, over the budget, broken off or
+//! stalled also closes the connection: what is left of it is not read, and
+//! cannot be told from the next request.
 
 use std::time::Duration;
 
@@ -75,6 +79,11 @@ pub(crate) enum ProxyError {
         /// The limit.
         limit: usize,
     },
+    /// The bodies held at once would go past the proxy's budget.
+    BodyBudget {
+        /// The budget, in bytes.
+        budget: usize,
+    },
     /// The body stalled.
     BodyStalled {
         /// The longest pause allowed between two parts.
@@ -84,6 +93,13 @@ pub(crate) enum ProxyError {
     BodyBroken,
     /// The decide API's request JSON is not usable.
     BadRequestJson(String),
+    /// An Invoke API call's `X-Amz-Invocation-Type` is none of Lambda's.
+    BadInvocationType(String),
+    /// An `Event` invocation found every background slot busy.
+    EventsFull {
+        /// The slots.
+        slots: usize,
+    },
     /// The decide API was asked for context values it may not show.
     RevealNotAllowed,
     /// The admin token is missing or wrong.
@@ -170,11 +186,27 @@ impl ProxyError {
                 "RequestTooLargeException",
                 format!("request headers are {bytes} bytes; the limit is {limit}"),
             ),
-            BodyTooLarge { limit } => Row::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "RequestTooLargeException",
-                format!("request body over the limit of {limit} bytes"),
-            ),
+            // Closed: what is left of the body is not read.
+            BodyTooLarge { limit } => Row {
+                close: true,
+                ..Row::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "RequestTooLargeException",
+                    format!("request body over the limit of {limit} bytes"),
+                )
+            },
+            BodyBudget { budget } => Row {
+                close: true,
+                header: Some((axum::http::header::RETRY_AFTER, "1")),
+                ..Row::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceException",
+                    format!(
+                        "this host holds as many request bodies as it may at once ({} MiB, serve --body-memory); retry in a moment",
+                        budget >> 20
+                    ),
+                )
+            },
             BodyStalled { stall } => Row {
                 close: true,
                 ..Row::new(
@@ -199,6 +231,21 @@ impl ProxyError {
                 "InvalidRequestContentException",
                 why.clone(),
             ),
+            BadInvocationType(given) => Row::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterValueException",
+                format!("X-Amz-Invocation-Type is {given:?}; use RequestResponse, Event or DryRun"),
+            ),
+            EventsFull { slots } => Row {
+                header: Some((axum::http::header::RETRY_AFTER, "1")),
+                ..Row::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TooManyRequestsException",
+                    format!(
+                        "Rate Exceeded: all {slots} background slots for Event invocations are busy (serve --mirror-slots); retry in a moment"
+                    ),
+                )
+            },
             RevealNotAllowed => Row::new(
                 StatusCode::FORBIDDEN,
                 "AccessDeniedException",

@@ -7,7 +7,7 @@
 //! The file is rotated at a size limit (FILE becomes FILE.1).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
@@ -134,19 +134,31 @@ fn open(path: &Path) -> io::Result<File> {
         })
 }
 
-/// The writer thread: appends lines, rotates past `max_bytes`, and
-/// flushes whenever the queue runs dry (a reader sees every line within
-/// moments, and a busy one costs one write a batch).
-fn write_lines(rx: Receiver<Msg>, path: PathBuf, file: File, mut size: u64, max_bytes: u64) {
-    let mut out = BufWriter::new(file);
-    let mut failing = false;
+/// Most bytes batched before they are written.
+const BATCH_BYTES: usize = 64 << 10;
+
+/// The writer thread: batches lines and appends each batch whole when the
+/// queue runs dry (a reader sees every line within moments, and a busy
+/// writer costs one write a batch); rotates past `max_bytes`. Before each
+/// batch it checks that `path` is still the file it writes (deleted or
+/// moved aside: a new one is made). A batch that fails (a full disk) is
+/// cut back off the file, so no partial line is left; its lines are
+/// dropped and counted, with one warning per run of failures.
+fn write_lines(rx: Receiver<Msg>, path: PathBuf, file: File, size: u64, max_bytes: u64) {
+    let mut out = Out {
+        path,
+        file,
+        size,
+        max_bytes,
+        batch: Vec::new(),
+        lines: 0,
+        failing: false,
+    };
     loop {
         let msg = match rx.try_recv() {
             Ok(msg) => msg,
             Err(TryRecvError::Empty) => {
-                if let Err(e) = out.flush() {
-                    report(&path, e, &mut failing);
-                }
+                out.write_batch();
                 match rx.recv() {
                     Ok(msg) => msg,
                     Err(_) => break,
@@ -156,49 +168,102 @@ fn write_lines(rx: Receiver<Msg>, path: PathBuf, file: File, mut size: u64, max_
         };
         match msg {
             Msg::Line(line) => {
-                let written = out
-                    .write_all(line.as_bytes())
-                    .and_then(|()| out.write_all(b"\n"));
-                match written {
-                    Ok(()) => {
-                        failing = false;
-                        size += line.len() as u64 + 1;
-                    }
-                    Err(e) => report(&path, e, &mut failing),
-                }
-                if size >= max_bytes {
-                    match rotate(&path, &mut out) {
-                        Ok(()) => size = 0,
-                        Err(e) => report(&path, e, &mut failing),
-                    }
+                out.batch.extend_from_slice(line.as_bytes());
+                out.batch.push(b'\n');
+                out.lines += 1;
+                // Past the size limit the batch is written at once, so the
+                // file rotates at the line that passed it.
+                if out.batch.len() >= BATCH_BYTES
+                    || out.size + out.batch.len() as u64 >= out.max_bytes
+                {
+                    out.write_batch();
                 }
             }
             Msg::Flush(ack) => {
-                if let Err(e) = out.flush() {
-                    report(&path, e, &mut failing);
-                }
+                out.write_batch();
                 let _ = ack.send(());
             }
         }
     }
-    let _ = out.flush();
+    out.write_batch();
 }
 
-/// FILE becomes FILE.1 (replacing an older one); writing goes on in a new
-/// FILE.
-fn rotate(path: &Path, out: &mut BufWriter<File>) -> io::Result<()> {
-    out.flush()?;
-    let mut old = path.as_os_str().to_owned();
-    old.push(".1");
-    std::fs::rename(path, old)?;
-    *out = BufWriter::new(open(path)?);
-    Ok(())
+/// The capture file being written, and the lines not written yet.
+struct Out {
+    path: PathBuf,
+    file: File,
+    /// The file's length: where the next batch starts.
+    size: u64,
+    max_bytes: u64,
+    batch: Vec<u8>,
+    lines: u64,
+    failing: bool,
 }
 
-/// Logs the first failure of a run of them.
-fn report(path: &Path, e: io::Error, failing: &mut bool) {
-    if !*failing {
-        tracing::warn!(target: "switchyard::capture", path = %path.display(), error = %e, "cannot write the capture file; lines are lost until it works again");
+impl Out {
+    fn write_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.reopen_if_gone() {
+            return self.failed(e);
+        }
+        if let Err(e) = (&self.file).write_all(&self.batch) {
+            // Whatever part of the batch reached the file is cut off.
+            let _ = self.file.set_len(self.size);
+            return self.failed(e);
+        }
+        self.size += self.batch.len() as u64;
+        self.batch.clear();
+        self.lines = 0;
+        if self.failing {
+            tracing::info!(target: "switchyard::capture", path = %self.path.display(), "writing the capture file again");
+            self.failing = false;
+        }
+        if self.size >= self.max_bytes
+            && let Err(e) = self.rotate()
+        {
+            tracing::warn!(target: "switchyard::capture", path = %self.path.display(), error = %e, "cannot rotate the capture file");
+        }
     }
-    *failing = true;
+
+    /// The batch's lines dropped and counted; the first failure of a run
+    /// logged.
+    fn failed(&mut self, e: io::Error) {
+        crate::catalogue::CAPTURE_DROPPED
+            .counter(&[])
+            .increment(self.lines);
+        if !self.failing {
+            tracing::warn!(target: "switchyard::capture", path = %self.path.display(), error = %e, dropped = self.lines, "cannot write the capture file; sampled lines are dropped (switchyard_capture_dropped_total) until it works again");
+            self.failing = true;
+        }
+        self.batch.clear();
+        self.lines = 0;
+    }
+
+    /// A new file at `path` when the one written was deleted or moved
+    /// aside.
+    fn reopen_if_gone(&mut self) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let ours = self.file.metadata()?;
+        let same = std::fs::metadata(&self.path)
+            .is_ok_and(|m| m.dev() == ours.dev() && m.ino() == ours.ino());
+        if !same {
+            self.file = open(&self.path)?;
+            self.size = self.file.metadata()?.len();
+            tracing::warn!(target: "switchyard::capture", path = %self.path.display(), "the capture file was deleted or moved; writing a new one");
+        }
+        Ok(())
+    }
+
+    /// FILE becomes FILE.1 (replacing an older one); writing goes on in a
+    /// new FILE.
+    fn rotate(&mut self) -> io::Result<()> {
+        let mut old = self.path.as_os_str().to_owned();
+        old.push(".1");
+        std::fs::rename(&self.path, old)?;
+        self.file = open(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
 }

@@ -110,7 +110,7 @@ pub(crate) const CONNECTIONS_CLOSED: Metric = Metric {
     name: "switchyard_connections_closed_total",
     kind: MetricKind::Counter,
     labels: &["listener", "reason"],
-    help: "Client connections closed, by listener and reason (done, error, header-timeout, idle-timeout, busy-timeout).",
+    help: "Client connections closed, by listener and reason (done, error, head-too-large, header-timeout, idle-timeout, busy-timeout).",
     values: &[],
     zero_for: None,
 };

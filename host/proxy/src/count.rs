@@ -20,9 +20,7 @@ pub(crate) fn counted(
     handles
         .request(function, target, traffic, status)
         .increment(1);
-    handles
-        .activity
-        .record(function, target, traffic, status >= 500);
+    handles.activity.record(function, target, traffic, status);
     response
 }
 

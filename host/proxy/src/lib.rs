@@ -121,6 +121,10 @@ pub struct ProxyConfig {
     /// Largest request body accepted (413 above). Default 6 MiB, Lambda's
     /// synchronous payload limit.
     pub max_body: usize,
+    /// Request body bytes held at once across all requests; a request
+    /// whose body would go past it is answered `503` with `Retry-After`.
+    /// Default 256 MiB.
+    pub body_memory: usize,
     /// Largest total size of request header names and values (431 above).
     pub max_header_bytes: usize,
     /// How long a request body may stall (no byte arriving) before the
@@ -170,6 +174,7 @@ impl fmt::Debug for ProxyConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProxyConfig")
             .field("max_body", &self.max_body)
+            .field("body_memory", &self.body_memory)
             .field("max_header_bytes", &self.max_header_bytes)
             .field("body_timeout", &self.body_timeout)
             .field("connections", &self.connections)
@@ -185,6 +190,7 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
             max_body: 6 << 20,
+            body_memory: 256 << 20,
             max_header_bytes: 32 << 10,
             body_timeout: Duration::from_secs(30),
             connections: ConnectionLimits::default(),

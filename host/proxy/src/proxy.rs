@@ -23,6 +23,11 @@ pub struct Proxy {
     pub(crate) guards: guard::Guards,
     /// Shadow comparisons, per function.
     pub(crate) shadows: Arc<shadow::Reports>,
+    /// The request body bytes all requests may hold at once.
+    pub(crate) body_budget: crate::hygiene::BodyBudget,
+    /// Slots for the background calls of `Event` invocations the proxy
+    /// makes itself (as many as mirror slots).
+    pub(crate) events: Arc<tokio::sync::Semaphore>,
 }
 
 impl fmt::Debug for Proxy {
@@ -45,6 +50,10 @@ impl Proxy {
                 .collect(),
             guards: guard::Guards::default(),
             shadows: Arc::default(),
+            body_budget: crate::hygiene::BodyBudget::new(config.body_memory),
+            events: Arc::new(tokio::sync::Semaphore::new(
+                config.clients.mirror_slots.max(1),
+            )),
             config,
         })
     }

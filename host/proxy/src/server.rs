@@ -271,9 +271,9 @@ async fn serve_handler(
     let open = crate::catalogue::CONNECTIONS_OPEN.gauge(&[("listener", name)]);
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((stream, _)) => stream,
+                Ok((stream, peer)) => (stream, peer),
                 Err(e) => {
                     // Out of descriptors, or a connection reset before it
                     // was accepted: wait a little and carry on.
@@ -317,7 +317,22 @@ async fn serve_handler(
             let _permit = permit;
             open.increment(1.0);
             let reason = tokio::select! {
-                r = conn => if r.is_ok() { "done" } else { "error" },
+                r = PEER.scope(peer, conn) => match r {
+                    Ok(()) => "done",
+                    Err(e) if head_too_large(&*e) => {
+                        // hyper answered 431 itself (more than 100 header
+                        // lines, or a head past its buffer), before any
+                        // handler: counted as the public listener's own
+                        // refusals are.
+                        if name == "public" {
+                            crate::catalogue::REQUESTS
+                                .counter(&[("function", "-"), ("target", "none"), ("traffic", "none"), ("status", "431")])
+                                .increment(1);
+                        }
+                        "head-too-large"
+                    }
+                    Err(_) => "error",
+                },
                 why = activity.expired(&limits) => why,
             };
             open.decrement(1.0);
@@ -534,12 +549,32 @@ impl AsyncWrite for Watched {
     }
 }
 
+/// Whether a connection ended because hyper refused a request head too
+/// large to parse (it answers `431` itself).
+fn head_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_parse_too_large)
+}
+
 /// The handler as a hyper service that marks each request in progress
 /// until its response body is done.
 #[derive(Clone)]
 struct ConnService {
     handler: Handler,
     activity: Arc<Activity>,
+}
+
+tokio::task_local! {
+    /// The address of the client of the connection whose task this is
+    /// (what `X-Forwarded-For` gains on the way to a version): set once
+    /// per connection, read without an allocation per request.
+    static PEER: std::net::SocketAddr;
+}
+
+/// The address of the client whose request is being served, when it came
+/// through a listener here.
+pub(crate) fn peer() -> Option<std::net::SocketAddr> {
+    PEER.try_with(|p| *p).ok()
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnService {

@@ -48,7 +48,10 @@ pub(crate) fn mirror(
 ) -> Option<Tee> {
     let config = r.active.route.config();
     let mut mirror = Target::mirror(r.function, decision, config)?;
-    mirror.propagate = r.routed.propagate(r.call.headers(), Traffic::Synthetic);
+    mirror.propagate = r
+        .routed
+        .mirror(r.p.config.traces.as_deref(), r.function, &mirror.qualifier)
+        .propagate(r.call.headers(), Traffic::Synthetic);
     match &config.shadow {
         Some(spec) => spawn_shadow(r, dispatcher, mirror, spec),
         None => {

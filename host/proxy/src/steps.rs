@@ -82,7 +82,66 @@ pub(crate) async fn dispatch_decided(
         }
     };
     routed.end_routed(function, active, &decision, &call, &sent);
-    finish(p, sent.response, function, &decision, shape)
+    let tail = matches!(&call, Call::Invoke(c) if c.log_type.as_deref() == Some("Tail"));
+    finish(p, sent.response, function, &decision, shape, tail)
+}
+
+/// An Invoke API `DryRun` on a target that does not take invocation types
+/// itself: decided and checked (the guard applied, the route's dispatch
+/// block usable) and answered `204` as Lambda answers one, with the
+/// version a call would have gone to; nothing is sent. Counted under that
+/// version with status 204.
+pub(crate) fn dry_run(
+    p: &Proxy,
+    function: &str,
+    active: &Active,
+    mut decision: Decision,
+    shape: Shape,
+) -> Response {
+    let _ = guard::apply(p, function, active, &mut decision);
+    let response = match p.dispatcher(active) {
+        Err(e) => failed(ProxyError::Dispatch(e), shape).response,
+        Ok(_) => {
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = http::StatusCode::NO_CONTENT;
+            r
+        }
+    };
+    finish(p, response, function, &decision, shape, false)
+}
+
+/// An Invoke API `Event` on a target that does not take invocation types
+/// itself: answered `202` with no body at once, as Lambda answers one, and
+/// made in the background through every step of [`dispatch_decided`] (the
+/// guard, fallback and counting by the status it gets), in one of a bounded
+/// number of slots; with none free, `429` so the caller retries. `held`,
+/// the body's share of the body budget, is kept until the call is done.
+pub(crate) fn event(
+    p: &std::sync::Arc<Proxy>,
+    function: String,
+    active: std::sync::Arc<Active>,
+    decision: Decision,
+    call: Call,
+    held: crate::hygiene::Held,
+) -> Response {
+    let shape = Shape::LambdaApi;
+    let Ok(slot) = p.events.clone().try_acquire_owned() else {
+        let full = ProxyError::EventsFull {
+            slots: p.config.clients.mirror_slots.max(1),
+        };
+        return count::for_function(p, full.answer(shape), &function);
+    };
+    let p = p.clone();
+    tokio::spawn(async move {
+        let _slot = slot;
+        let _held = held;
+        let answer = dispatch_decided(&p, &function, &active, decision, call, shape).await;
+        // The answer is nobody's; reading it to the end frees its connection.
+        let _ = http_body_util::BodyExt::collect(answer.into_body()).await;
+    });
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = http::StatusCode::ACCEPTED;
+    r
 }
 
 /// Sends the call to the decision's target (its secrets read first, the
@@ -143,9 +202,29 @@ fn finish(
     function: &str,
     decision: &Decision,
     shape: Shape,
+    tail: bool,
 ) -> Response {
-    let success = response.status().is_success();
+    let status = response.status();
+    let success = status.is_success();
     let h = response.headers_mut();
+    // A log tail asked of a target that keeps no Lambda log: the mesh's
+    // own line about the call (Lambda's is the last 4 KB of the log).
+    if tail && shape == Shape::LambdaApi && !h.contains_key(LOG_RESULT) {
+        use base64::Engine as _;
+        let mut line = format!(
+            "switchyard: function={function} target={} traffic={} status={} reason={}\n",
+            decision.target,
+            decision.traffic.as_str(),
+            status.as_u16(),
+            decision.reason
+        );
+        line.truncate(line.floor_char_boundary(4096));
+        if let Ok(v) =
+            HeaderValue::from_str(&base64::engine::general_purpose::STANDARD.encode(line))
+        {
+            h.insert(LOG_RESULT, v);
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&decision.target) {
         if shape == Shape::LambdaApi && success && !h.contains_key(EXECUTED_VERSION) {
             h.insert(EXECUTED_VERSION, v.clone());
@@ -170,3 +249,4 @@ fn finish(
 const TARGET_NAME: HeaderName = HeaderName::from_static(TARGET_HEADER);
 const TRAFFIC_NAME: HeaderName = HeaderName::from_static(TRAFFIC_HEADER);
 const EXECUTED_VERSION: HeaderName = HeaderName::from_static("x-amz-executed-version");
+const LOG_RESULT: HeaderName = HeaderName::from_static("x-amz-log-result");

@@ -17,8 +17,17 @@
 //!   function's own OpenTelemetry SDK and a collector route or drop by.
 //!   A caller cannot forge either entry: both are replaced.
 //!
-//! A request that carries neither trace context nor baggage costs nothing
-//! here (its class still travels in `x-switchyard-traffic`).
+//! A mirror copy (synthetic, to another version) is a trace of its own,
+//! never a part of the production request's: a `mirror <function>`
+//! producer span in the synthetic pipeline, linked to the request's span
+//! (not its child), which the candidate's spans continue. Without a
+//! synthetic exporter the copy still gets a trace id of its own.
+//!
+//! A request whose class has an exporter gets a span even when it came
+//! with no trace context (a root span, as any OpenTelemetry server does),
+//! and the target continues that trace. A request that carries neither
+//! trace context nor baggage, and whose class has no exporter, costs
+//! nothing here (its class still travels in `x-switchyard-traffic`).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -228,6 +237,56 @@ impl Routed {
         }
     }
 
+    /// The trace of a mirror copy of this request to `target`: a trace of
+    /// its own (see the module docs), or nothing when this request is in
+    /// no trace and synthetic spans are not exported. The copy's span, when
+    /// recorded, ends here: it stands for the copy handed off, and the
+    /// candidate's spans are its children.
+    pub(crate) fn mirror(&self, traces: Option<&Traces>, function: &str, target: &str) -> Routed {
+        use opentelemetry_sdk::trace::{IdGenerator as _, RandomIdGenerator};
+        let exporter = traces.and_then(|t| t.exporter(Traffic::Synthetic));
+        match (exporter, &self.context) {
+            (None, None) => Routed::NONE,
+            (Some(e), linked) => {
+                let mut span = e
+                    .tracer
+                    .span_builder(format!("mirror {function}"))
+                    .with_kind(SpanKind::Producer)
+                    .with_links(
+                        linked
+                            .iter()
+                            .map(|sc| opentelemetry::trace::Link::with_context(sc.clone()))
+                            .collect(),
+                    )
+                    .with_attributes([
+                        KeyValue::new("switchyard.function", function.to_owned()),
+                        KeyValue::new("switchyard.target", target.to_owned()),
+                        KeyValue::new("switchyard.traffic", Traffic::Synthetic.as_str()),
+                    ])
+                    .start_with_context(&e.tracer, &Context::new());
+                let context = Some(span.span_context().clone()).filter(SpanContext::is_valid);
+                span.end();
+                Routed {
+                    span: None,
+                    context,
+                }
+            }
+            (None, Some(sc)) => {
+                let ids = RandomIdGenerator::default();
+                Routed {
+                    span: None,
+                    context: Some(SpanContext::new(
+                        ids.new_trace_id(),
+                        ids.new_span_id(),
+                        sc.trace_flags(),
+                        false,
+                        TraceState::default(),
+                    )),
+                }
+            }
+        }
+    }
+
     /// The trace headers a target of `traffic` is handed (see the module
     /// docs); empty when there is nothing to continue or mark.
     pub(crate) fn propagate(
@@ -384,6 +443,35 @@ mod tests {
             Some(
                 "Root=1-4bf92f35-77b34da6a3ce929d0e0e4736;Parent=00f067aa0ba902b7;Sampled=1;Switchyard=synthetic"
             )
+        );
+    }
+
+    /// Without a synthetic exporter a mirror copy of a traced request is
+    /// still a trace of its own (the caller's sampling kept), and a copy of
+    /// an untraced request carries no trace context.
+    #[test]
+    fn a_mirror_copy_is_a_trace_of_its_own() {
+        let h = headers(&[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )]);
+        let r = Routed::begin(None, &h, Traffic::Production, "orders");
+        let out = r
+            .mirror(None, "orders", "8")
+            .propagate(&h, Traffic::Synthetic);
+        let parent = get(&out, "traceparent").unwrap();
+        let parts: Vec<&str> = parent.split('-').collect();
+        assert_eq!(parts.len(), 4, "{parent}");
+        assert_ne!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "{parent}");
+        assert_ne!(parts[2], "00f067aa0ba902b7", "{parent}");
+        assert_eq!(parts[3], "01", "{parent}");
+        assert_eq!(get(&out, "tracestate"), Some("switchyard=synthetic"));
+        let untraced = Routed::begin(None, &HeaderMap::new(), Traffic::Production, "orders");
+        assert!(
+            untraced
+                .mirror(None, "orders", "8")
+                .propagate(&HeaderMap::new(), Traffic::Synthetic)
+                .is_empty()
         );
     }
 

@@ -731,3 +731,126 @@ async fn the_public_routes_answer_every_path_shape() {
         "{body}"
     );
 }
+
+/// A `Content-Length` over the limit is answered 413 before a byte of the
+/// body is read, and `Expect: 100-continue` gets the 413, not `100
+/// Continue`; the bodies held at once stay within the proxy's budget, past
+/// which a request is answered 503 with `Retry-After` while the others are
+/// served, and the budget comes back when their requests are done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_refused_early_and_held_within_a_budget() {
+    let r = rig(
+        ECHO_ROUTE,
+        ProxyConfig {
+            max_body: 1 << 20,
+            body_memory: 2 << 20,
+            connections: limits(Duration::from_secs(5), Duration::from_secs(5), 64),
+            body_timeout: Duration::from_secs(10),
+            ..Default::default()
+        },
+    )
+    .await;
+
+    // Declares more than the limit and sends nothing: answered at once.
+    let mut big = TcpStream::connect(&r.addr).await.unwrap();
+    big.write_all(
+        b"POST /orders/x HTTP/1.1\r\nHost: a\r\nContent-Length: 6000000\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let sent = until_closed(&mut big).await;
+    assert!(sent.starts_with("HTTP/1.1 413"), "{sent}");
+    assert!(!sent.contains("100 Continue"), "{sent}");
+
+    // Three uploads of 900 KiB each send 800 KiB and stall: two fit the
+    // 2 MiB budget, and the one that passes it is answered at once (the
+    // first to hear anything back; the held two hear nothing yet).
+    let head = "POST /orders/x HTTP/1.1\r\nHost: a\r\nContent-Length: 921600\r\n\r\n";
+    let chunk = vec![b'a'; 800 << 10];
+    let mut uploads = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(&r.addr).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        // (The refused one may be closed before all of it is written.)
+        let _ = s.write_all(&chunk).await;
+        uploads.push(s);
+    }
+    let refused = tokio::time::timeout(PATIENCE, async {
+        tokio::select! {
+            _ = uploads[0].readable() => 0,
+            _ = uploads[1].readable() => 1,
+            _ = uploads[2].readable() => 2,
+        }
+    })
+    .await
+    .expect("one upload refused");
+    let mut third = uploads.remove(refused);
+    let sent = until_closed(&mut third).await;
+    assert!(sent.starts_with("HTTP/1.1 503"), "{sent}");
+    assert!(
+        sent.to_ascii_lowercase().contains("retry-after: 1"),
+        "{sent}"
+    );
+    assert!(sent.contains("--body-memory"), "{sent}");
+    let mut small = TcpStream::connect(&r.addr).await.unwrap();
+    small
+        .write_all(b"POST /orders/x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+        .await
+        .unwrap();
+    let answer = one_response(&mut small).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // The two finish: served, and their share of the budget is back.
+    for mut s in uploads {
+        s.write_all(&vec![b'b'; 100 << 10]).await.unwrap();
+        assert!(one_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    }
+    for _ in 0..2 {
+        let mut again = TcpStream::connect(&r.addr).await.unwrap();
+        again.write_all(head.as_bytes()).await.unwrap();
+        again.write_all(&chunk).await.unwrap();
+        again.write_all(&vec![b'c'; 100 << 10]).await.unwrap();
+        assert!(one_response(&mut again).await.starts_with("HTTP/1.1 200"));
+    }
+}
+
+/// An `https` upstream that accepts the connection and never answers the
+/// TLS handshake fails the request at the connect timeout, not at the
+/// (much longer) upstream timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_tls_upstream_fails_at_the_connect_timeout() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        loop {
+            let (s, _) = silent.accept().await.unwrap();
+            open.push(s);
+        }
+    });
+    let route = format!(
+        r#"{{"mode":"production","versions":{{"stable":"7","candidate":"8"}},
+            "dispatch":{{"type":"http","urls":{{"7":"https://127.0.0.1:{port}","8":"https://127.0.0.1:{port}"}}}}}}"#
+    );
+    let r = rig(
+        &route,
+        ProxyConfig {
+            clients: ClientsConfig {
+                upstream_timeout: Duration::from_secs(60),
+                connect_timeout: Duration::from_millis(300),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (status, body) = send(&r.addr, "GET /orders/x HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("TLS handshake"),
+        "{body}"
+    );
+    assert!(started.elapsed() < PATIENCE, "{:?}", started.elapsed());
+    held.abort();
+}

@@ -902,20 +902,37 @@ async fn metrics_count_every_request() {
     )
     .await;
     assert_eq!(status, 431);
+    // More header lines than hyper parses: hyper answers 431 itself,
+    // before any handler, and that is counted too.
+    let names: Vec<String> = (0..120).map(|i| format!("x-h{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    let (status, _, _) = call("GET", &format!("{}/metered/many", r.base), &many, "").await;
+    assert_eq!(status, 431);
+    // hyper's own 431 is counted when its connection ends, which is just
+    // after the client has the answer: read until it is there.
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let resp = client
-        .get(format!("{}/metrics", r.admin).parse().unwrap())
-        .await
-        .unwrap();
-    let text = String::from_utf8(
-        resp.into_body()
-            .collect()
+    let hyper_431 =
+        r#"switchyard_requests_total{function="-",target="none",traffic="none",status="431"}"#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let resp = client
+            .get(format!("{}/metrics", r.admin).parse().unwrap())
             .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap();
+            .unwrap();
+        let text = String::from_utf8(
+            resp.into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap();
+        if sample(&text, hyper_431).is_some() || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     let requests = |target: &str, traffic: &str| {
         sample(
             &text,
@@ -938,6 +955,22 @@ async fn metrics_count_every_request() {
         sample(
             &text,
             r#"switchyard_requests_total{function="-",target="none",traffic="none",status="404"}"#
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            r#"switchyard_requests_total{function="-",target="none",traffic="none",status="431"}"#
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            r#"switchyard_connections_closed_total{listener="public",reason="head-too-large"}"#
         )
         .is_some_and(|n| n >= 1.0),
         "{text}"
@@ -1686,4 +1719,217 @@ fn the_capture_file_is_rotated_at_its_limit() {
         "{old}\n{new}"
     );
     assert!(new.contains(&format!("/{:0>60}", 2)));
+}
+
+/// A capture file deleted (or moved aside) while a host writes it is made
+/// again, and stays within its size limit.
+#[test]
+fn a_deleted_capture_file_is_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.jsonl");
+    let capture = switchyard_proxy::Capture::start(switchyard_proxy::CaptureConfig {
+        path: file.clone(),
+        sample: 1,
+        headers: vec![],
+        max_bytes: 1 << 20,
+    })
+    .unwrap();
+    let req = |i: usize| {
+        switchyard_core::Request::new(
+            "orders",
+            "GET",
+            format!("/{i}"),
+            Vec::<(String, String)>::new(),
+        )
+    };
+    capture.record(&req(1));
+    capture.flush();
+    std::fs::remove_file(&file).unwrap();
+    for i in 2..4 {
+        capture.record(&req(i));
+    }
+    capture.flush();
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.ends_with('\n'), "{text}");
+    std::fs::rename(&file, dir.path().join("aside.jsonl")).unwrap();
+    capture.record(&req(4));
+    capture.flush();
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 1);
+}
+
+/// A host that starts while a function's newest version is unusable serves
+/// the newest usable one, and its health checks say which functions are
+/// held back or could not be loaded at all, and why, without a function
+/// list being named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_checks_name_what_could_not_load() {
+    let seen: Seen = Arc::default();
+    let url = upstream("7", Duration::ZERO, seen.clone()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ConfigStore> = Arc::new(DirStore::new(tmp.path()).unwrap());
+    let bytes = std::fs::read(art::SYNTHETIC_HEADER).unwrap();
+    let digest = store.put_blob(&bytes, &|_, _| {}).await.unwrap();
+    let route = |dispatch: &str| {
+        let mut cfg = RouteConfig::from_json(&format!(
+            r#"{{"mode":"production","versions":{{"stable":"7","candidate":"8"}},"dispatch":{dispatch}}}"#
+        ))
+        .unwrap();
+        cfg.policy = Some(digest);
+        cfg
+    };
+    let good = route(&format!(
+        r#"{{"type":"http","urls":{{"7":"{url}","8":"{url}"}}}}"#
+    ));
+    store.put_route("orders", &good).await.unwrap();
+    // v2: a dispatch block this host refuses.
+    store
+        .put_route(
+            "orders",
+            &route(r#"{"type":"http","urls":{"7":"not a url"}}"#),
+        )
+        .await
+        .unwrap();
+    // payments: its only version does not parse.
+    let payments = tmp.path().join("functions/payments");
+    std::fs::create_dir_all(&payments).unwrap();
+    std::fs::write(payments.join("1.json"), r#"{"mode":"synth"#).unwrap();
+
+    let watcher = Arc::new(Watcher::new(
+        store.clone(),
+        common::engine().clone(),
+        WatchConfig::default(),
+    ));
+    let proxy = Proxy::new(watcher.policies(), ProxyConfig::default());
+    watcher.set_prepare(proxy.prepare_hook());
+    watcher.poll().await.unwrap();
+    let public = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", public.local_addr().unwrap());
+    let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = format!("http://{}", admin_listener.local_addr().unwrap());
+    tokio::spawn(switchyard_proxy::serve_admin(
+        admin_listener,
+        proxy.clone(),
+        std::future::pending(),
+    ));
+    tokio::spawn(switchyard_proxy::serve(
+        public,
+        proxy,
+        std::future::pending(),
+    ));
+
+    // orders answers from v1, as a host running since v1 would.
+    let (status, _, body) = call("GET", &format!("{base}/orders/x"), &[], "").await;
+    assert_eq!(
+        (status, body["version"].as_str()),
+        (StatusCode::OK, Some("7"))
+    );
+    let (status, _, body) = call("GET", &format!("{admin}/healthz"), &[], "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["functions"], serde_json::json!(["orders"]));
+    assert_eq!(body["held_back"]["orders"]["newest"], 2, "{body}");
+    assert_eq!(body["held_back"]["orders"]["serving"], 1, "{body}");
+    assert!(
+        body["held_back"]["orders"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a url"),
+        "{body}"
+    );
+    assert!(
+        body["unloadable"]["payments"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("payments"),
+        "{body}"
+    );
+    let (status, _, body) = call("GET", &format!("{base}/healthz"), &[], "").await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"ready": false})
+        )
+    );
+
+    // A usable payments version: ready, and only orders still held back.
+    store.put_route("payments", &good).await.unwrap();
+    watcher.poll().await.unwrap();
+    let (status, _, body) = call("GET", &format!("{admin}/healthz"), &[], "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["functions"], serde_json::json!(["orders", "payments"]));
+    assert!(body.get("unloadable").is_none(), "{body}");
+    assert_eq!(body["held_back"]["orders"]["newest"], 2, "{body}");
+}
+
+/// boto3's Invoke through the Invoke API to an `http` target gets Lambda's
+/// meaning of each invocation type: `DryRun` answers 204 and sends nothing,
+/// `Event` answers 202 with no body and is sent in the background (429
+/// when every background slot is busy), `LogType: Tail` gets the mesh's
+/// decision line as its log, an unknown type is Lambda's 400, and every
+/// answer names the version in `ExecutedVersion`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_invoke_api_gives_http_targets_lambdas_invocation_types() {
+    let seen: Seen = Arc::default();
+    let fast = upstream("7", Duration::ZERO, seen.clone()).await;
+    let slow = upstream("8", Duration::from_secs(3), seen.clone()).await;
+    let urls = HashMap::from([("7", fast), ("8", slow)]);
+    let config = ProxyConfig {
+        clients: ClientsConfig {
+            mirror_slots: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let r = rig_route(route("synthetic", &urls, ""), seen.clone(), config).await;
+    let invoke = |args: &[&str]| {
+        let mut all = vec!["invoke", &r.base, "orders", r#"{"order":1}"#];
+        all.extend_from_slice(args);
+        moto_lambda(&all)
+    };
+
+    let out = invoke(&["", "DryRun"]);
+    assert_eq!(out["status"], 204, "{out}");
+    assert_eq!(out["payload"], "", "{out}");
+    assert_eq!(out["executed_version"], "7", "{out}");
+    assert!(seen.lock().unwrap().is_empty(), "a dry run sends nothing");
+
+    let out = invoke(&["", "RequestResponse", "Tail"]);
+    assert_eq!(out["status"], 200, "{out}");
+    assert_eq!(out["executed_version"], "7", "{out}");
+    let log = out["log_result"].as_str().unwrap();
+    assert!(
+        log.starts_with("switchyard: function=orders target=7 traffic=production status=200"),
+        "{log}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+
+    // An event to the slow version: 202 at once, sent in the background;
+    // a second one while it runs finds the one slot busy.
+    let started = std::time::Instant::now();
+    let out = invoke(&[r#"{"x-switchyard-synthetic":"true"}"#, "Event"]);
+    assert_eq!(out["status"], 202, "{out}");
+    assert_eq!(out["payload"], "", "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let out = invoke(&[r#"{"x-switchyard-synthetic":"true"}"#, "Event"]);
+    assert_eq!(out["error"], "TooManyRequestsException", "{out}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while seen.lock().unwrap().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the event was never sent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent = seen.lock().unwrap()[1].clone();
+    assert_eq!((sent.0.as_str(), sent.1.as_str()), ("8", "synthetic"));
+    assert_eq!(sent.3, r#"{"order":1}"#);
+
+    let out = invoke(&["", "Sometimes"]);
+    assert_eq!(out["error"], "InvalidParameterValueException", "{out}");
 }

@@ -7,8 +7,8 @@ shows every Invoke the proxy made, Qualifier and client context included.
     moto_lambda.py setup ENDPOINT REGION NAME     -> {"versions": ["1", "2"]}
     moto_lambda.py calls ENDPOINT NAME            -> [{"qualifier", "client_context", "invocation_type"}]
     moto_lambda.py respond ENDPOINT REGION JSON   -> queue canned results (a JSON list of strings)
-    moto_lambda.py invoke PROXY FUNCTION PAYLOAD [CUSTOM_JSON]
-        -> boto3 Invoke with endpoint_url=PROXY: {"status", "payload", "function_error", "executed_version"}
+    moto_lambda.py invoke PROXY FUNCTION PAYLOAD [CUSTOM_JSON|""] [INVOCATION_TYPE] [LOG_TYPE]
+        -> boto3 Invoke with endpoint_url=PROXY: {"status", "payload", "function_error", "executed_version", "log_result"}
            or {"error": "<ErrorCode>", "message": "..."}
 """
 
@@ -97,7 +97,7 @@ def calls(endpoint, name):
     return out
 
 
-def invoke(proxy, function, payload, custom=None):
+def invoke(proxy, function, payload, custom=None, invocation_type=None, log_type=None):
     lam = boto3.client(
         "lambda",
         endpoint_url=proxy,
@@ -106,7 +106,11 @@ def invoke(proxy, function, payload, custom=None):
         **CREDS,
     )
     kw = {"FunctionName": function, "Payload": payload.encode()}
-    if custom is not None:
+    if invocation_type:
+        kw["InvocationType"] = invocation_type
+    if log_type:
+        kw["LogType"] = log_type
+    if custom:
         kw["ClientContext"] = base64.b64encode(
             json.dumps({"custom": json.loads(custom)}).encode()
         ).decode()
@@ -119,6 +123,7 @@ def invoke(proxy, function, payload, custom=None):
         "payload": r["Payload"].read().decode(),
         "function_error": r.get("FunctionError"),
         "executed_version": r.get("ExecutedVersion"),
+        "log_result": base64.b64decode(r["LogResult"]).decode() if r.get("LogResult") else None,
     }
 
 

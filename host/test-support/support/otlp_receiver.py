@@ -47,6 +47,10 @@ class Handler(BaseHTTPRequestHandler):
                             "parent_span_id": s.parent_span_id.hex(),
                             "name": s.name,
                             "kind": s.kind,
+                            "links": [
+                                {"trace_id": l.trace_id.hex(), "span_id": l.span_id.hex()}
+                                for l in s.links
+                            ],
                             "attributes": {a.key: value(a.value) for a in s.attributes},
                             "resource": resource,
                         }

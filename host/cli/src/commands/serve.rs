@@ -79,12 +79,28 @@ pub(crate) struct ServeArgs {
     /// Functions to serve (repeat); default: every function in the store.
     #[arg(long = "function")]
     pub(crate) functions: Vec<String>,
-    /// Largest request body, in bytes (413 above).
+    /// Largest request body, in bytes (413 above, at once when the
+    /// request's Content-Length says so).
     #[arg(long, default_value_t = 6 << 20)]
     pub(crate) max_body: usize,
+    /// Request body bytes held at once across all requests (bodies are
+    /// read whole before deciding); a request past it is answered 503 with
+    /// Retry-After: 1, so many large or slow uploads cannot take the
+    /// host's memory.
+    #[arg(long, default_value_t = 256 << 20, value_name = "BYTES")]
+    pub(crate) body_memory: usize,
     /// How long an upstream (HTTP or Lambda) may take (504 after).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub(crate) upstream_timeout: Duration,
+    /// How long making a connection to an http(s) upstream may take, TCP
+    /// and TLS handshake together (502 after; at most --upstream-timeout).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(crate) upstream_connect_timeout: Duration,
+    /// Mirror copies (and Event invocations the mesh makes itself) in
+    /// flight at once; past it, a copy is dropped and counted
+    /// (switchyard_mirror_dropped_total), an Event answered 429.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub(crate) mirror_slots: usize,
     /// How long an idle upstream connection is kept for reuse.
     #[arg(long, default_value = "90s", value_parser = parse_duration)]
     pub(crate) upstream_idle_timeout: Duration,
@@ -161,6 +177,13 @@ pub(crate) enum Runtime {
     MultiThread,
 }
 
+/// The file's permission bits when users other than its owner may read it.
+fn readable_by_others(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
+}
+
 /// The public listener, bound before anything is announced.
 enum Public {
     One(tokio::net::TcpListener),
@@ -180,9 +203,16 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
                 "the admin token file {} is empty",
                 path.display()
             );
+            if let Some(mode) = readable_by_others(path) {
+                eprintln!(
+                    "warning: the admin token file {} can be read by other users (mode {mode:o}); chmod 600 it",
+                    path.display()
+                );
+            }
             Some(token)
         }
     };
+    let has_token = admin_token.is_some();
     let connections = ConnectionLimits {
         header_timeout: args.header_timeout,
         idle_timeout: args.idle_timeout,
@@ -249,8 +279,11 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
             },
             ProxyConfig {
                 max_body: args.max_body,
+                body_memory: args.body_memory,
                 clients: ClientsConfig {
                     upstream_timeout: args.upstream_timeout,
+                    connect_timeout: args.upstream_connect_timeout,
+                    mirror_slots: args.mirror_slots,
                     upstream_idle_timeout: args.upstream_idle_timeout,
                     secret_ttl: args.secret_ttl,
                     workers: if args.runtime == Runtime::PerCore {
@@ -316,6 +349,14 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
             Some(l)
         };
         let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
+        if let Some(a) = admin_addr
+            && !a.ip().is_loopback()
+            && !has_token
+        {
+            eprintln!(
+                "warning: the admin listener on {a} is reachable beyond this machine and has no token: anyone who reaches it can read the routes, decisions and metrics; pass --admin-token-file, or listen on 127.0.0.1"
+            );
+        }
         eprintln!(
             "switchyard serving {} on http://{addr} ({}; store {}, polling every {:?}){}",
             host.watcher.policies().functions().join(", "),

@@ -14,7 +14,7 @@ use serde_json::json;
 use switchyard_core::Traffic;
 
 use crate::Proxy;
-use crate::activity::{self, BUCKET_SECONDS, BUCKETS};
+use crate::activity::{self, BUCKET_SECONDS, BUCKETS, CLASSES, Series};
 use crate::answer::{ProxyError, Shape};
 
 /// The live view's page and script: static, compiled in, no data (the
@@ -48,41 +48,37 @@ pub(super) fn ui_routes() -> Router<Arc<Proxy>> {
         )
 }
 
-/// A series' (requests, errors) per bucket, oldest first.
-type Buckets = (Vec<u64>, Vec<u64>);
-
 /// The mesh as the live view shows it: every function with its live route
-/// version, and its requests and errors per target and traffic class over
-/// the last 10 minutes (60 ten-second buckets, oldest first), fail-safes,
-/// guard trips and shadow comparisons.
+/// version, and its requests, errors (5xx) and client errors (4xx) per
+/// target and traffic class (`none`: refused before a decision) over the
+/// last 10 minutes (60 ten-second buckets, oldest first), fail-safes,
+/// guard trips, shadow comparisons and a newer version not served (with
+/// why); and the functions the store names that nothing is live for.
 pub(super) async fn mesh_state(State(p): State<Arc<Proxy>>) -> Response {
     let now = activity::bucket_now();
+    let troubles = p.policies.troubles();
     let mut functions = Vec::new();
     for function in p.policies.functions() {
         let Some(active) = p.policies.get(&function) else {
             continue;
         };
-        // target -> [production, synthetic]
-        let mut merged: BTreeMap<String, [Buckets; 2]> = Default::default();
+        // target -> one series per class
+        let mut merged: BTreeMap<String, [Series; 3]> = Default::default();
         let mut fail_safes = 0;
         for slot in &p.handles {
             let h = slot.lock().unwrap_or_else(|e| e.into_inner());
             fail_safes += h.activity.fail_safes.get(&function).copied().unwrap_or(0);
             for (target, rings) in h.activity.of(&function).into_iter().flatten() {
-                let series = merged.entry(target.clone()).or_insert_with(|| {
-                    std::array::from_fn(|_| (vec![0; BUCKETS], vec![0; BUCKETS]))
-                });
-                for (ring, (req, err)) in rings.iter().zip(series.iter_mut()) {
-                    ring.merge_into(now, req, err);
+                let series = merged.entry(target.clone()).or_default();
+                for (ring, into) in rings.iter().zip(series.iter_mut()) {
+                    ring.merge_into(now, into);
                 }
             }
         }
         let mut series = Vec::new();
         for (target, classes) in merged {
-            for ((requests, errors), traffic) in
-                classes.into_iter().zip(["production", "synthetic"])
-            {
-                let total: u64 = requests.iter().sum();
+            for (s, traffic) in classes.into_iter().zip(CLASSES) {
+                let total: u64 = s.requests.iter().sum();
                 if total == 0 {
                     continue;
                 }
@@ -90,9 +86,11 @@ pub(super) async fn mesh_state(State(p): State<Arc<Proxy>>) -> Response {
                     "target": target,
                     "traffic": traffic,
                     "total": total,
-                    "errors-total": errors.iter().sum::<u64>(),
-                    "requests": requests,
-                    "errors": errors,
+                    "errors-total": s.errors.iter().sum::<u64>(),
+                    "client-errors-total": s.client.iter().sum::<u64>(),
+                    "requests": s.requests,
+                    "errors": s.errors,
+                    "client-errors": s.client,
                 }));
             }
         }
@@ -113,14 +111,24 @@ pub(super) async fn mesh_state(State(p): State<Arc<Proxy>>) -> Response {
                 "synthetic": g.tripped(Traffic::Synthetic),
             })),
             "shadow": {"compared": shadow["compared"], "differed": shadow["differed"]},
+            "held-back": troubles.get(&function).map(|t| json!({
+                "newest": t.version,
+                "reason": t.reason,
+            })),
             "series": series,
         }));
     }
+    let unloadable: Vec<_> = troubles
+        .iter()
+        .filter(|(_, t)| t.serving.is_none())
+        .map(|(f, t)| json!({"function": f, "newest": t.version, "reason": t.reason}))
+        .collect();
     axum::Json(json!({
         "bucket-seconds": BUCKET_SECONDS,
         "buckets": BUCKETS,
         "now": now * BUCKET_SECONDS,
         "functions": functions,
+        "unloadable": unloadable,
     }))
     .into_response()
 }

@@ -76,11 +76,26 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The public readiness probe: whether every expected function has a
-/// policy, and nothing about which.
-pub(crate) fn ready(p: &Proxy) -> Response {
+/// Whether the host serves what it should: every expected function has a
+/// policy, something is live, and no function the store names is left with
+/// nothing live (its newest version unusable and no older usable one).
+fn readiness(p: &Proxy) -> (bool, Vec<String>, Vec<String>) {
     let live = p.policies.functions();
-    let ready = !live.is_empty() && p.config.expected_functions.iter().all(|f| live.contains(f));
+    let missing: Vec<String> = p
+        .config
+        .expected_functions
+        .iter()
+        .filter(|f| !live.contains(f))
+        .cloned()
+        .collect();
+    let ready = !live.is_empty() && missing.is_empty() && p.policies.unloadable().is_empty();
+    (ready, live, missing)
+}
+
+/// The public readiness probe: whether the host serves what it should
+/// (see the admin listener's `/healthz` for which functions and why).
+pub(crate) fn ready(p: &Proxy) -> Response {
+    let (ready, _, _) = readiness(p);
     let status = if ready {
         StatusCode::OK
     } else {
@@ -89,24 +104,46 @@ pub(crate) fn ready(p: &Proxy) -> Response {
     (status, axum::Json(json!({"ready": ready}))).into_response()
 }
 
+/// Readiness with the detail: the live functions, the expected ones
+/// missing, those the store names that could not be loaded
+/// (`unloadable`), and those served at an older version than the store's
+/// newest (`held_back`), each with why.
 async fn healthz(State(p): State<Arc<Proxy>>) -> Response {
-    let live = p.policies.functions();
-    let missing: Vec<&String> = p
-        .config
-        .expected_functions
-        .iter()
-        .filter(|f| !live.contains(f))
+    let (ready, live, missing) = readiness(&p);
+    let (held_back, unloadable): (Vec<_>, Vec<_>) = p
+        .policies
+        .troubles()
+        .into_iter()
+        .partition(|(_, t)| t.serving.is_some());
+    let held_back: serde_json::Map<String, serde_json::Value> = held_back
+        .into_iter()
+        .map(|(f, t)| {
+            (
+                f,
+                json!({"newest": t.version, "reason": t.reason, "serving": t.serving}),
+            )
+        })
         .collect();
-    if missing.is_empty() && !live.is_empty() {
-        (
-            StatusCode::OK,
-            axum::Json(json!({"ready": true, "functions": live})),
-        )
-            .into_response()
-    } else {
-        let body = json!({"ready": false, "functions": live, "missing": missing});
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    let unloadable: serde_json::Map<String, serde_json::Value> = unloadable
+        .into_iter()
+        .map(|(f, t)| (f, json!({"newest": t.version, "reason": t.reason})))
+        .collect();
+    let mut body = json!({"ready": ready, "functions": live});
+    if !missing.is_empty() {
+        body["missing"] = json!(missing);
     }
+    if !unloadable.is_empty() {
+        body["unloadable"] = unloadable.into();
+    }
+    if !held_back.is_empty() {
+        body["held_back"] = held_back.into();
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 async fn render_metrics(State(p): State<Arc<Proxy>>) -> Response {

@@ -37,11 +37,15 @@ impl FrontEnd for Example {
         )
     }
 
-    async fn serve(p: &Proxy, (function, rest): (String, String), req: AxumRequest) -> Response {
+    async fn serve(
+        p: &Arc<Proxy>,
+        (function, rest): (String, String),
+        req: AxumRequest,
+    ) -> Response {
         let Some(active) = p.policies.get(&function) else {
             return super::refuse::<Self>(p, None, ProxyError::UnknownFunction(function));
         };
-        let (mut parts, body) = match super::admit(p, req).await {
+        let (mut parts, body, _held) = match super::admit(p, req).await {
             Ok(admitted) => admitted,
             Err(e) => return super::refuse::<Self>(p, Some(&function), e),
         };

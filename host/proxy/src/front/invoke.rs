@@ -74,7 +74,7 @@ impl FrontEnd for InvokeApi {
         )
     }
 
-    async fn serve(p: &Proxy, name: String, req: AxumRequest) -> Response {
+    async fn serve(p: &Arc<Proxy>, name: String, req: AxumRequest) -> Response {
         let (lambda_name, mut requested) = split_function_name(&name);
         let query_qualifier = req.uri().query().and_then(|q| {
             form_urlencoded::parse(q.as_bytes())
@@ -91,9 +91,25 @@ impl FrontEnd for InvokeApi {
                 ProxyError::UnknownFunction(lambda_name.to_owned()),
             );
         };
-        let (parts, payload) = match super::admit(p, req).await {
+        let (parts, payload, held) = match super::admit(p, req).await {
             Ok(admitted) => admitted,
             Err(e) => return super::refuse::<Self>(p, Some(&function), e),
+        };
+        let invocation = match parts.headers.get("x-amz-invocation-type") {
+            None => Invocation::RequestResponse,
+            Some(v) => match v.as_bytes() {
+                b"RequestResponse" => Invocation::RequestResponse,
+                b"Event" => Invocation::Event,
+                b"DryRun" => Invocation::DryRun,
+                other => {
+                    let given = String::from_utf8_lossy(other).into_owned();
+                    return super::refuse::<Self>(
+                        p,
+                        Some(&function),
+                        ProxyError::BadInvocationType(given),
+                    );
+                }
+            },
         };
         let header = |n: &str| {
             parts
@@ -124,8 +140,34 @@ impl FrontEnd for InvokeApi {
             headers: parts.headers,
         });
         let decision = crate::decide::decide(p, &active, &policy_req, false);
-        steps::dispatch_decided(p, &function, &active, decision, call, Self::SHAPE).await
+        // Lambda takes the invocation type itself; for any other target
+        // the mesh gives it Lambda's meaning.
+        let native = p.dispatcher(&active).is_ok_and(|d| d.invocation_types());
+        match invocation {
+            Invocation::DryRun if !native => {
+                steps::dry_run(p, &function, &active, decision, Self::SHAPE)
+            }
+            Invocation::Event if !native => steps::event(p, function, active, decision, call, held),
+            _ => {
+                let answer =
+                    steps::dispatch_decided(p, &function, &active, decision, call, Self::SHAPE)
+                        .await;
+                drop(held);
+                answer
+            }
+        }
     }
+}
+
+/// An Invoke API call's `X-Amz-Invocation-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Invocation {
+    /// The answer awaited (the default).
+    RequestResponse,
+    /// `202` at once; the call made asynchronously.
+    Event,
+    /// Checked only: `204`, nothing run.
+    DryRun,
 }
 
 /// The watched function an Invoke names: by its own name, or by the Lambda

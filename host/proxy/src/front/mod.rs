@@ -14,6 +14,7 @@ use axum::response::Response;
 
 use crate::Proxy;
 use crate::answer::{ProxyError, Shape};
+use crate::hygiene::Held;
 
 #[cfg(test)]
 pub(crate) mod example;
@@ -33,7 +34,7 @@ pub(crate) trait FrontEnd {
     fn claim(req: &AxumRequest) -> Option<Result<Self::Claim, ProxyError>>;
     /// Serves a request it claimed; counts its own answer.
     fn serve(
-        p: &Proxy,
+        p: &std::sync::Arc<Proxy>,
         claim: Self::Claim,
         req: AxumRequest,
     ) -> impl Future<Output = Response> + Send;
@@ -65,14 +66,17 @@ pub(crate) use try_front_ends;
 
 /// What every front end does once it knows the function: the header
 /// limit, then the whole body within its limits (a refusal for the front
-/// end to answer in its shape, [`refuse`]).
+/// end to answer in its shape, [`refuse`]). Keep the [`Held`] share of the
+/// body budget until the request is done.
 pub(crate) async fn admit(
     p: &Proxy,
     req: AxumRequest,
-) -> Result<(http::request::Parts, axum::body::Bytes), ProxyError> {
+) -> Result<(http::request::Parts, axum::body::Bytes, Held), ProxyError> {
     crate::hygiene::check_headers(&p.config, req.headers())?;
     let (parts, body) = req.into_parts();
-    Ok((parts, crate::hygiene::read_body(&p.config, body).await?))
+    let (body, held) =
+        crate::hygiene::read_body(&p.config, &p.body_budget, &parts.headers, body).await?;
+    Ok((parts, body, held))
 }
 
 /// A request `F` refuses before deciding, answered in its shape and

@@ -52,7 +52,7 @@ impl FrontEnd for PathRouting {
         }))
     }
 
-    async fn serve(p: &Proxy, claim: PathClaim, req: AxumRequest) -> Response {
+    async fn serve(p: &Arc<Proxy>, claim: PathClaim, req: AxumRequest) -> Response {
         let PathClaim { function, rest } = claim;
         // The function first: an answer labelled with a function must name
         // one this proxy routes (a caller cannot mint metric labels).
@@ -62,7 +62,7 @@ impl FrontEnd for PathRouting {
         if has_dot_segment(req.uri().path()) {
             return super::refuse::<Self>(p, Some(&function), ProxyError::DotSegment);
         }
-        let (mut parts, body) = match super::admit(p, req).await {
+        let (mut parts, body, _held) = match super::admit(p, req).await {
             Ok(admitted) => admitted,
             Err(e) => return super::refuse::<Self>(p, Some(&function), e),
         };
@@ -78,12 +78,15 @@ impl FrontEnd for PathRouting {
             std::mem::take(&mut parts.headers),
         ));
         let decision = crate::decide::decide(p, &active, &policy_req, false);
-        let headers = match Arc::try_unwrap(policy_req) {
+        let mut headers = match Arc::try_unwrap(policy_req) {
             Ok(req) => req.into_http_headers(),
             // Nothing keeps the request after deciding; were it still
             // shared, the copy would still be right.
             Err(shared) => Request::clone(&shared).into_http_headers(),
         };
+        if let Some(peer) = crate::server::peer() {
+            crate::hygiene::forwarded_for(&mut headers, peer.ip());
+        }
         let call = Call::Http(HttpCall {
             method: parts.method,
             path: rest,

@@ -36,11 +36,22 @@ function spark(requests, errors) {
   return svg;
 }
 
+// Every time on the page in one form: ISO 8601, UTC, to the second.
+function iso(date) {
+  return date.toISOString().replace(/\.\d+Z$/, "Z");
+}
+
 function render(mesh) {
   const root = document.getElementById("mesh");
   root.replaceChildren();
+  for (const u of mesh.unloadable || []) {
+    root.append(el("section", { class: "function", "data-function": u.function },
+      el("h2", {}, u.function),
+      el("div", { class: "alert", "data-field": "unloadable" },
+        `nothing served: route version ${u.newest ?? "?"} could not be loaded (${u.reason}), and no older one either`)));
+  }
   if (mesh.functions.length === 0) {
-    root.append("No functions routed yet.");
+    if (!(mesh.unloadable || []).length) root.append("No functions routed yet.");
     return;
   }
   for (const f of mesh.functions) {
@@ -51,26 +62,32 @@ function render(mesh) {
       " · versions ", el("b", {}, versions),
       " · route version ", el("b", { "data-field": "route-version" }, String(f["route-version"])),
       " · policy ", el("b", { title: f.policy }, f.policy.slice(0, 19) + "…"),
-      " · changed ", el("b", {}, f.modified || "?"),
+      " · changed ", el("b", { "data-field": "modified" }, f.modified && !isNaN(Date.parse(f.modified)) ? iso(new Date(f.modified)) : (f.modified || "?")),
       " · fail-safes ", el("b", { "data-field": "fail-safes", class: f["fail-safes"] ? "alert" : "" }, String(f["fail-safes"])),
       " · shadow diffs ", el("b", { "data-field": "shadow-differed" }, `${f.shadow.differed} of ${f.shadow.compared}`),
-      guard ? el("span", { class: "alert", "data-field": "guard" }, ` · guard tripped: ${guard}`) : "");
+      guard ? el("span", { class: "alert", "data-field": "guard" }, ` · guard tripped (circuit open: the candidate gets no ${f.guard.production ? "production" : "synthetic"} traffic here): ${guard}`) : "");
+    const held = f["held-back"]
+      ? el("div", { class: "alert", "data-field": "held-back" },
+        `newer route version ${f["held-back"].newest ?? "?"} not served (${f["held-back"].reason}); version ${f["route-version"]} keeps serving`)
+      : "";
     const table = el("table", {},
       el("tr", {}, el("th", {}, "target"), el("th", {}, "traffic"), el("th", {}, "last 10 minutes"),
-        el("th", {}, "requests"), el("th", {}, "errors"), el("th", {}, "per second, last minute")));
+        el("th", {}, "requests"), el("th", {}, "errors (5xx)"), el("th", {}, "client errors (4xx)"),
+        el("th", {}, "per second, last minute")));
     for (const s of f.series) {
       const lastMinute = s.requests.slice(-6).reduce((a, b) => a + b, 0) / 60;
       const cell = (cls, text) => el("td", { class: cls, "data-function": f.function, "data-target": s.target, "data-traffic": s.traffic }, text);
       table.append(el("tr", {},
-        el("td", {}, s.target),
-        el("td", { class: `traffic-${s.traffic}` }, s.traffic),
+        el("td", {}, s.traffic === "none" ? "—" : s.target),
+        el("td", { class: `traffic-${s.traffic}` }, s.traffic === "none" ? "refused before deciding" : s.traffic),
         el("td", {}, spark(s.requests, s.errors)),
         cell("num total", String(s.total)),
         cell(`num errors ${s["errors-total"] ? "alert" : ""}`, String(s["errors-total"])),
+        cell("num client-errors", String(s["client-errors-total"])),
         cell("num rate", lastMinute.toFixed(2))));
     }
     root.append(el("section", { class: "function", "data-function": f.function },
-      el("h2", {}, f.function), facts, table));
+      el("h2", {}, f.function), facts, held, table));
   }
 }
 
@@ -80,7 +97,7 @@ async function refresh() {
     if (!res.ok) throw new Error(`/v1/mesh answered ${res.status}${res.status === 401 ? " (add #token=... to the address)" : ""}`);
     render(await res.json());
     document.getElementById("error").textContent = "";
-    document.getElementById("updated").textContent = `Updated ${new Date().toLocaleTimeString()}.`;
+    document.getElementById("updated").textContent = `Updated ${iso(new Date())}.`;
   } catch (e) {
     document.getElementById("error").textContent = String(e.message || e);
   }

@@ -10,7 +10,7 @@
 #   bash policies/demo.sh --once   # stops after the tour (CI runs this)
 #
 # The proxy is a release build, as it would be deployed (the first build
-# takes about 15 minutes on 2 cores). SWITCHYARD_DEMO_PROFILE=debug uses the
+# takes about 12 minutes on 2 cores). SWITCHYARD_DEMO_PROFILE=debug uses the
 # debug build the tests share instead (CI does; its timings are not
 # representative).
 set -euo pipefail
@@ -35,7 +35,7 @@ profile=${SWITCHYARD_DEMO_PROFILE:-release}
 bin_dir=${CARGO_TARGET_DIR:-target}
 case "$profile" in
   release)
-    echo "== building the switchyard CLI, release (the first build compiles wasmtime: about 15 minutes)" >&2
+    echo "== building the switchyard CLI, release (the first build compiles wasmtime: about 12 minutes)" >&2
     cargo build -q --release -p switchyard --bin switchyard
     S=$bin_dir/release/switchyard ;;
   debug)

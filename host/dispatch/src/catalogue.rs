@@ -33,5 +33,31 @@ pub(crate) const SECRET_REFRESH_FAILURES: Metric = Metric {
     zero_for: None,
 };
 
+/// Upstream sockets open.
+pub(crate) const UPSTREAM_SOCKETS: Metric = Metric {
+    name: "switchyard_upstream_sockets",
+    kind: MetricKind::Gauge,
+    labels: &[],
+    help: "Sockets open to http targets, busy or idle in the pool; at most the budget serve reports at start (--max-upstream-sockets).",
+    values: &[],
+    zero_for: None,
+};
+
+/// Idle upstream sockets closed to make room.
+pub(crate) const UPSTREAM_SOCKETS_RECLAIMED: Metric = Metric {
+    name: "switchyard_upstream_sockets_reclaimed_total",
+    kind: MetricKind::Counter,
+    labels: &[],
+    help: "Idle sockets to http targets closed because a new connection found the upstream socket budget used up (--max-upstream-sockets).",
+    values: &[],
+    zero_for: None,
+};
+
 /// This crate's metrics.
-pub const METRICS: &[&Metric] = &[&MIRROR, &MIRROR_DROPPED, &SECRET_REFRESH_FAILURES];
+pub const METRICS: &[&Metric] = &[
+    &MIRROR,
+    &MIRROR_DROPPED,
+    &SECRET_REFRESH_FAILURES,
+    &UPSTREAM_SOCKETS,
+    &UPSTREAM_SOCKETS_RECLAIMED,
+];

@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::dispatcher::{Call, Dispatcher, Target};
+use crate::sockets::{Budget, Budgeted};
 
 /// A Step Functions client for `sdk`. With an endpoint URL of its own (an
 /// emulator, a VPC endpoint), the SDK's `sync-` host prefix for
@@ -34,11 +35,13 @@ pub(crate) type HttpClient = Client<TimedConnect<HttpsConnector<HttpConnector>>,
 /// A connector whose connections (TCP, then TLS) must be made within a
 /// time of their own: an upstream that accepts and never completes its
 /// handshake fails fast, instead of holding the request for the whole
-/// upstream timeout.
-#[derive(Clone, Debug)]
+/// upstream timeout. Each connection takes a place in the upstream socket
+/// [`Budget`] first (idle sockets closed to make room when it is used up).
+#[derive(Clone)]
 pub(crate) struct TimedConnect<C> {
     inner: C,
     timeout: Duration,
+    budget: Arc<Budget>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -48,11 +51,13 @@ where
     C: tower_service::Service<http::Uri>,
     C::Error: Into<BoxError>,
     C::Future: Send + 'static,
+    C::Response: Send + 'static,
 {
-    type Response = C::Response;
+    type Response = Budgeted<C::Response>;
     type Error = BoxError;
-    type Future =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<C::Response, BoxError>> + Send>>;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, BoxError>> + Send>,
+    >;
 
     fn poll_ready(
         &mut self,
@@ -63,10 +68,12 @@ where
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let timeout = self.timeout;
+        let budget = self.budget.clone();
         let connecting = self.inner.call(uri);
         Box::pin(async move {
+            let permit = budget.reserve(timeout).await?;
             match tokio::time::timeout(timeout, connecting).await {
-                Ok(connected) => connected.map_err(Into::into),
+                Ok(connected) => Ok(budget.hold(connected.map_err(Into::<BoxError>::into)?, permit)),
                 Err(_) => Err(format!(
                     "no connection (TCP and TLS handshake) within {timeout:?} (--upstream-connect-timeout)"
                 )
@@ -102,6 +109,11 @@ pub struct ClientsConfig {
     /// is read again (in the background; the last good value is kept if
     /// that fails).
     pub secret_ttl: Duration,
+    /// Sockets to `http` targets open at once, busy or idle; a connection
+    /// that finds them used up closes idle ones first, then waits within
+    /// the connect timeout. `None`: no budget of its own (the proxy sets
+    /// one from the open-file limit).
+    pub max_upstream_sockets: Option<usize>,
 }
 
 impl Default for ClientsConfig {
@@ -115,6 +127,7 @@ impl Default for ClientsConfig {
             sfn_client: None,
             workers: 1,
             secret_ttl: Duration::from_secs(300),
+            max_upstream_sockets: None,
         }
     }
 }
@@ -163,6 +176,8 @@ pub struct Clients {
     connect_timeout: Duration,
     idle_timeout: Duration,
     mirror_slots: Arc<Semaphore>,
+    /// The upstream socket budget all HTTP(S) clients share.
+    sockets: Arc<Budget>,
 }
 
 impl std::fmt::Debug for Clients {
@@ -192,6 +207,7 @@ impl Clients {
             connect_timeout: config.connect_timeout.min(config.upstream_timeout),
             idle_timeout: config.upstream_idle_timeout,
             mirror_slots: Arc::new(Semaphore::new(config.mirror_slots)),
+            sockets: Budget::new(config.max_upstream_sockets),
         })
     }
 
@@ -217,6 +233,7 @@ impl Clients {
             let https = TimedConnect {
                 inner: https,
                 timeout: self.connect_timeout,
+                budget: self.sockets.clone(),
             };
             // The pool's timer reaps connections idle past the timeout;
             // without one they are kept forever.

@@ -24,6 +24,7 @@ use crate::clients::Clients;
 use crate::dispatcher::{Body, Call, Dispatcher, Target};
 use crate::error::{DispatchError, SpecError, causes};
 use crate::headers::{outgoing, strip_hop_by_hop};
+use crate::sockets::{Released, SocketTag};
 
 /// The `http` backend's settings.
 #[derive(Debug, Deserialize)]
@@ -329,7 +330,10 @@ impl Dispatcher for HttpDispatcher {
                     causes(&e)
                 ),
             )),
-            Ok(Ok(resp)) => {
+            Ok(Ok(mut resp)) => {
+                // Its socket is idle again once this body ends.
+                let tag = resp.extensions_mut().remove::<SocketTag>();
+                let resp = resp.map(|body| Released::new(body, tag));
                 // AWS's own refusal of the signature (it names its error
                 // type), not the function's answer.
                 if matches!(self.auth, Some(Auth::AwsIam { .. }))

@@ -32,6 +32,7 @@ mod http_backend;
 mod lambda;
 mod registry;
 mod secrets;
+mod sockets;
 mod step_functions;
 
 pub use apigw::{

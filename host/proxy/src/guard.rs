@@ -174,37 +174,65 @@ pub(crate) fn apply(
 /// The guard step after sending: the candidate's answer judged; a trip
 /// logged, counted and, with `--guard-writes`, a rollback written in the
 /// background. Only a failure of the version's side counts (a request the
-/// caller got wrong is not the candidate's fault).
+/// caller got wrong is not the candidate's fault). An answer whose body is
+/// still coming is judged when it ends (an upstream that closes mid-body
+/// failed): returned as [`Pending`] for the body to settle.
 pub(crate) fn record(
     r: &Routing<'_>,
-    guard: Option<&GuardState>,
+    guard: Option<&Arc<GuardState>>,
     to: &Target,
     decision: &Decision,
     sent: &Sent,
     started: Option<Instant>,
-) {
+) -> Option<Pending> {
     let (Some(g), Some(started)) = (guard, started) else {
-        return;
+        return None;
     };
     if to.qualifier != g.candidate {
-        return;
+        return None;
     }
-    let traffic = decision.traffic;
-    let Some(why) = g.record(traffic, sent.version_failed(), started.elapsed()) else {
-        return;
+    let pending = Pending {
+        g: g.clone(),
+        traffic: decision.traffic,
+        started,
+        function: r.function.to_owned(),
+        version: r.active.stored.version,
+        store: r.p.config.guard_store.clone(),
     };
-    let (function, version) = (r.function, r.active.stored.version);
-    tracing::error!(target: "switchyard::guard", %function, route_version = version, traffic = traffic.as_str(), reason = %why, "guard tripped: the candidate gets no more of this traffic on this host");
-    GUARD_TRIPS
-        .counter(&[("function", function), ("traffic", traffic.as_str())])
-        .increment(1);
-    if let Some(store) = &r.p.config.guard_store {
-        tokio::spawn(write_rollback(
-            store.clone(),
-            function.to_owned(),
-            version,
-            why,
-        ));
+    let failed = sent.version_failed();
+    if !failed && !http_body::Body::is_end_stream(sent.response.body()) {
+        return Some(pending);
+    }
+    pending.settle(failed);
+    None
+}
+
+/// A candidate's answer the guard judges once its body has ended.
+pub(crate) struct Pending {
+    g: Arc<GuardState>,
+    traffic: Traffic,
+    started: Instant,
+    function: String,
+    version: u64,
+    store: Option<Arc<dyn ConfigStore>>,
+}
+
+impl Pending {
+    /// Records the answer as failed or not, taking as long as it took
+    /// until now.
+    pub(crate) fn settle(self, failed: bool) {
+        let traffic = self.traffic;
+        let Some(why) = self.g.record(traffic, failed, self.started.elapsed()) else {
+            return;
+        };
+        let (function, version) = (self.function, self.version);
+        tracing::error!(target: "switchyard::guard", %function, route_version = version, traffic = traffic.as_str(), reason = %why, "guard tripped: the candidate gets no more of this traffic on this host");
+        GUARD_TRIPS
+            .counter(&[("function", &function), ("traffic", traffic.as_str())])
+            .increment(1);
+        if let Some(store) = self.store {
+            tokio::spawn(write_rollback(store, function, version, why));
+        }
     }
 }
 

@@ -73,9 +73,9 @@ pub use capture::{Capture, CaptureConfig};
 pub use catalogue::{METRICS, all as metric_catalogue};
 pub use proxy::{Host, Proxy, install_metrics_recorder, start};
 pub use server::{
-    ConnectionLimits, Handler, bind_reuseport, default_max_connections, public_handler,
-    raise_open_file_limit, router_handler, serve, serve_admin, serve_public_threads, serve_router,
-    serve_threads,
+    ConnectionLimits, Handler, bind_reuseport, default_max_connections, default_upstream_sockets,
+    public_handler, raise_open_file_limit, router_handler, serve, serve_admin,
+    serve_public_threads, serve_router, serve_threads,
 };
 pub use switchyard_dispatch::ClientsConfig;
 pub use traces::{TraceConfig, Traces};

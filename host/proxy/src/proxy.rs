@@ -40,7 +40,15 @@ impl fmt::Debug for Proxy {
 
 impl Proxy {
     /// A proxy serving `policies`, with its own dispatch clients.
-    pub fn new(policies: Arc<PolicySet>, config: ProxyConfig) -> Arc<Self> {
+    /// Without a socket budget of their own (`clients.max_upstream_sockets`),
+    /// the clients get what the open-file limit leaves beside the client
+    /// connections ([`default_upstream_sockets`](crate::default_upstream_sockets)).
+    pub fn new(policies: Arc<PolicySet>, mut config: ProxyConfig) -> Arc<Self> {
+        if config.clients.max_upstream_sockets.is_none() {
+            config.clients.max_upstream_sockets = Some(crate::default_upstream_sockets(
+                config.connections.max_connections,
+            ));
+        }
         let clients = Clients::new(config.clients.clone());
         Arc::new(Proxy {
             policies,

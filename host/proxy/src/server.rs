@@ -79,7 +79,25 @@ impl Default for ConnectionLimits {
 /// logs need some), between 16 and 16,384.
 pub fn default_max_connections() -> usize {
     let files = open_file_limit().unwrap_or(1024);
-    (files / 2).saturating_sub(32).clamp(16, 16_384) as usize
+    (files / 2)
+        .saturating_sub(FILES_RESERVED / 2)
+        .clamp(16, 16_384) as usize
+}
+
+/// Files kept for what is not a client connection or an upstream socket:
+/// the store's connections, the policy cache, logs, the admin listener's
+/// connections, the runtime's own.
+const FILES_RESERVED: u64 = 64;
+
+/// The upstream sockets `http` targets may hold open at once beside
+/// `max_connections` client connections: what the open-file limit leaves
+/// less a reserve, at least 16.
+pub fn default_upstream_sockets(max_connections: usize) -> usize {
+    let files = open_file_limit().unwrap_or(1024);
+    files
+        .saturating_sub(max_connections as u64)
+        .saturating_sub(FILES_RESERVED)
+        .max(16) as usize
 }
 
 /// Raises the soft open-file limit to the hard one (as most servers do at

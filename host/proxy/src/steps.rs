@@ -70,20 +70,20 @@ pub(crate) async fn dispatch_decided(
         shape,
         routed: &routed,
     };
-    let sent = match p.dispatcher(active) {
-        Err(e) => failed(ProxyError::Dispatch(e), shape),
+    let (sent, judged) = match p.dispatcher(active) {
+        Err(e) => (failed(ProxyError::Dispatch(e), shape), None),
         Ok(dispatcher) => {
             let tee = shadow::mirror(&r, &dispatcher, &decision);
             let started = guard.as_ref().map(|_| Instant::now());
             let (to, sent) = send(&r, &*dispatcher, &decision).await;
-            guard::record(&r, guard.as_deref(), &to, &decision, &sent, started);
+            let judged = guard::record(&r, guard.as_ref(), &to, &decision, &sent, started);
             let sent = fallback::on_stable(&r, &*dispatcher, &to, &mut decision, sent).await;
-            shadow::tee(sent, tee)
+            (shadow::tee(sent, tee), judged)
         }
     };
     routed.end_routed(function, active, &decision, &call, &sent);
     let tail = matches!(&call, Call::Invoke(c) if c.log_type.as_deref() == Some("Tail"));
-    finish(p, sent.response, function, &decision, shape, tail)
+    finish(p, sent.response, function, &decision, shape, tail, judged)
 }
 
 /// An Invoke API `DryRun` on a target that does not take invocation types
@@ -107,7 +107,7 @@ pub(crate) fn dry_run(
             r
         }
     };
-    finish(p, response, function, &decision, shape, false)
+    finish(p, response, function, &decision, shape, false, None)
 }
 
 /// An Invoke API `Event` on a target that does not take invocation types
@@ -195,7 +195,8 @@ fn failed(e: ProxyError, shape: Shape) -> Sent {
 
 /// Labels the answer for the request counter and tells the caller where it
 /// went (an Invoke API caller also as Lambda tells it, in
-/// `X-Amz-Executed-Version`, whatever the dispatch kind).
+/// `X-Amz-Executed-Version`, whatever the dispatch kind). Counted, and
+/// judged by the guard (`judged`), when its body ends.
 fn finish(
     p: &Proxy,
     mut response: Response,
@@ -203,6 +204,7 @@ fn finish(
     decision: &Decision,
     shape: Shape,
     tail: bool,
+    judged: Option<guard::Pending>,
 ) -> Response {
     let status = response.status();
     let success = status.is_success();
@@ -235,12 +237,13 @@ fn finish(
         TRAFFIC_NAME,
         HeaderValue::from_static(decision.traffic.as_str()),
     );
-    count::counted(
+    count::counted_at_end(
         p,
         response,
         function,
         &decision.target,
         decision.traffic.as_str(),
+        judged,
     )
 }
 

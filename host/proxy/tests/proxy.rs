@@ -1933,3 +1933,189 @@ async fn the_invoke_api_gives_http_targets_lambdas_invocation_types() {
     let out = invoke(&["", "Sometimes"]);
     assert_eq!(out["error"], "InvalidParameterValueException", "{out}");
 }
+
+/// An upstream that answers every request `200` with a `Content-Length`
+/// of 1000 and closes after the first few bytes.
+async fn breaking_upstream() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"partial\":")
+                    .await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_breaks_off_mid_body_is_a_failure_of_its_version() {
+    let seen: Seen = Arc::default();
+    let urls = HashMap::from([
+        ("7", upstream("7", Duration::ZERO, seen.clone()).await),
+        ("8", breaking_upstream().await),
+    ]);
+    let cfg = route(
+        "synthetic",
+        &urls,
+        r#","guard":{"max-error-rate":0.5,"min-requests":4}"#,
+    );
+    let r = rig_named("cut", cfg, seen, ProxyConfig::default()).await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let synthetic = || {
+        let req = http::Request::get(format!("{}/cut/a", r.base))
+            .header("x-switchyard-synthetic", "1")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let client = client.clone();
+        async move {
+            let resp = client.request(req).await.unwrap();
+            let target = resp.headers()["x-switchyard-target"].clone();
+            (resp.status(), target, resp.into_body().collect().await)
+        }
+    };
+    for _ in 0..4 {
+        let (status, target, body) = synthetic().await;
+        assert_eq!((status.as_u16(), target.to_str().unwrap()), (200, "8"));
+        assert!(body.is_err(), "the candidate's body breaks off");
+    }
+    // Four failures of four: the guard has tripped, and synthetic traffic
+    // goes to stable, whole.
+    let (status, target, body) = synthetic().await;
+    assert_eq!((status.as_u16(), target.to_str().unwrap()), (200, "7"));
+    assert!(body.is_ok());
+    let text = metrics()();
+    let series = |status: &str| {
+        sample(
+            &text,
+            &format!(
+                r#"switchyard_requests_total{{function="cut",target="8",traffic="synthetic",status="{status}"}}"#
+            ),
+        )
+    };
+    assert_eq!(series("502"), Some(4.0), "{text}");
+    assert_eq!(series("200").unwrap_or(0.0), 0.0, "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            r#"switchyard_guard_trips_total{function="cut",traffic="synthetic"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}
+
+/// An upstream that answers `version` only when `gate` gives a permit;
+/// `arrived` counts the requests it holds.
+async fn held_upstream(
+    version: &'static str,
+) -> (
+    String,
+    tokio::sync::watch::Receiver<usize>,
+    Arc<tokio::sync::Semaphore>,
+) {
+    let (arrived_tx, arrived) = tokio::sync::watch::channel(0usize);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = gate.clone();
+    let app = axum::Router::new().fallback(move || {
+        let (arrived_tx, held) = (arrived_tx.clone(), held.clone());
+        async move {
+            arrived_tx.send_modify(|n| *n += 1);
+            held.acquire().await.unwrap().forget();
+            axum::Json(serde_json::json!({ "version": version }))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), arrived, gate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_sockets_stay_within_their_budget_and_idle_ones_make_room() {
+    let (stable, mut stable_arrived, stable_gate) = held_upstream("7").await;
+    let (candidate, mut candidate_arrived, candidate_gate) = held_upstream("8").await;
+    let urls = HashMap::from([("7", stable), ("8", candidate)]);
+    let r = rig_named(
+        "budgeted",
+        route("synthetic", &urls, ""),
+        Arc::default(),
+        ProxyConfig {
+            clients: ClientsConfig {
+                max_upstream_sockets: Some(4),
+                connect_timeout: Duration::from_millis(300),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let url = format!("{}/budgeted/a", r.base);
+    let spawn = |synthetic: bool| {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let headers: &[(&str, &str)] = if synthetic {
+                &[("x-switchyard-synthetic", "1")]
+            } else {
+                &[]
+            };
+            let (status, _, body) = call("GET", &url, headers, "").await;
+            (status, body)
+        })
+    };
+    // Four requests held at stable: all four sockets busy.
+    let held: Vec<_> = (0..4).map(|_| spawn(false)).collect();
+    stable_arrived.wait_for(|n| *n == 4).await.unwrap();
+    // A fifth finds none free and none idle: a 502 that names the budget,
+    // after the connect timeout; no busy socket is closed for it.
+    let (status, body) = spawn(false).await.unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("all 4 upstream sockets are in use"),
+        "{body}"
+    );
+    stable_gate.add_permits(4);
+    for h in held {
+        let (status, body) = h.await.unwrap();
+        assert_eq!(
+            (status.as_u16(), &body["version"]),
+            (200, &serde_json::json!("7"))
+        );
+    }
+    // Stable's four sockets are idle in the pool now. Four requests held
+    // at the candidate at once need four sockets: the idle ones are
+    // closed to make room.
+    let held: Vec<_> = (0..4).map(|_| spawn(true)).collect();
+    candidate_arrived.wait_for(|n| *n == 4).await.unwrap();
+    candidate_gate.add_permits(4);
+    for h in held {
+        let (status, body) = h.await.unwrap();
+        assert_eq!(
+            (status.as_u16(), &body["version"]),
+            (200, &serde_json::json!("8"))
+        );
+    }
+    let text = metrics()();
+    assert_eq!(
+        sample(&text, "switchyard_upstream_sockets_reclaimed_total"),
+        Some(4.0),
+        "{text}"
+    );
+}

@@ -427,12 +427,40 @@ impl Served {
 /// Starts `switchyard serve --store STORE ARGS` with environment `env`, on
 /// free public and admin ports on loopback; its stderr goes to a log file.
 pub fn serve(store: &str, args: &[&str], env: &[(&str, &str)]) -> Served {
+    serve_by(
+        std::process::Command::new(workspace_bin("switchyard")),
+        store,
+        args,
+        env,
+    )
+}
+
+/// [`serve`] with an open-file limit of `files` (soft and hard), set by
+/// util-linux's `prlimit` as `ulimit -n` in its shell would.
+pub fn serve_with_open_files(
+    files: u64,
+    store: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Served {
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg(format!("--nofile={files}:{files}"))
+        .arg("--")
+        .arg(workspace_bin("switchyard"));
+    serve_by(cmd, store, args, env)
+}
+
+fn serve_by(
+    mut cmd: std::process::Command,
+    store: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Served {
     let (port, admin) = (free_port(), free_port());
     let log = std::env::temp_dir().join(format!(
         "switchyard-serve-{}-{port}.log",
         std::process::id()
     ));
-    let mut cmd = std::process::Command::new(workspace_bin("switchyard"));
     cmd.args(["serve", "--store", store])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin}")])

@@ -120,6 +120,12 @@ pub(crate) struct ServeArgs {
     /// to its hard limit at start) less a reserve, at most 16384.
     #[arg(long, value_name = "N")]
     pub(crate) max_connections: Option<usize>,
+    /// Sockets to http targets open at once, busy or idle in the pool; a
+    /// new connection that finds them used up closes idle ones first, then
+    /// waits within --upstream-connect-timeout (502 after). Default: what
+    /// the open-file limit leaves beside --max-connections, less 64.
+    #[arg(long, value_name = "N")]
+    pub(crate) max_upstream_sockets: Option<usize>,
     /// On SIGTERM or SIGINT, how long in-flight requests may take before
     /// the process exits anyway.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -191,7 +197,7 @@ enum Public {
 }
 
 pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Result<()> {
-    switchyard_proxy::raise_open_file_limit();
+    let open_files = switchyard_proxy::raise_open_file_limit();
     let admin_token = match &args.admin_token_file {
         None => None,
         Some(path) => {
@@ -224,6 +230,16 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
             .unwrap_or_else(switchyard_proxy::default_max_connections),
         shutdown_grace: args.shutdown_grace,
     };
+    let upstream_sockets = args
+        .max_upstream_sockets
+        .unwrap_or_else(|| switchyard_proxy::default_upstream_sockets(connections.max_connections));
+    // What the open-file limit is spent on, said once: the first thing to
+    // look at when a burst meets it.
+    eprintln!(
+        "open files: {}; up to {} client connections per listener and {upstream_sockets} upstream sockets (idle ones closed first when they run out)",
+        open_files.map_or_else(|| "limit unknown".to_owned(), |n| format!("limit {n}")),
+        connections.max_connections,
+    );
     let workers = args.workers.map(usize::from).unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
@@ -286,6 +302,7 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
                     mirror_slots: args.mirror_slots,
                     upstream_idle_timeout: args.upstream_idle_timeout,
                     secret_ttl: args.secret_ttl,
+                    max_upstream_sockets: Some(upstream_sockets),
                     workers: if args.runtime == Runtime::PerCore {
                         workers
                     } else {

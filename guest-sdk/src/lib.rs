@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "router",
         pub_export_macro: true,
         default_bindings_module: "switchyard_guest::bindings",

@@ -4,7 +4,8 @@
 //! `switchyard` command a shell code block shows parses: its subcommands
 //! exist and their `--help` names every long flag the line uses. A dead
 //! link, a renamed heading or a flag the CLI does not take fails here, each
-//! one listed with its file and line.
+//! one listed with its file and line. And the copies of the WIT contract
+//! that published crates carry are the repository's.
 
 use switchyard_test_support as common;
 
@@ -497,4 +498,33 @@ fn the_checks_find_a_dead_link_a_missing_heading_and_what_the_cli_does_not_take(
         commands[1].starts_with("docs/example.md:10: ") && commands[1].contains("frobnicate"),
         "{commands:#?}"
     );
+}
+
+/// Each published crate that reads the WIT contract carries its own copy
+/// (a crate is packaged alone); every copy is the repository's `wit/`.
+#[test]
+fn every_crates_copy_of_the_wit_contract_is_the_repositorys() {
+    let root = common::repo_root();
+    let contract = std::fs::read_to_string(root.join("wit/policy.wit")).unwrap();
+    for copy in [
+        "host/core/wit/policy.wit",
+        "host/cli/wit/policy.wit",
+        "guest-sdk/wit/policy.wit",
+    ] {
+        let text = std::fs::read_to_string(root.join(copy))
+            .unwrap_or_else(|e| panic!("{copy}: {e}; copy wit/policy.wit there"));
+        assert!(
+            text == contract,
+            "{copy} differs from wit/policy.wit: copy it again (cp wit/policy.wit {copy})"
+        );
+    }
+    // And no crate reads the repository's copy from outside its folder.
+    for (file, outside) in [
+        ("host/core/src/bindings.rs", "../../wit"),
+        ("host/cli/src/build/tools.rs", "../../../../wit"),
+        ("guest-sdk/src/lib.rs", "\"../wit\""),
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        assert!(!text.contains(outside), "{file} reads {outside}");
+    }
 }

@@ -1,6 +1,7 @@
 //! The host side of the `switchyard:policy` WIT contract: one `bindgen!` for
-//! each version a host loads (the current one, `wit/policy.wit`, and the
-//! previous one, kept in `wit-0.1.0/`). The imports are linked by hand
+//! each version a host loads (the current one, `wit/policy.wit`: this
+//! crate's copy of the repository's, so the crate packages alone, kept
+//! identical by a test; and the previous one, kept in `wit-0.1.0/`). The imports are linked by hand
 //! ([`crate::host::link`]) so string arguments are read in place from the
 //! policy's memory; the generated code is used for the exports.
 
@@ -15,7 +16,7 @@ mod v1 {
 #[allow(missing_docs)]
 mod v2 {
     wasmtime::component::bindgen!({
-        path: "../../wit",
+        path: "wit",
         world: "router",
     });
 }

@@ -68,7 +68,7 @@ pub enum BuildError {
 
 /// The WIT contract, embedded so that building a Python or JavaScript policy
 /// needs no checkout of this repository.
-pub const WIT: &str = include_str!("../../../../wit/policy.wit");
+pub const WIT: &str = include_str!("../../wit/policy.wit");
 
 /// A built policy.
 #[derive(Debug, Clone)]

@@ -42,9 +42,27 @@ const RECLAIM_AT_ONCE: usize = 8;
 pub(crate) struct Budget {
     permits: Arc<Semaphore>,
     max: usize,
-    /// Every socket made, for closing idle ones (dead ones are pruned when
-    /// the list is walked).
-    open: Mutex<Vec<Weak<Socket>>>,
+    /// The sockets made, for closing idle ones.
+    open: Mutex<Open>,
+}
+
+/// The sockets made, closed ones among them until the list is pruned:
+/// when it is walked, and whenever it doubles since the last pruning, so
+/// a host that never runs out keeps it in proportion to the sockets open.
+#[derive(Default)]
+struct Open {
+    sockets: Vec<Weak<Socket>>,
+    prune_at: usize,
+}
+
+impl Open {
+    /// Least length at which the list is pruned as it grows.
+    const PRUNE_FROM: usize = 64;
+
+    fn prune(&mut self) {
+        self.sockets.retain(|s| s.strong_count() > 0);
+        self.prune_at = (self.sockets.len() * 2).max(Self::PRUNE_FROM);
+    }
 }
 
 impl Budget {
@@ -55,7 +73,7 @@ impl Budget {
         Arc::new(Budget {
             permits: Arc::new(Semaphore::new(max)),
             max,
-            open: Mutex::new(Vec::new()),
+            open: Mutex::default(),
         })
     }
 
@@ -78,9 +96,9 @@ impl Budget {
     /// Closes up to [`RECLAIM_AT_ONCE`] idle sockets, oldest first.
     fn reclaim(&self) {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.retain(|s| s.strong_count() > 0);
+        open.prune();
         let mut closed = 0;
-        for socket in open.iter().filter_map(Weak::upgrade) {
+        for socket in open.sockets.iter().filter_map(Weak::upgrade) {
             if closed == RECLAIM_AT_ONCE {
                 break;
             }
@@ -102,10 +120,12 @@ impl Budget {
     /// it is dropped).
     pub(crate) fn hold<T>(&self, io: T, permit: OwnedSemaphorePermit) -> Budgeted<T> {
         let socket = Arc::new(Socket::default());
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::downgrade(&socket));
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.sockets.len() >= open.prune_at {
+            open.prune();
+        }
+        open.sockets.push(Arc::downgrade(&socket));
+        drop(open);
         UPSTREAM_SOCKETS.gauge(&[]).increment(1.0);
         Budgeted {
             inner: io,
@@ -354,6 +374,25 @@ mod tests {
             request: 0,
         }
         .clone()
+    }
+
+    #[test]
+    fn the_list_of_sockets_stays_in_proportion_to_those_open() {
+        let budget = Budget::new(Some(16));
+        let mut held = Vec::new();
+        for i in 0..10_000 {
+            if held.len() == 16 {
+                held.remove(i % 16);
+            }
+            let permit = budget.permits.clone().try_acquire_owned().unwrap();
+            held.push(budget.hold((), permit));
+        }
+        let open = budget.open.lock().unwrap();
+        assert!(
+            open.sockets.len() <= 2 * Open::PRUNE_FROM,
+            "{} sockets listed, 16 open",
+            open.sockets.len()
+        );
     }
 
     #[test]

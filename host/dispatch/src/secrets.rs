@@ -326,6 +326,21 @@ mod tests {
         (url, calls)
     }
 
+    /// `n` reads of `r` started at once.
+    fn at_once(
+        n: usize,
+        secrets: &Arc<Secrets>,
+        aws: &aws_config::SdkConfig,
+        r: &SecretRef,
+    ) -> Vec<tokio::task::JoinHandle<Result<Value, String>>> {
+        (0..n)
+            .map(|_| {
+                let (secrets, aws, r) = (secrets.clone(), aws.clone(), r.clone());
+                tokio::spawn(async move { secrets.get(&aws, &r).await })
+            })
+            .collect()
+    }
+
     async fn aws(url: &str) -> aws_config::SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(url)
@@ -344,13 +359,7 @@ mod tests {
         let aws = aws(&url).await;
         let secrets = Secrets::new(Duration::from_secs(300), Duration::from_secs(30));
         let r = SecretRef::Ssm("/missing".into());
-        let reads: Vec<_> = (0..20)
-            .map(|_| {
-                let (secrets, aws, r) = (secrets.clone(), aws.clone(), r.clone());
-                tokio::spawn(async move { secrets.get(&aws, &r).await })
-            })
-            .collect();
-        for read in reads {
+        for read in at_once(20, &secrets, &aws, &r) {
             let why = read.await.unwrap().unwrap_err();
             assert!(why.contains("not found"), "{why}");
         }
@@ -372,13 +381,7 @@ mod tests {
         let secrets = Secrets::new(Duration::from_secs(300), Duration::from_millis(600));
         let r = SecretRef::Ssm("/hangs".into());
         let started = Instant::now();
-        let reads: Vec<_> = (0..10)
-            .map(|_| {
-                let (secrets, aws, r) = (secrets.clone(), aws.clone(), r.clone());
-                tokio::spawn(async move { secrets.get(&aws, &r).await })
-            })
-            .collect();
-        for read in reads {
+        for read in at_once(10, &secrets, &aws, &r) {
             let why = read.await.unwrap().unwrap_err();
             assert!(why.contains("no answer within 300ms"), "{why}");
         }

@@ -41,6 +41,7 @@ mod catalogue;
 mod cloudmap;
 mod dir;
 mod duration;
+pub mod infrastructure;
 mod loader;
 mod log;
 mod open;

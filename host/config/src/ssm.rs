@@ -26,6 +26,7 @@ use switchyard_core::{Digest, RouteConfig};
 
 use crate::aws::sdk_message;
 use crate::blob::{self, Manifest};
+use crate::infrastructure;
 use crate::s3::{self, BlobBucket};
 use crate::store::{
     ConfigStore, Entry, Result, StoreError, StoredRoute, check_function_name, decode_route,
@@ -443,7 +444,13 @@ impl ConfigStore for SsmStore {
         expected: u64,
         note: &str,
     ) -> Result<u64> {
-        let text = encode_route(function, config)?;
+        // Per-version infrastructure: only the synthetic candidate keeps
+        // references to what its stack deploys (see crate::infrastructure).
+        let mut config = config.clone();
+        if let Some(root) = self.infrastructure_root() {
+            infrastructure::prune(&mut config, &root, function);
+        }
+        let text = encode_route(function, &config)?;
         let name = self.route_name(function)?;
         let lock = self.lock(function).await?;
         let written = async {
@@ -467,6 +474,10 @@ impl ConfigStore for SsmStore {
         .await;
         self.unlock(&lock).await;
         written
+    }
+
+    fn infrastructure_root(&self) -> Option<String> {
+        Some(format!("{}/infrastructure", self.prefix))
     }
 
     async fn setting(&self, name: &str) -> Result<Option<String>> {

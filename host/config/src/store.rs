@@ -247,6 +247,14 @@ pub trait ConfigStore: Send + Sync + fmt::Debug {
         note: &str,
     ) -> Result<u64>;
 
+    /// Where this store keeps what CloudFormation reads of its routes, and
+    /// the parameters per-version infrastructure writes for them
+    /// (`<prefix>/infrastructure` on `ssm:`; see [`crate::infrastructure`]).
+    /// `None` (the default) for a store CloudFormation cannot read.
+    fn infrastructure_root(&self) -> Option<String> {
+        None
+    }
+
     /// A store-wide setting the operator keeps with the data, e.g.
     /// `min-host-version`; `None` when unset.
     async fn setting(&self, name: &str) -> Result<Option<String>>;

@@ -39,6 +39,7 @@ pub(crate) fn summary(r: &StoredRoute) -> serde_json::Value {
         "version": r.version,
         "mode": r.config.mode,
         "versions": r.config.versions,
+        "context": r.config.context,
         "policy": r.config.policy,
         "cases": r.config.cases,
         "modified": r.modified,
@@ -166,6 +167,17 @@ pub(crate) async fn write_route(
         Some(why) => format!("switchyard {command}: {why}"),
         None => format!("switchyard {command}"),
     };
+    if let Some(root) = store.infrastructure_root() {
+        // The store drops them itself, whoever writes; say so here.
+        let dropped =
+            switchyard_config::infrastructure::prune(&mut config.clone(), &root, function);
+        if !dropped.is_empty() {
+            eprintln!(
+                "note: not keeping the per-version infrastructure reference(s) {}: only the candidate in synthetic mode keeps references under {root}/{function}/<candidate>/ (what they name goes at the next redeploy of its stack)",
+                dropped.join(", ")
+            );
+        }
+    }
     Ok(store.put_route_if(function, config, read, &note).await?)
 }
 

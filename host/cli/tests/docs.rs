@@ -528,3 +528,105 @@ fn every_crates_copy_of_the_wit_contract_is_the_repositorys() {
         assert!(!text.contains(outside), "{file} reads {outside}");
     }
 }
+
+/// The shell lines of a GitHub Actions workflow's `run:` steps (inline, or
+/// a `run: |` block), with their line numbers; a line ending in `\` is
+/// joined with the next.
+fn workflow_commands(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut block: Option<usize> = None;
+    let mut pending: Option<(usize, String)> = None;
+    for (i, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start().len();
+        let trimmed = line.trim();
+        let script = match block {
+            Some(at) if indent > at || trimmed.is_empty() => Some(trimmed),
+            _ => {
+                block = None;
+                let step = trimmed.trim_start_matches("- ");
+                match step.strip_prefix("run:").map(str::trim) {
+                    Some("|") | Some(">") => {
+                        block = Some(indent + (trimmed.len() - step.len()));
+                        None
+                    }
+                    Some(inline) => Some(inline),
+                    None => None,
+                }
+            }
+        };
+        let Some(script) = script.filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        let (first, mut command) = pending.take().unwrap_or((i + 1, String::new()));
+        command.push_str(script);
+        if command.ends_with('\\') {
+            command.pop();
+            command.truncate(command.trim_end().len());
+            command.push(' ');
+            pending = Some((first, command));
+        } else {
+            out.push((first, command));
+        }
+    }
+    out
+}
+
+/// `deploy/github-actions.yml`, the pipeline a team copies: valid against
+/// GitHub's workflow schema (check-jsonschema's vendored copy, offline),
+/// and every `switchyard` command in its steps exists with those flags;
+/// the scripts it runs are in the repository.
+#[test]
+fn the_example_pipeline_is_a_valid_workflow_whose_commands_all_exist() {
+    let root = common::repo_root();
+    let file = root.join("deploy/github-actions.yml");
+    let out = Command::new("check-jsonschema")
+        .args(["--builtin-schema", "vendor.github-workflows"])
+        .arg(&file)
+        .output()
+        .expect("check-jsonschema runs (python3 -m pip install check-jsonschema==0.33.0)");
+    assert!(
+        out.status.success(),
+        "{} is not a valid GitHub Actions workflow:\n{}{}",
+        file.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    let commands = workflow_commands(&text);
+    let mut helps = Helps::default();
+    let mut shown = 0;
+    let mut problems = Vec::new();
+    for (line, command) in &commands {
+        // Each command of a line (`umask 077 && printf ...`).
+        for part in command.split("&&") {
+            let words = shell_words(part);
+            if words.first().is_some_and(|w| w == "python3")
+                && let Some(script) = words.get(1).filter(|w| w.ends_with(".py"))
+                && !root.join(script).is_file()
+            {
+                problems.push(format!("line {line}: {script} is not in the repository"));
+            }
+            let Some(args) = switchyard_args(part) else {
+                continue;
+            };
+            shown += 1;
+            for problem in helps.problems(&args) {
+                problems.push(format!("line {line}: `{}`: {problem}", part.trim()));
+            }
+        }
+    }
+    // build, test, publish, set, mode, status, promote, rollback.
+    assert!(
+        shown >= 8,
+        "only {shown} switchyard commands read: {commands:#?}"
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+
+    // The reader finds what a flawed step names.
+    let flawed = "jobs:\n  x:\n    steps:\n      - run: switchyard promote orders --no-such-flag\n      - name: two\n        run: |\n          switchyard mode orders synthetic \\\n            --frobnicate\n";
+    let found: Vec<String> = workflow_commands(flawed)
+        .iter()
+        .flat_map(|(_, c)| helps.problems(&switchyard_args(c).unwrap()))
+        .collect();
+    assert_eq!(found.len(), 2, "{found:?}");
+}

@@ -77,9 +77,13 @@ def setup(endpoint, region, name):
 
 def calls(endpoint, name):
     with urllib.request.urlopen(endpoint + "/moto-api/recorder/download-recording") as r:
-        lines = r.read().decode().splitlines()
+        # One JSON record a line: split at "\n" only (splitlines() also
+        # splits at characters a recorded body may hold, e.g. U+2028).
+        lines = r.read().decode().split("\n")
     out = []
     for line in lines:
+        if f"/functions/{name}/" not in line:
+            continue  # not this function's (and no need to parse an upload)
         e = json.loads(line)
         url = urllib.parse.urlparse(e["url"])
         path = urllib.parse.unquote(url.path)

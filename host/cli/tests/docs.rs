@@ -232,21 +232,29 @@ fn shown_commands(text: &str) -> Vec<(usize, String)> {
             pending = None;
             continue;
         }
-        let (mut first, mut command) = pending.take().unwrap_or_default();
-        if command.is_empty() {
-            first = line.number;
-        }
-        command.push_str(line.text.trim());
-        if command.ends_with('\\') {
-            command.pop();
-            command.truncate(command.trim_end().len());
-            command.push(' ');
-            pending = Some((first, command));
-        } else {
-            out.push((first, command));
-        }
+        continue_line(&mut pending, &mut out, line.number, line.text.trim());
     }
     out
+}
+
+/// Adds `text` (at line `number`) to the command `pending`, or starts one:
+/// a command ending in `\` waits for its next line, any other goes to `out`.
+fn continue_line(
+    pending: &mut Option<(usize, String)>,
+    out: &mut Vec<(usize, String)>,
+    number: usize,
+    text: &str,
+) {
+    let (first, mut command) = pending.take().unwrap_or((number, String::new()));
+    command.push_str(text);
+    if command.ends_with('\\') {
+        command.pop();
+        command.truncate(command.trim_end().len());
+        command.push(' ');
+        *pending = Some((first, command));
+    } else {
+        out.push((first, command));
+    }
 }
 
 /// A command line's words, quotes kept (so a quoted word is never taken
@@ -557,16 +565,7 @@ fn workflow_commands(text: &str) -> Vec<(usize, String)> {
         let Some(script) = script.filter(|s| !s.is_empty()) else {
             continue;
         };
-        let (first, mut command) = pending.take().unwrap_or((i + 1, String::new()));
-        command.push_str(script);
-        if command.ends_with('\\') {
-            command.pop();
-            command.truncate(command.trim_end().len());
-            command.push(' ');
-            pending = Some((first, command));
-        } else {
-            out.push((first, command));
-        }
+        continue_line(&mut pending, &mut out, i + 1, script);
     }
     out
 }

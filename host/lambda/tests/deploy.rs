@@ -162,14 +162,7 @@ fn every_template_lints_transforms_as_committed_and_deploys_and_the_deployed_rou
     }
 
     // The artifacts in S3, as the README uploads them.
-    let id = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-    );
+    let id = common::unique_tag();
     let bucket = format!("sy-deploy-{id}");
     let endpoint = aws::endpoint();
     let s3 = |args: &[&str]| ok("aws", &[&["--endpoint-url", endpoint, "s3"], args].concat());
@@ -298,28 +291,28 @@ fn every_template_lints_transforms_as_committed_and_deploys_and_the_deployed_rou
             "hosts never write: {statement}"
         );
     }
-    let pipeline = readback("policy", iam["PipelinePolicyArn"].as_str().unwrap());
-    let delete = pipeline
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["Action"] == "ssm:DeleteParameter")
-        .unwrap_or_else(|| panic!("{pipeline}"));
+    // The resources of the statement of `policy` (an output) allowing `action`.
+    let granted = |policy: &str, action: &str| {
+        let statements = readback("policy", iam[policy].as_str().unwrap());
+        statements
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Action"] == action)
+            .map(resources)
+            .unwrap_or_else(|| panic!("{policy} allows no {action}: {statements}"))
+    };
     assert_eq!(
-        resources(delete),
+        granted("PipelinePolicyArn", "ssm:DeleteParameter"),
         [
             format!("{account}{prefix}/locks/*"),
             format!("{account}{prefix}/infrastructure/*")
         ]
     );
-    let signer = readback("policy", iam["SignerPolicyArn"].as_str().unwrap());
-    let put = signer
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["Action"] == "ssm:PutParameter")
-        .unwrap_or_else(|| panic!("{signer}"));
-    assert_eq!(resources(put), [format!("{account}{prefix}/signatures/*")]);
+    assert_eq!(
+        granted("SignerPolicyArn", "ssm:PutParameter"),
+        [format!("{account}{prefix}/signatures/*")]
+    );
 
     // The router function as deployed.
     let deployed = readback("function", router["RouterName"].as_str().unwrap());
@@ -388,25 +381,11 @@ fn every_template_lints_transforms_as_committed_and_deploys_and_the_deployed_rou
         "the layer holds the zip: {layer}"
     );
 
-    moto_lambda_backend("simple");
-    let versions: Vec<String> = serde_json::from_value(
-        moto_lambda(&["setup", endpoint, "us-east-1", &target])["versions"].clone(),
-    )
-    .unwrap();
-    let (stable, candidate) = (&versions[0], &versions[1]);
-
     // The store the stacks point at: the candidate in synthetic mode.
+    moto_lambda_backend("simple");
     let tmp = tempfile::tempdir().unwrap();
-    publish_synthetic_header(
-        &store,
-        "orders",
-        &json!({
-            "mode": "synthetic",
-            "versions": {"stable": stable, "candidate": candidate},
-            "dispatch": {"type": "lambda", "function-name": target},
-        }),
-        tmp.path(),
-    );
+    let (stable, candidate) =
+        common::lambda_route_with_two_versions(&store, "orders", &target, tmp.path());
 
     // The router from the uploaded zip, with the deployed environment.
     let (_watch, port) = cargo_lambda_watch(&repo_root());

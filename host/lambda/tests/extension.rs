@@ -178,14 +178,7 @@ fn last_payment(name: &str) -> (String, String) {
 #[test]
 fn python_and_node_functions_are_routed_and_stay_synthetic_across_two_hops() {
     let endpoint = aws::endpoint().to_owned();
-    let tag = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-    );
+    let tag = common::unique_tag();
     let payments = format!("sy-payments-{tag}");
     let versions: Vec<String> = serde_json::from_value(
         moto_lambda(&["setup", &endpoint, "us-east-1", &payments])["versions"].clone(),

@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Killed, aws, cargo_lambda_watch, eventually, invoke_http_event, moto_lambda,
-    publish_synthetic_header, repo_root, switchyard_cli as switchyard,
+    Killed, aws, cargo_lambda_watch, eventually, invoke_http_event, lambda_route_with_two_versions,
+    moto_lambda, repo_root, switchyard_cli as switchyard, unique_tag,
 };
 use serde_json::{Value, json};
 
@@ -55,29 +55,10 @@ fn qualifiers(name: &str) -> Vec<String> {
 #[test]
 fn the_router_function_routes_by_header_and_mode_and_restarts_warm_from_tmp() {
     let endpoint = aws::endpoint().to_owned();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let name = format!("sy-router-{}-{nanos}", std::process::id());
-    let versions: Vec<String> = serde_json::from_value(
-        moto_lambda(&["setup", &endpoint, "us-east-1", &name])["versions"].clone(),
-    )
-    .unwrap();
-    let (stable, candidate) = (versions[0].clone(), versions[1].clone());
-
+    let name = format!("sy-router-{}", unique_tag());
     let tmp = tempfile::tempdir().unwrap();
     let store = format!("ssm:/router{}", std::process::id());
-    publish_synthetic_header(
-        &store,
-        "orders",
-        &json!({
-            "mode": "synthetic",
-            "versions": {"stable": stable, "candidate": candidate},
-            "dispatch": {"type": "lambda", "function-name": name},
-        }),
-        tmp.path(),
-    );
+    let (stable, candidate) = lambda_route_with_two_versions(&store, "orders", &name, tmp.path());
 
     let (_watch, port) = cargo_lambda_watch(&repo_root());
     let cache = tmp.path().join("tmp-cache");

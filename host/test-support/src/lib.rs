@@ -80,6 +80,43 @@ impl Drop for Killed {
     }
 }
 
+/// A tag no other run of any test shares (`<pid>-<nanoseconds>`), for names
+/// in the emulator, which outlives a test run.
+pub fn unique_tag() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{}-{nanos}", std::process::id())
+}
+
+/// A function in moto's Lambda with two versions, and `function`'s route in
+/// `store`: the `synthetic-header` policy, synthetic mode, the first version
+/// stable and the second the candidate, dispatched to it by `lambda`.
+/// Returns `(stable, candidate)`.
+pub fn lambda_route_with_two_versions(
+    store: &str,
+    function: &str,
+    target: &str,
+    dir: &std::path::Path,
+) -> (String, String) {
+    let versions: Vec<String> = serde_json::from_value(
+        moto_lambda(&["setup", aws::endpoint(), "us-east-1", target])["versions"].clone(),
+    )
+    .unwrap();
+    publish_synthetic_header(
+        store,
+        function,
+        &serde_json::json!({
+            "mode": "synthetic",
+            "versions": {"stable": versions[0], "candidate": versions[1]},
+            "dispatch": {"type": "lambda", "function-name": target},
+        }),
+        dir,
+    );
+    (versions[0].clone(), versions[1].clone())
+}
+
 /// Runs `host/test-support/support/moto_lambda.py` (boto3 against moto's Lambda)
 /// and parses its JSON output.
 pub fn moto_lambda(args: &[&str]) -> serde_json::Value {

@@ -149,7 +149,11 @@ def main():
             arg = outputs[key]
             scope, _, value = arg.partition("=")
             q, _, ctx_key = scope.partition(":")
-            if have.get(q, {}).get(ctx_key) != json.loads(value):
+            try:
+                wanted = json.loads(value)  # a reference, {"$ssm": ...}
+            except json.JSONDecodeError:
+                wanted = value  # a literal
+            if have.get(q, {}).get(ctx_key) != wanted:
                 switchyard(a.store, "set", a.function, "--context", arg,
                            "--reason", f"follow.py: the candidate's own infrastructure ({name})")
             done["context"].append(arg)

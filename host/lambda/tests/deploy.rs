@@ -26,7 +26,7 @@
 use switchyard_test_support as common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::{
     Killed, aws, cargo_lambda_watch, invoke_http_event, moto_lambda, publish_synthetic_header,
@@ -98,21 +98,14 @@ fn router_from_zip(zip: &Path, dir: &Path, port: u16, env: &Value, log: &Path) -
             dir.to_str().unwrap(),
         ],
     );
-    let mut cmd = Command::new(dir.join("bootstrap"));
-    cmd.env(
-        "AWS_LAMBDA_RUNTIME_API",
-        format!("http://127.0.0.1:{port}/.rt/switchyard-lambda"),
-    )
-    .env("AWS_LAMBDA_FUNCTION_NAME", "switchyard-lambda")
-    .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-    .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
-    .env("AWS_ENDPOINT_URL", aws::endpoint())
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(log).unwrap());
-    for (k, v) in env.as_object().unwrap() {
-        cmd.env(k, v.as_str().unwrap());
-    }
-    Killed(cmd.spawn().unwrap())
+    let mut env: Vec<(String, String)> = env
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+    env.push(("AWS_ENDPOINT_URL".into(), aws::endpoint().into()));
+    common::router_function(&dir.join("bootstrap"), port, &env, log)
 }
 
 /// Which of the emulator's Lambda backends its Lambda API serves: `docker`

@@ -7,7 +7,6 @@
 use switchyard_test_support as common;
 
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
@@ -19,20 +18,16 @@ use serde_json::{Value, json};
 /// The router binary attached to the watch's Runtime API, with its own
 /// stderr captured to `log`.
 fn router(port: u16, env: &[(&str, String)], log: &std::path::Path) -> Killed {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard-lambda"));
-    cmd.env(
-        "AWS_LAMBDA_RUNTIME_API",
-        format!("http://127.0.0.1:{port}/.rt/switchyard-lambda"),
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    common::router_function(
+        std::path::Path::new(env!("CARGO_BIN_EXE_switchyard-lambda")),
+        port,
+        &env,
+        log,
     )
-    .env("AWS_LAMBDA_FUNCTION_NAME", "switchyard-lambda")
-    .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-    .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(log).unwrap());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Killed(cmd.spawn().unwrap())
 }
 
 /// Invokes the router through the watch's Invoke API with an API Gateway

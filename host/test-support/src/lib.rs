@@ -80,6 +80,29 @@ impl Drop for Killed {
     }
 }
 
+/// The router function's binary `exe` as Lambda starts it, attached to
+/// `cargo lambda watch`'s Runtime API on `port` as `switchyard-lambda`, with
+/// `env` and its stderr written to `log`.
+pub fn router_function(
+    exe: &std::path::Path,
+    port: u16,
+    env: &[(String, String)],
+    log: &std::path::Path,
+) -> Killed {
+    let mut cmd = std::process::Command::new(exe);
+    cmd.env(
+        "AWS_LAMBDA_RUNTIME_API",
+        format!("http://127.0.0.1:{port}/.rt/switchyard-lambda"),
+    )
+    .env("AWS_LAMBDA_FUNCTION_NAME", "switchyard-lambda")
+    .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+    .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+    .envs(env.iter().map(|(k, v)| (k, v)))
+    .stdout(std::process::Stdio::null())
+    .stderr(std::fs::File::create(log).unwrap());
+    Killed(cmd.spawn().unwrap())
+}
+
 /// A tag no other run of any test shares (`<pid>-<nanoseconds>`), for names
 /// in the emulator, which outlives a test run.
 pub fn unique_tag() -> String {

@@ -54,6 +54,25 @@ fn ok(program: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The AWS CLI against the emulator: `aws --endpoint-url <emulator> ARGS`.
+fn aws_cli(args: &[&str]) -> Output {
+    run(
+        "aws",
+        &[&["--endpoint-url", aws::endpoint()], args].concat(),
+    )
+}
+
+/// [`aws_cli`], failing the test when it fails; its stdout.
+fn aws_ok(args: &[&str]) -> String {
+    let out = aws_cli(args);
+    assert!(
+        out.status.success(),
+        "aws {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// `deploy/stack.py STACK TEMPLATE Key=Value...`: the stack's outputs.
 fn stack(name: &str, template: &str, params: &[String]) -> Value {
     let mut args = vec!["deploy/stack.py", name, template];
@@ -158,7 +177,7 @@ fn every_template_lints_transforms_as_committed_and_deploys_and_the_deployed_rou
     let id = common::unique_tag();
     let bucket = format!("sy-deploy-{id}");
     let endpoint = aws::endpoint();
-    let s3 = |args: &[&str]| ok("aws", &[&["--endpoint-url", endpoint, "s3"], args].concat());
+    let s3 = |args: &[&str]| aws_ok(&[&["s3"], args].concat());
     s3(&["mb", &format!("s3://{bucket}")]);
     let router_key = "switchyard/test/x86_64/switchyard-router.zip";
     let layer_key = "switchyard/test/x86_64/switchyard-extension-layer.zip";
@@ -199,17 +218,12 @@ fn every_template_lints_transforms_as_committed_and_deploys_and_the_deployed_rou
         !out.status.success() && said.contains("ArtifactBucket"),
         "{said}"
     );
-    let described = run(
-        "aws",
-        &[
-            "--endpoint-url",
-            endpoint,
-            "cloudformation",
-            "describe-stacks",
-            "--stack-name",
-            &format!("sy-router-{id}"),
-        ],
-    );
+    let described = aws_cli(&[
+        "cloudformation",
+        "describe-stacks",
+        "--stack-name",
+        &format!("sy-router-{id}"),
+    ]);
     assert!(
         String::from_utf8_lossy(&described.stderr).contains("does not exist"),
         "{described:?}"
@@ -351,11 +365,7 @@ fn every_template_lints_transforms_as_committed_and_deploys_and_the_deployed_rou
     );
     // The emulator names the layer after the stack and its logical id, not
     // its LayerName (which starts with the stack's name too).
-    let layers: Value = serde_json::from_str(&ok(
-        "aws",
-        &["--endpoint-url", endpoint, "lambda", "list-layers"],
-    ))
-    .unwrap();
+    let layers: Value = serde_json::from_str(&aws_ok(&["lambda", "list-layers"])).unwrap();
     let layer_arn = layers["Layers"]
         .as_array()
         .unwrap()
@@ -438,17 +448,7 @@ fn follow(store: &str, function: &str) -> Result<Value, String> {
 }
 
 fn queues(prefix: &str) -> Vec<String> {
-    let out = ok(
-        "aws",
-        &[
-            "--endpoint-url",
-            aws::endpoint(),
-            "sqs",
-            "list-queues",
-            "--queue-name-prefix",
-            prefix,
-        ],
-    );
+    let out = aws_ok(&["sqs", "list-queues", "--queue-name-prefix", prefix]);
     if out.trim().is_empty() {
         return Vec::new();
     }
@@ -460,21 +460,16 @@ fn queues(prefix: &str) -> Vec<String> {
 }
 
 fn parameter(name: &str) -> Option<String> {
-    let out = run(
-        "aws",
-        &[
-            "--endpoint-url",
-            aws::endpoint(),
-            "ssm",
-            "get-parameter",
-            "--name",
-            name,
-            "--query",
-            "Parameter.Value",
-            "--output",
-            "text",
-        ],
-    );
+    let out = aws_cli(&[
+        "ssm",
+        "get-parameter",
+        "--name",
+        name,
+        "--query",
+        "Parameter.Value",
+        "--output",
+        "text",
+    ]);
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
@@ -560,22 +555,17 @@ fn the_candidates_own_queue_follows_the_mode_and_reaches_it_as_context() {
     let route_parameter = format!("{prefix}/functions/{function}");
     let mut by_hand: Value = serde_json::from_str(&parameter(&route_parameter).unwrap()).unwrap();
     by_hand["mode"] = json!("production");
-    ok(
-        "aws",
-        &[
-            "--endpoint-url",
-            aws::endpoint(),
-            "ssm",
-            "put-parameter",
-            "--name",
-            &route_parameter,
-            "--type",
-            "String",
-            "--overwrite",
-            "--value",
-            &by_hand.to_string(),
-        ],
-    );
+    aws_ok(&[
+        "ssm",
+        "put-parameter",
+        "--name",
+        &route_parameter,
+        "--type",
+        "String",
+        "--overwrite",
+        "--value",
+        &by_hand.to_string(),
+    ]);
     let refused = follow(&store, &function).unwrap_err();
     assert!(
         refused.contains(&format!("not deleting {stack}")) && refused.contains("2:QUEUE_URL"),

@@ -243,6 +243,18 @@ impl SsmStore {
         Ok(found)
     }
 
+    /// A route config as written: per-version infrastructure references
+    /// kept only for the synthetic candidate (see crate::infrastructure).
+    fn encode(&self, function: &str, config: &RouteConfig) -> Result<String> {
+        let mut config = config.clone();
+        infrastructure::prune(&mut config, &self.infrastructure(), function);
+        encode_route(function, &config)
+    }
+
+    fn infrastructure(&self) -> String {
+        format!("{}/infrastructure", self.prefix)
+    }
+
     async fn put(&self, name: &str, value: &str, overwrite: bool) -> Result<u64> {
         self.put_described(name, value, overwrite, None).await
     }
@@ -432,7 +444,7 @@ impl ConfigStore for SsmStore {
     }
 
     async fn put_route(&self, function: &str, config: &RouteConfig) -> Result<u64> {
-        let text = encode_route(function, config)?;
+        let text = self.encode(function, config)?;
         let name = self.route_name(function)?;
         self.put(&name, &text, true).await
     }
@@ -444,13 +456,7 @@ impl ConfigStore for SsmStore {
         expected: u64,
         note: &str,
     ) -> Result<u64> {
-        // Per-version infrastructure: only the synthetic candidate keeps
-        // references to what its stack deploys (see crate::infrastructure).
-        let mut config = config.clone();
-        if let Some(root) = self.infrastructure_root() {
-            infrastructure::prune(&mut config, &root, function);
-        }
-        let text = encode_route(function, &config)?;
+        let text = self.encode(function, config)?;
         let name = self.route_name(function)?;
         let lock = self.lock(function).await?;
         let written = async {
@@ -477,7 +483,7 @@ impl ConfigStore for SsmStore {
     }
 
     fn infrastructure_root(&self) -> Option<String> {
-        Some(format!("{}/infrastructure", self.prefix))
+        Some(self.infrastructure())
     }
 
     async fn setting(&self, name: &str) -> Result<Option<String>> {

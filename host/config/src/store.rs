@@ -247,10 +247,11 @@ pub trait ConfigStore: Send + Sync + fmt::Debug {
         note: &str,
     ) -> Result<u64>;
 
-    /// Where this store keeps what CloudFormation reads of its routes, and
-    /// the parameters per-version infrastructure writes for them
-    /// (`<prefix>/infrastructure` on `ssm:`; see [`crate::infrastructure`]).
-    /// `None` (the default) for a store CloudFormation cannot read.
+    /// Where a synthetic candidate's own stack writes what the route hands
+    /// it (`<prefix>/infrastructure` on `ssm:`): every write of this store
+    /// keeps references under it only for the synthetic candidate (see
+    /// [`crate::infrastructure`]). `None` (the default): a store that keeps
+    /// no such references apart.
     fn infrastructure_root(&self) -> Option<String> {
         None
     }

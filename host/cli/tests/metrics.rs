@@ -342,6 +342,24 @@ fn a_live_host_exports_what_the_catalogue_defines_and_prometheus_runs_every_dash
         );
     }
 
+    // The request duration has buckets, so quantiles add up across hosts.
+    assert_eq!(
+        typed
+            .get("switchyard_request_duration_seconds")
+            .map(String::as_str),
+        Some("histogram"),
+        "the request duration must be a histogram with buckets, not a summary:\n{text}"
+    );
+    for le in ["0.0005", "900", "+Inf"] {
+        let bucket = format!(
+            r#"switchyard_request_duration_seconds_bucket{{function="orders",target="7",traffic="production",le="{le}"}}"#
+        );
+        assert!(
+            text.lines().any(|l| l.starts_with(&bucket)),
+            "no {bucket} in:\n{text}"
+        );
+    }
+
     // The dashboard: every query names catalogued metrics and labels, and
     // Prometheus runs it; a panel's queries are told apart by their legends.
     prometheus.wait_for_next_scrapes(1);
@@ -413,6 +431,18 @@ fn a_live_host_exports_what_the_catalogue_defines_and_prometheus_runs_every_dash
         "a synthetic request rate",
         || match prometheus.value(&query) {
             Some(rate) if rate > 0.0 => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+
+    // A fleet-wide quantile of the synthetic requests' duration: a time
+    // between the smallest bucket and a loopback answer's worst.
+    let p99 = r#"histogram_quantile(0.99, sum by (le) (rate(switchyard_request_duration_seconds_bucket{function="orders",traffic="synthetic"}[1m])))"#;
+    common::eventually(
+        Duration::from_secs(30),
+        "a synthetic p99 request duration",
+        || match prometheus.value(p99) {
+            Some(v) if v > 0.0 && v < 5.0 => Ok(()),
             other => Err(format!("{other:?}")),
         },
     );

@@ -25,6 +25,24 @@ pub(crate) const DECISION_SECONDS: Metric = Metric {
     zero_for: None,
 };
 
+/// How long a decided request took, as a histogram with buckets (so
+/// quantiles add up across hosts).
+pub(crate) const REQUEST_SECONDS: Metric = Metric {
+    name: "switchyard_request_duration_seconds",
+    kind: MetricKind::Histogram,
+    labels: &["function", "target", "traffic"],
+    help: "Time from a request's decision to the last byte of its answer (the version's answer, a fallback's, or the mesh's error), by the version it went to (target) and traffic class, in seconds; a histogram with buckets, so rates of its _bucket series add up across hosts for fleet-wide quantiles.",
+    values: &[],
+    zero_for: None,
+};
+
+/// The buckets of [`REQUEST_SECONDS`], in seconds: from a loopback
+/// answer (half a millisecond) to Lambda's longest synchronous call.
+pub(crate) const REQUEST_SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 900.0,
+];
+
 /// A decision the fail-safe made.
 pub(crate) const FAIL_SAFE: Metric = Metric {
     name: "switchyard_fail_safe_total",
@@ -119,6 +137,7 @@ pub(crate) const CONNECTIONS_CLOSED: Metric = Metric {
 pub const METRICS: &[&Metric] = &[
     &REQUESTS,
     &DECISION_SECONDS,
+    &REQUEST_SECONDS,
     &FAIL_SAFE,
     &FALLBACK,
     &GUARD_TRIPS,

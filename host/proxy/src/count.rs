@@ -5,11 +5,12 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
-use metrics::Counter;
+use metrics::{Counter, Histogram};
 
 use crate::Proxy;
 
@@ -41,7 +42,8 @@ pub(crate) fn for_function(p: &Proxy, response: Response, function: &str) -> Res
     counted(p, response, function, "none", "none")
 }
 
-/// Counts a decided answer when its body ends, so an upstream that closes
+/// Counts a decided answer when its body ends (and, from `started`, the
+/// decision, times it in `switchyard_request_duration_seconds`), so an upstream that closes
 /// mid-body is counted as what the caller got: a failed answer, status
 /// `502` (the head said otherwise, but the caller's client reports an
 /// error), and a failure of the version for its guard (`guard`). An
@@ -54,10 +56,16 @@ pub(crate) fn counted_at_end(
     target: &str,
     traffic: &'static str,
     guard: Option<crate::guard::Pending>,
+    started: Option<Instant>,
 ) -> Response {
     if http_body::Body::is_end_stream(response.body()) {
         if let Some(g) = guard {
             g.settle(false);
+        }
+        if let Some(t) = started {
+            p.handles()
+                .duration(function, target, traffic)
+                .record(t.elapsed());
         }
         return counted(p, response, function, target, traffic);
     }
@@ -65,6 +73,7 @@ pub(crate) fn counted_at_end(
     let mut handles = p.handles();
     let answered = handles.request(function, target, traffic, status).clone();
     let cut = handles.request(function, target, traffic, 502).clone();
+    let timed = started.map(|t| (t, handles.duration(function, target, traffic).clone()));
     handles.activity.record(function, target, traffic, status);
     drop(handles);
     response.map(|inner| {
@@ -74,6 +83,7 @@ pub(crate) fn counted_at_end(
                 answered,
                 cut,
                 guard,
+                timed,
             }),
         })
     })
@@ -86,10 +96,13 @@ struct End {
     /// The request under `502`: the body broke off.
     cut: Counter,
     guard: Option<crate::guard::Pending>,
+    /// When the request was decided, and its duration's histogram.
+    timed: Option<(Instant, Histogram)>,
 }
 
 impl End {
     fn settle(self, cut: bool) {
+        self.time();
         if cut {
             self.cut.increment(1);
         } else {
@@ -97,6 +110,13 @@ impl End {
         }
         if let Some(g) = self.guard {
             g.settle(cut);
+        }
+    }
+
+    /// Records how long the request took, to its end or its caller leaving.
+    fn time(&self) {
+        if let Some((started, h)) = &self.timed {
+            h.record(started.elapsed());
         }
     }
 }
@@ -145,6 +165,7 @@ impl http_body::Body for Ending {
 impl Drop for Ending {
     fn drop(&mut self) {
         if let Some(end) = self.end.take() {
+            end.time();
             end.answered.increment(1);
         }
     }

@@ -25,6 +25,9 @@ pub(crate) struct Handles {
     requests: HashMap<String, HashMap<String, ByOutcome>>,
     /// `switchyard_decision_seconds` by function.
     decisions: HashMap<String, Histogram>,
+    /// `switchyard_request_duration_seconds` by function, target, then
+    /// traffic.
+    durations: HashMap<String, HashMap<String, HashMap<&'static str, Histogram>>>,
     sets: usize,
     /// Decisions made on this thread, for the sampled decision log.
     decided: u64,
@@ -76,6 +79,36 @@ impl Handles {
         &self.decisions[function]
     }
 
+    /// `switchyard_request_duration_seconds{function,target,traffic}`.
+    pub(crate) fn duration(
+        &mut self,
+        function: &str,
+        target: &str,
+        traffic: &'static str,
+    ) -> &Histogram {
+        let cached = self
+            .durations
+            .get(function)
+            .and_then(|t| t.get(target))
+            .is_some_and(|c| c.contains_key(traffic));
+        if !cached {
+            self.make_room();
+            self.sets += 1;
+            let h = crate::catalogue::REQUEST_SECONDS.histogram(&[
+                ("function", function),
+                ("target", target),
+                ("traffic", traffic),
+            ]);
+            self.durations
+                .entry(function.to_owned())
+                .or_default()
+                .entry(target.to_owned())
+                .or_default()
+                .insert(traffic, h);
+        }
+        &self.durations[function][target][traffic]
+    }
+
     /// The sequence number of this thread's next decision (the decision
     /// log samples per serving thread: no counter shared between cores).
     pub(crate) fn next_decision(&mut self) -> u64 {
@@ -87,6 +120,7 @@ impl Handles {
         if self.sets >= MAX_SETS {
             self.requests.clear();
             self.decisions.clear();
+            self.durations.clear();
             self.sets = 0;
         }
     }
@@ -102,8 +136,9 @@ mod tests {
         for _ in 0..3 {
             h.request("orders", "8", "synthetic", 200);
             h.decision("orders");
+            h.duration("orders", "8", "synthetic");
         }
-        assert_eq!(h.sets, 2, "repeated label sets are looked up, not made");
+        assert_eq!(h.sets, 3, "repeated label sets are looked up, not made");
         for i in 0..(MAX_SETS * 2) {
             h.request("orders", &format!("invented-{i}"), "production", 200);
             assert!(h.sets <= MAX_SETS, "{} sets kept", h.sets);

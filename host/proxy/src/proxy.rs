@@ -158,7 +158,17 @@ pub async fn start(
 /// [`ProxyConfig::metrics`]. When another recorder is installed already,
 /// the handle renders nothing.
 pub fn install_metrics_recorder() -> metrics_exporter_prometheus::PrometheusHandle {
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        // The request duration is a histogram with buckets (the decision's
+        // stays a summary, rendered per host).
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(
+                crate::catalogue::REQUEST_SECONDS.name.to_owned(),
+            ),
+            crate::catalogue::REQUEST_SECONDS_BUCKETS,
+        )
+        .expect("the request duration's buckets are not empty")
+        .build_recorder();
     let handle = recorder.handle();
     let upkeep = handle.clone();
     let _ = std::thread::Builder::new()

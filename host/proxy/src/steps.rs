@@ -55,6 +55,7 @@ pub(crate) async fn dispatch_decided(
     call: Call,
     shape: Shape,
 ) -> Response {
+    let decided = Instant::now();
     let guard = guard::apply(p, function, active, &mut decision);
     let routed = traces::Routed::begin(
         p.config.traces.as_deref(),
@@ -83,7 +84,12 @@ pub(crate) async fn dispatch_decided(
     };
     routed.end_routed(function, active, &decision, &call, &sent);
     let tail = matches!(&call, Call::Invoke(c) if c.log_type.as_deref() == Some("Tail"));
-    finish(p, sent.response, function, &decision, shape, tail, judged)
+    let timing = Timing {
+        tail,
+        judged,
+        decided: Some(decided),
+    };
+    finish(p, sent.response, function, &decision, shape, timing)
 }
 
 /// An Invoke API `DryRun` on a target that does not take invocation types
@@ -107,7 +113,13 @@ pub(crate) fn dry_run(
             r
         }
     };
-    finish(p, response, function, &decision, shape, false, None)
+    // Nothing was sent: no duration to record.
+    let timing = Timing {
+        tail: false,
+        judged: None,
+        decided: None,
+    };
+    finish(p, response, function, &decision, shape, timing)
 }
 
 /// An Invoke API `Event` on a target that does not take invocation types
@@ -203,9 +215,13 @@ fn finish(
     function: &str,
     decision: &Decision,
     shape: Shape,
-    tail: bool,
-    judged: Option<guard::Pending>,
+    timing: Timing,
 ) -> Response {
+    let Timing {
+        tail,
+        judged,
+        decided,
+    } = timing;
     let status = response.status();
     let success = status.is_success();
     let h = response.headers_mut();
@@ -244,7 +260,19 @@ fn finish(
         &decision.target,
         decision.traffic.as_str(),
         judged,
+        decided,
     )
+}
+
+/// What [`finish`] settles when the answer's body ends.
+struct Timing {
+    /// The caller asked for a log tail (`X-Amz-Log-Type: Tail`).
+    tail: bool,
+    /// The guard's judgement of the answer, pending its end.
+    judged: Option<guard::Pending>,
+    /// When the request was decided, for its duration (`None`: nothing
+    /// was sent, as for a dry run).
+    decided: Option<Instant>,
 }
 
 /// The mesh's answer headers as header names (a `&str` name would be

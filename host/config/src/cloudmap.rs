@@ -666,6 +666,16 @@ impl ConfigStore for CloudMapStore {
         written
     }
 
+    async fn rollout(&self, function: &str) -> Result<Option<(String, u64)>> {
+        Self::check_name(function)?;
+        self.blobs.rollout(function).await
+    }
+
+    async fn put_rollout_if(&self, function: &str, doc: &str, expected: u64) -> Result<u64> {
+        Self::check_name(function)?;
+        self.blobs.put_rollout_if(function, doc, expected).await
+    }
+
     async fn setting(&self, name: &str) -> Result<Option<String>> {
         self.blobs.setting(name).await
     }

@@ -5,6 +5,7 @@
 //! <root>/policies/sha256-<hex>.wasm              policy blobs, content-addressed
 //! <root>/policies/sha256-<hex>.json              other blobs (fixture cases)
 //! <root>/signatures/sha256-<hex>/<key id>.json   their signatures, one per key
+//! <root>/rollouts/<function>/<revision>.json     a rollout's state, the last few revisions
 //! ```
 //!
 //! Versions are files, so history and rollback work as in SSM. A new version
@@ -23,6 +24,10 @@ use crate::store::{
     ConfigStore, Entry, Result, StoreError, StoredRoute, check_function_name, decode_route,
     encode_route,
 };
+
+/// Revisions of a rollout document a `dir` store keeps (the older are
+/// removed): enough for a reader that listed just before a write.
+const ROLLOUT_REVISIONS_KEPT: u64 = 4;
 
 /// A store in a local folder.
 #[derive(Debug, Clone)]
@@ -348,6 +353,91 @@ impl DirStore {
         }
     }
 
+    fn rollout_dir(&self, function: &str) -> Result<PathBuf> {
+        check_function_name(function)?;
+        Ok(self.root.join("rollouts").join(function))
+    }
+
+    /// The revisions of `function`'s rollout document, ascending.
+    fn rollout_revisions(&self, dir: &Path) -> Result<Vec<u64>> {
+        let mut revisions: Vec<u64> = self
+            .names_in(dir)?
+            .iter()
+            .filter_map(|name| name.strip_suffix(".json")?.parse().ok())
+            .collect();
+        revisions.sort_unstable();
+        Ok(revisions)
+    }
+
+    fn rollout_now(&self, function: &str) -> Result<Option<(String, u64)>> {
+        let dir = self.rollout_dir(function)?;
+        // A revision pruned between the listing and the read: list again.
+        for _ in 0..3 {
+            let Some(&revision) = self.rollout_revisions(&dir)?.last() else {
+                return Ok(None);
+            };
+            let path = dir.join(format!("{revision}.json"));
+            match std::fs::read_to_string(&path) {
+                Ok(text) => return Ok(Some((text.trim_end().to_owned(), revision))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io(&path, e)),
+            }
+        }
+        Err(StoreError::Unavailable {
+            store: self.uri(),
+            message: format!("the rollout of {function} changed on every read"),
+        })
+    }
+
+    /// Writes revision `expected + 1` aside and hard-links it in, which
+    /// fails when another writer took that revision first; keeps the last
+    /// few revisions.
+    fn put_rollout_now(&self, function: &str, doc: &str, expected: u64) -> Result<u64> {
+        let dir = self.rollout_dir(function)?;
+        std::fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
+        let conflict = |s: &Self| -> Result<u64> {
+            Err(StoreError::Conflict {
+                function: format!("the rollout of {function}"),
+                expected,
+                found: s.rollout_revisions(&dir)?.last().copied().unwrap_or(0),
+            })
+        };
+        let latest = self.rollout_revisions(&dir)?.last().copied().unwrap_or(0);
+        if latest != expected {
+            return conflict(self);
+        }
+        let revision = expected + 1;
+        let tmp = dir.join(format!(
+            ".new.{}.{:016x}",
+            std::process::id(),
+            crate::random::unique()
+        ));
+        let path = dir.join(format!("{revision}.json"));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .and_then(|mut f| {
+                f.write_all(format!("{doc}\n").as_bytes())?;
+                f.sync_all()
+            })
+            .map_err(|e| self.io(&tmp, e))
+            .and_then(|()| match std::fs::hard_link(&tmp, &path) {
+                Ok(()) => Ok(revision),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => conflict(self),
+                Err(e) => Err(self.io(&path, e)),
+            });
+        let _ = std::fs::remove_file(&tmp);
+        if written.is_ok() {
+            for old in self.rollout_revisions(&dir)? {
+                if old + ROLLOUT_REVISIONS_KEPT <= revision {
+                    let _ = std::fs::remove_file(dir.join(format!("{old}.json")));
+                }
+            }
+        }
+        written
+    }
+
     fn get_blob_now(&self, digest: &Digest) -> Result<Vec<u8>> {
         let path = self.blob_path(digest);
         let bytes = match std::fs::read(&path) {
@@ -442,6 +532,17 @@ impl ConfigStore for DirStore {
             Ok(version)
         })
         .await
+    }
+
+    async fn rollout(&self, function: &str) -> Result<Option<(String, u64)>> {
+        let function = function.to_owned();
+        self.blocking(move |s| s.rollout_now(&function)).await
+    }
+
+    async fn put_rollout_if(&self, function: &str, doc: &str, expected: u64) -> Result<u64> {
+        let (function, doc) = (function.to_owned(), doc.to_owned());
+        self.blocking(move |s| s.put_rollout_now(&function, &doc, expected))
+            .await
     }
 
     async fn setting(&self, name: &str) -> Result<Option<String>> {

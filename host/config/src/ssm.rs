@@ -7,6 +7,8 @@
 //! /<prefix>/policies/sha256-<hex>/manifest           {"size":..,"chunks":N,"encoding":"zlib+base64"}
 //! /<prefix>/policies/sha256-<hex>/0000 .. N-1        chunks of <= 4,096 characters
 //! /<prefix>/signatures/sha256-<hex>/<key id>         a signature of the blob, per key
+//! /<prefix>/rollouts/<function>                      the rollout's state; SSM versions it
+//! /<prefix>/locks/<function>                         a writer's lease while it writes
 //! ```
 //!
 //! The manifest is written after the chunks, so a blob with a manifest is
@@ -112,6 +114,12 @@ impl SsmStore {
     fn route_name(&self, function: &str) -> Result<String> {
         check_function_name(function)?;
         Ok(format!("{}/functions/{function}", self.prefix))
+    }
+
+    /// The parameter holding `function`'s rollout document.
+    fn rollout_name(&self, function: &str) -> Result<String> {
+        check_function_name(function)?;
+        Ok(format!("{}/rollouts/{function}", self.prefix))
     }
 
     /// The parameter a writer holds while it writes `function` (SSM has
@@ -484,6 +492,46 @@ impl ConfigStore for SsmStore {
 
     fn infrastructure_root(&self) -> Option<String> {
         Some(self.infrastructure())
+    }
+
+    async fn rollout(&self, function: &str) -> Result<Option<(String, u64)>> {
+        let name = self.rollout_name(function)?;
+        let found = self.get_many(std::slice::from_ref(&name)).await?;
+        Ok(found
+            .get(&name)
+            .map(|(v, version, _)| (v.clone(), *version)))
+    }
+
+    async fn put_rollout_if(&self, function: &str, doc: &str, expected: u64) -> Result<u64> {
+        let name = self.rollout_name(function)?;
+        if doc.chars().count() > crate::store::MAX_ROUTE_CONFIG_CHARS {
+            return Err(StoreError::TooLarge {
+                what: format!("the rollout document of {function}"),
+                len: doc.chars().count(),
+                limit: crate::store::MAX_ROUTE_CONFIG_CHARS,
+            });
+        }
+        // Under the function's write lock, held for this one write: the
+        // parameter's version is the revision compared.
+        let lock = self.lock(function).await?;
+        let written = async {
+            let found = self
+                .get_many(std::slice::from_ref(&name))
+                .await?
+                .get(&name)
+                .map_or(0, |(_, version, _)| *version);
+            if found != expected {
+                return Err(StoreError::Conflict {
+                    function: format!("the rollout of {function}"),
+                    expected,
+                    found,
+                });
+            }
+            self.put(&name, doc, expected != 0).await
+        }
+        .await;
+        self.unlock(&lock).await;
+        written
     }
 
     async fn setting(&self, name: &str) -> Result<Option<String>> {

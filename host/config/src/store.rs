@@ -256,6 +256,17 @@ pub trait ConfigStore: Send + Sync + fmt::Debug {
         None
     }
 
+    /// The state document of `function`'s rollout (`switchyard rollout`)
+    /// with its revision (1, 2, ...); `None` when it never had one.
+    async fn rollout(&self, function: &str) -> Result<Option<(String, u64)>>;
+
+    /// Writes `function`'s rollout document only while its revision is
+    /// still `expected` (0: it has none): a compare-and-swap, so two
+    /// runners never both take a rollout and neither's write is lost;
+    /// otherwise [`StoreError::Conflict`] (or [`StoreError::Busy`]).
+    /// Returns the new revision.
+    async fn put_rollout_if(&self, function: &str, doc: &str, expected: u64) -> Result<u64>;
+
     /// A store-wide setting the operator keeps with the data, e.g.
     /// `min-host-version`; `None` when unset.
     async fn setting(&self, name: &str) -> Result<Option<String>>;

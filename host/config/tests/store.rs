@@ -955,6 +955,75 @@ async fn writes_are_compare_and_swap<B: Backend>() {
     );
 }
 
+/// A rollout's document is a compare-and-swap: none at first, then each
+/// write over the revision read; a stale write conflicts, and of runners
+/// racing over one revision exactly one wins.
+async fn rollout_documents_are_compare_and_swap<B: Backend>() {
+    let (store, _b) = B::fresh().await;
+    assert_eq!(store.rollout("orders").await.unwrap(), None);
+    assert_eq!(
+        store
+            .put_rollout_if("orders", r#"{"runner":"a"}"#, 0)
+            .await
+            .unwrap(),
+        1
+    );
+    match store.put_rollout_if("orders", r#"{"runner":"b"}"#, 0).await {
+        Err(StoreError::Conflict {
+            expected: 0,
+            found: 1,
+            ..
+        }) => {}
+        other => panic!("a stale rollout write must conflict: {other:?}"),
+    }
+    assert_eq!(
+        store.rollout("orders").await.unwrap(),
+        Some((r#"{"runner":"a"}"#.to_owned(), 1))
+    );
+    let mut revision = 1;
+    for i in 0..6 {
+        revision = store
+            .put_rollout_if("orders", &format!(r#"{{"beat":{i}}}"#), revision)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.rollout("orders").await.unwrap(),
+        Some((r#"{"beat":5}"#.to_owned(), 7))
+    );
+    // Four runners over the same revision: one takes it.
+    let racers: Vec<_> = (0..4)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                loop {
+                    match store
+                        .put_rollout_if("orders", &format!(r#"{{"runner":{i}}}"#), 7)
+                        .await
+                    {
+                        Ok(_) => return true,
+                        Err(StoreError::Conflict { .. }) => return false,
+                        Err(StoreError::Busy { .. }) => continue,
+                        Err(e) => panic!("runner {i}: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for r in racers {
+        won += usize::from(r.await.unwrap());
+    }
+    assert_eq!(won, 1, "exactly one runner takes the rollout");
+    assert_eq!(store.rollout("orders").await.unwrap().unwrap().1, 8);
+    // Another function's rollout is its own.
+    assert_eq!(store.rollout("payments").await.unwrap(), None);
+    assert!(
+        store.rollout("../escape").await.is_err(),
+        "names are checked"
+    );
+}
+
 /// Store-wide settings: unset, set, read back, replaced.
 async fn settings_round_trip<B: Backend>() {
     let (store, _b) = B::fresh().await;
@@ -1164,18 +1233,18 @@ macro_rules! suite {
 suite!(dir, Dir: routes_versions_and_history, blobs_round_trip_and_are_verified, bad_values_are_refused,
        watcher_swaps_and_keeps_last_known_good, failing_fixture_cases_keep_a_version_out,
        cache_serves_when_the_store_is_down, listings_span_pages, one_bad_function_holds_no_one_back,
-       writes_are_compare_and_swap, settings_round_trip,
+       writes_are_compare_and_swap, rollout_documents_are_compare_and_swap, settings_round_trip,
        only_signed_policies_load_where_keys_are_trusted, junk_signatures_hide_no_trusted_one, a_fresh_host_serves_the_newest_usable_version);
 suite!(ssm, Ssm: routes_versions_and_history, blobs_round_trip_and_are_verified, bad_values_are_refused,
        watcher_swaps_and_keeps_last_known_good, failing_fixture_cases_keep_a_version_out,
        cache_serves_when_the_store_is_down, listings_span_pages, one_bad_function_holds_no_one_back,
-       writes_are_compare_and_swap, settings_round_trip,
+       writes_are_compare_and_swap, rollout_documents_are_compare_and_swap, settings_round_trip,
        only_signed_policies_load_where_keys_are_trusted, junk_signatures_hide_no_trusted_one, a_fresh_host_serves_the_newest_usable_version);
 suite!(cloudmap, CloudMap: routes_versions_and_history, blobs_round_trip_and_are_verified,
        bad_values_are_refused, watcher_swaps_and_keeps_last_known_good,
        failing_fixture_cases_keep_a_version_out, cache_serves_when_the_store_is_down,
        listings_span_pages, one_bad_function_holds_no_one_back, writes_are_compare_and_swap,
-       settings_round_trip, only_signed_policies_load_where_keys_are_trusted,
+       rollout_documents_are_compare_and_swap, settings_round_trip, only_signed_policies_load_where_keys_are_trusted,
        junk_signatures_hide_no_trusted_one, a_fresh_host_serves_the_newest_usable_version);
 suite!(ssm_s3, SsmS3: routes_versions_and_history, blobs_round_trip_and_are_verified,
        bad_values_are_refused, watcher_swaps_and_keeps_last_known_good,

@@ -10,6 +10,7 @@ mod promote;
 mod publish;
 mod replay;
 mod rollback;
+mod rollout;
 mod serve;
 mod set;
 mod shadow;
@@ -136,6 +137,12 @@ enum Command {
     /// Shadow comparisons of a running host (`shadow report <function>`).
     #[command(subcommand)]
     Shadow(shadow::ShadowCommand),
+    /// Roll a candidate out by a plan: replay, shadow, synthetic QA, canary
+    /// steps and promote, each gated on fleet-wide metrics, rolled back on a
+    /// failed gate; resumable from any machine (`rollout start|status|
+    /// approve|abort|resume <function>`).
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
 }
 
 impl Cli {
@@ -167,6 +174,7 @@ pub fn run(cli: Cli, metrics: Option<RenderMetrics>) -> ExitCode {
         Command::History(args) => history::run(args).map(|()| ExitCode::SUCCESS),
         Command::Fleet(args) => fleet::run(args).map(|()| ExitCode::SUCCESS),
         Command::Shadow(cmd) => shadow::run(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Rollout(cmd) => rollout::run(cmd).map(|()| ExitCode::SUCCESS),
     };
     match outcome {
         Ok(code) => code,

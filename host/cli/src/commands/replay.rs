@@ -54,12 +54,22 @@ pub(crate) struct ReplayArgs {
 
 /// How much change the gate lets through.
 #[derive(Debug, Clone, Copy)]
-enum Limit {
+pub(crate) enum Limit {
     Count(u64),
     Share(f64),
 }
 
-fn parse_limit(raw: &str) -> Result<Limit> {
+impl Limit {
+    /// Whether `changed` of `total` decisions are within the limit.
+    pub(crate) fn passes(self, changed: u64, total: u64) -> bool {
+        match self {
+            Limit::Count(n) => changed <= n,
+            Limit::Share(p) => total == 0 || changed as f64 / total as f64 <= p,
+        }
+    }
+}
+
+pub(crate) fn parse_limit(raw: &str) -> Result<Limit> {
     let bad = || {
         anyhow::anyhow!(
             "--max-changed {raw:?} is neither a count (e.g. 10) nor a share of the requests (e.g. 5%)"
@@ -85,7 +95,7 @@ struct Side {
 }
 
 /// What changed between two decisions: `target`, `traffic`, `mirror`.
-fn changes(a: &Decision, b: &Decision) -> Vec<&'static str> {
+pub(crate) fn changes(a: &Decision, b: &Decision) -> Vec<&'static str> {
     let mut out = Vec::new();
     if a.target != b.target {
         out.push("target");
@@ -220,11 +230,7 @@ pub(crate) fn run(args: ReplayArgs) -> Result<()> {
     } else {
         changed as f64 / total as f64
     };
-    let passed = match limit {
-        None => true,
-        Some(Limit::Count(n)) => changed <= n,
-        Some(Limit::Share(p)) => share <= p,
-    };
+    let passed = limit.is_none_or(|l| l.passes(changed, total));
     let kind = |k: &str| -> u64 {
         tallies
             .values()

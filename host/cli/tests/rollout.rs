@@ -1,0 +1,694 @@
+//! `switchyard rollout` against real parts: two `switchyard serve` hosts on
+//! one store, a real Prometheus scraping their admin `/metrics`, load from
+//! curl, and upstreams standing in for the stable and candidate versions.
+//! Times are scaled down (bakes of seconds, not minutes).
+
+use switchyard_test_support as common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::prometheus::Prometheus;
+use serde_json::{Value, json};
+
+/// An upstream standing in for a version: answers every request with
+/// `status` and `body` (JSON), counting requests by the traffic class the
+/// mesh tagged them with.
+struct Upstream {
+    url: String,
+    status: Arc<AtomicU16>,
+    body: Arc<Mutex<String>>,
+    production: Arc<AtomicU64>,
+    synthetic: Arc<AtomicU64>,
+}
+
+fn upstream(body: Value) -> Upstream {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let u = Upstream {
+        url: format!("http://{}", listener.local_addr().unwrap()),
+        status: Arc::new(AtomicU16::new(200)),
+        body: Arc::new(Mutex::new(body.to_string())),
+        production: Arc::default(),
+        synthetic: Arc::default(),
+    };
+    let (status, text, production, synthetic) = (
+        u.status.clone(),
+        u.body.clone(),
+        u.production.clone(),
+        u.synthetic.clone(),
+    );
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let (status, text, production, synthetic) = (
+                status.clone(),
+                text.clone(),
+                production.clone(),
+                synthetic.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    let l = line.to_ascii_lowercase();
+                    if l.starts_with("x-switchyard-traffic: production") {
+                        production.fetch_add(1, Ordering::SeqCst);
+                    } else if l.starts_with("x-switchyard-traffic: synthetic") {
+                        synthetic.fetch_add(1, Ordering::SeqCst);
+                    }
+                    line.clear();
+                }
+                let body = text.lock().unwrap().clone();
+                let _ = write!(
+                    reader.get_mut(),
+                    "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    status.load(Ordering::SeqCst),
+                    body.len()
+                );
+            });
+        }
+    });
+    u
+}
+
+/// Two hosts on one store, scraped by a real Prometheus, with load.
+struct Fleet {
+    hosts: Vec<common::Served>,
+    prometheus: Prometheus,
+    stop: Arc<AtomicBool>,
+    load: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Fleet {
+    fn start(store: &str, serve_args: &[&str]) -> Fleet {
+        let args = [&["--poll-interval", "200ms"][..], serve_args].concat();
+        let hosts: Vec<common::Served> = (0..2).map(|_| common::serve(store, &args, &[])).collect();
+        for h in &hosts {
+            common::wait_until("the host ready", || {
+                common::call(&h.admin_url("/healthz"), &[]).0 == 200
+            });
+        }
+        let prometheus = Prometheus::scraping(
+            &hosts
+                .iter()
+                .map(|h| format!("127.0.0.1:{}", h.admin))
+                .collect::<Vec<_>>(),
+            Duration::from_millis(500),
+        );
+        Fleet {
+            hosts,
+            prometheus,
+            stop: Arc::default(),
+            load: Vec::new(),
+        }
+    }
+
+    /// Production requests from distinct users (and, with `qa`, QA's
+    /// synthetic ones) on both hosts until dropped: a load generator.
+    fn drive_load(&mut self, qa: bool) {
+        for t in 0..2 {
+            let urls: Vec<String> = self.hosts.iter().map(|h| h.url("/orders/cart")).collect();
+            let stop = self.stop.clone();
+            self.load.push(std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let user = format!("x-user-id: user-{t}-{i}");
+                    let mut args = vec!["-H", &user];
+                    if qa && i.is_multiple_of(3) {
+                        args.extend(["-H", "x-switchyard-synthetic: true"]);
+                    }
+                    common::call(&urls[(i % 2) as usize], &args);
+                    i += 1;
+                }
+            }));
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for l in self.load.drain(..) {
+            let _ = l.join();
+        }
+    }
+}
+
+fn plan_file(dir: &std::path::Path, plan: Value) -> String {
+    let path = dir.join(format!("plan-{}.json", common::free_port()));
+    std::fs::write(&path, plan.to_string()).unwrap();
+    path.display().to_string()
+}
+
+fn rollout(store: &str, args: &[&str]) -> Output {
+    Command::new(common::workspace_bin("switchyard"))
+        .arg("rollout")
+        .args(args)
+        .env("SWITCHYARD_STORE", store)
+        .output()
+        .unwrap()
+}
+
+fn rollout_status(store: &str) -> Value {
+    let o = rollout(store, &["status", "orders", "--json"]);
+    serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
+}
+
+fn live_route(store: &str) -> Value {
+    common::switchyard_json(store, &["status", "orders"])[0].clone()
+}
+
+fn history_notes(store: &str) -> Vec<String> {
+    common::switchyard_json(store, &["history", "orders"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["note"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A store with `orders` on sticky-canary: stable 7, candidate 8.
+fn sticky_store(
+    dir: &std::path::Path,
+    stable: &Upstream,
+    candidate: &Upstream,
+    extra: Value,
+) -> String {
+    let store = format!("dir:{}", dir.join("store").display());
+    let mut route = json!({
+        "mode": "production",
+        "versions": {"stable": "7", "candidate": "8"},
+        "dispatch": {"type": "http", "urls": {"7": stable.url, "8": candidate.url}},
+    });
+    if let (Some(r), Some(e)) = (route.as_object_mut(), extra.as_object()) {
+        r.extend(e.clone());
+    }
+    common::publish_route(
+        &store,
+        "orders",
+        switchyard_test_artifacts::STICKY_CANARY,
+        &route.to_string(),
+        &[],
+    );
+    store
+}
+
+fn canary_gates() -> Value {
+    json!({"min-requests": 5, "max-error-rate": 0.1, "max-p99": "2s", "max-wait": "20s"})
+}
+
+#[test]
+fn a_healthy_candidate_ramps_through_every_step_to_promote() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (stable, candidate) = (upstream(json!({"v": 7})), upstream(json!({"v": 8})));
+    let store = sticky_store(tmp.path(), &stable, &candidate, json!({}));
+    let mut fleet = Fleet::start(&store, &[]);
+    fleet.drive_load(false);
+    let plan = plan_file(
+        tmp.path(),
+        json!({"check-every": "500ms", "stages": [
+            {"stage": "canary", "percent": [10, 50], "bake": "3s", "gates": canary_gates()},
+            {"stage": "promote"}
+        ]}),
+    );
+    let o = rollout(
+        &store,
+        &[
+            "start",
+            "orders",
+            "--plan",
+            &plan,
+            "--prometheus",
+            &fleet.prometheus.url,
+            "--lease",
+            "3s",
+        ],
+    );
+    assert!(o.status.success(), "the rollout failed: {}", stderr(&o));
+    let status: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(status["phase"], "succeeded", "{status}");
+    // Every step is an ordinary route version with its reason.
+    let notes = history_notes(&store);
+    let ours: Vec<&String> = notes
+        .iter()
+        .filter(|n| n.starts_with("switchyard rollout"))
+        .collect();
+    assert_eq!(ours.len(), 3, "{notes:?}");
+    assert!(ours[0].contains("canary 10% of 8"), "{notes:?}");
+    assert!(ours[1].contains("canary 50% of 8"), "{notes:?}");
+    assert!(ours[2].contains("promote 8 to stable"), "{notes:?}");
+    let live = live_route(&store);
+    assert_eq!(live["versions"], json!({"stable": "8"}), "{live}");
+    assert_eq!(live["mode"], "production");
+    // The candidate answered production traffic along the way.
+    assert!(candidate.production.load(Ordering::SeqCst) > 0);
+    // A finished rollout lets the next one start; this one has nothing to
+    // roll out.
+    let again = rollout(
+        &store,
+        &[
+            "start",
+            "orders",
+            "--plan",
+            &plan,
+            "--prometheus",
+            &fleet.prometheus.url,
+        ],
+    );
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("no candidate to roll out"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+fn a_candidate_failing_at_the_25_percent_step_is_rolled_back_by_the_gate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (stable, candidate) = (upstream(json!({"v": 7})), upstream(json!({"v": 8})));
+    let store = sticky_store(tmp.path(), &stable, &candidate, json!({}));
+    let mut fleet = Fleet::start(&store, &[]);
+    fleet.drive_load(false);
+    let plan = plan_file(
+        tmp.path(),
+        json!({"check-every": "500ms", "stages": [
+            {"stage": "canary", "percent": [5, 25, 50], "bake": "3s", "gates": canary_gates()},
+            {"stage": "promote"}
+        ]}),
+    );
+    let runner = {
+        let (store, plan, url) = (store.clone(), plan.clone(), fleet.prometheus.url.clone());
+        std::thread::spawn(move || {
+            rollout(
+                &store,
+                &[
+                    "start",
+                    "orders",
+                    "--plan",
+                    &plan,
+                    "--prometheus",
+                    &url,
+                    "--lease",
+                    "3s",
+                ],
+            )
+        })
+    };
+    // The candidate starts failing once the 25 % step is written.
+    common::eventually(Duration::from_secs(60), "the 25 % step", || {
+        let s = rollout_status(&store);
+        match s["step"].as_str() {
+            Some("canary 25%") if s["route-version"].as_u64() > Some(2) => Ok(()),
+            _ => Err(s.to_string()),
+        }
+    });
+    candidate.status.store(500, Ordering::SeqCst);
+    let o = runner.join().unwrap();
+    assert!(
+        !o.status.success(),
+        "a failing candidate must fail the rollout"
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains("canary 25%: gate max-error-rate: measured"),
+        "{err}"
+    );
+    assert!(err.contains("> threshold 0.1000"), "{err}");
+    let live = live_route(&store);
+    assert_eq!(
+        live["versions"],
+        json!({"stable": "7"}),
+        "candidate out: {live}"
+    );
+    assert_eq!(live["mode"], "production");
+    let notes = history_notes(&store);
+    assert!(
+        notes.last().unwrap().contains("rolled back: canary 25%"),
+        "{notes:?}"
+    );
+    assert!(!notes.iter().any(|n| n.contains("canary 50%")), "{notes:?}");
+    assert_eq!(rollout_status(&store)["phase"], "failed");
+}
+
+#[test]
+fn a_killed_runner_is_resumed_mid_bake_and_a_second_runner_is_told_who_drives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (stable, candidate) = (upstream(json!({"v": 7})), upstream(json!({"v": 8})));
+    let store = sticky_store(tmp.path(), &stable, &candidate, json!({}));
+    let mut fleet = Fleet::start(&store, &[]);
+    fleet.drive_load(false);
+    let plan = plan_file(
+        tmp.path(),
+        json!({"check-every": "500ms", "stages": [
+            {"stage": "canary", "percent": 20, "bake": "6s", "gates": canary_gates()},
+            {"stage": "promote"}
+        ]}),
+    );
+    let args = [
+        "start",
+        "orders",
+        "--plan",
+        &plan,
+        "--prometheus",
+        &fleet.prometheus.url,
+        "--lease",
+        "2s",
+    ];
+    // Two runners at once: one drives, the other is told who does.
+    let spawn = || {
+        Command::new(common::workspace_bin("switchyard"))
+            .arg("rollout")
+            .args(args)
+            .env("SWITCHYARD_STORE", &store)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    // The one told exits at once; the driver is killed mid-bake.
+    let (mut driver, told) = common::eventually(Duration::from_secs(30), "one runner refused", {
+        let mut pair = Some((a, b));
+        move || {
+            let (mut a, mut b) = pair.take().unwrap();
+            if a.try_wait().unwrap().is_some() {
+                return Ok((b, a.wait_with_output().unwrap()));
+            }
+            if b.try_wait().unwrap().is_some() {
+                return Ok((a, b.wait_with_output().unwrap()));
+            }
+            pair = Some((a, b));
+            Err("both still running".to_owned())
+        }
+    });
+    assert!(!told.status.success());
+    let told_err = stderr(&told);
+    assert!(
+        told_err.contains("is driven by pid") && told_err.contains("rollout status orders"),
+        "{told_err}"
+    );
+    common::eventually(Duration::from_secs(30), "the runner mid-bake", || {
+        let s = rollout_status(&store);
+        match s["baked-seconds"].as_f64() {
+            Some(b) if b >= 1.0 && s["step"] == "canary 20%" => Ok(()),
+            _ => Err(s.to_string()),
+        }
+    });
+    driver.kill().unwrap();
+    let _ = driver.wait();
+    let versions_before = history_notes(&store).len();
+    // While its lease lasts nobody else drives; then resume takes over.
+    common::eventually(
+        Duration::from_secs(30),
+        "the dead runner's lease over",
+        || {
+            let s = rollout_status(&store);
+            if s["runner"]["live"] == false {
+                Ok(())
+            } else {
+                Err(s.to_string())
+            }
+        },
+    );
+    let again = rollout(&store, &args);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("rollout resume orders"),
+        "{}",
+        stderr(&again)
+    );
+    let resumed = rollout(&store, &["resume", "orders", "--lease", "2s"]);
+    let err = stderr(&resumed);
+    assert!(resumed.status.success(), "{err}");
+    assert!(err.contains("resumed mid-bake"), "{err}");
+    // The step was not written again: only the promotion followed.
+    let notes = history_notes(&store);
+    assert_eq!(notes.len(), versions_before + 1, "{notes:?}");
+    assert!(
+        notes.last().unwrap().contains("promote 8 to stable"),
+        "{notes:?}"
+    );
+    assert_eq!(rollout_status(&store)["phase"], "succeeded");
+}
+
+#[test]
+fn bad_plans_and_policies_are_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (stable, candidate) = (upstream(json!({"v": 7})), upstream(json!({"v": 8})));
+    let store = sticky_store(tmp.path(), &stable, &candidate, json!({}));
+    let versions = history_notes(&store).len();
+    let url = "http://127.0.0.1:9"; // never reached
+    for (plan, says) in [
+        (
+            json!({"stages": [{"stage": "canery", "percent": 5, "bake": "1m"}]}),
+            "unknown variant `canery`",
+        ),
+        (
+            json!({"stages": [{"stage": "canary", "percent": 5, "bake": "1m", "gates": {"max-error-rate": 2}}]}),
+            "out of range",
+        ),
+        // sticky-canary mirrors nothing: a shadow stage cannot be served.
+        (
+            json!({"stages": [{"stage": "shadow", "bake": "1m"}]}),
+            "shadow block",
+        ),
+    ] {
+        let o = rollout(
+            &store,
+            &[
+                "start",
+                "orders",
+                "--plan",
+                &plan_file(tmp.path(), plan.clone()),
+                "--prometheus",
+                url,
+            ],
+        );
+        assert!(!o.status.success(), "{plan}");
+        assert!(stderr(&o).contains(says), "{plan}: {}", stderr(&o));
+    }
+    // A policy that does not honour a weight (synthetic-header) is refused.
+    let sh_store = format!("dir:{}", tmp.path().join("sh").display());
+    common::publish_synthetic_header(
+        &sh_store,
+        "orders",
+        &json!({"mode": "production", "versions": {"stable": "7", "candidate": "8"},
+                "dispatch": {"type": "http", "urls": {"7": stable.url, "8": candidate.url}}}),
+        tmp.path(),
+    );
+    let plan = plan_file(
+        tmp.path(),
+        json!({"stages": [{"stage": "canary", "percent": 10, "bake": "1m"}]}),
+    );
+    let o = rollout(
+        &sh_store,
+        &["start", "orders", "--plan", &plan, "--prometheus", url],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("does not honour canary-percent"),
+        "{}",
+        stderr(&o)
+    );
+    // No metrics source named.
+    let o = rollout(&store, &["start", "orders", "--plan", &plan]);
+    assert!(stderr(&o).contains("--prometheus"), "{}", stderr(&o));
+    assert_eq!(history_notes(&store).len(), versions, "nothing was written");
+}
+
+#[test]
+fn a_query_gate_without_data_waits_then_fails_naming_the_query() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (stable, candidate) = (upstream(json!({"v": 7})), upstream(json!({"v": 8})));
+    let store = sticky_store(tmp.path(), &stable, &candidate, json!({}));
+    let mut fleet = Fleet::start(&store, &[]);
+    fleet.drive_load(false);
+    let plan = plan_file(
+        tmp.path(),
+        json!({"check-every": "500ms", "stages": [
+            {"stage": "canary", "percent": 10, "bake": "2s", "gates": {
+                "max-wait": "2s",
+                "queries": [{"name": "orders-db-latency", "query": "sum(no_such_metric{function=\"$function\"})", "max": 1}]}},
+            {"stage": "promote"}
+        ]}),
+    );
+    let o = rollout(
+        &store,
+        &[
+            "start",
+            "orders",
+            "--plan",
+            &plan,
+            "--prometheus",
+            &fleet.prometheus.url,
+        ],
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("gate orders-db-latency has no data"), "{err}");
+    assert!(
+        err.contains(r#"sum(no_such_metric{function="orders"}) returned no series"#),
+        "{err}"
+    );
+    assert_eq!(live_route(&store)["versions"], json!({"stable": "7"}));
+}
+
+/// A store with `orders` on synthetic-header with a shadow block: stable
+/// 7, candidate 8.
+fn shadow_store(dir: &std::path::Path, stable: &Upstream, candidate: &Upstream) -> String {
+    let store = format!("dir:{}", dir.join("store").display());
+    common::publish_synthetic_header(
+        &store,
+        "orders",
+        &json!({"mode": "production", "versions": {"stable": "7", "candidate": "8"},
+                "dispatch": {"type": "http", "urls": {"7": stable.url, "8": candidate.url}},
+                "shadow": {"headers": ["content-type"]}}),
+        dir,
+    );
+    store
+}
+
+#[test]
+fn a_candidate_whose_shadow_differs_never_answers_production() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stable = upstream(json!({"id": 1, "total": 10}));
+    let candidate = upstream(json!({"id": 1, "total": 12}));
+    let store = shadow_store(tmp.path(), &stable, &candidate);
+    let mut fleet = Fleet::start(&store, &[]);
+    fleet.drive_load(false);
+    let plan = plan_file(
+        tmp.path(),
+        json!({"check-every": "500ms", "stages": [
+            {"stage": "shadow", "bake": "3s", "gates": {"min-compared": 5, "max-diff-rate": 0}},
+            {"stage": "synthetic", "bake": "2s"},
+            {"stage": "promote"}
+        ]}),
+    );
+    let o = rollout(
+        &store,
+        &[
+            "start",
+            "orders",
+            "--plan",
+            &plan,
+            "--prometheus",
+            &fleet.prometheus.url,
+        ],
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("shadow: gate max-diff-rate: measured 1.0000 > threshold 0.0000"),
+        "{err}"
+    );
+    // Mirror copies reached it, as synthetic traffic; no production request did.
+    assert!(candidate.synthetic.load(Ordering::SeqCst) > 0);
+    assert_eq!(candidate.production.load(Ordering::SeqCst), 0);
+    let live = live_route(&store);
+    assert_eq!(live["versions"], json!({"stable": "7"}), "{live}");
+    let notes = history_notes(&store);
+    assert!(
+        !notes.iter().any(|n| n.contains("synthetic of 8")),
+        "{notes:?}"
+    );
+}
+
+#[test]
+fn qa_traffic_is_judged_apart_and_waits_for_approval_before_promote() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (stable, candidate) = (
+        upstream(json!({"total": 10})),
+        upstream(json!({"total": 10})),
+    );
+    let store = shadow_store(tmp.path(), &stable, &candidate);
+    let mut fleet = Fleet::start(&store, &[]);
+    fleet.drive_load(true);
+    // Recorded production requests: none may change under the shadow and
+    // synthetic routes (the replay gate, before any traffic moves).
+    let requests = tmp.path().join("captured.jsonl");
+    std::fs::write(
+        &requests,
+        (0..20)
+            .map(|i| json!({"function": "orders", "method": "GET", "path": "/cart", "headers": {"x-user-id": format!("u{i}")}}).to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
+    let plan = plan_file(
+        tmp.path(),
+        json!({"check-every": "500ms", "stages": [
+            {"stage": "replay", "requests": requests, "max-changed": "0"},
+            {"stage": "shadow", "bake": "2s", "gates": {"min-compared": 3, "max-diff-rate": 0}},
+            {"stage": "synthetic", "bake": "2s", "approval": true,
+             "gates": {"min-requests": 3, "max-error-rate": 0, "max-wait": "20s"}},
+            {"stage": "promote"}
+        ]}),
+    );
+    let runner = {
+        let (store, plan, url) = (store.clone(), plan.clone(), fleet.prometheus.url.clone());
+        std::thread::spawn(move || {
+            rollout(
+                &store,
+                &["start", "orders", "--plan", &plan, "--prometheus", &url],
+            )
+        })
+    };
+    let waiting = common::eventually(
+        Duration::from_secs(60),
+        "the rollout waiting for approval",
+        || {
+            let s = rollout_status(&store);
+            if s["phase"] == "waiting-approval" {
+                Ok(s)
+            } else {
+                Err(s.to_string())
+            }
+        },
+    );
+    // Judged on QA's synthetic requests to the candidate, none of production's.
+    let requests_gate = waiting["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gate"] == "min-requests")
+        .unwrap()
+        .clone();
+    assert!(requests_gate["value"].as_f64().unwrap() >= 3.0, "{waiting}");
+    assert_eq!(candidate.production.load(Ordering::SeqCst), 0);
+    assert!(candidate.synthetic.load(Ordering::SeqCst) > 0);
+    // Still waiting until approved.
+    assert_eq!(rollout_status(&store)["phase"], "waiting-approval");
+    let approved = rollout(&store, &["approve", "orders"]);
+    assert!(approved.status.success(), "{}", stderr(&approved));
+    let o = runner.join().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("replay: 0 of 20 recorded requests change"),
+        "{err}"
+    );
+    let notes: Vec<String> = history_notes(&store)
+        .into_iter()
+        .filter(|n| n.starts_with("switchyard rollout"))
+        .collect();
+    assert_eq!(notes.len(), 3, "{notes:?}");
+    assert!(
+        notes[0].contains("shadow of 8") && notes[1].contains("synthetic of 8"),
+        "{notes:?}"
+    );
+    assert_eq!(live_route(&store)["versions"], json!({"stable": "8"}));
+    // A second approval has nothing to approve.
+    let again = rollout(&store, &["approve", "orders"]);
+    assert!(
+        stderr(&again).contains("nothing waits for approval"),
+        "{}",
+        stderr(&again)
+    );
+}

@@ -629,3 +629,79 @@ fn the_example_pipeline_is_a_valid_workflow_whose_commands_all_exist() {
         .collect();
     assert_eq!(found.len(), 2, "{found:?}");
 }
+
+/// The JSON code blocks of a page that are rollout plans (they have
+/// `"stages"`).
+fn plan_blocks(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut block: Option<String> = None;
+    for line in text.lines() {
+        match (&mut block, line.trim_start()) {
+            (None, l) if l.starts_with("```json") => block = Some(String::new()),
+            (Some(b), l) if l.starts_with("```") => {
+                if b.contains("\"stages\"") {
+                    out.push(b.clone());
+                }
+                block = None;
+            }
+            (Some(b), _) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn every_rollout_plan_the_repository_and_the_docs_show_passes_rollout_check() {
+    let root = common::repo_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut plans: Vec<PathBuf> = std::fs::read_dir(root.join("deploy/rollouts"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    for page in ["README.md", "docs/rollouts.md"] {
+        let text = std::fs::read_to_string(root.join(page)).unwrap();
+        for (i, block) in plan_blocks(&text).into_iter().enumerate() {
+            let path = tmp
+                .path()
+                .join(format!("{}-{i}.json", page.replace('/', "-")));
+            std::fs::write(&path, block).unwrap();
+            plans.push(path);
+        }
+    }
+    assert!(plans.len() >= 5, "{plans:?}");
+    for plan in &plans {
+        let o = Command::new(common::workspace_bin("switchyard"))
+            .args(["rollout", "check", "--plan"])
+            .arg(plan)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{}: {}",
+            plan.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let steps: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(!steps["steps"].as_array().unwrap().is_empty());
+    }
+    // And the check can fail.
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"stages": [{"stage": "canary", "percent": 0, "bake": "1m"}]}"#,
+    )
+    .unwrap();
+    let o = Command::new(common::workspace_bin("switchyard"))
+        .args(["rollout", "check", "--plan"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("percent 0 is out of range"));
+}

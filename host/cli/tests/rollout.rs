@@ -600,14 +600,31 @@ fn a_candidate_whose_shadow_differs_never_answers_production() {
     );
 }
 
+/// A store with `orders` on qa-canary (every stage in one policy) with a
+/// shadow block: stable 7, candidate 8.
+fn qa_canary_store(dir: &std::path::Path, stable: &Upstream, candidate: &Upstream) -> String {
+    let store = format!("dir:{}", dir.join("store").display());
+    let route = json!({"mode": "production", "versions": {"stable": "7", "candidate": "8"},
+        "dispatch": {"type": "http", "urls": {"7": stable.url, "8": candidate.url}},
+        "shadow": {"headers": ["content-type"]}});
+    common::publish_route(
+        &store,
+        "orders",
+        switchyard_test_artifacts::QA_CANARY,
+        &route.to_string(),
+        &[],
+    );
+    store
+}
+
 #[test]
-fn qa_traffic_is_judged_apart_and_waits_for_approval_before_promote() {
+fn every_stage_with_a_healthy_candidate_qa_judged_apart_and_an_approval_ends_in_promote() {
     let tmp = tempfile::tempdir().unwrap();
     let (stable, candidate) = (
         upstream(json!({"total": 10})),
         upstream(json!({"total": 10})),
     );
-    let store = shadow_store(tmp.path(), &stable, &candidate);
+    let store = qa_canary_store(tmp.path(), &stable, &candidate);
     let mut fleet = Fleet::start(&store, &[]);
     fleet.drive_load(true);
     // Recorded production requests: none may change under the shadow and
@@ -628,6 +645,7 @@ fn qa_traffic_is_judged_apart_and_waits_for_approval_before_promote() {
             {"stage": "shadow", "bake": "2s", "gates": {"min-compared": 3, "max-diff-rate": 0}},
             {"stage": "synthetic", "bake": "2s", "approval": true,
              "gates": {"min-requests": 3, "max-error-rate": 0, "max-wait": "20s"}},
+            {"stage": "canary", "percent": [10, 50], "bake": "2s", "gates": canary_gates()},
             {"stage": "promote"}
         ]}),
     );
@@ -652,7 +670,8 @@ fn qa_traffic_is_judged_apart_and_waits_for_approval_before_promote() {
             }
         },
     );
-    // Judged on QA's synthetic requests to the candidate, none of production's.
+    // Judged on QA's synthetic requests to the candidate; production has
+    // not reached it yet (mirror copies are synthetic).
     let requests_gate = waiting["gates"]
         .as_array()
         .unwrap()
@@ -678,10 +697,19 @@ fn qa_traffic_is_judged_apart_and_waits_for_approval_before_promote() {
         .into_iter()
         .filter(|n| n.starts_with("switchyard rollout"))
         .collect();
-    assert_eq!(notes.len(), 3, "{notes:?}");
+    assert_eq!(notes.len(), 5, "{notes:?}");
+    for (note, step) in notes.iter().zip([
+        "shadow of 8",
+        "synthetic of 8",
+        "canary 10% of 8",
+        "canary 50% of 8",
+        "promote 8",
+    ]) {
+        assert!(note.contains(step), "{notes:?}");
+    }
     assert!(
-        notes[0].contains("shadow of 8") && notes[1].contains("synthetic of 8"),
-        "{notes:?}"
+        candidate.production.load(Ordering::SeqCst) > 0,
+        "the canary steps sent production"
     );
     assert_eq!(live_route(&store)["versions"], json!({"stable": "8"}));
     // A second approval has nothing to approve.
@@ -690,5 +718,57 @@ fn qa_traffic_is_judged_apart_and_waits_for_approval_before_promote() {
         stderr(&again).contains("nothing waits for approval"),
         "{}",
         stderr(&again)
+    );
+}
+
+#[test]
+fn the_guard_takes_a_failing_candidate_out_first_and_the_rollout_ends_saying_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (stable, candidate) = (upstream(json!({"v": 7})), upstream(json!({"v": 8})));
+    let store = sticky_store(
+        tmp.path(),
+        &stable,
+        &candidate,
+        json!({"guard": {"max-error-rate": 0.5, "min-requests": 3, "window": "30s"}}),
+    );
+    let mut fleet = Fleet::start(&store, &["--guard-writes"]);
+    fleet.drive_load(false);
+    candidate.status.store(503, Ordering::SeqCst);
+    // Gates that would take longer to notice than the guard does.
+    let plan = plan_file(
+        tmp.path(),
+        json!({"check-every": "500ms", "stages": [
+            {"stage": "canary", "percent": 50, "bake": "20s",
+             "gates": {"min-requests": 1000, "max-error-rate": 0.1, "max-wait": "20s"}},
+            {"stage": "promote"}
+        ]}),
+    );
+    let o = rollout(
+        &store,
+        &[
+            "start",
+            "orders",
+            "--plan",
+            &plan,
+            "--prometheus",
+            &fleet.prometheus.url,
+        ],
+    );
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("the candidate 8 was taken out by version"),
+        "{err}"
+    );
+    assert!(err.contains("switchyard guard: guard tripped"), "{err}");
+    let status = rollout_status(&store);
+    assert_eq!(status["phase"], "failed", "{status}");
+    let live = live_route(&store);
+    assert_eq!(live["versions"], json!({"stable": "7"}), "{live}");
+    // The rollout wrote nothing after the guard's rollback.
+    let notes = history_notes(&store);
+    assert!(
+        notes.last().unwrap().starts_with("switchyard guard"),
+        "{notes:?}"
     );
 }

@@ -165,6 +165,12 @@ mod expect {
         // The distribution, stickiness and ramp properties are in sticky_canary.rs.
     }
 
+    pub fn qa_canary(path: &str) {
+        let policy = load(path);
+        run_cases(&policy, "policies/qa-canary/cases.json");
+        // `switchyard rollout` drives it through every stage: host/cli/tests/rollout.rs.
+    }
+
     pub fn tenant_allowlist(path: &str) {
         let policy = load(path);
         run_cases(&policy, "policies/tenant-allowlist/cases.json");

@@ -79,6 +79,14 @@ pub(crate) enum RolloutCommand {
         #[arg(long, default_value = "aborted by an operator")]
         reason: String,
     },
+    /// Check a plan without touching any store: prints its steps in order
+    /// and the shortest time it can take (the bakes added up), or says what
+    /// is wrong with it (exit 1). For a pipeline's lint step.
+    Check {
+        /// The rollout plan, a JSON file.
+        #[arg(long, value_name = "FILE")]
+        plan: PathBuf,
+    },
     /// Go on with a rollout whose runner died (its lease ran out) or that
     /// stopped because its route was changed by hand, from the step it was
     /// at, from this machine.
@@ -153,7 +161,34 @@ pub(crate) fn run(cmd: RolloutCommand) -> Result<()> {
             reason,
         } => abort(&store.store, &function, &reason),
         RolloutCommand::Resume(a) => resume(a),
+        RolloutCommand::Check { plan } => check(&plan),
     }
+}
+
+fn check(path: &std::path::Path) -> Result<()> {
+    let plan = Plan::read(path)?;
+    let mut steps = Vec::new();
+    let mut least = Duration::ZERO;
+    for stage in &plan.stages {
+        for i in 0..stage.steps() {
+            let step = stage.step(i);
+            least += stage.bake();
+            let mut label = step.label();
+            if stage.bake() > Duration::ZERO {
+                label.push_str(&format!(" ({:?} bake)", stage.bake()));
+            }
+            if step.last && stage.approval() {
+                label.push_str(", then approval");
+            }
+            steps.push(label);
+        }
+    }
+    print_json(&json!({
+        "plan": path.display().to_string(),
+        "steps": steps,
+        "check-every-seconds": plan.check_every().as_secs_f64(),
+        "least-seconds": least.as_secs_f64(),
+    }))
 }
 
 fn token(runner: &RunnerArgs) -> Result<Option<String>> {
@@ -583,4 +618,41 @@ fn view(v: &serde_json::Value) -> String {
         out.push_str(&format!("  {o}\n"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_view_shows_the_stages_a_bar_of_the_bake_and_each_gate() {
+        let v = json!({
+            "function": "orders", "phase": "running", "candidate": "8", "stable": "7",
+            "stage": 2, "stages": ["shadow", "canary", "promote"], "step": "canary 25%",
+            "bake-seconds": 60.0, "baked-seconds": 30.0, "left-seconds": 30.0,
+            "gates": [{"gate": "max-error-rate", "value": 0.002, "threshold": "<= 0.0100", "state": "ok"}],
+            "runner": {"id": "pid 7 on ci", "live": true, "heartbeat-seconds-ago": 2.0},
+        });
+        let text = view(&v);
+        assert!(text.contains("orders rollout of 7 → 8: running"), "{text}");
+        assert!(text.contains("shadow ✓ → [canary] → promote"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "canary 25% [{}{}] 30s of 60s, 30s left",
+                "█".repeat(15),
+                "░".repeat(15)
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("max-error-rate")
+                && text.contains("0.0020")
+                && text.contains("<= 0.0100"),
+            "{text}"
+        );
+        assert!(
+            text.contains("runner pid 7 on ci (live; heartbeat 2s ago)"),
+            "{text}"
+        );
+    }
 }

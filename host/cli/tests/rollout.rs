@@ -772,3 +772,136 @@ fn the_guard_takes_a_failing_candidate_out_first_and_the_rollout_ends_saying_so(
         "{notes:?}"
     );
 }
+
+#[test]
+fn summed_host_metrics_gate_a_step_and_an_abort_rolls_back_through_the_runner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (stable, candidate) = (upstream(json!({"v": 7})), upstream(json!({"v": 8})));
+    let store = sticky_store(tmp.path(), &stable, &candidate, json!({}));
+    let mut fleet = Fleet::start(&store, &[]);
+    fleet.drive_load(false);
+    let hosts: Vec<String> = fleet.hosts.iter().map(|h| h.admin_url("")).collect();
+    let plan = plan_file(
+        tmp.path(),
+        json!({"check-every": "300ms", "stages": [
+            {"stage": "canary", "percent": 30, "bake": "60s", "gates": canary_gates()},
+            {"stage": "promote"}
+        ]}),
+    );
+    let runner = {
+        let (store, plan, hosts) = (store.clone(), plan.clone(), hosts.join(","));
+        std::thread::spawn(move || {
+            rollout(
+                &store,
+                &[
+                    "start", "orders", "--plan", &plan, "--hosts", &hosts, "--lease", "5s",
+                ],
+            )
+        })
+    };
+    // The hosts' own counters, summed by the runner, pass the gates.
+    common::eventually(
+        Duration::from_secs(30),
+        "gates measured from the hosts",
+        || {
+            let s = rollout_status(&store);
+            let gates = s["gates"].as_array().cloned().unwrap_or_default();
+            let ok = |name: &str| {
+                gates
+                    .iter()
+                    .any(|g| g["gate"] == name && g["state"] == "ok")
+            };
+            if ok("min-requests") && ok("max-error-rate") && ok("max-p99") {
+                Ok(())
+            } else {
+                Err(s.to_string())
+            }
+        },
+    );
+    let aborted = rollout(&store, &["abort", "orders", "--reason", "QA found a bug"]);
+    assert!(aborted.status.success(), "{}", stderr(&aborted));
+    let status: Value = serde_json::from_slice(&aborted.stdout).unwrap();
+    assert_eq!(status["phase"], "aborted", "{status}");
+    let o = runner.join().unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("was aborted and rolled back: QA found a bug"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(live_route(&store)["versions"], json!({"stable": "7"}));
+    let notes = history_notes(&store);
+    assert!(
+        notes
+            .last()
+            .unwrap()
+            .contains("rolled back: QA found a bug"),
+        "{notes:?}"
+    );
+    // An aborted rollout is over: nothing to abort or resume.
+    let again = rollout(&store, &["resume", "orders"]);
+    assert!(
+        stderr(&again).contains("is over (aborted"),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[test]
+fn a_candidate_removed_by_hand_mid_rollout_stops_it_saying_who() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (stable, candidate) = (upstream(json!({"v": 7})), upstream(json!({"v": 8})));
+    let store = sticky_store(tmp.path(), &stable, &candidate, json!({}));
+    let mut fleet = Fleet::start(&store, &[]);
+    fleet.drive_load(false);
+    let plan = plan_file(
+        tmp.path(),
+        json!({"check-every": "300ms", "stages": [
+            {"stage": "canary", "percent": 20, "bake": "60s", "gates": canary_gates()},
+            {"stage": "promote"}
+        ]}),
+    );
+    let runner = {
+        let (store, plan, url) = (store.clone(), plan.clone(), fleet.prometheus.url.clone());
+        std::thread::spawn(move || {
+            rollout(
+                &store,
+                &["start", "orders", "--plan", &plan, "--prometheus", &url],
+            )
+        })
+    };
+    common::eventually(Duration::from_secs(30), "the canary step baking", || {
+        let s = rollout_status(&store);
+        if s["baked-seconds"].as_f64() > Some(0.5) {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+    common::switchyard_cli(
+        &store,
+        &[
+            "set",
+            "orders",
+            "--unset-version",
+            "candidate",
+            "--reason",
+            "8 corrupts carts",
+        ],
+    );
+    let o = runner.join().unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("the candidate 8 was taken out by version"),
+        "{err}"
+    );
+    assert!(err.contains("8 corrupts carts"), "{err}");
+    assert_eq!(rollout_status(&store)["phase"], "failed");
+    // Left as the operator wrote it: the rollout wrote nothing after.
+    let notes = history_notes(&store);
+    assert!(
+        notes.last().unwrap().contains("8 corrupts carts"),
+        "{notes:?}"
+    );
+}

@@ -905,3 +905,264 @@ fn a_candidate_removed_by_hand_mid_rollout_stops_it_saying_who() {
         "{notes:?}"
     );
 }
+
+/// What the EMF specification asks of a line, as CloudWatch checks it:
+/// the problems found (none: valid).
+fn emf_problems(line: &str) -> Vec<String> {
+    const UNITS: &[&str] = &[
+        "Seconds",
+        "Microseconds",
+        "Milliseconds",
+        "Bytes",
+        "Kilobytes",
+        "Megabytes",
+        "Gigabytes",
+        "Terabytes",
+        "Bits",
+        "Kilobits",
+        "Megabits",
+        "Gigabits",
+        "Terabits",
+        "Percent",
+        "Count",
+        "Bytes/Second",
+        "Kilobytes/Second",
+        "Megabytes/Second",
+        "Gigabytes/Second",
+        "Terabytes/Second",
+        "Bits/Second",
+        "Kilobits/Second",
+        "Megabits/Second",
+        "Gigabits/Second",
+        "Terabits/Second",
+        "Count/Second",
+        "None",
+    ];
+    let mut p = Vec::new();
+    let Ok(root) = serde_json::from_str::<Value>(line) else {
+        return vec![format!("not JSON: {line}")];
+    };
+    let aws = &root["_aws"];
+    if !aws["Timestamp"].is_u64() {
+        p.push("_aws.Timestamp is not a non-negative integer (ms since the epoch)".into());
+    }
+    let Some(directives) = aws["CloudWatchMetrics"]
+        .as_array()
+        .filter(|d| !d.is_empty())
+    else {
+        p.push("_aws.CloudWatchMetrics is not a non-empty array".into());
+        return p;
+    };
+    for d in directives {
+        match d["Namespace"].as_str() {
+            Some(ns) if (1..=255).contains(&ns.len()) => {}
+            _ => p.push("Namespace is not a string of 1-255 characters".into()),
+        }
+        for set in d["Dimensions"].as_array().into_iter().flatten() {
+            let names = set.as_array().cloned().unwrap_or_default();
+            if names.len() > 30 {
+                p.push("a dimension set has more than 30 dimensions".into());
+            }
+            for n in names {
+                match n.as_str().map(|n| &root[n]) {
+                    Some(Value::String(v)) if (1..=1024).contains(&v.len()) => {}
+                    _ => p.push(format!("dimension {n} does not name a string member")),
+                }
+            }
+        }
+        let metrics = d["Metrics"].as_array().cloned().unwrap_or_default();
+        if metrics.is_empty() || metrics.len() > 100 {
+            p.push("Metrics is not an array of 1-100 metric definitions".into());
+        }
+        for m in metrics {
+            let name = m["Name"].as_str().unwrap_or("");
+            if !root[name].is_number() {
+                p.push(format!("metric {name:?} does not name a number member"));
+            }
+            if let Some(u) = m.get("Unit")
+                && !u.as_str().is_some_and(|u| UNITS.contains(&u))
+            {
+                p.push(format!("metric {name}: unit {u} is not a CloudWatch unit"));
+            }
+        }
+    }
+    p
+}
+
+/// Ships EMF lines to CloudWatch as CloudWatch Logs would: a datum per
+/// metric of each directive, with each dimension set's values. (The
+/// emulator has no Logs-to-metrics extraction: this stands in for it.)
+fn put_as_cloudwatch_would(
+    client: &aws_sdk_cloudwatch::Client,
+    rt: &tokio::runtime::Runtime,
+    lines: &[Value],
+) {
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+    let mut by_ns: std::collections::BTreeMap<String, Vec<MetricDatum>> = Default::default();
+    for root in lines {
+        let ts = root["_aws"]["Timestamp"].as_u64().unwrap();
+        for d in root["_aws"]["CloudWatchMetrics"].as_array().unwrap() {
+            let ns = d["Namespace"].as_str().unwrap().to_owned();
+            for set in d["Dimensions"].as_array().unwrap() {
+                for m in d["Metrics"].as_array().unwrap() {
+                    let name = m["Name"].as_str().unwrap();
+                    let mut datum = MetricDatum::builder()
+                        .metric_name(name)
+                        .value(root[name].as_f64().unwrap())
+                        .unit(StandardUnit::from(m["Unit"].as_str().unwrap_or("None")))
+                        .timestamp(aws_sdk_cloudwatch::primitives::DateTime::from_millis(
+                            ts as i64,
+                        ));
+                    for dim in set.as_array().unwrap() {
+                        let dim = dim.as_str().unwrap();
+                        datum = datum.dimensions(
+                            Dimension::builder()
+                                .name(dim)
+                                .value(root[dim].as_str().unwrap())
+                                .build(),
+                        );
+                    }
+                    by_ns.entry(ns.clone()).or_default().push(datum.build());
+                }
+            }
+        }
+    }
+    for (ns, data) in by_ns {
+        for chunk in data.chunks(500) {
+            rt.block_on(
+                client
+                    .put_metric_data()
+                    .namespace(&ns)
+                    .set_metric_data(Some(chunk.to_vec()))
+                    .send(),
+            )
+            .unwrap();
+        }
+    }
+}
+
+#[test]
+fn emf_lines_follow_the_specification_and_their_cloudwatch_metrics_gate_a_rollout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (stable, candidate) = (upstream(json!({"v": 7})), upstream(json!({"v": 8})));
+    let store = sticky_store(tmp.path(), &stable, &candidate, json!({}));
+    let namespace = format!("Switchyard-{}", common::unique_tag());
+    let mut fleet = Fleet::start(&store, &["--emf-namespace", &namespace]);
+    fleet.drive_load(false);
+    // Each host's stdout, shipped to the emulator's CloudWatch as it grows.
+    let outputs: Vec<std::path::PathBuf> = fleet.hosts.iter().map(|h| h.stdout_path()).collect();
+    let shipping = Arc::new(AtomicBool::new(true));
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let shipper = {
+        let (shipping, seen) = (shipping.clone(), seen.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let config =
+                rt.block_on(aws_config::defaults(aws_config::BehaviorVersion::latest()).load());
+            let client = aws_sdk_cloudwatch::Client::new(&config);
+            let mut offsets = vec![0usize; outputs.len()];
+            let mut problems = Vec::new();
+            while shipping.load(Ordering::SeqCst) {
+                let mut batch = Vec::new();
+                for (i, path) in outputs.iter().enumerate() {
+                    let text = std::fs::read_to_string(path).unwrap_or_default();
+                    let complete = text[offsets[i]..]
+                        .rfind('\n')
+                        .map_or(offsets[i], |n| offsets[i] + n + 1);
+                    for line in text[offsets[i]..complete].lines() {
+                        // As CloudWatch Logs reads them: a JSON object with
+                        // `_aws` is EMF; any other line (serve's start-up
+                        // line) is a log line.
+                        match serde_json::from_str::<Value>(line) {
+                            Ok(v) if v.get("_aws").is_some() => {
+                                problems.extend(emf_problems(line));
+                                batch.push(v);
+                            }
+                            _ => {}
+                        }
+                    }
+                    offsets[i] = complete;
+                }
+                if !batch.is_empty() {
+                    put_as_cloudwatch_would(&client, &rt, &batch);
+                    seen.lock().unwrap().extend(batch);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            problems
+        })
+    };
+    let plan = plan_file(
+        tmp.path(),
+        json!({"check-every": "500ms", "stages": [
+            {"stage": "canary", "percent": [10, 50], "bake": "3s",
+             "gates": {"min-requests": 5, "max-error-rate": 0.1, "max-wait": "20s"}},
+            {"stage": "promote"}
+        ]}),
+    );
+    let o = rollout(
+        &store,
+        &[
+            "start",
+            "orders",
+            "--plan",
+            &plan,
+            "--cloudwatch",
+            &namespace,
+        ],
+    );
+    shipping.store(false, Ordering::SeqCst);
+    let problems = shipper.join().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("metrics from CloudWatch namespace {namespace}")));
+    assert!(
+        problems.is_empty(),
+        "EMF lines break the specification: {problems:?}"
+    );
+    let seen = seen.lock().unwrap();
+    let to_candidate = seen
+        .iter()
+        .filter(|l| l["Target"] == "8" && l["Traffic"] == "production" && l["Requests"] == 1)
+        .count();
+    assert!(
+        to_candidate >= 10,
+        "{to_candidate} EMF lines of the candidate"
+    );
+    assert!(
+        seen.iter()
+            .all(|l| l["Latency"].as_f64().is_some_and(|ms| ms > 0.0))
+    );
+    assert_eq!(live_route(&store)["versions"], json!({"stable": "8"}));
+    drop(seen);
+    // The emulator answers no percentile statistic (`p99` of Latency; AWS's
+    // CloudWatch computes it from the EMF values), so a max-p99 gate read
+    // from it has no data: it waits, then fails naming the gate.
+    common::switchyard_cli(&store, &["set", "orders", "--version", "candidate=7"]);
+    let plan = plan_file(
+        tmp.path(),
+        json!({"check-every": "500ms", "stages": [
+            {"stage": "canary", "percent": 10, "bake": "1s",
+             "gates": {"min-requests": 1, "max-p99": "1s", "max-wait": "1s"}}
+        ]}),
+    );
+    let o = rollout(
+        &store,
+        &[
+            "start",
+            "orders",
+            "--plan",
+            &plan,
+            "--cloudwatch",
+            &namespace,
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("gate max-p99 has no data"),
+        "{}",
+        stderr(&o)
+    );
+}

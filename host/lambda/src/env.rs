@@ -44,6 +44,21 @@ impl<F: Fn(&str) -> Option<String>> Vars<F> {
         }
     }
 
+    /// The EMF namespace (`SWITCHYARD_EMF_NAMESPACE`, default `Switchyard`;
+    /// `off`: no EMF lines).
+    pub(crate) fn emf(&self) -> Result<Option<switchyard_proxy::Emf>, EnvError> {
+        match self.get("SWITCHYARD_EMF_NAMESPACE") {
+            Some(v) if v.trim().eq_ignore_ascii_case("off") => Ok(None),
+            Some(v) => switchyard_proxy::Emf::new(v.trim())
+                .map(Some)
+                .map_err(|e| EnvError(format!("SWITCHYARD_EMF_NAMESPACE: {e}; or off"))),
+            None => Ok(Some(
+                switchyard_proxy::Emf::new(switchyard_proxy::DEFAULT_EMF_NAMESPACE)
+                    .expect("the default namespace is valid"),
+            )),
+        }
+    }
+
     /// What both Lambda embeddings read: `SWITCHYARD_STORE` (required),
     /// `SWITCHYARD_CACHE_DIR` (default `/tmp/switchyard-cache`) and
     /// `SWITCHYARD_POLL_INTERVAL` (default 10 s).

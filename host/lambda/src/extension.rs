@@ -36,6 +36,7 @@
 //! | `SWITCHYARD_RUNTIME_UPSTREAM` | where the Runtime API proxy forwards | `AWS_LAMBDA_RUNTIME_API` |
 //! | `SWITCHYARD_CACHE_DIR` | precompiled policies, kept across warm starts | `/tmp/switchyard-cache` |
 //! | `SWITCHYARD_POLL_INTERVAL` | store poll interval (`500ms`, `10s`, `2m`) | `10s` |
+//! | `SWITCHYARD_EMF_NAMESPACE` | CloudWatch namespace of the EMF metric line written to stdout per request (requests, errors, latency per function, version and traffic class); `off`: none | `Switchyard` |
 //! | `AWS_LAMBDA_RUNTIME_API` | set by Lambda: the Extensions API | required |
 //!
 //! The extension registers under the file name it was started as (Lambda
@@ -90,6 +91,9 @@ pub struct ExtensionEnv {
     pub cache_dir: PathBuf,
     /// Store poll interval.
     pub poll_interval: Duration,
+    /// The namespace of the EMF line written per request
+    /// (`SWITCHYARD_EMF_NAMESPACE`, default `Switchyard`; `off`: none).
+    pub emf: Option<switchyard_proxy::Emf>,
 }
 
 impl ExtensionEnv {
@@ -103,6 +107,7 @@ impl ExtensionEnv {
         let vars = Vars(var);
         let bad = |m: &str| EnvError(m.to_owned());
         let (store, cache_dir, poll_interval) = vars.store_settings()?;
+        let emf = vars.emf()?;
         let functions = vars.list("SWITCHYARD_FUNCTIONS");
         if functions.is_empty() {
             return Err(bad(
@@ -138,6 +143,7 @@ impl ExtensionEnv {
             runtime_upstream,
             cache_dir,
             poll_interval,
+            emf,
         })
     }
 }
@@ -522,6 +528,7 @@ pub async fn run(
                 ..Default::default()
             },
             metrics,
+            emf: env.emf.clone().map(Arc::new),
             ..Default::default()
         },
     )

@@ -17,6 +17,7 @@
 //! | `SWITCHYARD_ROUTES` | path prefixes to store functions, `/orders=orders,/pay=payments`; longest prefix wins, over `SWITCHYARD_FUNCTION` | none |
 //! | `SWITCHYARD_CACHE_DIR` | precompiled policies, kept across warm starts | `/tmp/switchyard-cache` |
 //! | `SWITCHYARD_POLL_INTERVAL` | store poll interval (`500ms`, `10s`, `2m`) | `10s` |
+//! | `SWITCHYARD_EMF_NAMESPACE` | CloudWatch namespace of the EMF metric line written to stdout per request (requests, errors, latency per function, version and traffic class); `off`: none | `Switchyard` |
 //!
 //! The store is polled by a background task between and during
 //! invocations, never in an invocation's path: an invocation reads the live
@@ -49,6 +50,9 @@ pub struct RouterEnv {
     pub cache_dir: PathBuf,
     /// Store poll interval.
     pub poll_interval: Duration,
+    /// The namespace of the EMF line written per request
+    /// (`SWITCHYARD_EMF_NAMESPACE`, default `Switchyard`; `off`: none).
+    pub emf: Option<switchyard_proxy::Emf>,
 }
 
 impl RouterEnv {
@@ -62,6 +66,7 @@ impl RouterEnv {
         let vars = Vars(var);
         let bad = |m: &str| EnvError(m.to_owned());
         let (store, cache_dir, poll_interval) = vars.store_settings()?;
+        let emf = vars.emf()?;
         let function = vars.get("SWITCHYARD_FUNCTION");
         let mut routes = Vec::new();
         for pair in vars.list("SWITCHYARD_ROUTES") {
@@ -89,6 +94,7 @@ impl RouterEnv {
             routes,
             cache_dir,
             poll_interval,
+            emf,
         })
     }
 
@@ -143,6 +149,7 @@ impl RouterFunction {
             env.poll_interval,
             ProxyConfig {
                 expected_functions: env.functions(),
+                emf: env.emf.clone().map(Arc::new),
                 ..Default::default()
             },
         )
@@ -246,5 +253,22 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(only_routes.function_for("/b"), None);
+        // EMF lines by default, in the namespace given, or none.
+        let ns = |e: &RouterEnv| e.emf.as_ref().map(|e| e.namespace().to_owned());
+        assert_eq!(ns(&only_routes).as_deref(), Some("Switchyard"));
+        let base = [
+            ("SWITCHYARD_STORE", "ssm:/s"),
+            ("SWITCHYARD_FUNCTION", "web"),
+        ];
+        let named = env(&[&base[..], &[("SWITCHYARD_EMF_NAMESPACE", "Shop/Mesh")]].concat());
+        assert_eq!(ns(&named.unwrap()).as_deref(), Some("Shop/Mesh"));
+        let off = env(&[&base[..], &[("SWITCHYARD_EMF_NAMESPACE", "off")]].concat());
+        assert_eq!(ns(&off.unwrap()), None);
+        let err =
+            env(&[&base[..], &[("SWITCHYARD_EMF_NAMESPACE", "AWS/Lambda")]].concat()).unwrap_err();
+        assert!(
+            err.to_string().contains("SWITCHYARD_EMF_NAMESPACE"),
+            "{err}"
+        );
     }
 }

@@ -103,6 +103,7 @@ async fn the_router_function_reaches_the_dispatcher_with_the_callers_request_con
         routes: Vec::new(),
         cache_dir: tmp.path().join("cache"),
         poll_interval: Duration::from_secs(60),
+        emf: None,
     })
     .await
     .unwrap();

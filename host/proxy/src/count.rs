@@ -63,9 +63,11 @@ pub(crate) fn counted_at_end(
             g.settle(false);
         }
         if let Some(t) = started {
-            p.handles()
-                .duration(function, target, traffic)
-                .record(t.elapsed());
+            let took = t.elapsed();
+            p.handles().duration(function, target, traffic).record(took);
+            if let Some(emf) = &p.config.emf {
+                emf.emit(function, target, traffic, response.status().as_u16(), took);
+            }
         }
         return counted(p, response, function, target, traffic);
     }
@@ -74,6 +76,16 @@ pub(crate) fn counted_at_end(
     let answered = handles.request(function, target, traffic, status).clone();
     let cut = handles.request(function, target, traffic, 502).clone();
     let timed = started.map(|t| (t, handles.duration(function, target, traffic).clone()));
+    let emf = match (&p.config.emf, started) {
+        (Some(emf), Some(_)) => Some(Box::new(EmfPending {
+            emf: emf.clone(),
+            function: function.to_owned(),
+            target: target.to_owned(),
+            traffic,
+            status,
+        })),
+        _ => None,
+    };
     handles.activity.record(function, target, traffic, status);
     drop(handles);
     response.map(|inner| {
@@ -84,6 +96,7 @@ pub(crate) fn counted_at_end(
                 cut,
                 guard,
                 timed,
+                emf,
             }),
         })
     })
@@ -98,11 +111,23 @@ struct End {
     guard: Option<crate::guard::Pending>,
     /// When the request was decided, and its duration's histogram.
     timed: Option<(Instant, Histogram)>,
+    /// Its EMF line's labels, when the host writes them.
+    emf: Option<Box<EmfPending>>,
+}
+
+/// What a request's EMF line says, but its duration and final status.
+struct EmfPending {
+    emf: std::sync::Arc<crate::Emf>,
+    function: String,
+    target: String,
+    traffic: &'static str,
+    /// The head's status.
+    status: u16,
 }
 
 impl End {
     fn settle(self, cut: bool) {
-        self.time();
+        self.time(cut);
         if cut {
             self.cut.increment(1);
         } else {
@@ -113,10 +138,16 @@ impl End {
         }
     }
 
-    /// Records how long the request took, to its end or its caller leaving.
-    fn time(&self) {
+    /// Records how long the request took, to its end or its caller leaving
+    /// (and writes its EMF line: `502` when its body broke off).
+    fn time(&self, cut: bool) {
         if let Some((started, h)) = &self.timed {
-            h.record(started.elapsed());
+            let took = started.elapsed();
+            h.record(took);
+            if let Some(e) = &self.emf {
+                let status = if cut { 502 } else { e.status };
+                e.emf.emit(&e.function, &e.target, e.traffic, status, took);
+            }
         }
     }
 }
@@ -165,7 +196,7 @@ impl http_body::Body for Ending {
 impl Drop for Ending {
     fn drop(&mut self) {
         if let Some(end) = self.end.take() {
-            end.time();
+            end.time(false);
             end.answered.increment(1);
         }
     }

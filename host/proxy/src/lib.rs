@@ -56,6 +56,7 @@ mod capture;
 mod catalogue;
 mod count;
 mod decide;
+mod emf;
 mod fallback;
 mod front;
 mod guard;
@@ -71,6 +72,7 @@ pub use admin::{admin_router, mesh_router};
 pub use answer::Shape;
 pub use capture::{Capture, CaptureConfig};
 pub use catalogue::{METRICS, all as metric_catalogue};
+pub use emf::{DEFAULT_EMF_NAMESPACE, Emf};
 pub use proxy::{Host, Proxy, install_metrics_recorder, start};
 pub use server::{
     ConnectionLimits, Handler, bind_reuseport, default_max_connections, default_upstream_sockets,
@@ -168,6 +170,10 @@ pub struct ProxyConfig {
     /// --guard-writes`); without it, a host only stops sending to the
     /// candidate itself.
     pub guard_store: Option<Arc<dyn switchyard_config::ConfigStore>>,
+    /// Writes a CloudWatch Embedded Metric Format line per decided request
+    /// to stdout (the Lambda front ends by default; `serve
+    /// --emf-namespace`).
+    pub emf: Option<Arc<Emf>>,
 }
 
 impl fmt::Debug for ProxyConfig {
@@ -204,6 +210,7 @@ impl Default for ProxyConfig {
             metrics: None,
             traces: None,
             guard_store: None,
+            emf: None,
         }
     }
 }

@@ -473,6 +473,11 @@ impl Served {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The file its stdout goes to (e.g. `--emf-namespace`'s lines).
+    pub fn stdout_path(&self) -> std::path::PathBuf {
+        self.log.with_extension("out")
+    }
+
     /// The value of one series in its `/metrics` (0 when absent), e.g.
     /// `switchyard_fallback_total{function="payments"}`.
     pub fn metric(&self, series: &str) -> u64 {
@@ -525,7 +530,7 @@ fn serve_by(
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
         .args(args)
-        .stdout(std::process::Stdio::null())
+        .stdout(std::fs::File::create(log.with_extension("out")).expect("an output file"))
         .stderr(std::fs::File::create(&log).expect("a log file"));
     for (k, v) in env {
         cmd.env(k, v);

@@ -69,6 +69,13 @@ pub(crate) struct ServeArgs {
     /// without it the host only stops sending to the candidate itself.
     #[arg(long)]
     pub(crate) guard_writes: bool,
+    /// Write a CloudWatch Embedded Metric Format line per decided request to
+    /// stdout, in this namespace (e.g. Switchyard): requests, errors and
+    /// latency per function, version and traffic class, which ECS's awslogs
+    /// driver or the CloudWatch agent turn into metrics (`switchyard
+    /// rollout --cloudwatch` reads them).
+    #[arg(long, value_name = "NAMESPACE", value_parser = emf_namespace)]
+    pub(crate) emf_namespace: Option<switchyard_proxy::Emf>,
     /// How often to poll the store for new route configs (e.g. 10s, 500ms, 1m).
     #[arg(long, default_value = "10s", value_parser = parse_poll_interval)]
     pub(crate) poll_interval: Duration,
@@ -324,6 +331,7 @@ pub(crate) fn run(args: ServeArgs, metrics: Option<super::RenderMetrics>) -> Res
                 metrics,
                 traces,
                 guard_store: args.guard_writes.then(|| store.clone()),
+                emf: args.emf_namespace.clone().map(std::sync::Arc::new),
                 ..Default::default()
             },
             Bootstrap {
@@ -457,4 +465,8 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
+}
+
+fn emf_namespace(raw: &str) -> Result<switchyard_proxy::Emf, String> {
+    switchyard_proxy::Emf::new(raw)
 }

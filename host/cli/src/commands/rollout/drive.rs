@@ -233,7 +233,7 @@ async fn changed_by_hand(held: &mut Held, now: &StoredRoute) -> Result<anyhow::E
 
 /// Drives a held rollout to its end. `Ok` when it succeeded.
 pub(crate) async fn drive(mut held: Held, plan: Plan, token: Option<String>) -> Result<()> {
-    let mut source = Source::new(&held.doc.metrics, token)?;
+    let mut source = Source::new(&held.doc.metrics, token).await?;
     let every = plan.check_every();
     let beat_every =
         Duration::from_millis(held.doc.runner.lease / 4).max(Duration::from_millis(100));

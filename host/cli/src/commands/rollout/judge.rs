@@ -30,6 +30,8 @@ fn view(gate: &str, value: Option<f64>, threshold: String, state: &str) -> GateV
 struct Judged {
     out: Vec<GateView>,
     fail: Option<String>,
+    /// Why some measurement has no value, for gates left waiting.
+    problem: Option<String>,
 }
 
 impl Judged {
@@ -42,11 +44,22 @@ impl Judged {
         self.fail.get_or_insert(why);
     }
 
+    /// The state of a gate with no value: waiting, and why when known.
+    fn waiting(&self) -> String {
+        match &self.problem {
+            Some(p) => format!("waiting: {p}"),
+            None => "waiting".to_owned(),
+        }
+    }
+
     /// A gate the value may not go above; no value waits.
     fn max(&mut self, gate: &str, value: Option<f64>, max: f64, unit: fn(f64) -> String) {
         let threshold = format!("<= {}", unit(max));
         match value {
-            None => self.push(gate, None, threshold, "waiting"),
+            None => {
+                let state = self.waiting();
+                self.push(gate, None, threshold, &state)
+            }
             Some(x) if x > max => {
                 let why = format!(
                     "gate {gate}: measured {} > threshold {}",
@@ -62,12 +75,12 @@ impl Judged {
     /// A gate the value must reach; below it waits.
     fn min(&mut self, gate: &str, value: Option<f64>, min: f64) -> bool {
         let enough = value.is_some_and(|v| v >= min);
-        self.push(
-            gate,
-            value,
-            format!(">= {min}"),
-            if enough { "ok" } else { "waiting" },
-        );
+        let state = match (enough, value) {
+            (true, _) => "ok".to_owned(),
+            (false, Some(_)) => "waiting".to_owned(),
+            (false, None) => self.waiting(),
+        };
+        self.push(gate, value, format!(">= {min}"), &state);
         enough
     }
 }
@@ -92,7 +105,10 @@ pub(crate) fn judge(
     m: &Measured,
     queries: &[(Option<f64>, Option<String>)],
 ) -> (Vec<GateView>, Verdict) {
-    let mut j = Judged::default();
+    let mut j = Judged {
+        problem: m.problems.first().cloned(),
+        ..Judged::default()
+    };
     match stage {
         Stage::Shadow { .. } => {
             let enough = j.min("min-compared", m.compared, gates.min_compared() as f64);
@@ -120,8 +136,12 @@ pub(crate) fn judge(
         }
         _ => {}
     }
-    let trips = gates.max_guard_trips.unwrap_or(0) as f64;
-    j.max("max-guard-trips", m.guard_trips, trips, plain);
+    // Judged by default where the source reports guard trips (Prometheus,
+    // the hosts; not CloudWatch).
+    if m.guard_trips.is_some() || gates.max_guard_trips.is_some() {
+        let trips = gates.max_guard_trips.unwrap_or(0) as f64;
+        j.max("max-guard-trips", m.guard_trips, trips, plain);
+    }
     for (q, (value, why)) in gates.queries.iter().zip(queries) {
         let name = q.label();
         let threshold = match (q.min, q.max) {

@@ -19,6 +19,9 @@ pub(crate) enum SourceSpec {
     Prometheus(String),
     /// Admin listeners, e.g. `http://10.0.0.5:9901`.
     Hosts(Vec<String>),
+    /// A CloudWatch namespace the hosts' EMF lines become metrics in
+    /// (`Requests`, `Errors`, `Latency` by `Function`, `Target`, `Traffic`).
+    Cloudwatch(String),
 }
 
 impl SourceSpec {
@@ -26,6 +29,7 @@ impl SourceSpec {
         match self {
             SourceSpec::Prometheus(url) => format!("Prometheus at {url}"),
             SourceSpec::Hosts(hosts) => format!("the /metrics of {}", hosts.join(", ")),
+            SourceSpec::Cloudwatch(ns) => format!("CloudWatch namespace {ns}"),
         }
     }
 }
@@ -66,11 +70,21 @@ pub(crate) struct Measured {
 pub(crate) enum Source {
     Prometheus(Prometheus),
     Hosts(Hosts),
+    Cloudwatch(Cloudwatch),
 }
 
 impl Source {
-    pub(crate) fn new(spec: &SourceSpec, token: Option<String>) -> Result<Source> {
+    pub(crate) async fn new(spec: &SourceSpec, token: Option<String>) -> Result<Source> {
         Ok(match spec {
+            SourceSpec::Cloudwatch(namespace) => {
+                let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .load()
+                    .await;
+                Source::Cloudwatch(Cloudwatch {
+                    client: aws_sdk_cloudwatch::Client::new(&config),
+                    namespace: namespace.clone(),
+                })
+            }
             SourceSpec::Prometheus(url) => Source::Prometheus(Prometheus {
                 url: url.trim_end_matches('/').to_owned(),
                 http: Http::new(),
@@ -105,6 +119,7 @@ impl Source {
         match self {
             Source::Prometheus(p) => p.measure(subject, window).await,
             Source::Hosts(h) => h.measure(subject).await,
+            Source::Cloudwatch(c) => c.measure(subject, window).await,
         }
     }
 
@@ -128,7 +143,9 @@ impl Source {
                     Err(e) => (None, Some(format!("{q}: {e:#}"))),
                 }
             }
-            Source::Hosts(_) => (None, Some("query gates need --prometheus".to_owned())),
+            Source::Hosts(_) | Source::Cloudwatch(_) => {
+                (None, Some("query gates need --prometheus".to_owned()))
+            }
         }
     }
 }
@@ -291,6 +308,110 @@ impl Prometheus {
     }
 }
 
+/// CloudWatch metrics from the hosts' EMF lines, read with
+/// `GetMetricData` over the step's age (one period covering it).
+pub(crate) struct Cloudwatch {
+    client: aws_sdk_cloudwatch::Client,
+    namespace: String,
+}
+
+impl Cloudwatch {
+    async fn measure(&self, s: &Subject, window: Duration) -> Measured {
+        use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
+        let mut m = Measured::default();
+        let now = std::time::SystemTime::now();
+        // One period over the whole window: a minute's multiple (standard
+        // resolution), from the step's start.
+        let secs = window.as_secs().max(1);
+        let period = secs.div_ceil(60).max(1) * 60;
+        let start = now - Duration::from_secs(secs);
+        let end = now + Duration::from_secs(1);
+        let dims = [
+            ("Function", s.function.as_str()),
+            ("Target", s.candidate.as_str()),
+            ("Traffic", s.traffic),
+        ];
+        let query = |id: &str, name: &str, stat: &str| {
+            let mut metric = Metric::builder()
+                .namespace(&self.namespace)
+                .metric_name(name);
+            for (k, v) in dims {
+                metric = metric.dimensions(Dimension::builder().name(k).value(v).build());
+            }
+            MetricDataQuery::builder()
+                .id(id)
+                .metric_stat(
+                    MetricStat::builder()
+                        .metric(metric.build())
+                        .period(period as i32)
+                        .stat(stat)
+                        .build(),
+                )
+                .build()
+        };
+        // The counts, then the p99 on its own: a store that cannot answer a
+        // percentile (the emulator) leaves the counts measured.
+        let counts = self
+            .client
+            .get_metric_data()
+            .start_time(start.into())
+            .end_time(end.into())
+            .metric_data_queries(query("requests", "Requests", "Sum"))
+            .metric_data_queries(query("errors", "Errors", "Sum"))
+            .send()
+            .await;
+        match counts {
+            Ok(out) => {
+                // No datapoints: nothing counted.
+                let sum = |id: &str| -> f64 {
+                    out.metric_data_results()
+                        .iter()
+                        .filter(|r| r.id() == Some(id))
+                        .flat_map(|r| r.values().iter().copied())
+                        .fold(0.0, |a, b| a + b)
+                };
+                m.requests = Some(sum("requests"));
+                m.errors = Some(sum("errors"));
+            }
+            Err(e) => {
+                let (_, message) = switchyard_config::sdk_message(&e);
+                m.problems.push(format!(
+                    "CloudWatch GetMetricData of Requests and Errors: {message}"
+                ));
+            }
+        }
+        let latency = self
+            .client
+            .get_metric_data()
+            .start_time(start.into())
+            .end_time(end.into())
+            .metric_data_queries(query("latency", "Latency", "p99"))
+            .send()
+            .await;
+        match latency {
+            Ok(out) => {
+                m.p99 = out
+                    .metric_data_results()
+                    .iter()
+                    .find(|r| r.id() == Some("latency"))
+                    .and_then(|r| r.values().first().copied())
+                    .map(|ms| ms / 1000.0);
+                if m.p99.is_none() {
+                    m.problems
+                        .push("CloudWatch has no p99 of Latency for the window yet".into());
+                }
+            }
+            Err(e) => {
+                let (_, message) = switchyard_config::sdk_message(&e);
+                m.problems.push(format!(
+                    "CloudWatch GetMetricData of the p99 of Latency: {message}"
+                ));
+            }
+        }
+        m
+    }
+}
+
 /// One scrape of every host: series (name and sorted labels) to value,
 /// per host.
 type Scrape = Vec<HashMap<Series, f64>>;
@@ -379,7 +500,7 @@ impl Hosts {
                 .iter()
                 .filter(|(k, _)| k.name == name && keep(k))
                 .map(|(_, v)| v)
-                .sum()
+                .fold(0.0, |a, b| a + b)
         };
         m.requests = Some(sum("switchyard_requests_total", &ours));
         m.errors = Some(sum("switchyard_requests_total", &|k| {

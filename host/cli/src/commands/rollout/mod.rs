@@ -130,8 +130,18 @@ pub(crate) struct StartArgs {
     prometheus: Option<String>,
     /// Read them from these hosts' admin listeners, summed (a small
     /// fleet): comma-separated, e.g. http://10.0.0.5:9901,http://10.0.0.6:9901.
-    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_name = "URLS",
+        value_delimiter = ',',
+        conflicts_with = "cloudwatch"
+    )]
     hosts: Vec<String>,
+    /// Read them from CloudWatch, in this namespace: the metrics the router
+    /// function's and the mesh extension's EMF lines become (`serve
+    /// --emf-namespace` for other hosts), with the usual AWS environment.
+    #[arg(long, value_name = "NAMESPACE", conflicts_with = "prometheus")]
+    cloudwatch: Option<String>,
     #[command(flatten)]
     runner: RunnerArgs,
 }
@@ -222,20 +232,36 @@ fn busy(function: &str, doc: &Doc) -> anyhow::Error {
 
 fn start(args: StartArgs) -> Result<()> {
     let plan = Plan::read(&args.plan)?;
-    let metrics = match (&args.prometheus, args.hosts.is_empty()) {
-        (Some(url), true) => SourceSpec::Prometheus(url.clone()),
-        (None, false) => SourceSpec::Hosts(args.hosts.clone()),
+    let metrics = match (&args.prometheus, args.hosts.is_empty(), &args.cloudwatch) {
+        (Some(url), true, None) => SourceSpec::Prometheus(url.clone()),
+        (None, false, None) => SourceSpec::Hosts(args.hosts.clone()),
+        (None, true, Some(ns)) => {
+            switchyard_proxy::Emf::new(ns).map_err(|e| anyhow::anyhow!("--cloudwatch: {e}"))?;
+            SourceSpec::Cloudwatch(ns.clone())
+        }
         _ => bail!(
-            "say where the fleet's metrics are: --prometheus <URL> (a Prometheus scraping every host) or --hosts <admin URLs> (a small fleet, summed)"
+            "say where the fleet's metrics are: --prometheus <URL> (a Prometheus scraping every host), --hosts <admin URLs> (a small fleet, summed) or --cloudwatch <namespace> (the EMF metrics of Lambda front ends)"
         ),
     };
-    if matches!(metrics, SourceSpec::Hosts(_))
-        && plan
+    let gates = || plan.stages.iter().filter_map(|s| s.gates());
+    if !matches!(metrics, SourceSpec::Prometheus(_)) && gates().any(|g| !g.queries.is_empty()) {
+        bail!("the plan has query gates, which Prometheus answers: pass --prometheus <URL>");
+    }
+    if let SourceSpec::Cloudwatch(_) = metrics {
+        if plan
             .stages
             .iter()
-            .any(|s| s.gates().is_some_and(|g| !g.queries.is_empty()))
-    {
-        bail!("the plan has query gates, which Prometheus answers: pass --prometheus <URL>");
+            .any(|s| matches!(s, plan::Stage::Shadow { .. }))
+        {
+            bail!(
+                "a shadow stage is judged on shadow comparisons, which the EMF lines do not carry: pass --prometheus or --hosts"
+            );
+        }
+        if gates().any(|g| g.max_guard_trips.is_some()) {
+            bail!(
+                "max-guard-trips counts guard trips, which the EMF lines do not carry: pass --prometheus or --hosts, or leave it out"
+            );
+        }
     }
     let token = token(&args.runner)?;
     let function = args.function.clone();

@@ -1166,3 +1166,153 @@ fn emf_lines_follow_the_specification_and_their_cloudwatch_metrics_gate_a_rollou
         stderr(&o)
     );
 }
+
+/// A loopback endpoint in front of the AWS API emulator that answers
+/// every call with SSM's `ThrottlingException` (400, as AWS documents it
+/// for the JSON protocol) while `throttling` is set, and forwards
+/// otherwise: moto has no quota. Returns its URL and the calls it refused.
+fn throttling_front(throttling: Arc<AtomicBool>) -> (String, Arc<AtomicU64>) {
+    let emulator =
+        std::env::var("AWS_ENDPOINT_URL").expect("the AWS API emulator (.ci/run starts it)");
+    let refused = Arc::new(AtomicU64::new(0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let counted = refused.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http::<axum::body::Body>();
+            let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+                let (client, emulator, throttling, refused) = (
+                    client.clone(),
+                    emulator.clone(),
+                    throttling.clone(),
+                    counted.clone(),
+                );
+                async move {
+                    use axum::response::IntoResponse;
+                    if throttling.load(Ordering::SeqCst) {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        return (
+                            http::StatusCode::BAD_REQUEST,
+                            [
+                                ("content-type", "application/x-amz-json-1.1"),
+                                ("x-amzn-errortype", "ThrottlingException"),
+                            ],
+                            r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
+                        )
+                            .into_response();
+                    }
+                    let (mut parts, body) = req.into_parts();
+                    let path = parts
+                        .uri
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_owned();
+                    parts.uri = format!("{emulator}{path}").parse().unwrap();
+                    match client.request(http::Request::from_parts(parts, body)).await {
+                        Ok(res) => res.map(axum::body::Body::new).into_response(),
+                        Err(e) => (http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+                    }
+                }
+            });
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (url, refused)
+}
+
+#[test]
+fn a_store_that_throttles_mid_rollout_is_retried_and_no_step_is_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (stable, candidate) = (upstream(json!({"v": 7})), upstream(json!({"v": 8})));
+    let store = format!("ssm:/rollout-throttled-{}", common::unique_tag());
+    common::publish_route(
+        &store,
+        "orders",
+        switchyard_test_artifacts::STICKY_CANARY,
+        &json!({"mode": "production", "versions": {"stable": "7", "candidate": "8"},
+                "dispatch": {"type": "http", "urls": {"7": stable.url, "8": candidate.url}}})
+        .to_string(),
+        &[],
+    );
+    let mut fleet = Fleet::start(&store, &[]);
+    fleet.drive_load(false);
+    let throttling = Arc::new(AtomicBool::new(false));
+    let (front, refused) = throttling_front(throttling.clone());
+    let plan = plan_file(
+        tmp.path(),
+        json!({"check-every": "300ms", "stages": [
+            {"stage": "canary", "percent": [10, 30], "bake": "3s", "gates": canary_gates()},
+            {"stage": "promote"}
+        ]}),
+    );
+    let runner = {
+        let (store, plan, url, front) = (
+            store.clone(),
+            plan.clone(),
+            fleet.prometheus.url.clone(),
+            front.clone(),
+        );
+        std::thread::spawn(move || {
+            Command::new(common::workspace_bin("switchyard"))
+                .args([
+                    "rollout",
+                    "start",
+                    "orders",
+                    "--plan",
+                    &plan,
+                    "--prometheus",
+                    &url,
+                ])
+                .env("SWITCHYARD_STORE", &store)
+                .env("AWS_ENDPOINT_URL", &front)
+                .output()
+                .unwrap()
+        })
+    };
+    // Mid-bake of the first step, the store throttles every call for 4 s.
+    common::eventually(Duration::from_secs(60), "the first step baking", || {
+        let s = rollout_status(&store);
+        if s["step"] == "canary 10%" && s["baked-seconds"].as_f64() > Some(0.5) {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    });
+    throttling.store(true, Ordering::SeqCst);
+    common::eventually(Duration::from_secs(10), "calls refused", || {
+        if refused.load(Ordering::SeqCst) >= 5 {
+            Ok(())
+        } else {
+            Err("none yet".into())
+        }
+    });
+    std::thread::sleep(Duration::from_secs(4)); // the throttled spell (load, not synchronisation)
+    throttling.store(false, Ordering::SeqCst);
+    let o = runner.join().unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("throttling") && err.contains("retrying"),
+        "{err}"
+    );
+    let notes: Vec<String> = history_notes(&store)
+        .into_iter()
+        .filter(|n| n.starts_with("switchyard rollout"))
+        .collect();
+    assert_eq!(notes.len(), 3, "every step written, once: {notes:?}");
+    assert!(
+        notes[0].contains("canary 10%")
+            && notes[1].contains("canary 30%")
+            && notes[2].contains("promote"),
+        "{notes:?}"
+    );
+}

@@ -150,9 +150,11 @@ impl Source {
     }
 }
 
-/// A Prometheus range selector for a window, at least a second.
+/// A Prometheus range selector for a window: whole seconds, rounded down,
+/// so it never reaches back before the step began (a previous step's, or
+/// a previous rollout's, failures are not this step's).
 fn range(window: Duration) -> String {
-    format!("{}s", window.as_secs_f64().ceil().max(1.0) as u64)
+    format!("{}s", window.as_secs().max(1))
 }
 
 /// A small HTTP client (plain HTTP: Prometheus and admin listeners on a
@@ -258,6 +260,12 @@ impl Prometheus {
     }
 
     async fn measure(&self, s: &Subject, window: Duration) -> Measured {
+        if window < Duration::from_secs(1) {
+            return Measured {
+                problems: vec!["the step is younger than a second".into()],
+                ..Measured::default()
+            };
+        }
         let w = range(window);
         let (f, t, c) = (&s.function, &s.candidate, s.traffic);
         let sel = format!(r#"function="{f}",target="{t}",traffic="{c}""#);

@@ -559,6 +559,8 @@ async fn status_json(store: &dyn ConfigStore, function: &str) -> Result<serde_js
         "metrics": doc.metrics,
         "abort": doc.abort,
         "outcome": doc.outcome,
+        "started-ms": doc.started,
+        "ended-ms": doc.ended,
         "revision": read.revision,
     }))
 }

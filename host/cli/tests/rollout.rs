@@ -151,6 +151,21 @@ fn rollout(store: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `rollout start orders --plan PLAN --prometheus <the fleet's>`.
+fn start_with_prometheus(store: &str, plan: &str, fleet: &Fleet) -> Output {
+    rollout(
+        store,
+        &[
+            "start",
+            "orders",
+            "--plan",
+            plan,
+            "--prometheus",
+            &fleet.prometheus.url,
+        ],
+    )
+}
+
 fn rollout_status(store: &str) -> Value {
     let o = rollout(store, &["status", "orders", "--json"]);
     serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
@@ -199,17 +214,46 @@ fn sticky_store(
     store
 }
 
+/// What most tests start from: `orders` on sticky-canary (stable 7,
+/// candidate 8, plus `extra` route fields), two hosts started with
+/// `serve_args`, a real Prometheus scraping them, production load.
+struct Scene {
+    tmp: tempfile::TempDir,
+    #[allow(dead_code)] // answers for stable until the test ends
+    stable: Upstream,
+    candidate: Upstream,
+    store: String,
+    fleet: Fleet,
+}
+
+fn sticky_scene(extra: Value, serve_args: &[&str]) -> Scene {
+    let tmp = tempfile::tempdir().unwrap();
+    let (stable, candidate) = (upstream(json!({"v": 7})), upstream(json!({"v": 8})));
+    let store = sticky_store(tmp.path(), &stable, &candidate, extra);
+    let mut fleet = Fleet::start(&store, serve_args);
+    fleet.drive_load(false);
+    Scene {
+        tmp,
+        stable,
+        candidate,
+        store,
+        fleet,
+    }
+}
+
 fn canary_gates() -> Value {
     json!({"min-requests": 5, "max-error-rate": 0.1, "max-p99": "2s", "max-wait": "20s"})
 }
 
 #[test]
 fn a_healthy_candidate_ramps_through_every_step_to_promote() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (stable, candidate) = (upstream(json!({"v": 7})), upstream(json!({"v": 8})));
-    let store = sticky_store(tmp.path(), &stable, &candidate, json!({}));
-    let mut fleet = Fleet::start(&store, &[]);
-    fleet.drive_load(false);
+    let Scene {
+        tmp,
+        candidate,
+        store,
+        fleet,
+        ..
+    } = sticky_scene(json!({}), &[]);
     let plan = plan_file(
         tmp.path(),
         json!({"check-every": "500ms", "stages": [
@@ -250,17 +294,7 @@ fn a_healthy_candidate_ramps_through_every_step_to_promote() {
     assert!(candidate.production.load(Ordering::SeqCst) > 0);
     // A finished rollout lets the next one start; this one has nothing to
     // roll out.
-    let again = rollout(
-        &store,
-        &[
-            "start",
-            "orders",
-            "--plan",
-            &plan,
-            "--prometheus",
-            &fleet.prometheus.url,
-        ],
-    );
+    let again = start_with_prometheus(&store, &plan, &fleet);
     assert!(!again.status.success());
     assert!(
         stderr(&again).contains("no candidate to roll out"),
@@ -271,11 +305,13 @@ fn a_healthy_candidate_ramps_through_every_step_to_promote() {
 
 #[test]
 fn a_candidate_failing_at_the_25_percent_step_is_rolled_back_by_the_gate() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (stable, candidate) = (upstream(json!({"v": 7})), upstream(json!({"v": 8})));
-    let store = sticky_store(tmp.path(), &stable, &candidate, json!({}));
-    let mut fleet = Fleet::start(&store, &[]);
-    fleet.drive_load(false);
+    let Scene {
+        tmp,
+        candidate,
+        store,
+        fleet,
+        ..
+    } = sticky_scene(json!({}), &[]);
     let plan = plan_file(
         tmp.path(),
         json!({"check-every": "500ms", "stages": [
@@ -339,11 +375,13 @@ fn a_candidate_failing_at_the_25_percent_step_is_rolled_back_by_the_gate() {
 
 #[test]
 fn a_killed_runner_is_resumed_mid_bake_and_a_second_runner_is_told_who_drives() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (stable, candidate) = (upstream(json!({"v": 7})), upstream(json!({"v": 8})));
-    let store = sticky_store(tmp.path(), &stable, &candidate, json!({}));
-    let mut fleet = Fleet::start(&store, &[]);
-    fleet.drive_load(false);
+    let Scene {
+        tmp,
+        candidate: _,
+        store,
+        fleet,
+        ..
+    } = sticky_scene(json!({}), &[]);
     let plan = plan_file(
         tmp.path(),
         json!({"check-every": "500ms", "stages": [
@@ -505,11 +543,13 @@ fn bad_plans_and_policies_are_refused_before_anything_is_written() {
 
 #[test]
 fn a_query_gate_without_data_waits_then_fails_naming_the_query() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (stable, candidate) = (upstream(json!({"v": 7})), upstream(json!({"v": 8})));
-    let store = sticky_store(tmp.path(), &stable, &candidate, json!({}));
-    let mut fleet = Fleet::start(&store, &[]);
-    fleet.drive_load(false);
+    let Scene {
+        tmp,
+        candidate: _,
+        store,
+        fleet,
+        ..
+    } = sticky_scene(json!({}), &[]);
     let plan = plan_file(
         tmp.path(),
         json!({"check-every": "500ms", "stages": [
@@ -519,17 +559,7 @@ fn a_query_gate_without_data_waits_then_fails_naming_the_query() {
             {"stage": "promote"}
         ]}),
     );
-    let o = rollout(
-        &store,
-        &[
-            "start",
-            "orders",
-            "--plan",
-            &plan,
-            "--prometheus",
-            &fleet.prometheus.url,
-        ],
-    );
+    let o = start_with_prometheus(&store, &plan, &fleet);
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(err.contains("gate orders-db-latency has no data"), "{err}");
@@ -571,17 +601,7 @@ fn a_candidate_whose_shadow_differs_never_answers_production() {
             {"stage": "promote"}
         ]}),
     );
-    let o = rollout(
-        &store,
-        &[
-            "start",
-            "orders",
-            "--plan",
-            &plan,
-            "--prometheus",
-            &fleet.prometheus.url,
-        ],
-    );
+    let o = start_with_prometheus(&store, &plan, &fleet);
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(
@@ -743,17 +763,7 @@ fn the_guard_takes_a_failing_candidate_out_first_and_the_rollout_ends_saying_so(
             {"stage": "promote"}
         ]}),
     );
-    let o = rollout(
-        &store,
-        &[
-            "start",
-            "orders",
-            "--plan",
-            &plan,
-            "--prometheus",
-            &fleet.prometheus.url,
-        ],
-    );
+    let o = start_with_prometheus(&store, &plan, &fleet);
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(
@@ -775,11 +785,13 @@ fn the_guard_takes_a_failing_candidate_out_first_and_the_rollout_ends_saying_so(
 
 #[test]
 fn summed_host_metrics_gate_a_step_and_an_abort_rolls_back_through_the_runner() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (stable, candidate) = (upstream(json!({"v": 7})), upstream(json!({"v": 8})));
-    let store = sticky_store(tmp.path(), &stable, &candidate, json!({}));
-    let mut fleet = Fleet::start(&store, &[]);
-    fleet.drive_load(false);
+    let Scene {
+        tmp,
+        candidate: _,
+        store,
+        fleet,
+        ..
+    } = sticky_scene(json!({}), &[]);
     let hosts: Vec<String> = fleet.hosts.iter().map(|h| h.admin_url("")).collect();
     let plan = plan_file(
         tmp.path(),
@@ -849,11 +861,13 @@ fn summed_host_metrics_gate_a_step_and_an_abort_rolls_back_through_the_runner() 
 
 #[test]
 fn a_candidate_removed_by_hand_mid_rollout_stops_it_saying_who() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (stable, candidate) = (upstream(json!({"v": 7})), upstream(json!({"v": 8})));
-    let store = sticky_store(tmp.path(), &stable, &candidate, json!({}));
-    let mut fleet = Fleet::start(&store, &[]);
-    fleet.drive_load(false);
+    let Scene {
+        tmp,
+        candidate: _,
+        store,
+        fleet,
+        ..
+    } = sticky_scene(json!({}), &[]);
     let plan = plan_file(
         tmp.path(),
         json!({"check-every": "300ms", "stages": [

@@ -187,6 +187,41 @@ impl SsmStore {
         }
     }
 
+    /// Writes parameter `name` only while its version is still `expected`
+    /// (0: none), under `function`'s write lock (SSM has no conditional
+    /// write of an existing parameter): a compare-and-swap, whose conflict
+    /// names `what`.
+    async fn put_if(
+        &self,
+        function: &str,
+        name: &str,
+        what: &str,
+        expected: u64,
+        value: &str,
+        description: Option<&str>,
+    ) -> Result<u64> {
+        let lock = self.lock(function).await?;
+        let written = async {
+            let found = self
+                .get_many(&[name.to_owned()])
+                .await?
+                .get(name)
+                .map_or(0, |(_, version, _)| *version);
+            if found != expected {
+                return Err(StoreError::Conflict {
+                    function: what.to_owned(),
+                    expected,
+                    found,
+                });
+            }
+            self.put_described(name, value, expected != 0, description)
+                .await
+        }
+        .await;
+        self.unlock(&lock).await;
+        written
+    }
+
     /// Releases a write lock (best effort: a lock left behind expires).
     pub(crate) async fn unlock(&self, name: &str) {
         if let Err(e) = self.client.delete_parameter().name(name).send().await {
@@ -466,28 +501,11 @@ impl ConfigStore for SsmStore {
     ) -> Result<u64> {
         let text = self.encode(function, config)?;
         let name = self.route_name(function)?;
-        let lock = self.lock(function).await?;
-        let written = async {
-            let found = self
-                .get_many(std::slice::from_ref(&name))
-                .await?
-                .get(&name)
-                .map_or(0, |(_, version, _)| *version);
-            if found != expected {
-                return Err(StoreError::Conflict {
-                    function: function.to_owned(),
-                    expected,
-                    found,
-                });
-            }
-            // The note rides as the version's description, which
-            // GetParameterHistory returns with the writer's principal.
-            self.put_described(&name, &text, true, Some(crate::store::cut_note(note)))
-                .await
-        }
-        .await;
-        self.unlock(&lock).await;
-        written
+        // The note rides as the version's description, which
+        // GetParameterHistory returns with the writer's principal.
+        let note = Some(crate::store::cut_note(note));
+        self.put_if(function, &name, function, expected, &text, note)
+            .await
     }
 
     fn infrastructure_root(&self) -> Option<String> {
@@ -511,27 +529,9 @@ impl ConfigStore for SsmStore {
                 limit: crate::store::MAX_ROUTE_CONFIG_CHARS,
             });
         }
-        // Under the function's write lock, held for this one write: the
-        // parameter's version is the revision compared.
-        let lock = self.lock(function).await?;
-        let written = async {
-            let found = self
-                .get_many(std::slice::from_ref(&name))
-                .await?
-                .get(&name)
-                .map_or(0, |(_, version, _)| *version);
-            if found != expected {
-                return Err(StoreError::Conflict {
-                    function: format!("the rollout of {function}"),
-                    expected,
-                    found,
-                });
-            }
-            self.put(&name, doc, expected != 0).await
-        }
-        .await;
-        self.unlock(&lock).await;
-        written
+        let what = format!("the rollout of {function}");
+        self.put_if(function, &name, &what, expected, doc, None)
+            .await
     }
 
     async fn setting(&self, name: &str) -> Result<Option<String>> {

@@ -334,15 +334,7 @@ fn start(args: StartArgs) -> Result<()> {
             doc.metrics.describe(),
             doc.runner.id
         );
-        let held = Held {
-            store: store.clone(),
-            function: function.clone(),
-            doc,
-            revision,
-        };
-        let outcome = drive::drive(held, plan, token).await;
-        print_status(&*store, &function).await?;
-        outcome
+        drive_and_report(&store, &function, doc, revision, plan, token).await
     })
 }
 
@@ -395,16 +387,28 @@ fn resume(args: ResumeArgs) -> Result<()> {
             doc.step + 1,
             doc.runner.id
         );
-        let held = Held {
-            store: store.clone(),
-            function: function.clone(),
-            doc,
-            revision,
-        };
-        let outcome = drive::drive(held, plan, token).await;
-        print_status(&*store, &function).await?;
-        outcome
+        drive_and_report(&store, &function, doc, revision, plan, token).await
     })
+}
+
+/// Drives a rollout this runner holds to its end, then prints its status.
+async fn drive_and_report(
+    store: &std::sync::Arc<dyn ConfigStore>,
+    function: &str,
+    doc: Doc,
+    revision: u64,
+    plan: Plan,
+    token: Option<String>,
+) -> Result<()> {
+    let held = Held {
+        store: store.clone(),
+        function: function.to_owned(),
+        doc,
+        revision,
+    };
+    let outcome = drive::drive(held, plan, token).await;
+    print_status(&**store, function).await?;
+    outcome
 }
 
 async fn load_plan(store: &dyn ConfigStore, doc: &Doc) -> Result<Plan> {

@@ -542,7 +542,7 @@ fn bad_plans_and_policies_are_refused_before_anything_is_written() {
 }
 
 #[test]
-fn a_query_gate_without_data_waits_then_fails_naming_the_query() {
+fn query_gates_without_data_or_that_error_wait_then_fail_naming_the_query() {
     let Scene {
         tmp,
         candidate: _,
@@ -555,7 +555,9 @@ fn a_query_gate_without_data_waits_then_fails_naming_the_query() {
         json!({"check-every": "500ms", "stages": [
             {"stage": "canary", "percent": 10, "bake": "2s", "gates": {
                 "max-wait": "2s",
-                "queries": [{"name": "orders-db-latency", "query": "sum(no_such_metric{function=\"$function\"})", "max": 1}]}},
+                "queries": [
+                    {"name": "orders-db-latency", "query": "sum(no_such_metric{function=\"$function\"})", "max": 1},
+                    {"name": "typo", "query": "sum(rate(switchyard_requests_total[1m]", "max": 1}]}},
             {"stage": "promote"}
         ]}),
     );
@@ -567,6 +569,9 @@ fn a_query_gate_without_data_waits_then_fails_naming_the_query() {
         err.contains(r#"sum(no_such_metric{function="orders"}) returned no series"#),
         "{err}"
     );
+    // A query Prometheus refuses is no data either, with Prometheus's word.
+    assert!(err.contains("gate typo has no data"), "{err}");
+    assert!(err.contains("Prometheus refused it"), "{err}");
     assert_eq!(live_route(&store)["versions"], json!({"stable": "7"}));
 }
 

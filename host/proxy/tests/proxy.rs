@@ -1970,19 +1970,34 @@ async fn an_answer_that_breaks_off_mid_body_is_a_failure_of_its_version() {
             .unwrap();
         let client = client.clone();
         async move {
-            let resp = client.request(req).await.unwrap();
-            let target = resp.headers()["x-switchyard-target"].clone();
-            (resp.status(), target, resp.into_body().collect().await)
+            // The proxy sends the head, then aborts the connection when the
+            // version's body breaks off; when the abort overtakes the head
+            // on the wire, the client sees no answer at all (hyper's
+            // IncompleteMessage): a broken answer either way.
+            match client.request(req).await {
+                Ok(resp) => {
+                    let target = resp.headers()["x-switchyard-target"].clone();
+                    Some((resp.status(), target, resp.into_body().collect().await))
+                }
+                Err(e) => {
+                    assert!(
+                        e.is_connect() || format!("{e:?}").contains("IncompleteMessage"),
+                        "{e:?}"
+                    );
+                    None
+                }
+            }
         }
     };
     for _ in 0..4 {
-        let (status, target, body) = synthetic().await;
-        assert_eq!((status.as_u16(), target.to_str().unwrap()), (200, "8"));
-        assert!(body.is_err(), "the candidate's body breaks off");
+        if let Some((status, target, body)) = synthetic().await {
+            assert_eq!((status.as_u16(), target.to_str().unwrap()), (200, "8"));
+            assert!(body.is_err(), "the candidate's body breaks off");
+        }
     }
     // Four failures of four: the guard has tripped, and synthetic traffic
     // goes to stable, whole.
-    let (status, target, body) = synthetic().await;
+    let (status, target, body) = synthetic().await.expect("stable answers whole");
     assert_eq!((status.as_u16(), target.to_str().unwrap()), (200, "7"));
     assert!(body.is_ok());
     let text = metrics()();

@@ -98,7 +98,8 @@ pub fn router_function(
     .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
     .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
     .envs(env.iter().map(|(k, v)| (k, v)))
-    .stdout(std::process::Stdio::null())
+    // Its stdout (the EMF metric lines) beside the log, as `<log>.out`.
+    .stdout(std::fs::File::create(log.with_extension("out")).unwrap())
     .stderr(std::fs::File::create(log).unwrap());
     Killed(cmd.spawn().unwrap())
 }

@@ -176,7 +176,7 @@ pub(crate) async fn roll_back(held: &mut Held, phase: Phase, why: String) -> Res
     let o = outcome.clone();
     held.update(move |d| {
         d.phase = phase;
-        d.outcome = Some(o.clone());
+        d.outcome = Some(super::judge::short(&o, 800));
         d.ended = Some(now_ms());
         if let Some(v) = written {
             d.route_version = v;
@@ -222,7 +222,7 @@ async fn changed_by_hand(held: &mut Held, now: &StoredRoute) -> Result<anyhow::E
     let w = why.clone();
     held.update(move |d| {
         d.phase = phase;
-        d.outcome = Some(w.clone());
+        d.outcome = Some(super::judge::short(&w, 800));
         if phase.is_over() {
             d.ended = Some(now_ms());
         }
@@ -302,8 +302,10 @@ pub(crate) async fn drive(mut held: Held, plan: Plan, token: Option<String>) -> 
                         let w = why.clone();
                         held.update(move |d| {
                             d.phase = Phase::Failed;
-                            d.outcome =
-                                Some(format!("{w}; no traffic had moved, the route is as it was"));
+                            d.outcome = Some(super::judge::short(
+                                &format!("{w}; no traffic had moved, the route is as it was"),
+                                800,
+                            ));
                             d.ended = Some(now_ms());
                         })
                         .await?;

@@ -18,11 +18,22 @@ pub(crate) enum Verdict {
 
 fn view(gate: &str, value: Option<f64>, threshold: String, state: &str) -> GateView {
     GateView {
-        gate: gate.to_owned(),
+        gate: short(gate, 120),
         value,
-        threshold,
-        state: state.to_owned(),
+        threshold: short(&threshold, 60),
+        state: short(state, 200),
     }
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary), marked
+/// with `…` when cut: the gates ride in the rollout's document, which an
+/// `ssm:` store keeps within 4,096 characters (the whole text goes to the
+/// runner's stderr).
+pub(crate) fn short(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    format!("{}…", &text[..text.floor_char_boundary(max)])
 }
 
 /// The gates judged so far, and the first failure.
@@ -254,6 +265,19 @@ mod tests {
         };
         assert!(
             matches!(judge(stage, gates, &tripped, &[]).1, Verdict::Fail(w) if w.contains("max-guard-trips"))
+        );
+    }
+
+    #[test]
+    fn what_the_document_keeps_of_a_gate_is_short() {
+        assert_eq!(short("abc", 3), "abc");
+        assert_eq!(short("abcdef", 3), "abc…");
+        assert_eq!(short("ééé", 3), "é…", "cut on a character boundary");
+        let long = "x".repeat(5000);
+        let g = view(&long, None, long.clone(), &long);
+        assert!(
+            g.gate.len() + g.threshold.len() + g.state.len() < 400,
+            "{g:?}"
         );
     }
 

@@ -466,7 +466,8 @@ fn abort(store_uri: &str, function: &str, reason: &str) -> Result<()> {
     block_on(async {
         let store = switchyard_config::open(store_uri).await?;
         let asked = format!(
-            "{reason} (switchyard rollout abort, pid {})",
+            "{} (switchyard rollout abort, pid {})",
+            judge::short(reason, 300),
             std::process::id()
         );
         let doc = change(&*store, function, |d| {

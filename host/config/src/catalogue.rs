@@ -114,6 +114,49 @@ pub(crate) const POLICY_SIGNATURE_REFUSED: Metric = Metric {
     zero_for: None,
 };
 
+/// A read of the fleet snapshot, by what it found.
+pub(crate) const SNAPSHOT_READS: Metric = Metric {
+    name: "switchyard_snapshot_reads_total",
+    kind: MetricKind::Counter,
+    labels: &["outcome"],
+    help: "Reads of the fleet snapshot (store URIs with snapshot=), by outcome: unchanged (a 304), changed, missing, failed (the store of record is read instead), corrupt, foreign, older (refused: truncated or tampered, another store's, or older than the one held), older-entry (a function kept at the newer version already read), behind (an audit found the store ahead of the snapshot).",
+    values: &[(
+        "outcome",
+        &[
+            "unchanged",
+            "changed",
+            "missing",
+            "failed",
+            "corrupt",
+            "foreign",
+            "older",
+            "older-entry",
+            "behind",
+        ],
+    )],
+    zero_for: None,
+};
+
+/// A write of the fleet snapshot, by outcome.
+pub(crate) const SNAPSHOT_WRITES: Metric = Metric {
+    name: "switchyard_snapshot_writes_total",
+    kind: MetricKind::Counter,
+    labels: &["outcome"],
+    help: "Writes of the fleet snapshot after a route write, by outcome: written, raced (another writer changed it first; rebuilt and retried), failed (the route write stands; hosts reach it at their next audit).",
+    values: &[("outcome", &["written", "raced", "failed"])],
+    zero_for: None,
+};
+
+/// The generation of the snapshot a host holds.
+pub(crate) const SNAPSHOT_GENERATION: Metric = Metric {
+    name: "switchyard_snapshot_generation",
+    kind: MetricKind::Gauge,
+    labels: &[],
+    help: "The generation of the fleet snapshot this host holds (milliseconds since the Unix epoch of its writing, or higher); compare across hosts to see who lags.",
+    values: &[],
+    zero_for: None,
+};
+
 /// This crate's metrics.
 pub const METRICS: &[&Metric] = &[
     &STORE_ERRORS,
@@ -126,4 +169,7 @@ pub const METRICS: &[&Metric] = &[
     &LOOKED_BACK,
     &CACHE_REFUSED,
     &POLICY_SIGNATURE_REFUSED,
+    &SNAPSHOT_READS,
+    &SNAPSHOT_WRITES,
+    &SNAPSHOT_GENERATION,
 ];

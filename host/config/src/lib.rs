@@ -50,6 +50,8 @@ mod random;
 mod s3;
 mod sign;
 #[cfg(feature = "aws")]
+pub mod snapshot;
+#[cfg(feature = "aws")]
 mod ssm;
 mod store;
 mod watch;
@@ -67,7 +69,9 @@ pub use loader::{CacheKey, LoadError, Loader};
 pub use log::log_filter;
 pub use open::open;
 #[cfg(feature = "aws")]
-pub use s3::{BlobBucket, client as s3_client};
+pub use open::open_snapshotted;
+#[cfg(feature = "aws")]
+pub use s3::{BlobBucket, SnapshotObjectS3, client as s3_client};
 pub use sign::{KeyError, MAX_SIGNATURES, PolicySigner, SignatureDoc, SignatureError, TrustKeys};
 #[cfg(feature = "aws")]
 pub use ssm::{DEFAULT_BLOB_THRESHOLD, GET_PARAMETERS_MAX, SsmStore};

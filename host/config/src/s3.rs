@@ -164,6 +164,116 @@ pub(crate) async fn get(client: &Client, url: &str, digest: &Digest) -> Result<V
     blob::verify(digest, bytes)
 }
 
+/// The fleet's snapshot as an S3 object (see [`crate::snapshot`]): read
+/// with `If-None-Match` (an unchanged one is a `304` without a body),
+/// written with `If-Match` / `If-None-Match: *` so concurrent writers
+/// cannot overwrite each other's snapshot unseen.
+#[derive(Debug, Clone)]
+pub struct SnapshotObjectS3 {
+    client: Client,
+    bucket: String,
+    key: String,
+}
+
+impl SnapshotObjectS3 {
+    /// The object at `s3://<bucket>/<key>`.
+    pub fn new(client: Client, url: &str) -> Result<Self> {
+        let bad = || {
+            StoreError::BadUri(format!(
+                "snapshot={url} (a snapshot is an S3 object: snapshot=s3://<bucket>/<key>)"
+            ))
+        };
+        let rest = url.strip_prefix("s3://").ok_or_else(bad)?;
+        let (bucket, key) = rest.split_once('/').ok_or_else(bad)?;
+        BlobBucket::parse(&format!("s3://{bucket}")).map_err(|_| bad())?;
+        if key.is_empty() || key.ends_with('/') || key.split('/').any(|s| s == "..") {
+            return Err(bad());
+        }
+        Ok(SnapshotObjectS3 {
+            client,
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        })
+    }
+}
+
+/// The HTTP status of an SDK error's response, if it got one.
+fn status<E>(e: &SdkError<E>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
+}
+
+#[async_trait::async_trait]
+impl crate::snapshot::SnapshotObject for SnapshotObjectS3 {
+    fn url(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+
+    async fn get(&self, if_none_match: Option<&str>) -> Result<crate::snapshot::Fetched> {
+        use crate::snapshot::{Fetched, MAX_SNAPSHOT_BYTES};
+        let url = self.url();
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .set_if_none_match(if_none_match.map(str::to_owned))
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if status(&e) == Some(304) => return Ok(Fetched::Unchanged),
+            Err(e) if status(&e) == Some(404) => return Ok(Fetched::Missing),
+            Err(e) => return Err(err(&url, e)),
+        };
+        if let Some(len) = out
+            .content_length()
+            .filter(|&l| l > MAX_SNAPSHOT_BYTES as i64)
+        {
+            return Err(StoreError::TooLarge {
+                what: format!("snapshot {url}, in bytes,"),
+                len: len as usize,
+                limit: MAX_SNAPSHOT_BYTES,
+            });
+        }
+        let etag = out.e_tag().map(str::to_owned);
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Unavailable {
+                store: url.clone(),
+                message: format!("reading the object: {e}"),
+            })?
+            .to_vec();
+        Ok(Fetched::Body { bytes, etag })
+    }
+
+    async fn put(&self, bytes: Vec<u8>, expected: crate::snapshot::Expected) -> Result<bool> {
+        use crate::snapshot::Expected;
+        let url = self.url();
+        let mut put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .content_type("text/plain; charset=utf-8")
+            // Readers revalidate every poll; a CDN in front must too.
+            .cache_control("no-cache")
+            .body(ByteStream::from(bytes));
+        put = match expected {
+            Expected::Absent => put.if_none_match("*"),
+            Expected::Etag(etag) => put.if_match(etag),
+        };
+        match put.send().await {
+            Ok(_) => Ok(true),
+            // 412: the condition failed; 409: a concurrent conditional
+            // write is in progress (S3's ConditionalRequestConflict).
+            Err(e) if matches!(status(&e), Some(412 | 409)) => Ok(false),
+            Err(e) => Err(err(&url, e)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,11 +17,53 @@ pub(crate) struct FleetArgs {
     /// later: `publish` then accepts configs that need it.
     #[arg(long, value_name = "VERSION")]
     min_host_version: Option<String>,
+    /// Rebuild the fleet snapshot from the store and write it (a store URI
+    /// with snapshot=s3://...): repairs one a writer left behind, e.g. on a
+    /// schedule. Without it, `fleet` reports whether the snapshot is behind.
+    #[arg(long)]
+    sync_snapshot: bool,
 }
 
 pub(crate) fn run(args: FleetArgs) -> Result<()> {
     block_on(async {
-        let store = switchyard_config::open(&args.store.store).await?;
+        let snapshotted = switchyard_config::open_snapshotted(&args.store.store).await?;
+        if args.sync_snapshot && snapshotted.is_none() {
+            anyhow::bail!(
+                "--sync-snapshot: the store {} names no snapshot; add snapshot=s3://<bucket>/<key> to its URI (docs/stores.md)",
+                args.store.store
+            );
+        }
+        let store: std::sync::Arc<dyn ConfigStore> = match &snapshotted {
+            Some(s) => s.clone(),
+            None => switchyard_config::open(&args.store.store).await?,
+        };
+        if let (true, Some(s)) = (args.sync_snapshot, &snapshotted) {
+            let generation = s.publish().await?;
+            eprintln!(
+                "{}: snapshot rebuilt from the store and written (generation {generation})",
+                store.uri()
+            );
+        }
+        let snapshot = match &snapshotted {
+            Some(s) => {
+                let status = s.status().await?;
+                if !status.behind.is_empty() || status.refused.is_some() || !status.present {
+                    eprintln!(
+                        "{}: the snapshot is {}; hosts reach the store's versions at their next audit; `switchyard fleet --sync-snapshot` repairs it",
+                        status.url,
+                        if !status.present {
+                            "missing".to_owned()
+                        } else if let Some(why) = &status.refused {
+                            format!("refused by hosts ({why})")
+                        } else {
+                            format!("behind the store for {} function(s)", status.behind.len())
+                        }
+                    );
+                }
+                serde_json::to_value(status)?
+            }
+            None => serde_json::Value::Null,
+        };
         if let Some(v) = &args.min_host_version {
             release(v)?;
             store.put_setting("min-host-version", v.trim()).await?;
@@ -38,6 +80,7 @@ pub(crate) fn run(args: FleetArgs) -> Result<()> {
             "set": min.is_some(),
             "this-host": env!("CARGO_PKG_VERSION"),
             "this-host-route-schema": switchyard_core::ROUTE_SCHEMA,
+            "snapshot": snapshot,
         }))
     })
 }

@@ -132,7 +132,9 @@ enum Command {
     ///
     /// `switchyard fleet --min-host-version 0.2.0` records that every host
     /// has been upgraded (then `step-functions` dispatch and `auth` blocks
-    /// can be published). Prints {"min-host-version",...}.
+    /// can be published). Prints {"min-host-version",...,"snapshot"}: for a
+    /// store URI with snapshot=s3://..., whether the fleet snapshot hosts read
+    /// is behind the store; --sync-snapshot rebuilds and writes it.
     Fleet(fleet::FleetArgs),
     /// Shadow comparisons of a running host (`shadow report <function>`).
     #[command(subcommand)]

@@ -466,6 +466,17 @@ fn cloudmap_store(tag: &str) -> (String, String) {
 }
 
 #[test]
+fn pipeline_on_an_ssm_store_with_a_snapshot() {
+    let (store, prefix) = snapshot_store("pipeline");
+    pipeline(&store, |digest| {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        boto3(&format!(
+            "boto3.client('ssm').put_parameter(Name='{prefix}/policies/sha256-{hex}/0000', Value='Z2FyYmFnZQ==', Type='String', Overwrite=True)"
+        ));
+    });
+}
+
+#[test]
 fn pipeline_on_a_cloudmap_store() {
     let (store, prefix) = cloudmap_store("pipeline");
     pipeline(&store, |digest| {
@@ -666,7 +677,85 @@ fn a_running_proxy_on_cloudmap_sees_a_mode_flip_within_one_poll() {
     mode_flip_within_one_poll(&cloudmap_store("flip").0);
 }
 
-fn mode_flip_within_one_poll(store: &str) {
+/// An `ssm:` store in the emulator whose hosts read a fleet snapshot in
+/// the emulator's S3 (a fresh bucket).
+fn snapshot_store(tag: &str) -> (String, String) {
+    aws::endpoint();
+    let id = format!("{}-{tag}", std::process::id());
+    boto3(&format!(
+        "boto3.client('s3').create_bucket(Bucket='sy-snap-{id}')"
+    ));
+    let prefix = format!("/snap{}", id.replace('-', "_"));
+    (
+        format!("ssm:{prefix}?snapshot=s3://sy-snap-{id}/switchyard/fleet.snap"),
+        prefix,
+    )
+}
+
+#[test]
+fn a_running_proxy_on_a_snapshot_sees_a_mode_flip_within_one_poll_without_polling_the_store() {
+    let (store, _) = snapshot_store("flip");
+    let (_serve, admin) = mode_flip_within_one_poll(&store);
+    let metrics = curl(&[&format!("http://{admin}/metrics")]);
+    let count = |outcome: &str| -> f64 {
+        let series = format!("switchyard_snapshot_reads_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+    };
+    // Polls of an unchanged snapshot are 304s; the flip was read as a
+    // changed one; nothing was refused.
+    assert!(count("unchanged") > 0.0, "{metrics}");
+    assert!(count("changed") >= 2.0, "{metrics}");
+    for refused in ["corrupt", "foreign", "older", "missing", "failed"] {
+        assert_eq!(count(refused), 0.0, "{refused}: {metrics}");
+    }
+}
+
+#[test]
+fn fleet_says_when_the_snapshot_is_behind_the_store_and_sync_repairs_it() {
+    let (store, prefix) = snapshot_store("sync");
+    publish_orders(&store);
+    let fleet = ok_json(&store, &["fleet"]);
+    assert_eq!(fleet["snapshot"]["present"], true, "{fleet}");
+    assert_eq!(fleet["snapshot"]["functions"], 1, "{fleet}");
+    assert_eq!(
+        fleet["snapshot"]["behind"],
+        serde_json::json!([]),
+        "{fleet}"
+    );
+    // A writer that knows nothing of the snapshot (the plain ssm: URI).
+    ok_json(&format!("ssm:{prefix}"), &["mode", "orders", "production"]);
+    let o = run(&store, &["fleet"]);
+    assert!(o.status.success());
+    let fleet: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        fleet["snapshot"]["behind"][0]["function"], "orders",
+        "{fleet}"
+    );
+    assert_eq!(fleet["snapshot"]["behind"][0]["in-store"], 2, "{fleet}");
+    assert_eq!(fleet["snapshot"]["behind"][0]["in-snapshot"], 1, "{fleet}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("--sync-snapshot"), "{stderr}");
+    let synced = ok_json(&store, &["fleet", "--sync-snapshot"]);
+    assert_eq!(
+        synced["snapshot"]["behind"],
+        serde_json::json!([]),
+        "{synced}"
+    );
+    // A store URI without a snapshot is told how to name one.
+    let o = run(&format!("ssm:{prefix}"), &["fleet", "--sync-snapshot"]);
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("snapshot=s3://"), "{stderr}");
+}
+
+/// Runs a proxy on `store` polling every 500 ms, flips `orders` to
+/// production and checks the proxy follows within one poll; returns the
+/// proxy, still running, and its admin listener's address.
+fn mode_flip_within_one_poll(store: &str) -> (Killed, String) {
     use std::time::{Duration, Instant};
     let store = store.to_owned();
     publish_orders(&store);
@@ -683,7 +772,7 @@ fn mode_flip_within_one_poll(store: &str) {
         .port();
     let admin = format!("127.0.0.1:{admin_port}");
     let poll = Duration::from_millis(500);
-    let _serve = Killed(
+    let serve = Killed(
         Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["serve", "--store", &store, "--listen", &listen])
             .args(["--admin-listen", &admin])
@@ -720,6 +809,7 @@ fn mode_flip_within_one_poll(store: &str) {
         );
         std::thread::sleep(Duration::from_millis(25));
     }
+    (serve, admin)
 }
 
 #[test]

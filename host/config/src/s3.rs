@@ -160,6 +160,8 @@ pub(crate) async fn get(client: &Client, url: &str, digest: &Digest) -> Result<V
             store: url.to_owned(),
             message: format!("reading the object: {e}"),
         })?
+        // One copy of the whole body (`to_vec` copies it byte by byte).
+        .into_bytes()
         .to_vec();
     blob::verify(digest, bytes)
 }
@@ -244,6 +246,8 @@ impl crate::snapshot::SnapshotObject for SnapshotObjectS3 {
                 store: url.clone(),
                 message: format!("reading the object: {e}"),
             })?
+            // One copy of the whole body (`to_vec` copies it byte by byte).
+            .into_bytes()
             .to_vec();
         Ok(Fetched::Body { bytes, etag })
     }

@@ -159,7 +159,7 @@ struct Fleet {
 }
 
 /// `hosts` hosts, host `i` serving function `i % functions`, each polling
-/// the snapshot every `interval`: loads, idles half an interval, then writes a change of
+/// the snapshot every `interval`: loads, idles while a quarter of it polls again, then writes a change of
 /// function 0 (synthetic to production) and a rollback of it under load,
 /// measuring each until every host serves it.
 async fn fleet(hosts: usize, functions: usize, interval: Duration, k: f64) -> Fleet {
@@ -202,10 +202,11 @@ async fn fleet(hosts: usize, functions: usize, interval: Duration, k: f64) -> Fl
             (Arc::new(w), function)
         })
         .collect();
-    // Execution environments start at different times.
+    // Execution environments start at different times (over half an
+    // interval: their polls' jitter spreads them further).
     for (i, (w, _)) in watchers.iter().enumerate() {
         let w = w.clone();
-        let offset = interval.mul_f64(i as f64 / hosts as f64);
+        let offset = interval.mul_f64(0.5 * i as f64 / hosts as f64);
         tokio::spawn(async move {
             tokio::time::sleep(offset).await;
             let _ = w.spawn().await;
@@ -220,9 +221,16 @@ async fn fleet(hosts: usize, functions: usize, interval: Duration, k: f64) -> Fl
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Half an interval with nothing changing: conditional reads only.
+    // Nothing changing while a quarter of the fleet polls again:
+    // conditional reads only.
     s.s3.reset_counts();
-    tokio::time::sleep(interval / 2).await;
+    let quiet = Instant::now();
+    while s.s3.gets.load(Ordering::Relaxed) + s.s3.not_modified.load(Ordering::Relaxed)
+        < hosts as u64 / 4
+    {
+        assert!(quiet.elapsed() < interval * 2, "the fleet stopped polling");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let quiet_gets = s.s3.gets.load(Ordering::Relaxed);
     let quiet_304 = s.s3.not_modified.load(Ordering::Relaxed);
     let quiet_not_modified_share = quiet_304 as f64 / (quiet_gets + quiet_304).max(1) as f64;

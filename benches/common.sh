@@ -20,11 +20,11 @@ release_build() {
   cargo build -q --release "${bins[@]}"
 }
 # publish_orders ROUTE_JSON: synthetic-header built by the release CLI ($sy) and published
-# for function `orders` with ROUTE_JSON as its route config to a dir: store, named in $store.
+# for function `orders` with ROUTE_JSON as its route config to a dir: store (or BENCH_STORE), named in $store.
 publish_orders() {
   local wasm
   wasm=$("$sy" policy build policies/synthetic-header | tail -1)
   printf '%s\n' "$1" > "$work/route.json"
-  store="dir:$work/store"
+  store="${BENCH_STORE:-dir:$work/store}"
   "$sy" publish --store "$store" --function orders --policy "$wasm" --config "$work/route.json" >/dev/null
 }

@@ -7,6 +7,8 @@
 # dir: store and the function versions are a local HTTP server, so only the router is timed.
 #
 #   bash benches/lambda_cold.sh            # COLD_RUNS=10 runs of each; medians in target/load/
+#   COLD_STORE=ssm bash benches/lambda_cold.sh       # the store in SSM (AWS_ENDPOINT_URL: an emulator)
+#   COLD_STORE=snapshot bash benches/lambda_cold.sh  # the same, its hosts reading a fleet snapshot in S3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${COLD_RUNS:-10}
@@ -14,6 +16,15 @@ target_dir=${CARGO_TARGET_DIR:-target}
 out=target/load
 mkdir -p "$out"
 . benches/common.sh
+
+case "${COLD_STORE:-dir}" in
+  dir) ;;
+  ssm) export BENCH_STORE="ssm:/cold$$" ;;
+  snapshot)
+    python3 -c "import boto3; boto3.client('s3').create_bucket(Bucket='sy-cold-$$')"
+    export BENCH_STORE="ssm:/cold$$?snapshot=s3://sy-cold-$$/fleet.snap" ;;
+  *) echo "COLD_STORE is dir, ssm or snapshot" >&2; exit 2 ;;
+esac
 
 release_build switchyard switchyard-lambda
 sy="$target_dir/release/switchyard"
@@ -85,7 +96,7 @@ for i in $(seq 1 "$runs"); do
   one_run "$work/cache" >> "$work/stale"    # another wasmtime's cache: refused, recompiled
 done
 {
-  echo "| router function, $runs runs each | init (ms) | first response (ms) |"
+  echo "| router function, ${COLD_STORE:-dir} store, $runs runs each | init (ms) | first response (ms) |"
   echo "|---|---|---|"
   echo "| empty /tmp cache (compile) | $(cut -d' ' -f1 "$work/cold" | median) | $(cut -d' ' -f2 "$work/cold" | median) |"
   echo "| warm /tmp cache (deserialize) | $(cut -d' ' -f1 "$work/warm" | median) | $(cut -d' ' -f2 "$work/warm" | median) |"

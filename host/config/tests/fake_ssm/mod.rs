@@ -15,11 +15,40 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use switchyard_config::{ConfigStore, SsmStore, Watcher};
 
+/// A request rate enforced as AWS does: `rate` a second, bursts up to
+/// `rate`.
+pub struct TokenBucket {
+    rate: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl TokenBucket {
+    pub fn new(rate: f64) -> Self {
+        TokenBucket {
+            rate,
+            state: Mutex::new((rate, Instant::now())),
+        }
+    }
+
+    /// Whether a request may go now (and takes its token).
+    pub fn take(&self) -> bool {
+        let mut b = self.state.lock().unwrap();
+        let now = Instant::now();
+        b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * self.rate).min(self.rate);
+        b.1 = now;
+        if b.0 >= 1.0 {
+            b.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// The quota and the parameters of an SSM-like store on loopback.
 pub struct FakeSsm {
     params: Mutex<HashMap<String, (String, u64)>>,
-    bucket: Mutex<(f64, Instant)>,
-    rate: f64,
+    quota: TokenBucket,
     /// `GetParameters` calls answered, per access key id.
     pub calls: Mutex<HashMap<String, u64>>,
     /// Those of them that read a route config (`.../functions/<name>`),
@@ -48,19 +77,7 @@ pub enum Fault {
 
 impl FakeSsm {
     fn take_token(&self) -> bool {
-        if self.unlimited.load(Ordering::Relaxed) {
-            return true;
-        }
-        let mut b = self.bucket.lock().unwrap();
-        let now = Instant::now();
-        b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * self.rate).min(self.rate);
-        b.1 = now;
-        if b.0 >= 1.0 {
-            b.0 -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.unlimited.load(Ordering::Relaxed) || self.quota.take()
     }
 
     pub fn set_fault(&self, fault: Fault) {
@@ -247,8 +264,7 @@ impl FakeSsm {
 pub async fn fake_ssm(rate: f64) -> (Arc<FakeSsm>, String) {
     let ssm = Arc::new(FakeSsm {
         params: Mutex::default(),
-        bucket: Mutex::new((rate, Instant::now())),
-        rate,
+        quota: TokenBucket::new(rate),
         calls: Mutex::default(),
         route_calls: Mutex::default(),
         throttled: AtomicU64::new(0),
@@ -357,8 +373,7 @@ impl Drop for Traffic {
 /// rates.
 pub struct FakeS3 {
     objects: Mutex<HashMap<String, (Vec<u8>, String)>>,
-    bucket: Mutex<(f64, Instant)>,
-    rate: f64,
+    quota: TokenBucket,
     /// GETs answered with a body, and with a 304.
     pub gets: AtomicU64,
     pub not_modified: AtomicU64,
@@ -368,19 +383,6 @@ pub struct FakeS3 {
 }
 
 impl FakeS3 {
-    fn take_token(&self) -> bool {
-        let mut b = self.bucket.lock().unwrap();
-        let now = Instant::now();
-        b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * self.rate).min(self.rate);
-        b.1 = now;
-        if b.0 >= 1.0 {
-            b.0 -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
     /// The object at `path` (`/bucket/key`), as stored.
     pub fn get_raw(&self, path: &str) -> Option<Vec<u8>> {
         self.objects
@@ -430,7 +432,7 @@ impl FakeS3 {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         match *method {
             axum::http::Method::GET => {
-                if !self.take_token() {
+                if !self.quota.take() {
                     self.slowed_down.fetch_add(1, Ordering::Relaxed);
                     return error(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -490,8 +492,7 @@ impl FakeS3 {
 pub async fn fake_s3(rate: f64) -> (Arc<FakeS3>, String) {
     let s3 = Arc::new(FakeS3 {
         objects: Mutex::default(),
-        bucket: Mutex::new((rate, Instant::now())),
-        rate,
+        quota: TokenBucket::new(rate),
         gets: AtomicU64::new(0),
         not_modified: AtomicU64::new(0),
         slowed_down: AtomicU64::new(0),

@@ -23,12 +23,14 @@
 //!   SHA-256 does not match its header), one of another store, or one older
 //!   than the snapshot already held (a CDN or cache serving a stale copy)
 //!   is refused and counted, and a function never moves back to an older
-//!   version than this host already read. The store of record stays the
-//!   one source of truth: a missing or refused snapshot (with none held)
-//!   falls back to the store's own reads, and every `audit` interval
-//!   (jittered) a host reads the store itself; when the store is ahead of
-//!   the snapshot, the snapshot is stale, the store's versions win and the
-//!   host reads the store until a newer snapshot appears.
+//!   version than this host already read. A refused, missing or unreadable
+//!   object leaves the snapshot held serving (at fleet scale, falling back
+//!   to the store would throttle it); a host that never held one reads the
+//!   store itself. The store of record stays the one source of truth:
+//!   every `audit` interval (jittered) a host reads it and the snapshot;
+//!   where the store is ahead, its version is served from then on (and
+//!   the snapshot counted as behind), so every host converges within one
+//!   audit period even when no writer repairs the snapshot.
 //!
 //! Blobs are not in the snapshot: they are immutable, content-addressed
 //! and fetched once per digest from where they are stored, as before.
@@ -413,13 +415,18 @@ struct ReadState {
     /// The newest version read per function, whichever way: a snapshot
     /// never takes a function back below it.
     newest: HashMap<String, StoredRoute>,
-    /// A generation an audit found behind the store: it and older ones are
-    /// not used; the store is read until a newer one appears.
-    behind: Option<u64>,
     next_audit: Option<Instant>,
     /// A listing just read the snapshot: the latest read that follows
     /// uses it without another GET.
     listed: bool,
+    /// The store's own listing at the last audit of a listing host: its
+    /// functions are listed with the snapshot's, so one the snapshot
+    /// lacks (its writer died) is still routed, and removed once the store
+    /// no longer lists it.
+    store_listing: Vec<String>,
+    /// A listing audited the store: the latest read that follows audits
+    /// the functions it listed.
+    audit_next_read: bool,
 }
 
 /// A store whose hosts read a snapshot (see the module docs).
@@ -436,12 +443,6 @@ pub struct Snapshotted {
     last_refusal: Mutex<Option<String>>,
     /// The generation of the newest snapshot accepted.
     accepted: std::sync::atomic::AtomicU64,
-}
-
-/// Where a snapshot-backed read was answered from.
-enum Source {
-    Snapshot,
-    Store,
 }
 
 impl Snapshotted {
@@ -508,11 +509,15 @@ impl Snapshotted {
         self.write_snapshot(None).await
     }
 
-    /// The store's newest version of every function, as snapshot entries.
-    async fn rebuild(&self) -> Result<BTreeMap<String, SnapEntry>> {
+    /// The store's newest version of every function, as snapshot entries,
+    /// and the functions whose entry could not be had (left as the
+    /// previous snapshot has them). The store failing or throttling fails
+    /// the rebuild.
+    async fn rebuild(&self) -> Result<(BTreeMap<String, SnapEntry>, Vec<String>)> {
         let functions = self.inner.functions().await?;
         let latest = self.inner.latest(&functions).await?;
         let mut entries = BTreeMap::new();
+        let mut unknown = Vec::new();
         for (function, entry) in functions.into_iter().zip(latest) {
             let entry = match entry {
                 Ok(None) => continue,
@@ -534,14 +539,27 @@ impl Snapshotted {
                             other => other.to_string(),
                         }),
                     },
-                    // Unreadable for now (throttled, say): a snapshot
-                    // without it would tell hosts it has no route.
-                    None => return Err(e),
+                    // The store failing: retried by the caller.
+                    None if matches!(
+                        e,
+                        StoreError::Throttled { .. } | StoreError::Unavailable { .. }
+                    ) =>
+                    {
+                        return Err(e);
+                    }
+                    // Not to be had (a version the store names but cannot
+                    // give): the previous snapshot's entry stays, so one
+                    // bad entry never blocks every write.
+                    None => {
+                        tracing::warn!(target: "switchyard::snapshot", %function, error = %e, "the store's newest version of this function cannot be read; the snapshot keeps its previous entry");
+                        unknown.push(function);
+                        continue;
+                    }
                 },
             };
             entries.insert(function, entry);
         }
-        Ok(entries)
+        Ok((entries, unknown))
     }
 
     /// Writes the snapshot: after a route write (`written`), the previous
@@ -563,24 +581,42 @@ impl Snapshotted {
                 .as_ref()
                 .map_or(0, |b| b.generation + 1)
                 .max(now_ms());
-            let functions = match (written, previous) {
-                (Some((function, version, config)), Some(previous))
-                    if previous.functions.len() > REBUILD_UP_TO =>
-                {
-                    let mut functions = previous.functions;
-                    let newer = functions.get(function).is_none_or(|e| e.version < version);
-                    // A newer version another writer put there stays.
-                    if newer {
-                        let modified = crate::dir::rfc3339(SystemTime::now());
-                        functions.insert(
-                            function.to_owned(),
-                            SnapEntry::of(version, Some(modified), config),
-                        );
-                    }
-                    functions
-                }
-                _ => self.rebuild().await?,
+            // A large store's write replaces its own entry; otherwise the
+            // store is read whole.
+            let patch = matches!(
+                (written, &previous),
+                (Some(_), Some(p)) if p.functions.len() > REBUILD_UP_TO
+            );
+            let (mut functions, unknown) = if patch {
+                (BTreeMap::new(), Vec::new())
+            } else {
+                self.rebuild().await?
             };
+            // The highest version of each function wins, whichever of the
+            // store's read, the previous snapshot and this write has it: a
+            // lagging read (an eventually consistent store) or a writer
+            // racing this one never takes an entry back.
+            if let Some(previous) = previous {
+                for (function, entry) in previous.functions {
+                    let keep = match functions.get(&function) {
+                        _ if patch => true,
+                        Some(read) => read.version < entry.version,
+                        None => unknown.contains(&function),
+                    };
+                    if keep {
+                        functions.insert(function, entry);
+                    }
+                }
+            }
+            if let Some((function, version, config)) = written
+                && functions.get(function).is_none_or(|e| e.version < version)
+            {
+                let modified = crate::dir::rfc3339(SystemTime::now());
+                functions.insert(
+                    function.to_owned(),
+                    SnapEntry::of(version, Some(modified), config),
+                );
+            }
             let body = Body {
                 generation,
                 written_ms: now_ms(),
@@ -666,20 +702,22 @@ impl Snapshotted {
 
     /// Publishes after a route write that succeeded: a failure is logged,
     /// not returned (the store holds the write; hosts reach it through
-    /// their audits, and the next write or `switchyard snapshot sync`
+    /// their audits, and the next write or `switchyard fleet --sync-snapshot`
     /// repairs the snapshot).
     async fn publish_after_write(&self, function: &str, version: u64, config: &RouteConfig) {
         if let Err(e) = self.write_snapshot(Some((function, version, config))).await {
             SNAPSHOT_WRITES
                 .counter(&[("outcome", "failed")])
                 .increment(1);
-            tracing::warn!(target: "switchyard::snapshot", %function, version, snapshot = %self.object.url(), error = %e, "route written to the store, but the fleet snapshot could not be updated: hosts reading it reach this version at their next audit of the store; run `switchyard snapshot sync` (or write again) to repair it");
+            tracing::warn!(target: "switchyard::snapshot", %function, version, snapshot = %self.object.url(), error = %e, "route written to the store, but the fleet snapshot could not be updated: hosts reading it reach this version at their next audit of the store; run `switchyard fleet --sync-snapshot` (or write again) to repair it");
         }
     }
 
-    /// Refreshes the held snapshot (one conditional GET, shared by reads
-    /// within [`REUSE_WITHIN`]); `None` when the store must be read
-    /// instead (no usable snapshot, or it is behind the store).
+    /// Refreshes the held snapshot (one conditional GET; a listing's is
+    /// shared with the latest read that follows it within
+    /// [`REUSE_WITHIN`]); `None` when the store must be read instead (no
+    /// snapshot was usable here yet). A refused, missing or unreadable
+    /// object leaves the one held serving.
     async fn refresh(&self, state: &mut ReadState) -> Option<()> {
         let fresh = std::mem::take(&mut state.listed)
             && state
@@ -717,28 +755,23 @@ impl Snapshotted {
                         *self.last_refusal.lock().expect("lock") = Some(e.to_string());
                     }
                 },
+                // The one held (if any) keeps serving: at fleet scale a
+                // fallback to the store of record would throttle it.
                 Ok(Fetched::Missing) => {
                     SNAPSHOT_READS
                         .counter(&[("outcome", "missing")])
                         .increment(1);
-                    tracing::debug!(target: "switchyard::snapshot", snapshot = %self.object.url(), "no snapshot; reading the store");
-                    state.held = None;
-                    return None;
+                    tracing::debug!(target: "switchyard::snapshot", snapshot = %self.object.url(), held = state.held.is_some(), "no snapshot; the one held serves, or the store is read");
                 }
                 Err(e) => {
                     SNAPSHOT_READS
                         .counter(&[("outcome", "failed")])
                         .increment(1);
-                    tracing::debug!(target: "switchyard::snapshot", snapshot = %self.object.url(), error = %e, "snapshot unreadable; reading the store");
-                    return None;
+                    tracing::debug!(target: "switchyard::snapshot", snapshot = %self.object.url(), error = %e, held = state.held.is_some(), "snapshot unreadable; the one held serves, or the store is read");
                 }
             }
         }
-        let held = state.held.as_ref()?;
-        match state.behind {
-            Some(g) if held.body.generation <= g => None,
-            _ => Some(()),
-        }
+        state.held.as_ref().map(|_| ())
     }
 
     /// Verifies a fetched snapshot against this host's store and what it
@@ -804,12 +837,12 @@ impl Snapshotted {
                 Some(Lookup::AskStore(version)) => {
                     self.store_reads
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let entry = self
-                        .inner
-                        .latest(std::slice::from_ref(function))
-                        .await?
-                        .pop()
-                        .unwrap_or(Ok(None));
+                    // An error is this entry's alone, as in the store's own
+                    // batched read.
+                    let entry = match self.inner.latest(std::slice::from_ref(function)).await {
+                        Ok(mut entries) => entries.pop().unwrap_or(Ok(None)),
+                        Err(e) => Err(e),
+                    };
                     // Kept for the next polls once it reads.
                     if let (Ok(Some(stored)), Some(held)) = (&entry, state.held.as_mut())
                         && stored.version == version
@@ -822,25 +855,24 @@ impl Snapshotted {
                 Some(lookup) => lookup.entry(function),
             });
         }
-        Ok(self.never_back(state, functions, out, Source::Snapshot))
+        Ok(self.never_back(state, functions, out))
     }
 
-    /// Keeps each function at or above the newest version read before.
+    /// Keeps each function at or above the newest version read before,
+    /// whichever way (versions only grow: a lagging read of an eventually
+    /// consistent store does not take a host back either).
     fn never_back(
         &self,
         state: &mut ReadState,
         functions: &[String],
         entries: Vec<Entry>,
-        source: Source,
     ) -> Vec<Entry> {
         functions
             .iter()
             .zip(entries)
             .map(|(function, entry)| match entry {
                 Ok(Some(stored)) => match state.newest.get(function) {
-                    Some(newer)
-                        if newer.version > stored.version && matches!(source, Source::Snapshot) =>
-                    {
+                    Some(newer) if newer.version > stored.version => {
                         SNAPSHOT_READS
                             .counter(&[("outcome", "older-entry")])
                             .increment(1);
@@ -856,8 +888,9 @@ impl Snapshotted {
             .collect()
     }
 
-    /// Reads the store itself; when it is ahead of the held snapshot, that
-    /// snapshot (and any older) is not used again.
+    /// Reads the store itself: where it is ahead of the held snapshot, its
+    /// version is served, and kept (a function never moves back), and the
+    /// snapshot is counted and logged as behind.
     async fn audit(&self, state: &mut ReadState, functions: &[String]) -> Result<Vec<Entry>> {
         self.store_reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -874,13 +907,11 @@ impl Snapshotted {
                     SNAPSHOT_READS
                         .counter(&[("outcome", "behind")])
                         .increment(1);
-                    tracing::warn!(target: "switchyard::snapshot", %function, in_store, in_snapshot, generation = held.body.generation, snapshot = %self.object.url(), "the snapshot is behind the store (a writer stopped between its two writes?): serving the store's version and reading the store until a newer snapshot appears; `switchyard snapshot sync` repairs it");
-                    state.behind = Some(held.body.generation);
-                    break;
+                    tracing::warn!(target: "switchyard::snapshot", %function, in_store, in_snapshot, generation = held.body.generation, snapshot = %self.object.url(), "the snapshot is behind the store (a writer stopped between its two writes?): this host serves the store's version from now on, other hosts at their own audits; `switchyard fleet --sync-snapshot` repairs it");
                 }
             }
         }
-        Ok(self.never_back(state, functions, latest, Source::Store))
+        Ok(self.never_back(state, functions, latest))
     }
 }
 
@@ -894,7 +925,8 @@ impl ConfigStore for Snapshotted {
 
     async fn latest(&self, functions: &[String]) -> Result<Vec<Entry>> {
         let mut state = self.state.lock().await;
-        let refreshed = if self.audit_due(&mut state) {
+        let audit = std::mem::take(&mut state.audit_next_read) || self.audit_due(&mut state);
+        let refreshed = if audit {
             // The snapshot is read too, so the store is compared with the
             // newest one and a host that audits still holds it.
             state.listed = false;
@@ -917,7 +949,7 @@ impl ConfigStore for Snapshotted {
                 self.store_reads
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let latest = self.inner.latest(functions).await?;
-                Ok(self.never_back(&mut state, functions, latest, Source::Store))
+                Ok(self.never_back(&mut state, functions, latest))
             }
         }
     }
@@ -932,14 +964,29 @@ impl ConfigStore for Snapshotted {
 
     async fn functions(&self) -> Result<Vec<String>> {
         let mut state = self.state.lock().await;
+        if self.audit_due(&mut state) {
+            state.audit_next_read = true;
+            self.store_reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match self.inner.functions().await {
+                Ok(listing) => state.store_listing = listing,
+                Err(e) => {
+                    tracing::debug!(target: "switchyard::snapshot", error = %e, "audit of the store's listing failed; the last one stands")
+                }
+            }
+        }
         let refreshed = self.refresh(&mut state).await;
         state.listed = refreshed.is_some();
         match refreshed {
-            Some(()) => Ok(state
-                .held
-                .as_ref()
-                .map(|h| h.body.functions.keys().cloned().collect())
-                .unwrap_or_default()),
+            Some(()) => {
+                let mut names: std::collections::BTreeSet<String> = state
+                    .held
+                    .as_ref()
+                    .map(|h| h.body.functions.keys().cloned().collect())
+                    .unwrap_or_default();
+                names.extend(state.store_listing.iter().cloned());
+                Ok(names.into_iter().collect())
+            }
             None => {
                 self.store_reads
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -544,6 +544,18 @@ async fn without_a_usable_snapshot_hosts_read_the_store_of_record() {
     w.poll().await.unwrap();
     assert_eq!(serving(&w), Some(v2));
     assert_eq!(s.host_calls(), 2);
+
+    // The object gone (a bucket emptied): the snapshot held keeps serving,
+    // and the store is not read (a fleet falling back at once would
+    // throttle it); a host that never held one reads the store.
+    s.s3.remove_raw(SNAPSHOT_PATH);
+    w.poll().await.unwrap();
+    assert_eq!(serving(&w), Some(v2));
+    assert_eq!(s.host_calls(), 2);
+    let (_, fresh) = one_host(&s, None);
+    fresh.poll().await.unwrap();
+    assert_eq!(serving(&fresh), Some(v2));
+    assert_eq!(s.host_calls(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -596,7 +608,9 @@ async fn a_writer_that_dies_between_its_writes_leaves_hosts_converging_and_the_n
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_lose_no_change_in_the_snapshot() {
     let s = scene().await;
-    let functions: Vec<String> = (0..6).map(|i| format!("fn-{i}")).collect();
+    // More than REBUILD_UP_TO: the later writes replace their own entry in
+    // the snapshot another writer may be replacing too.
+    let functions: Vec<String> = (0..16).map(|i| format!("fn-{i:02}")).collect();
     let writes = functions.iter().map(|f| {
         let publisher = s.publisher.clone();
         let config = s.config.clone();
@@ -687,4 +701,45 @@ async fn the_snapshot_on_the_emulators_s3_is_read_and_written_conditionally() {
     );
     let latest = store.latest(&["orders".into()]).await.unwrap();
     assert_eq!(latest[0].as_ref().unwrap().as_ref().unwrap().version, v);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_routing_every_function_finds_one_the_snapshot_lacks_at_its_audit() {
+    let s = scene().await;
+    s.publisher.put_route("orders", &s.config).await.unwrap();
+    let store = s.host_store(&s.record_for_hosts(), Some(Duration::from_millis(200)));
+    // No functions named: the host lists the store (here, the snapshot).
+    let w = Watcher::new(store, common::engine().clone(), WatchConfig::default());
+    w.poll().await.unwrap();
+    assert_eq!(w.policies().functions(), ["orders"]);
+    // A new function whose writer died before the snapshot.
+    let billing = s
+        .publisher
+        .inner()
+        .put_route("billing", &s.config)
+        .await
+        .unwrap();
+    assert!(s.snapshot_body()["functions"].get("billing").is_none());
+    let t0 = Instant::now();
+    while w.policies().get("billing").is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "never found at an audit"
+        );
+        w.poll().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(w.policies().get("billing").unwrap().stored.version, billing);
+    // Later listings (from the snapshot, which still lacks it) keep it.
+    for _ in 0..5 {
+        let outcomes = w.poll().await.unwrap();
+        assert!(
+            !outcomes
+                .iter()
+                .any(|(f, o)| f == "billing"
+                    && matches!(o, switchyard_config::Outcome::Unlisted { .. })),
+            "{outcomes:?}"
+        );
+    }
+    assert_eq!(w.policies().functions(), ["billing", "orders"]);
 }

@@ -402,6 +402,11 @@ impl FakeS3 {
             .insert(path.to_owned(), (bytes, etag));
     }
 
+    /// Deletes an object (a bucket emptied by mistake or by a lifecycle rule).
+    pub fn remove_raw(&self, path: &str) {
+        self.objects.lock().unwrap().remove(path);
+    }
+
     pub fn reset_counts(&self) {
         for c in [
             &self.gets,

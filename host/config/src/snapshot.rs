@@ -201,6 +201,15 @@ impl SnapshotError {
     }
 }
 
+/// The version a store's entry names (0: none, or an error naming none).
+fn version_in_store(entry: &Entry) -> u64 {
+    match entry {
+        Ok(Some(s)) => s.version,
+        Err(e) => e.version().unwrap_or(0),
+        Ok(None) => 0,
+    }
+}
+
 /// `uri` without its options: what identifies a store in a snapshot.
 fn identity(uri: &str) -> &str {
     uri.split_once('?').map_or(uri, |(base, _)| base)
@@ -683,11 +692,7 @@ impl Snapshotted {
         status.written_ms = Some(body.written_ms);
         status.functions = body.functions.len();
         for (function, entry) in functions.iter().zip(&latest) {
-            let in_store = match entry {
-                Ok(Some(s)) => s.version,
-                Err(e) => e.version().unwrap_or(0),
-                Ok(None) => 0,
-            };
+            let in_store = version_in_store(entry);
             let in_snapshot = body.functions.get(function).map_or(0, |e| e.version);
             if in_store != in_snapshot {
                 status.behind.push(Behind {
@@ -897,11 +902,7 @@ impl Snapshotted {
         let latest = self.inner.latest(functions).await?;
         if let Some(held) = &state.held {
             for (function, entry) in functions.iter().zip(&latest) {
-                let in_store = match entry {
-                    Ok(Some(s)) => s.version,
-                    Err(e) => e.version().unwrap_or(0),
-                    Ok(None) => 0,
-                };
+                let in_store = version_in_store(entry);
                 let in_snapshot = held.body.functions.get(function).map_or(0, |e| e.version);
                 if in_store > in_snapshot {
                     SNAPSHOT_READS
